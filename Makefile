@@ -1,0 +1,45 @@
+# rdbg: every entry point a developer or CI uses.
+SHELL := /bin/bash
+export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
+
+.PHONY: all deps build gen lint test test-unit test-sandbox bench demo clean
+
+all: build
+
+# npm packages and the Debian packages that the tests drive (idempotent).
+deps: node_modules/.stamp
+	@bash scripts/install-deps.sh
+
+node_modules/.stamp: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+gen: node_modules/.stamp
+	@rm -rf src/gen
+	proto-loader-gen-types --keepCase --longs=Number --enums=String --defaults --oneofs \
+	  --grpcLib=@grpc/grpc-js -I proto -O src/gen rdbg/v1/manager.proto rdbg/v1/daemon.proto >/dev/null
+
+build: gen
+	tsc -p tsconfig.json
+	@chmod +x dist/bin/rdbg.js
+
+lint: gen
+	tsc -p tsconfig.json --noEmit
+	eslint .
+	node scripts/check-layers.js
+
+test-unit: build
+	tap dist/test/unit
+
+test-sandbox: deps build
+	tap dist/test/sandbox
+
+# Every tier. CI runs exactly this.
+test: deps build
+	tap dist/test/unit dist/test/sandbox
+
+bench: deps build
+	node dist/bench/run.js
+
+clean:
+	rm -rf dist src/gen

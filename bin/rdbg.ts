@@ -1,0 +1,24 @@
+#!/usr/bin/env node
+// The one rdbg binary: the CLI, and every component as a subcommand, so that
+// one package (and one image) serves the laptop, the manager and the agent.
+import { cliMain } from '../src/cli/main';
+import { managerMain } from '../manager/main';
+import { userDaemonMain } from '../daemon/user/main';
+import { agentMain } from '../agent/main';
+
+const components: Record<string, (argv: string[]) => Promise<void>> = {
+  manager: managerMain,
+  agent: agentMain,
+  'daemon-user': userDaemonMain,
+};
+
+async function main(argv: string[]): Promise<void> {
+  const run = components[argv[0]];
+  if (run) return run(argv.slice(1));
+  return cliMain(argv);
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  process.stderr.write(`rdbg: ${(err as Error)?.stack ?? String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,347 @@
+import { randomUUID } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import { logger } from '../src/core/log';
+import { PROTOCOL, VERSION } from '../src/core/version';
+import { describeRule, isGlobal, ruleKey } from '../src/intercept/rules';
+import type { ManagerHandlers } from '../src/gen/rdbg/v1/Manager';
+import type { AgentInfo__Output } from '../src/gen/rdbg/v1/AgentInfo';
+import type { DivertRequest } from '../src/gen/rdbg/v1/DivertRequest';
+import type { InterceptInfo } from '../src/gen/rdbg/v1/InterceptInfo';
+import type { InterceptSnapshot } from '../src/gen/rdbg/v1/InterceptSnapshot';
+import type { InterceptSpec__Output } from '../src/gen/rdbg/v1/InterceptSpec';
+import type { Open__Output } from '../src/gen/rdbg/v1/Open';
+import type { TunnelStream } from '../src/tunnel/messages';
+import type { SessionRegistry } from './sessions';
+import { reject, type DivertBroker } from './tunnel-handler';
+import { versionMismatch } from './server';
+import { spliceStreams } from './splice';
+
+const log = logger('manager.intercepts');
+
+const ACCEPT_TIMEOUT_MS = 10_000;
+
+interface Agent {
+  id: string;
+  info: AgentInfo__Output;
+  lastSeen: number;
+  watchers: Set<grpc.ServerWritableStream<unknown, InterceptSnapshot>>;
+}
+
+interface Intercept {
+  id: string;
+  spec: InterceptSpec__Output;
+  owner: string;
+  sessionId: string;
+  requests: number;
+}
+
+interface PendingFlow {
+  agentStream: TunnelStream;
+  intercept: Intercept;
+  timer: NodeJS.Timeout;
+}
+
+type ClientHandlerNames = 'CreateIntercept' | 'RemoveIntercept' | 'ListIntercepts' | 'WatchDiversions';
+type AgentHandlerNames = 'AgentArrive' | 'AgentHeartbeat' | 'AgentDepart' | 'WatchIntercepts';
+
+/**
+ * The intercept registry: which client holds which rule on which workload
+ * port, which agents serve each workload, and the meeting point where an
+ * agent's diverted flow is joined to the owning client's accepting flow.
+ */
+export class InterceptRegistry implements DivertBroker {
+  private readonly agents = new Map<string, Agent>();
+  private readonly intercepts = new Map<string, Intercept>();
+  private readonly diversions = new Map<string, grpc.ServerWritableStream<unknown, DivertRequest>>();
+  private readonly pending = new Map<string, PendingFlow>();
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(
+    private readonly sessions: SessionRegistry,
+    private readonly agentLeaseMs: number,
+  ) {
+    sessions.on('ended', (id: string) => this.sessionEnded(id));
+    this.timer = setInterval(() => this.sweepAgents(), 1000);
+    this.timer.unref();
+  }
+
+  close(): void {
+    clearInterval(this.timer);
+  }
+
+  private agentsFor(workload: string, namespace: string): Agent[] {
+    return [...this.agents.values()].filter((a) => a.info.workload === workload && a.info.namespace === namespace);
+  }
+
+  private info(i: Intercept): InterceptInfo {
+    const agents = this.agentsFor(i.spec.workload, i.spec.namespace);
+    return {
+      id: i.id,
+      spec: i.spec,
+      owner: i.owner,
+      session_id: i.sessionId,
+      state: agents.length > 0 ? 'ACTIVE' : 'WAITING_FOR_AGENT',
+      requests: i.requests,
+      env: agents[0]?.info.env ?? {},
+      agents: agents.length,
+      message: agents.length > 0 ? '' : `no traffic agent of ${i.spec.workload}.${i.spec.namespace} is connected yet`,
+    };
+  }
+
+  private notifyAgents(workload: string, namespace: string): void {
+    for (const a of this.agentsFor(workload, namespace)) this.pushSnapshot(a);
+  }
+
+  private pushSnapshot(a: Agent): void {
+    const snapshot = {
+      intercepts: [...this.intercepts.values()]
+        .filter((i) => i.spec.workload === a.info.workload && i.spec.namespace === a.info.namespace)
+        .map((i) => this.info(i)),
+    };
+    for (const w of a.watchers) w.write(snapshot);
+  }
+
+  private sessionEnded(sessionId: string): void {
+    const touched = new Set<string>();
+    for (const i of [...this.intercepts.values()]) {
+      if (i.sessionId !== sessionId) continue;
+      this.intercepts.delete(i.id);
+      touched.add(JSON.stringify([i.spec.workload, i.spec.namespace]));
+      log.info('intercept ended with its session', { intercept: i.id, owner: i.owner });
+    }
+    for (const t of touched) {
+      const [w, ns] = JSON.parse(t) as [string, string];
+      this.notifyAgents(w, ns);
+    }
+    this.diversions.get(sessionId)?.end();
+    this.diversions.delete(sessionId);
+  }
+
+  private sweepAgents(): void {
+    const now = Date.now();
+    for (const a of this.agents.values()) {
+      if (now - a.lastSeen > this.agentLeaseMs) {
+        log.warn('agent expired', { agent: a.id, workload: a.info.workload, pod: a.info.pod_name });
+        this.removeAgent(a);
+      }
+    }
+  }
+
+  private removeAgent(a: Agent): void {
+    this.agents.delete(a.id);
+    for (const w of a.watchers) w.end();
+  }
+
+  /** Which ports of a workload an intercept on `port` applies to. */
+  private resolvePort(spec: InterceptSpec__Output): number | string {
+    const agents = this.agentsFor(spec.workload, spec.namespace);
+    if (spec.port) return spec.port;
+    const ports = new Set(agents.flatMap((a) => a.info.ports.map((p) => p.app_port)));
+    if (ports.size === 1) return [...ports][0];
+    if (ports.size === 0) return 'no port given and no agent connected to tell which';
+    return `the workload has several ports (${[...ports].join(', ')}): name one with --port LOCAL:REMOTE`;
+  }
+
+  create(sessionId: string, spec: InterceptSpec__Output): InterceptInfo | grpc.ServiceError {
+    const session = this.sessions.get(sessionId);
+    const err = (code: grpc.status, details: string): grpc.ServiceError =>
+      Object.assign(new Error(details), { code, details, metadata: new grpc.Metadata() });
+    if (!session) return err(grpc.status.NOT_FOUND, 'no such session (it expired, or the manager restarted): reconnect');
+    if (!spec.workload) return err(grpc.status.INVALID_ARGUMENT, 'an intercept needs a workload name');
+    spec.namespace ||= session.namespace;
+    const port = this.resolvePort(spec);
+    if (typeof port === 'string') return err(grpc.status.FAILED_PRECONDITION, port);
+    spec.port = port;
+    if (!spec.local_port) return err(grpc.status.INVALID_ARGUMENT, 'an intercept needs a local port');
+    for (const o of this.intercepts.values()) {
+      if (o.spec.workload !== spec.workload || o.spec.namespace !== spec.namespace || o.spec.port !== spec.port) continue;
+      if (o.sessionId === sessionId && ruleKey(o.spec) === ruleKey(spec) && o.spec.mirror === spec.mirror) {
+        o.spec = spec; // the same client asking again (e.g. after a reconnect): refresh it
+        this.notifyAgents(spec.workload, spec.namespace);
+        return this.info(o);
+      }
+      if (o.spec.mirror !== spec.mirror) continue;
+      if (isGlobal(o.spec) || isGlobal(spec) || ruleKey(o.spec) === ruleKey(spec)) {
+        return err(
+          grpc.status.ALREADY_EXISTS,
+          `port ${spec.port} of ${spec.workload}.${spec.namespace} is already intercepted by ${o.owner} (${describeRule(o.spec)}); ` +
+            (isGlobal(spec) ? 'use --header to take only your own requests' : 'choose a different header value'),
+        );
+      }
+    }
+    const i: Intercept = { id: randomUUID(), spec, owner: session.user, sessionId, requests: 0 };
+    this.intercepts.set(i.id, i);
+    log.info('intercept created', { intercept: i.id, owner: i.owner, workload: spec.workload, rule: describeRule(spec) });
+    this.notifyAgents(spec.workload, spec.namespace);
+    return this.info(i);
+  }
+
+  clientHandlers(): Pick<ManagerHandlers, ClientHandlerNames> {
+    return {
+      CreateIntercept: (call, cb) => {
+        const r = this.create(call.request.session_id, call.request.spec ?? ({} as InterceptSpec__Output));
+        if (r instanceof Error) cb(r);
+        else cb(null, r);
+      },
+      RemoveIntercept: (call, cb) => {
+        const r = call.request;
+        const mine = [...this.intercepts.values()].filter(
+          (i) => i.sessionId === r.session_id && (r.id ? i.id === r.id : i.spec.workload === r.workload && (!r.namespace || i.spec.namespace === r.namespace)),
+        );
+        if (mine.length === 0) {
+          cb({ code: grpc.status.NOT_FOUND, details: `no intercept of ${r.workload || r.id} held by this client` });
+          return;
+        }
+        for (const i of mine) {
+          this.intercepts.delete(i.id);
+          log.info('intercept removed', { intercept: i.id, owner: i.owner });
+          this.notifyAgents(i.spec.workload, i.spec.namespace);
+        }
+        cb(null, {});
+      },
+      ListIntercepts: (call, cb) => {
+        const r = call.request;
+        if (!this.sessions.get(r.session_id)) {
+          cb({ code: grpc.status.NOT_FOUND, details: 'no such session: reconnect' });
+          return;
+        }
+        const list = [...this.intercepts.values()].filter((i) => r.all || i.sessionId === r.session_id).map((i) => this.info(i));
+        cb(null, { intercepts: list });
+      },
+      WatchDiversions: (call) => {
+        const id = call.request.session_id;
+        if (!this.sessions.get(id)) {
+          call.emit('error', { code: grpc.status.NOT_FOUND, details: 'no such session: reconnect' });
+          return;
+        }
+        this.diversions.get(id)?.end();
+        this.diversions.set(id, call);
+        call.on('cancelled', () => {
+          if (this.diversions.get(id) === call) this.diversions.delete(id);
+        });
+        call.on('error', () => undefined);
+      },
+    };
+  }
+
+  agentHandlers(checkToken: (token: string) => boolean): Pick<ManagerHandlers, AgentHandlerNames> {
+    return {
+      AgentArrive: (call, cb) => {
+        const info = call.request;
+        if (!checkToken(info.token)) {
+          cb({ code: grpc.status.UNAUTHENTICATED, details: 'the traffic manager requires a valid agent token' });
+          return;
+        }
+        const mismatch = versionMismatch({ version: info.version, protocol: info.protocol }, 'agent');
+        if (mismatch) {
+          cb({ code: grpc.status.FAILED_PRECONDITION, details: mismatch });
+          return;
+        }
+        if (!info.workload || !info.namespace) {
+          cb({ code: grpc.status.INVALID_ARGUMENT, details: 'an agent must name its workload and namespace' });
+          return;
+        }
+        const a: Agent = { id: randomUUID(), info: { ...info, token: '' }, lastSeen: Date.now(), watchers: new Set() };
+        this.agents.set(a.id, a);
+        log.info('agent arrived', { agent: a.id, workload: info.workload, namespace: info.namespace, pod: info.pod_name });
+        cb(null, { agent_id: a.id, manager: { version: VERSION, protocol: PROTOCOL }, lease_seconds: this.agentLeaseMs / 1000 });
+      },
+      AgentHeartbeat: (call, cb) => {
+        const a = this.agents.get(call.request.agent_id);
+        if (!a) {
+          cb({ code: grpc.status.NOT_FOUND, details: 'no such agent (the manager restarted): arrive again' });
+          return;
+        }
+        a.lastSeen = Date.now();
+        for (const [id, n] of Object.entries(call.request.requests ?? {})) {
+          const i = this.intercepts.get(id);
+          if (i) i.requests += Number(n);
+        }
+        cb(null, { ok: true });
+      },
+      AgentDepart: (call, cb) => {
+        const a = this.agents.get(call.request.agent_id);
+        if (a) {
+          log.info('agent departed', { agent: a.id, pod: a.info.pod_name });
+          this.removeAgent(a);
+        }
+        cb(null, {});
+      },
+      WatchIntercepts: (call) => {
+        const a = this.agents.get(call.request.agent_id);
+        if (!a) {
+          call.emit('error', { code: grpc.status.NOT_FOUND, details: 'no such agent (the manager restarted): arrive again' });
+          return;
+        }
+        a.watchers.add(call);
+        call.on('cancelled', () => a.watchers.delete(call));
+        call.on('error', () => a.watchers.delete(call));
+        this.pushSnapshot(a);
+      },
+    };
+  }
+
+  // DivertBroker: an agent opens a flow for an intercept; the owner accepts it.
+
+  fromAgent(open: Open__Output, stream: TunnelStream): void {
+    if (!this.agents.has(open.agent_id)) {
+      reject(stream, 'DENIED', 'unknown agent: arrive first');
+      return;
+    }
+    const intercept = this.intercepts.get(open.intercept_id);
+    if (!intercept) {
+      reject(stream, 'FAILED', 'the intercept has ended');
+      return;
+    }
+    const watcher = this.diversions.get(intercept.sessionId);
+    if (!watcher) {
+      reject(stream, 'UNREACHABLE', `the rdbg client of ${intercept.owner} is not connected to the traffic manager`);
+      return;
+    }
+    const flowId = randomUUID();
+    stream.pause();
+    const timer = setTimeout(() => {
+      this.pending.delete(flowId);
+      reject(stream, 'TIMEOUT', `the rdbg client of ${intercept.owner} did not accept the flow within 10 seconds`);
+    }, ACCEPT_TIMEOUT_MS);
+    this.pending.set(flowId, { agentStream: stream, intercept, timer });
+    stream.on('error', () => {
+      const p = this.pending.get(flowId);
+      if (p) {
+        clearTimeout(p.timer);
+        this.pending.delete(flowId);
+      }
+    });
+    watcher.write({
+      flow_id: flowId,
+      intercept_id: intercept.id,
+      local_port: intercept.spec.local_port,
+      local_host: intercept.spec.local_host || '127.0.0.1',
+    });
+  }
+
+  fromClient(open: Open__Output, stream: TunnelStream): void {
+    const p = this.pending.get(open.accept_flow_id);
+    if (!p || p.intercept.sessionId !== open.session_id) {
+      reject(stream, 'FAILED', 'no such diverted flow (it timed out, or belongs to another client)');
+      return;
+    }
+    this.pending.delete(open.accept_flow_id);
+    clearTimeout(p.timer);
+    // The client answers with its own dial result (its local dial), then the two flows are joined.
+    stream.once('data', (msg) => {
+      if (msg.msg !== 'dial' || !msg.dial) {
+        reject(p.agentStream, 'FAILED', 'the client answered a diverted flow without a dial result');
+        reject(stream, 'FAILED', 'a diverted flow must start with a dial result');
+        return;
+      }
+      p.agentStream.write({ dial: msg.dial });
+      if (msg.dial.code !== 'OK') {
+        p.agentStream.end();
+        stream.end();
+        return;
+      }
+      spliceStreams(p.agentStream, stream);
+    });
+  }
+}

@@ -1,0 +1,168 @@
+import * as grpc from '@grpc/grpc-js';
+import { hostname } from 'node:os';
+import { errorMessage } from '../src/core/errors';
+import { logger } from '../src/core/log';
+import { PROTOCOL, VERSION } from '../src/core/version';
+import { managerPackage, SERVER_OPTIONS } from '../src/rpc/services';
+import { enlargeServerWindows } from '../src/rpc/windows';
+import type { ManagerHandlers } from '../src/gen/rdbg/v1/Manager';
+import type { ClusterInfo } from '../src/gen/rdbg/v1/ClusterInfo';
+import { ClusterDNS } from './cluster-dns';
+import { SessionRegistry } from './sessions';
+import { TunnelHandler, type TunnelCall } from './tunnel-handler';
+import { InterceptRegistry } from './intercepts';
+
+const log = logger('manager');
+
+export interface ManagerConfig {
+  listen: string; // host:port
+  serviceSubnets: string[];
+  podSubnets: string[];
+  clusterDomain: string;
+  namespace: string; // where the manager runs
+  leaseSeconds: number;
+  token?: string; // when set, clients and agents must present it
+}
+
+export function versionMismatch(theirs: { version: string; protocol: number }, who: 'client' | 'agent'): string | undefined {
+  if (theirs.protocol === PROTOCOL) return undefined;
+  const fix =
+    who === 'client'
+      ? theirs.protocol > PROTOCOL
+        ? `upgrade the traffic manager to ${theirs.version} ("rdbg manager upgrade"), or use an rdbg client of version ${VERSION}`
+        : `install rdbg ${VERSION} on this laptop, or run the manager of version ${theirs.version}`
+      : `re-inject the agent ("rdbg uninstall WORKLOAD" then intercept again) so that it matches the manager ${VERSION}`;
+  return `rdbg ${who} ${theirs.version} speaks protocol ${theirs.protocol}, but the traffic manager ${VERSION} speaks protocol ${PROTOCOL}: ${fix}`;
+}
+
+export class ManagerServer {
+  readonly server = new grpc.Server(SERVER_OPTIONS);
+  readonly sessions: SessionRegistry;
+  readonly dns: ClusterDNS;
+  readonly tunnels: TunnelHandler;
+  readonly intercepts: InterceptRegistry;
+  port = 0;
+
+  constructor(readonly config: ManagerConfig) {
+    this.sessions = new SessionRegistry(config.leaseSeconds * 1000);
+    this.dns = new ClusterDNS(config.clusterDomain);
+    this.tunnels = new TunnelHandler(this.sessions, this.dns);
+    this.intercepts = new InterceptRegistry(this.sessions, config.leaseSeconds * 1000);
+    this.tunnels.broker = this.intercepts;
+    this.server.addService(managerPackage().Manager.service, this.handlers());
+  }
+
+  clusterInfo(namespace: string): ClusterInfo {
+    return {
+      service_subnets: this.config.serviceSubnets,
+      pod_subnets: this.config.podSubnets,
+      cluster_domain: this.config.clusterDomain,
+      dns_search: this.dns.searchPath(namespace),
+      dns_server: this.dns.servers()[0] ?? '',
+      manager_namespace: this.config.namespace,
+    };
+  }
+
+  async start(): Promise<number> {
+    const creds = grpc.ServerCredentials.createInsecure();
+    this.port = await new Promise<number>((resolve, reject) =>
+      this.server.bindAsync(this.config.listen, creds, (err, port) => (err ? reject(err) : resolve(port))),
+    );
+    enlargeServerWindows(this.server);
+    log.info('traffic manager listening', {
+      address: this.config.listen,
+      port: this.port,
+      version: VERSION,
+      serviceSubnets: this.config.serviceSubnets,
+      podSubnets: this.config.podSubnets,
+      dns: this.dns.servers(),
+    });
+    return this.port;
+  }
+
+  async stop(): Promise<void> {
+    this.sessions.close();
+    this.intercepts.close();
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(() => {
+        this.server.forceShutdown();
+        resolve();
+      }, 2000);
+      this.server.tryShutdown(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+  }
+
+  private checkToken(token: string | undefined): boolean {
+    return !this.config.token || token === this.config.token;
+  }
+
+  private handlers(): ManagerHandlers {
+    const self = this;
+    const manager = { version: VERSION, protocol: PROTOCOL };
+    const noSession = (cb: grpc.sendUnaryData<never>): void =>
+      cb({ code: grpc.status.NOT_FOUND, details: 'no such session (it expired, or the manager restarted): reconnect' });
+    return {
+      Version: (_call, cb) => cb(null, manager),
+      Arrive(call, cb) {
+        const r = call.request;
+        if (!self.checkToken(r.token)) {
+          cb({ code: grpc.status.UNAUTHENTICATED, details: 'the traffic manager requires a valid token' });
+          return;
+        }
+        const mismatch = versionMismatch({ version: r.client_version, protocol: r.protocol }, 'client');
+        if (mismatch) {
+          cb({ code: grpc.status.FAILED_PRECONDITION, details: mismatch });
+          return;
+        }
+        const s = self.sessions.arrive({
+          user: r.user || 'unknown',
+          hostname: r.hostname,
+          namespace: r.namespace || 'default',
+          clientVersion: r.client_version,
+        });
+        cb(null, {
+          session_id: s.id,
+          manager,
+          lease_seconds: self.config.leaseSeconds,
+          cluster: self.clusterInfo(s.namespace),
+        });
+      },
+      Heartbeat(call, cb) {
+        if (!self.sessions.heartbeat(call.request.session_id)) return noSession(cb);
+        cb(null, { ok: true });
+      },
+      Depart(call, cb) {
+        self.sessions.depart(call.request.session_id);
+        cb(null, {});
+      },
+      GetClusterInfo(call, cb) {
+        const s = self.sessions.get(call.request.session_id);
+        if (!s) return noSession(cb);
+        cb(null, self.clusterInfo(s.namespace));
+      },
+      LookupDNS(call, cb) {
+        const r = call.request;
+        const s = self.sessions.get(r.session_id);
+        if (!s) return noSession(cb);
+        if (!r.name || r.name.length > 253) {
+          cb({ code: grpc.status.INVALID_ARGUMENT, details: `invalid DNS name "${r.name.slice(0, 64)}"` });
+          return;
+        }
+        self.dns.lookup(r.name, r.qtype, s.namespace).then(
+          (res) => cb(null, res),
+          (err) => cb({ code: grpc.status.INTERNAL, details: errorMessage(err) }),
+        );
+      },
+      Tunnel: (call) => self.tunnels.handle(call as TunnelCall),
+      ...self.intercepts.clientHandlers(),
+      ...self.intercepts.agentHandlers((token) => self.checkToken(token)),
+    };
+  }
+}
+
+export function defaultUser(): string {
+  return `${process.env.USER ?? 'user'}@${hostname()}`;
+}

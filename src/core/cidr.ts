@@ -1,0 +1,70 @@
+import { isIP } from 'node:net';
+import { Codes, RdbgError } from './errors';
+
+/** An IPv4 or IPv6 subnet, held as a bigint range so that overlap checks are exact. */
+export interface Cidr {
+  readonly family: 4 | 6;
+  readonly base: bigint;
+  readonly bits: number;
+  readonly text: string;
+}
+
+export function ipToBigInt(ip: string): { family: 4 | 6; value: bigint } {
+  const family = isIP(ip);
+  if (family === 4) {
+    const parts = ip.split('.').map(Number);
+    return { family: 4, value: BigInt(((parts[0] << 24) >>> 0) + (parts[1] << 16) + (parts[2] << 8) + parts[3]) };
+  }
+  if (family === 6) {
+    let text = ip;
+    const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
+    if (v4) {
+      const n = ipToBigInt(v4[1]).value;
+      text = text.slice(0, -v4[1].length) + ((n >> 16n) & 0xffffn).toString(16) + ':' + (n & 0xffffn).toString(16);
+    }
+    const [head, tail] = text.split('::');
+    const h = head ? head.split(':') : [];
+    const tl = tail !== undefined && tail !== '' ? tail.split(':') : [];
+    const groups = tail === undefined ? h : [...h, ...Array(8 - h.length - tl.length).fill('0'), ...tl];
+    let value = 0n;
+    for (const g of groups) value = (value << 16n) + BigInt(parseInt(g, 16));
+    return { family: 6, value };
+  }
+  throw new RdbgError(Codes.BAD_ARGUMENT, `"${ip}" is not an IP address`);
+}
+
+export function bigIntToIp(family: 4 | 6, value: bigint): string {
+  if (family === 4) {
+    return [24n, 16n, 8n, 0n].map((s) => String((value >> s) & 0xffn)).join('.');
+  }
+  const groups: string[] = [];
+  for (let i = 7; i >= 0; i--) groups.push(((value >> BigInt(i * 16)) & 0xffffn).toString(16));
+  return groups.join(':').replace(/(^|:)0(:0)+(:|$)/, '::').replace(/:::+/, '::');
+}
+
+export function parseCidr(text: string): Cidr {
+  const [addr, len] = text.trim().split('/');
+  const { family, value } = ipToBigInt(addr);
+  const max = family === 4 ? 32 : 128;
+  const bits = len === undefined ? max : Number(len);
+  if (!Number.isInteger(bits) || bits < 0 || bits > max || (len !== undefined && !/^\d+$/.test(len))) {
+    throw new RdbgError(Codes.BAD_ARGUMENT, `"${text}" is not a CIDR (expected ADDRESS/BITS, BITS 0-${max})`);
+  }
+  const hostBits = BigInt(max - bits);
+  const base = (value >> hostBits) << hostBits;
+  return { family, base, bits, text: `${bigIntToIp(family, base)}/${bits}` };
+}
+
+function lastOf(c: Cidr): bigint {
+  const max = c.family === 4 ? 32 : 128;
+  return c.base + (1n << BigInt(max - c.bits)) - 1n;
+}
+
+export function cidrContains(c: Cidr, ip: string): boolean {
+  const { family, value } = ipToBigInt(ip);
+  return family === c.family && value >= c.base && value <= lastOf(c);
+}
+
+export function cidrOverlaps(a: Cidr, b: Cidr): boolean {
+  return a.family === b.family && a.base <= lastOf(b) && b.base <= lastOf(a);
+}

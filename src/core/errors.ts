@@ -1,0 +1,31 @@
+/** Every failure that reaches a user carries a stable code and, where one exists, a hint. */
+export class RdbgError extends Error {
+  readonly code: string;
+  readonly hint?: string;
+
+  constructor(code: string, message: string, hint?: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'RdbgError';
+    this.code = code;
+    this.hint = hint;
+  }
+}
+
+export const Codes = {
+  VERSION_MISMATCH: 'RDBG_VERSION_MISMATCH',
+  MANAGER_UNREACHABLE: 'RDBG_MANAGER_UNREACHABLE',
+  NOT_CONNECTED: 'RDBG_NOT_CONNECTED',
+  ALREADY_CONNECTED: 'RDBG_ALREADY_CONNECTED',
+  DAEMON_START: 'RDBG_DAEMON_START',
+  BAD_ARGUMENT: 'RDBG_BAD_ARGUMENT',
+  INTERCEPT_CONFLICT: 'RDBG_INTERCEPT_CONFLICT',
+  INTERCEPT_NOT_FOUND: 'RDBG_INTERCEPT_NOT_FOUND',
+  NO_SESSION: 'RDBG_NO_SESSION',
+  PERMISSION: 'RDBG_PERMISSION',
+  SUBNET_CONFLICT: 'RDBG_SUBNET_CONFLICT',
+} as const;
+
+export function errorMessage(err: unknown): string {
+  if (err instanceof Error) return err.message;
+  return String(err);
+}

@@ -1,0 +1,70 @@
+import * as grpc from '@grpc/grpc-js';
+import * as net from 'node:net';
+import { logger } from '../../src/core/log';
+import { pipeFlow } from '../../src/tunnel/flow-pipe';
+import type { TunnelStream } from '../../src/tunnel/messages';
+import type { DivertRequest__Output } from '../../src/gen/rdbg/v1/DivertRequest';
+import type { Counters } from './counters';
+import type { ManagerLink } from './manager-link';
+
+const log = logger('userd.divert');
+
+/**
+ * The laptop end of intercepts: watches the manager for diverted flows and
+ * joins each to a fresh connection to the local process (127.0.0.1:PORT).
+ */
+export class DivertAcceptor {
+  private watch?: grpc.ClientReadableStream<DivertRequest__Output>;
+  private closed = false;
+
+  constructor(
+    private readonly link: ManagerLink,
+    private readonly counters: Counters,
+  ) {
+    link.on('session', () => this.start());
+  }
+
+  start(): void {
+    if (this.closed) return;
+    this.watch?.cancel();
+    const session = this.link.sessionId;
+    const watch = this.link.client.watchDiversions({ session_id: session });
+    this.watch = watch;
+    watch.on('data', (req: DivertRequest__Output) => this.accept(req));
+    watch.on('error', (err: grpc.ServiceError) => {
+      if (err.code === grpc.status.CANCELLED || this.closed) return;
+      log.debug('diversion watch ended', { err: err.details });
+      // Retry while this session lasts; a new session starts a new watch.
+      setTimeout(() => {
+        if (this.link.sessionId === session && this.link.state === 'CONNECTED' && this.watch === watch) this.start();
+      }, 1000);
+    });
+  }
+
+  private accept(req: DivertRequest__Output): void {
+    const host = req.local_host || '127.0.0.1';
+    const call = this.link.client.tunnel() as unknown as TunnelStream;
+    call.on('error', () => undefined);
+    call.write({ open: { session_id: this.link.sessionId, accept_flow_id: req.flow_id, protocol: 'TCP' } });
+    const sock = net.connect({ host, port: req.local_port, allowHalfOpen: true, noDelay: true });
+    sock.once('error', (err: NodeJS.ErrnoException) => {
+      const why = err.code === 'ECONNREFUSED' ? 'connection refused (is the local process listening?)' : `${err.code ?? err.message}`;
+      log.info('local process unreachable for a diverted flow', { target: `${host}:${req.local_port}`, err: err.code });
+      call.write({
+        dial: { code: err.code === 'ECONNREFUSED' ? 'REFUSED' : 'FAILED', message: `could not reach ${host}:${req.local_port}: ${why}`, errno: err.code ?? '' },
+      });
+      call.end();
+    });
+    sock.once('connect', () => {
+      sock.removeAllListeners('error');
+      this.counters.divertedFlows++;
+      call.write({ dial: { code: 'OK', address: `${host}:${req.local_port}` } });
+      pipeFlow(sock, call, { counters: this.counters });
+    });
+  }
+
+  close(): void {
+    this.closed = true;
+    this.watch?.cancel();
+  }
+}

@@ -1,0 +1,158 @@
+import * as grpc from '@grpc/grpc-js';
+import { chmodSync, rmSync, writeFileSync } from 'node:fs';
+import { Codes, RdbgError, errorMessage } from '../../src/core/errors';
+import { logger, toggleDebugOnSignal } from '../../src/core/log';
+import { daemonPidPath, daemonSocketPath } from '../../src/core/paths';
+import { VERSION } from '../../src/core/version';
+import { parse, splitHostPort } from '../../src/cli/args';
+import { daemonPackage } from '../../src/rpc/services';
+import type { StartupMessage } from '../../src/rpc/startup';
+import type { UserDaemonHandlers } from '../../src/gen/rdbg/v1/UserDaemon';
+import { newCounters } from './counters';
+import { DivertAcceptor } from './divert-acceptor';
+import { LocalIntercepts } from './intercepts';
+import { ManagerLink } from './manager-link';
+import { SocksServer } from './socks-server';
+import { openFlow } from './tunnel-client';
+
+const log = logger('userd');
+
+
+function tell(msg: StartupMessage): void {
+  if (process.send) {
+    process.send(msg, () => process.disconnect?.());
+  }
+}
+
+export async function userDaemonMain(argv: string[]): Promise<void> {
+  const { values } = parse('daemon-user', argv, {
+    manager: { type: 'string' },
+    socks: { type: 'string' },
+    namespace: { type: 'string', default: 'default' },
+  });
+  toggleDebugOnSignal();
+  try {
+    await runUserDaemon({ manager: values.manager!, socks: values.socks, namespace: values.namespace! });
+  } catch (err) {
+    const e = err instanceof RdbgError ? err : new RdbgError(Codes.DAEMON_START, errorMessage(err));
+    log.error('user daemon failed to start', { code: e.code, err: e.message });
+    tell({ ready: false, code: e.code, message: e.message, hint: e.hint });
+    cleanupFiles();
+    process.exitCode = 1;
+    setTimeout(() => process.exit(1), 100).unref();
+  }
+}
+
+function cleanupFiles(): void {
+  rmSync(daemonSocketPath(), { force: true });
+  rmSync(daemonPidPath(), { force: true });
+}
+
+interface DaemonOptions {
+  manager: string;
+  socks?: string;
+  namespace: string;
+}
+
+async function runUserDaemon(opts: DaemonOptions): Promise<void> {
+  if (!opts.manager) throw new RdbgError(Codes.BAD_ARGUMENT, 'the user daemon needs --manager HOST:PORT');
+  const counters = newCounters();
+  const link = new ManagerLink({ address: opts.manager, namespace: opts.namespace, token: process.env.RDBG_MANAGER_TOKEN });
+  const intercepts = new LocalIntercepts(link);
+  const diverts = new DivertAcceptor(link, counters);
+  await link.start(10_000);
+  diverts.start();
+
+  let socksAddress = '';
+  const socks = new SocksServer((proto, host, port, source) => openFlow(link, proto, host, port, source), counters);
+  if (opts.socks) {
+    const { host, port } = splitHostPort(opts.socks, '--socks');
+    try {
+      const a = await socks.listen(host, port);
+      socksAddress = `${a.address.includes(':') ? `[${a.address}]` : a.address}:${a.port}`;
+    } catch (err) {
+      throw new RdbgError(Codes.DAEMON_START, `cannot listen for SOCKS5 on ${opts.socks}: ${errorMessage(err)}`, 'choose another port with --socks');
+    }
+  }
+
+  const server = new grpc.Server();
+  let quitting = false;
+  const quit = async (reason: string): Promise<void> => {
+    if (quitting) return;
+    quitting = true;
+    log.info('quitting', { reason });
+    socks.close();
+    diverts.close();
+    await intercepts.removeAll();
+    await link.close();
+    server.forceShutdown();
+    cleanupFiles();
+    setTimeout(() => process.exit(0), 50);
+  };
+
+  const handlers: UserDaemonHandlers = {
+    Status: (_call, cb) =>
+      cb(null, {
+        state: link.state,
+        manager_address: opts.manager,
+        manager: link.manager ?? null,
+        client_version: VERSION,
+        session_id: link.sessionId,
+        cluster: link.cluster ?? null,
+        socks_address: socksAddress,
+        counters: {
+          flows_opened: counters.flowsOpened,
+          flows_failed: counters.flowsFailed,
+          flows_active: counters.flowsActive,
+          bytes_out: counters.bytesOut,
+          bytes_in: counters.bytesIn,
+          dns_queries: counters.dnsQueries,
+          diverted_flows: counters.divertedFlows,
+        },
+        reconnects: link.reconnects,
+        last_error: link.lastError,
+        events: link.events,
+        connected_since: link.connectedSince?.toISOString() ?? '',
+        pid: process.pid,
+        transport: `direct grpc to ${opts.manager}`,
+        intercepts: intercepts.count,
+      }),
+    Quit: (_call, cb) => {
+      cb(null, {});
+      void quit('rdbg quit');
+    },
+    Intercept: (call, cb) => {
+      const spec = call.request.spec;
+      if (!spec) return cb({ code: grpc.status.INVALID_ARGUMENT, details: 'no intercept spec' });
+      spec.namespace ||= opts.namespace;
+      intercepts.create(spec).then(
+        (info) => cb(null, info),
+        (err: grpc.ServiceError) => cb({ code: err.code, details: err.details }),
+      );
+    },
+    Leave: (call, cb) => {
+      intercepts.remove(call.request.workload, call.request.namespace).then(
+        () => cb(null, {}),
+        (err: grpc.ServiceError) => cb({ code: err.code, details: err.details }),
+      );
+    },
+    List: (call, cb) => {
+      link.client.listIntercepts({ session_id: link.sessionId, all: call.request.all }, { deadline: Date.now() + 5000 }, (err, res) => {
+        if (err) return cb({ code: err.code, details: err.details });
+        cb(null, res);
+      });
+    },
+  };
+  server.addService(daemonPackage().UserDaemon.service, handlers);
+  const sockPath = daemonSocketPath();
+  rmSync(sockPath, { force: true });
+  await new Promise<void>((resolve, reject) =>
+    server.bindAsync(`unix://${sockPath}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
+  );
+  chmodSync(sockPath, 0o600);
+  writeFileSync(daemonPidPath(), String(process.pid));
+  process.once('SIGTERM', () => void quit('SIGTERM'));
+  process.once('SIGINT', () => void quit('SIGINT'));
+  log.info('user daemon ready', { manager: opts.manager, socks: socksAddress, session: link.sessionId });
+  tell({ ready: true, socks: socksAddress });
+}

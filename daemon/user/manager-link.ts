@@ -1,0 +1,180 @@
+import * as grpc from '@grpc/grpc-js';
+import { EventEmitter } from 'node:events';
+import { hostname, userInfo } from 'node:os';
+import { Codes, RdbgError } from '../../src/core/errors';
+import { logger } from '../../src/core/log';
+import { PROTOCOL, VERSION } from '../../src/core/version';
+import { CHANNEL_OPTIONS, managerPackage, type ManagerClient } from '../../src/rpc/services';
+import type { ClusterInfo__Output } from '../../src/gen/rdbg/v1/ClusterInfo';
+import type { VersionInfo__Output } from '../../src/gen/rdbg/v1/VersionInfo';
+
+const log = logger('userd.link');
+
+const HEARTBEAT_MS = 3_000;
+const RPC_DEADLINE_MS = 5_000;
+const RETRY_MIN_MS = 250;
+const RETRY_MAX_MS = 2_000;
+const MAX_EVENTS = 20;
+
+export type LinkState = 'CONNECTING' | 'CONNECTED' | 'RECONNECTING' | 'DISCONNECTED';
+
+export interface LinkOptions {
+  address: string; // host:port of the manager (or of a local port-forward)
+  namespace: string;
+  token?: string;
+  user?: string;
+}
+
+function deadline(ms = RPC_DEADLINE_MS): grpc.CallOptions {
+  return { deadline: Date.now() + ms };
+}
+
+/** A FAILED_PRECONDITION from Arrive is a version mismatch: retrying will not help. */
+function isFatal(err: grpc.ServiceError): boolean {
+  return err.code === grpc.status.FAILED_PRECONDITION || err.code === grpc.status.UNAUTHENTICATED;
+}
+
+/**
+ * The session with the traffic manager. Heartbeats keep its lease; when a
+ * heartbeat fails (the manager restarted, the transport dropped) the link
+ * arrives again by itself and emits 'session' so that intercepts and
+ * diversion watches are re-established.
+ */
+export class ManagerLink extends EventEmitter {
+  readonly client: ManagerClient;
+  state: LinkState = 'CONNECTING';
+  sessionId = '';
+  manager?: VersionInfo__Output;
+  cluster?: ClusterInfo__Output;
+  reconnects = 0;
+  lastError = '';
+  connectedSince?: Date;
+  readonly events: { time: string; event: string }[] = [];
+  private timer?: NodeJS.Timeout;
+  private closed = false;
+  private retryMs = RETRY_MIN_MS;
+
+  constructor(readonly opts: LinkOptions) {
+    super();
+    const Manager = managerPackage().Manager;
+    this.client = new Manager(opts.address, grpc.credentials.createInsecure(), {
+      ...CHANNEL_OPTIONS,
+      'grpc.initial_reconnect_backoff_ms': 200,
+      'grpc.max_reconnect_backoff_ms': 2000,
+    }) as unknown as ManagerClient;
+  }
+
+  private event(event: string): void {
+    this.events.push({ time: new Date().toISOString(), event });
+    if (this.events.length > MAX_EVENTS) this.events.shift();
+  }
+
+  /** Arrive for the first time; rejects with a clear error when that is impossible. */
+  async start(timeoutMs: number): Promise<void> {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        await this.arrive();
+        this.scheduleHeartbeat();
+        return;
+      } catch (err) {
+        const e = err as grpc.ServiceError;
+        if (isFatal(e)) throw new RdbgError(Codes.VERSION_MISMATCH, e.details);
+        if (Date.now() > until) {
+          throw new RdbgError(
+            Codes.MANAGER_UNREACHABLE,
+            `cannot reach the traffic manager at ${this.opts.address}: ${e.details ?? e.message}`,
+            'check the address, and that "rdbg manager serve" (or the rdbg Deployment) is running',
+          );
+        }
+        await new Promise((r) => setTimeout(r, 300));
+      }
+    }
+  }
+
+  private arrive(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.client.arrive(
+        {
+          client_version: VERSION,
+          protocol: PROTOCOL,
+          user: this.opts.user ?? `${userInfo().username}@${hostname()}`,
+          hostname: hostname(),
+          namespace: this.opts.namespace,
+          token: this.opts.token ?? '',
+        },
+        deadline(),
+        (err, res) => {
+          if (err || !res) return reject(err);
+          const first = !this.sessionId;
+          this.sessionId = res.session_id;
+          this.manager = res.manager ?? undefined;
+          this.cluster = res.cluster ?? undefined;
+          this.state = 'CONNECTED';
+          this.connectedSince = new Date();
+          this.retryMs = RETRY_MIN_MS;
+          this.event(first ? `connected to manager ${res.manager?.version}` : `reconnected (session ${res.session_id.slice(0, 8)})`);
+          if (!first) this.reconnects++;
+          log.info(first ? 'connected' : 'reconnected', { session: res.session_id, manager: res.manager?.version });
+          this.emit('session', this.sessionId);
+          resolve();
+        },
+      );
+    });
+  }
+
+  private scheduleHeartbeat(delay = HEARTBEAT_MS): void {
+    if (this.closed) return;
+    this.timer = setTimeout(() => void this.beat(), delay);
+  }
+
+  private async beat(): Promise<void> {
+    if (this.state === 'CONNECTED') {
+      const ok = await new Promise<boolean>((resolve) =>
+        this.client.heartbeat({ session_id: this.sessionId }, deadline(), (err) => {
+          if (err) {
+            this.lost(err.code === grpc.status.NOT_FOUND ? 'the manager forgot this session (restarted?)' : `heartbeat failed: ${err.details}`);
+          }
+          resolve(!err);
+        }),
+      );
+      if (ok) return this.scheduleHeartbeat();
+    }
+    try {
+      await this.arrive();
+      this.scheduleHeartbeat();
+    } catch (err) {
+      const e = err as grpc.ServiceError;
+      this.lastError = e.details ?? e.message;
+      if (isFatal(e)) {
+        this.state = 'DISCONNECTED';
+        this.event(`refused by the manager: ${e.details}`);
+        log.error('manager refused the session', { err: e.details });
+      }
+      this.retryMs = Math.min(RETRY_MAX_MS, this.retryMs * 2);
+      this.scheduleHeartbeat(this.retryMs);
+    }
+  }
+
+  /** Called by anyone who sees the transport fail, to start reconnecting at once. */
+  lost(reason: string): void {
+    if (this.state !== 'CONNECTED' || this.closed) return;
+    this.state = 'RECONNECTING';
+    this.lastError = reason;
+    this.event(`lost the manager: ${reason}`);
+    log.warn('lost the manager', { reason });
+    this.emit('lost');
+    clearTimeout(this.timer);
+    this.scheduleHeartbeat(RETRY_MIN_MS);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.timer);
+    if (this.state === 'CONNECTED') {
+      await new Promise<void>((resolve) => this.client.depart({ session_id: this.sessionId }, deadline(1000), () => resolve()));
+    }
+    this.state = 'DISCONNECTED';
+    this.client.close();
+  }
+}

@@ -1,0 +1,212 @@
+import * as dgram from 'node:dgram';
+import * as net from 'node:net';
+import { logger } from '../../src/core/log';
+import { pipeFlow } from '../../src/tunnel/flow-pipe';
+import type { TunnelStream } from '../../src/tunnel/messages';
+import type { Protocol } from '../../src/gen/rdbg/v1/Protocol';
+import {
+  CMD, REPLY, SocksProtocolError, encodeUdpDatagram, parseGreeting, parseRequest, parseUdpDatagram, reply, type Address,
+} from './socks5';
+import { DialError } from './tunnel-client';
+import type { Counters } from './counters';
+
+const log = logger('userd.socks');
+
+const HANDSHAKE_TIMEOUT_MS = 10_000;
+const MAX_HANDSHAKE_BYTES = 600;
+
+export type OpenFlow = (protocol: Protocol, host: string, port: number, source: string) => Promise<TunnelStream>;
+
+function replyFor(err: unknown): number {
+  if (!(err instanceof DialError)) return REPLY.GENERAL_FAILURE;
+  switch (err.code) {
+    case 'REFUSED':
+      return REPLY.CONNECTION_REFUSED;
+    case 'UNREACHABLE':
+      return REPLY.HOST_UNREACHABLE;
+    case 'NAME_ERROR':
+      return REPLY.HOST_UNREACHABLE;
+    case 'TIMEOUT':
+      return REPLY.TTL_EXPIRED;
+    case 'DENIED':
+      return REPLY.NOT_ALLOWED;
+    default:
+      return REPLY.GENERAL_FAILURE;
+  }
+}
+
+/**
+ * A SOCKS5 proxy whose every destination is in the cluster: CONNECT opens a
+ * TCP flow through the manager (names are resolved there, so
+ * `curl --socks5-hostname` reaches `svc.ns`), UDP ASSOCIATE relays datagrams.
+ */
+export class SocksServer {
+  private readonly server: net.Server;
+  private readonly sockets = new Set<net.Socket>();
+
+  constructor(
+    private readonly openFlow: OpenFlow,
+    private readonly counters: Counters,
+  ) {
+    this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, (sock) => this.accept(sock));
+    this.server.on('error', (err) => log.error('SOCKS listener failed', { err: err.message }));
+  }
+
+  listen(host: string, port: number): Promise<net.AddressInfo> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen({ host, port, backlog: 4096 }, () => {
+        this.server.removeListener('error', reject);
+        resolve(this.server.address() as net.AddressInfo);
+      });
+    });
+  }
+
+  close(): void {
+    this.server.close();
+    for (const s of this.sockets) s.destroy();
+  }
+
+  private accept(sock: net.Socket): void {
+    this.sockets.add(sock);
+    sock.on('close', () => this.sockets.delete(sock));
+    sock.on('error', () => undefined);
+    let buf: Buffer = Buffer.alloc(0);
+    let stage: 'greeting' | 'request' | 'busy' = 'greeting';
+    const timer = setTimeout(() => abort('SOCKS handshake timed out'), HANDSHAKE_TIMEOUT_MS);
+    const abort = (why: string, code?: number): void => {
+      clearTimeout(timer);
+      log.debug('SOCKS client rejected', { from: `${sock.remoteAddress}:${sock.remotePort}`, why });
+      if (code !== undefined && !sock.destroyed) sock.end(reply(code));
+      else sock.destroy();
+      sock.removeListener('data', onData);
+    };
+    const onData = (chunk: Buffer): void => {
+      buf = buf.length ? Buffer.concat([buf, chunk]) : chunk;
+      if (buf.length > MAX_HANDSHAKE_BYTES) return abort('SOCKS handshake too long');
+      try {
+        if (stage === 'greeting') {
+          const g = parseGreeting(buf);
+          if (!g) return;
+          buf = buf.subarray(g.length);
+          if (!g.methods.includes(0)) {
+            sock.end(Buffer.from([5, 0xff]));
+            return abort('client offers no method we accept (only "no authentication")');
+          }
+          sock.write(Buffer.from([5, 0]));
+          stage = 'request';
+        }
+        if (stage === 'request') {
+          const r = parseRequest(buf);
+          if (!r) return;
+          stage = 'busy';
+          clearTimeout(timer);
+          sock.removeListener('data', onData);
+          sock.pause();
+          const rest = buf.subarray(r.length);
+          if (rest.length) sock.unshift(rest);
+          if (r.cmd === CMD.CONNECT) void this.connect(sock, r.addr);
+          else if (r.cmd === CMD.UDP_ASSOCIATE) void this.associate(sock);
+          else abort(`SOCKS command ${r.cmd} is not supported`, REPLY.COMMAND_NOT_SUPPORTED);
+        }
+      } catch (err) {
+        if (err instanceof SocksProtocolError) {
+          abort(err.message, stage === 'request' ? err.reply : undefined);
+        } else {
+          abort(`internal error: ${(err as Error).message}`, REPLY.GENERAL_FAILURE);
+        }
+      }
+    };
+    sock.on('data', onData);
+  }
+
+  private async connect(sock: net.Socket, addr: Address): Promise<void> {
+    const source = `${sock.remoteAddress}:${sock.remotePort}`;
+    let stream: TunnelStream;
+    try {
+      stream = await this.openFlow('TCP', addr.host, addr.port, source);
+    } catch (err) {
+      this.counters.flowsFailed++;
+      log.debug('SOCKS CONNECT failed', { dst: `${addr.host}:${addr.port}`, err: (err as Error).message });
+      if (!sock.destroyed) sock.end(reply(replyFor(err)));
+      return;
+    }
+    if (sock.destroyed) {
+      stream.cancel?.();
+      return;
+    }
+    this.counters.flowsOpened++;
+    this.counters.flowsActive++;
+    sock.write(reply(REPLY.SUCCEEDED, sock.localAddress, sock.localPort));
+    pipeFlow(sock, stream, { counters: this.counters, onDone: () => this.counters.flowsActive-- });
+    sock.resume();
+  }
+
+  /** UDP ASSOCIATE: one relay socket per association, one tunnel flow per destination. */
+  private async associate(ctrl: net.Socket): Promise<void> {
+    const local = ctrl.localAddress ?? '127.0.0.1';
+    const udp = dgram.createSocket(net.isIPv6(local) && !local.startsWith('::ffff:') ? 'udp6' : 'udp4');
+    const flows = new Map<string, Promise<TunnelStream | undefined>>();
+    let client: { address: string; port: number } | undefined;
+    const close = (): void => {
+      udp.close();
+      for (const f of flows.values()) void f.then((s) => s?.end());
+      flows.clear();
+      ctrl.destroy();
+    };
+    udp.on('error', close);
+    ctrl.on('close', close);
+    ctrl.on('data', () => undefined); // the control connection carries nothing more
+    ctrl.resume();
+    udp.on('message', (msg, rinfo) => {
+      // Only the client that holds the control connection may use the relay.
+      if (rinfo.address.replace(/^::ffff:/, '') !== (ctrl.remoteAddress ?? '').replace(/^::ffff:/, '')) return;
+      client = { address: rinfo.address, port: rinfo.port };
+      let parsed: { addr: Address; data: Buffer };
+      try {
+        parsed = parseUdpDatagram(msg);
+      } catch (err) {
+        log.debug('bad SOCKS UDP datagram', { err: (err as Error).message });
+        return;
+      }
+      const { addr, data } = parsed;
+      const key = `${addr.host}|${addr.port}`;
+      let flow = flows.get(key);
+      if (!flow) {
+        flow = this.openFlow('UDP', addr.host, addr.port, `${rinfo.address}:${rinfo.port}`).then(
+          (stream) => {
+            this.counters.flowsOpened++;
+            stream.on('data', (m) => {
+              if (m.msg === 'data' && m.data && client) {
+                this.counters.bytesIn += m.data.length;
+                udp.send(encodeUdpDatagram(addr.host, addr.port, m.data), client.port, client.address);
+              }
+            });
+            const drop = (): void => {
+              flows.delete(key);
+            };
+            stream.on('end', drop);
+            stream.on('error', drop);
+            return stream;
+          },
+          (err: Error) => {
+            this.counters.flowsFailed++;
+            log.debug('UDP flow failed', { dst: key, err: err.message });
+            flows.delete(key);
+            return undefined;
+          },
+        );
+        flows.set(key, flow);
+      }
+      void flow.then((s) => {
+        if (!s) return;
+        this.counters.bytesOut += data.length;
+        s.write({ data });
+      });
+    });
+    udp.bind(0, local.replace(/^::ffff:/, ''), () => {
+      const a = udp.address();
+      ctrl.write(reply(REPLY.SUCCEEDED, a.address, a.port));
+    });
+  }
+}

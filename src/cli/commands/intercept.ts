@@ -1,0 +1,151 @@
+import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { Codes, RdbgError } from '../../core/errors';
+import { describeRule, parseHeaderFlag } from '../../intercept/rules';
+import type { InterceptInfo__Output } from '../../gen/rdbg/v1/InterceptInfo';
+import type { InterceptList__Output } from '../../gen/rdbg/v1/InterceptList';
+import type { ListInterceptsRequest } from '../../gen/rdbg/v1/ListInterceptsRequest';
+import { asList, parse } from '../args';
+import { callDaemon, daemonClient } from '../daemon-client';
+import { fromGrpc, say, table } from '../output';
+
+export const INTERCEPT_USAGE = `rdbg intercept NAME --port LOCAL[:REMOTE] [--header NAME=VALUE|NAME=~REGEX]... [--path-prefix /p]
+               [--mirror] [--namespace NS] [--env-file FILE] [--env-json FILE] [-- COMMAND ARGS...]
+
+Sends NAME's requests that match the rule (all of the port without a rule) to
+127.0.0.1:LOCAL on this machine. With -- COMMAND, runs it with the pod's
+environment and ends the intercept when it exits.
+Example: rdbg intercept echo --port 8080:80 --header x-dev=me -- node --inspect app.js`;
+
+const KEEP_LOCAL = new Set(['PATH', 'HOME', 'USER', 'SHELL', 'TERM', 'PWD', 'LANG', 'TMPDIR']);
+
+function parsePort(text: string): { local: number; remote: number } {
+  const m = /^(\d+)(?::(\d+))?$/.exec(text);
+  const local = m ? Number(m[1]) : NaN;
+  const remote = m?.[2] ? Number(m[2]) : 0;
+  if (!m || local < 1 || local > 65535 || remote > 65535) {
+    throw new RdbgError(Codes.BAD_ARGUMENT, `--port "${text}" must look like LOCAL or LOCAL:REMOTE (1-65535)`);
+  }
+  return { local, remote };
+}
+
+function envFileText(env: Record<string, string>): string {
+  return Object.keys(env).sort().map((k) => `${k}=${env[k].replace(/\n/g, '\\n')}`).join('\n') + '\n';
+}
+
+export async function interceptCommand(argv: string[]): Promise<void> {
+  const dash = argv.indexOf('--');
+  const own = dash >= 0 ? argv.slice(0, dash) : argv;
+  const command = dash >= 0 ? argv.slice(dash + 1) : [];
+  const { values, positionals } = parse(
+    'intercept',
+    own,
+    {
+      port: { type: 'string', short: 'p' },
+      header: { type: 'string', multiple: true },
+      'path-prefix': { type: 'string' },
+      mirror: { type: 'boolean' },
+      namespace: { type: 'string', short: 'n' },
+      'env-file': { type: 'string' },
+      'env-json': { type: 'string' },
+      'local-host': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    true,
+  );
+  if (values.help) return say(INTERCEPT_USAGE);
+  if (positionals.length !== 1) throw new RdbgError(Codes.BAD_ARGUMENT, 'intercept takes exactly one workload or service name', INTERCEPT_USAGE);
+  if (!values.port) throw new RdbgError(Codes.BAD_ARGUMENT, 'intercept needs --port LOCAL[:REMOTE]');
+  const { local, remote } = parsePort(values.port);
+  const headers = asList(values.header).map(parseHeaderFlag);
+  const spec = {
+    workload: positionals[0],
+    namespace: values.namespace ?? '',
+    port: remote,
+    headers,
+    path_prefix: values['path-prefix'] ?? '',
+    mirror: values.mirror ?? false,
+    local_port: local,
+    local_host: values['local-host'] ?? '127.0.0.1',
+  };
+  const client = daemonClient();
+  let info: InterceptInfo__Output;
+  try {
+    info = await callDaemon(client, client.intercept, { spec, name: positionals[0] }, 15_000);
+  } catch (err) {
+    client.close();
+    throw fromGrpc(err, 'intercept');
+  }
+  const where = `${info.spec!.workload}.${info.spec!.namespace}`;
+  say(`Intercepting port ${info.spec!.port} of ${where} (${describeRule(info.spec!)}) -> ${spec.local_host}:${local}` +
+    (info.state === 'ACTIVE' ? `; ${info.agents} agent(s) ready.` : `; waiting: ${info.message}.`));
+  const env = info.env ?? {};
+  if (values['env-file']) writeFileSync(values['env-file'], envFileText(env));
+  if (values['env-json']) writeFileSync(values['env-json'], JSON.stringify(env, null, 2) + '\n');
+  if (command.length === 0) {
+    client.close();
+    return;
+  }
+  const merged: NodeJS.ProcessEnv = { ...process.env };
+  for (const [k, v] of Object.entries(env)) if (!KEEP_LOCAL.has(k)) merged[k] = v;
+  const code = await new Promise<number>((resolve) => {
+    const child = spawn(command[0], command.slice(1), { stdio: 'inherit', env: merged });
+    const forward = (sig: NodeJS.Signals): void => void child.kill(sig);
+    process.on('SIGINT', forward);
+    process.on('SIGTERM', forward);
+    child.on('error', (err) => {
+      process.stderr.write(`rdbg: cannot run ${command[0]}: ${err.message}\n`);
+      resolve(127);
+    });
+    child.on('exit', (c, sig) => resolve(c ?? (sig ? 128 + 1 : 1)));
+  });
+  try {
+    await callDaemon(client, client.leave, { workload: info.spec!.workload, namespace: info.spec!.namespace });
+    say(`Intercept of ${where} ended with the command.`);
+  } catch (err) {
+    process.stderr.write(`rdbg: could not end the intercept: ${fromGrpc(err, 'leave').message}\n`);
+  } finally {
+    client.close();
+  }
+  process.exitCode = code;
+}
+
+export async function leaveCommand(argv: string[]): Promise<void> {
+  const { values, positionals } = parse('leave', argv, { namespace: { type: 'string', short: 'n' } }, true);
+  if (positionals.length !== 1) throw new RdbgError(Codes.BAD_ARGUMENT, 'leave takes the intercepted workload name', 'see "rdbg list"');
+  const client = daemonClient();
+  try {
+    await callDaemon(client, client.leave, { workload: positionals[0], namespace: values.namespace ?? '' });
+    say(`Left the intercept of ${positionals[0]}.`);
+  } catch (err) {
+    throw fromGrpc(err, 'leave');
+  } finally {
+    client.close();
+  }
+}
+
+export async function listCommand(argv: string[]): Promise<void> {
+  const { values } = parse('list', argv, { output: { type: 'string', short: 'o' }, all: { type: 'boolean', short: 'a' } });
+  const client = daemonClient();
+  let list: InterceptInfo__Output[];
+  try {
+    list = (await callDaemon<ListInterceptsRequest, InterceptList__Output>(client, client.list, { session_id: '', all: values.all ?? false })).intercepts;
+  } catch (err) {
+    throw fromGrpc(err, 'list');
+  } finally {
+    client.close();
+  }
+  if (values.output === 'json') {
+    say(JSON.stringify(list.map((i) => ({ ...i, env: undefined })), null, 2));
+    return;
+  }
+  if (list.length === 0) {
+    say('No intercepts.');
+    return;
+  }
+  const rows = [['WORKLOAD', 'NAMESPACE', 'PORT', 'RULE', 'LOCAL', 'OWNER', 'STATE', 'REQUESTS']];
+  for (const i of list) {
+    rows.push([i.spec!.workload, i.spec!.namespace, String(i.spec!.port), describeRule(i.spec!), `${i.spec!.local_host || '127.0.0.1'}:${i.spec!.local_port}`, i.owner, i.state, String(i.requests)]);
+  }
+  say(table(rows));
+}

@@ -1,0 +1,58 @@
+import { RdbgError } from '../core/errors';
+import { VERSION } from '../core/version';
+import { CONNECT_USAGE, connectCommand, quitCommand, statusCommand } from './commands/connect';
+import { INTERCEPT_USAGE, interceptCommand, leaveCommand, listCommand } from './commands/intercept';
+import { say } from './output';
+
+const USAGE = `rdbg ${VERSION}: run and debug one service on your laptop as if it were inside the cluster.
+
+Commands:
+  connect     reach the cluster's network (SOCKS5 proxy)        rdbg connect --manager HOST:PORT --socks 1080
+  status      the session's health, subnets and counters        rdbg status [-o json]
+  intercept   send a workload's requests to this machine        rdbg intercept echo --port 8080 --header x-dev=me
+  leave       end an intercept                                  rdbg leave echo
+  list        intercepts with their rules and counters          rdbg list [-o json] [--all]
+  quit        end the session and stop the daemon               rdbg quit
+  version     print the version                                 rdbg version
+  manager     run the traffic manager                           rdbg manager serve --listen 0.0.0.0:8081
+  agent       run a traffic agent beside an app                 rdbg agent run --manager HOST:PORT ...
+
+Add --debug to any command for stack traces.
+
+${CONNECT_USAGE}
+
+${INTERCEPT_USAGE}`;
+
+const commands: Record<string, (argv: string[]) => Promise<void>> = {
+  connect: connectCommand,
+  status: statusCommand,
+  quit: () => quitCommand(),
+  intercept: interceptCommand,
+  leave: leaveCommand,
+  list: listCommand,
+  version: async () => say(`rdbg ${VERSION}`),
+  help: async () => say(USAGE),
+};
+
+export async function cliMain(argv: string[]): Promise<void> {
+  const debug = argv.includes('--debug');
+  const args = argv.filter((a) => a !== '--debug');
+  const name = args[0] ?? 'help';
+  const run = commands[name === '--help' || name === '-h' ? 'help' : name];
+  if (!run) {
+    process.stderr.write(`rdbg: unknown command "${name}"; run "rdbg help"\n`);
+    process.exitCode = 2;
+    return;
+  }
+  try {
+    await run(args.slice(1));
+  } catch (err) {
+    if (debug) process.stderr.write(`${(err as Error)?.stack}\n`);
+    if (err instanceof RdbgError) {
+      process.stderr.write(`rdbg: ${err.message}\n${err.hint ? `  hint: ${err.hint}\n` : ''}`);
+    } else {
+      process.stderr.write(`rdbg: ${(err as Error)?.message ?? String(err)}\n  (run with --debug for details)\n`);
+    }
+    process.exitCode = 1;
+  }
+}

@@ -1,0 +1,41 @@
+import * as grpc from '@grpc/grpc-js';
+import { Codes, RdbgError } from '../core/errors';
+
+export function say(line = ''): void {
+  process.stdout.write(line + '\n');
+}
+
+export function progress(line: string): void {
+  process.stderr.write(`  ${line}\n`);
+}
+
+export function humanBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
+}
+
+export function table(rows: string[][]): string {
+  const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length)));
+  return rows.map((r) => r.map((cell, c) => (cell ?? '').padEnd(widths[c])).join('  ').trimEnd()).join('\n');
+}
+
+/** A gRPC error from the daemon or the manager, as the user should read it. */
+export function fromGrpc(err: unknown, what: string): RdbgError {
+  const e = err as grpc.ServiceError;
+  if (e && typeof e.code === 'number') {
+    if (e.code === grpc.status.UNAVAILABLE) {
+      return new RdbgError(Codes.NOT_CONNECTED, `${what}: the rdbg daemon is not running`, 'run "rdbg connect" first');
+    }
+    if (e.code === grpc.status.ALREADY_EXISTS) return new RdbgError(Codes.INTERCEPT_CONFLICT, e.details);
+    if (e.code === grpc.status.NOT_FOUND) return new RdbgError(Codes.INTERCEPT_NOT_FOUND, e.details);
+    if (e.code === grpc.status.PERMISSION_DENIED) return new RdbgError(Codes.PERMISSION, e.details);
+    return new RdbgError(Codes.BAD_ARGUMENT, `${what}: ${e.details || e.message}`);
+  }
+  return err instanceof RdbgError ? err : new RdbgError('RDBG_INTERNAL', `${what}: ${(err as Error)?.message ?? String(err)}`);
+}

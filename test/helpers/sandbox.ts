@@ -1,0 +1,150 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
+import { Netns, link, waitForLine } from './netns';
+
+/** The built package's entry point and test programs. */
+export const RDBG = resolve(__dirname, '../../bin/rdbg.js');
+export const SERVERS = resolve(__dirname, 'servers.js');
+export const NETCLIENT = resolve(__dirname, 'netclient.js');
+
+/** Addresses of the sandbox's pretend cluster (all inside its own namespaces). */
+export const CLUSTER = {
+  serviceCidr: '198.19.128.0/20',
+  podCidr: '198.19.0.0/20',
+  echoIp: '198.19.128.10',
+  echoIp6: '2001:db8:96::10',
+  otherIp: '198.19.128.11',
+  podIps: ['198.19.0.5', '198.19.0.6'],
+  closedPort: 81,
+  managerPort: 8081,
+};
+
+let counter = 0;
+
+export interface Laptop {
+  ns: Netns;
+  home: string; // RDBG_HOME of this laptop's rdbg
+  managerAddress: string;
+  rdbg(args: string[], timeoutMs?: number): Promise<{ code: number; stdout: string; stderr: string; ms: number }>;
+}
+
+/**
+ * A `cluster` namespace with real servers, dnsmasq answering cluster names
+ * and a standalone traffic manager, and `laptop` namespaces joined to it by
+ * veth pairs. Everything is removed by destroy(), also after a failure.
+ */
+export class Sandbox {
+  readonly id: string;
+  readonly cluster: Netns;
+  readonly laptops: Laptop[] = [];
+  private readonly extra: Netns[] = [];
+  manager?: ChildProcess;
+  private dnsmasq?: ChildProcess;
+
+  private constructor(id: string) {
+    this.id = id;
+    this.cluster = Netns.create(`rdbg${id}c`);
+  }
+
+  static async create(opts: { laptops?: number } = {}): Promise<Sandbox> {
+    const id = `${process.pid % 10000}${counter++}`;
+    const sb = new Sandbox(id);
+    try {
+      await sb.setup(opts.laptops ?? 1);
+    } catch (err) {
+      sb.destroy();
+      throw err;
+    }
+    return sb;
+  }
+
+  private async setup(laptops: number): Promise<void> {
+    const c = this.cluster;
+    for (const addr of [CLUSTER.echoIp, CLUSTER.otherIp, ...CLUSTER.podIps]) c.exec('ip', ['addr', 'add', `${addr}/32`, 'dev', 'lo']);
+    c.exec('ip', ['-6', 'addr', 'add', `${CLUSTER.echoIp6}/128`, 'dev', 'lo']);
+    for (let i = 1; i <= laptops; i++) this.addLaptop(i);
+    this.dnsmasq = c.spawn('dnsmasq', [
+      '--no-daemon', '--no-resolv', '--no-hosts', '--bind-interfaces', '--listen-address=127.0.0.1', '--port=53',
+      '--local=/cluster.local/', '--log-facility=-',
+      `--host-record=echo.default.svc.cluster.local,${CLUSTER.echoIp},${CLUSTER.echoIp6}`,
+      `--host-record=other.prod.svc.cluster.local,${CLUSTER.otherIp}`,
+      ...CLUSTER.podIps.map((p) => `--host-record=headless.default.svc.cluster.local,${p}`),
+      '--srv-host=_http._tcp.echo.default.svc.cluster.local,echo.default.svc.cluster.local,80,0,100',
+    ]);
+    const servers = c.spawn('node', [SERVERS, CLUSTER.echoIp, CLUSTER.otherIp, CLUSTER.echoIp6, ...CLUSTER.podIps]);
+    await waitForLine(servers, (l) => l === 'READY', 15_000, 'test servers');
+    await this.startManager();
+  }
+
+  private addLaptop(i: number): Laptop {
+    const ns = Netns.create(`rdbg${this.id}l${i}`, 'nameserver 198.18.255.254\n');
+    link(this.cluster, `to-l${i}`, `198.18.${i}.1/24`, ns, 'eth0', `198.18.${i}.2/24`);
+    const home = mkdtempSync(join(tmpdir(), `rdbg-home-${this.id}-${i}-`));
+    const managerAddress = `198.18.${i}.1:${CLUSTER.managerPort}`;
+    const laptop: Laptop = {
+      ns,
+      home,
+      managerAddress,
+      rdbg: (args, timeoutMs = 60_000) => ns.run('env', [`RDBG_HOME=${home}`, 'node', RDBG, ...args], timeoutMs),
+    };
+    this.laptops.push(laptop);
+    return laptop;
+  }
+
+  get laptop(): Laptop {
+    return this.laptops[0];
+  }
+
+  async startManager(): Promise<void> {
+    this.manager = this.cluster.spawn('node', [
+      RDBG, 'manager', 'serve', '--listen', `0.0.0.0:${CLUSTER.managerPort}`,
+      '--service-cidr', CLUSTER.serviceCidr, '--pod-cidr', CLUSTER.podCidr, '--cluster-domain', 'cluster.local',
+    ]);
+    const m = this.manager;
+    await new Promise<void>((resolveReady, reject) => {
+      let err = '';
+      const timer = setTimeout(() => reject(new Error(`manager did not start: ${err}`)), 15_000);
+      m.stderr!.on('data', (d: Buffer) => {
+        err += d.toString();
+        if (err.includes('traffic manager listening')) {
+          clearTimeout(timer);
+          resolveReady();
+        }
+      });
+      m.on('exit', (code) => reject(new Error(`manager exited with ${code}: ${err}`)));
+    });
+    m.stderr!.resume();
+  }
+
+  /** Kill the manager abruptly (as a crashed pod would be). */
+  killManager(): Promise<void> {
+    const m = this.manager;
+    if (!m || m.exitCode !== null) return Promise.resolve();
+    return new Promise((r) => {
+      m.once('exit', () => r());
+      // `ip netns exec` execs node, so the child is the manager itself.
+      m.kill('SIGKILL');
+    });
+  }
+
+  /** Another namespace joined to the cluster (e.g. a `pod`), addressed 198.18.N.0/24. */
+  addNamespace(role: string, n: number): Netns {
+    const ns = Netns.create(`rdbg${this.id}${role}`, 'nameserver 198.18.255.254\n');
+    link(this.cluster, `to-${role}`, `198.18.${n}.1/24`, ns, 'eth0', `198.18.${n}.2/24`);
+    this.extra.push(ns);
+    return ns;
+  }
+
+  destroy(): void {
+    this.manager?.kill('SIGKILL');
+    this.dnsmasq?.kill('SIGKILL');
+    for (const l of this.laptops) {
+      l.ns.destroy();
+      rmSync(l.home, { recursive: true, force: true });
+    }
+    for (const ns of this.extra) ns.destroy();
+    this.cluster.destroy();
+  }
+}

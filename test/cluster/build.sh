@@ -41,12 +41,12 @@ progress() {
   printf '[%s] %s: %d packages compiled in %ds\n' "$(date +%H:%M:%S)" "$what" "$n" $((SECONDS - start)) >&2
 }
 
-go_build() { # dir out what ldflags
-  local dir=$1 out=$2 what=$3 ldflags=$4
+go_build() { # dir out what ldflags [cgo]
+  local dir=$1 out=$2 what=$3 ldflags=$4 cgo=${5:-1}
   log "building $what (cold builds take 15-40 minutes on 2 cores) ..."
   local t0=$SECONDS
   (cd "$CLUSTER_DIR/$dir" &&
-    GOFLAGS=-mod=readonly nice -n 5 go build -v -trimpath -ldflags="-s -w $ldflags" -o "$out.tmp" . 2>&1) |
+    CGO_ENABLED=$cgo GOFLAGS=-mod=readonly nice -n 5 go build -v -trimpath -ldflags="-s -w $ldflags" -o "$out.tmp" . 2>&1) |
     tee "$out.log" | progress "$what"
   [ "${PIPESTATUS[0]}" = 0 ] && [ -x "$out.tmp" ] || { tail -30 "$out.log" >&2; die "$what build failed (log: $out.log)"; }
   mv "$out.tmp" "$out"
@@ -72,7 +72,7 @@ build_coredns() {
   if [ -x "$COREDNS" ]; then log "coredns v$COREDNS_VERSION: cached in $COREDNS_BIN_DIR"; return; fi
   mkdir -p "$COREDNS_BIN_DIR"
   go_build coredns "$COREDNS" "coredns v$COREDNS_VERSION" \
-    "-X github.com/coredns/coredns/coremain.GitCommit=v$COREDNS_VERSION"
+    "-X github.com/coredns/coredns/coremain.GitCommit=v$COREDNS_VERSION" 0
 }
 
 build_pause() {

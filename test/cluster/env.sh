@@ -28,8 +28,8 @@ NODE_NAME=rdbg-node
 
 # Addresses. All of them exist only inside the two namespaces above; nothing
 # is added to the machine's own namespace.
-NODE_IP=192.0.2.10            # node's primary address (dev node0, documentation range)
-NODE_GW=192.0.2.1             # on-link default gateway that does not exist (nothing leaves)
+NODE_IP=203.0.113.10           # node's primary address (dev node0, documentation range)
+NODE_GW=203.0.113.1            # on-link default gateway that does not exist (nothing leaves)
 LINK_NODE_IP=198.51.100.1     # node end of the laptop link (dev laptop0 in the node ns)
 LINK_LAPTOP_IP=198.51.100.2   # laptop end (dev cluster0 in the laptop ns)
 LINK_PREFIX=30

@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# Images without a registry: builds OCI image archives from local files into
+# $RDBG_CACHE/images and imports them into the cluster's containerd.
+#
+#   images.sh build [NAME...]    build archives (skips those up to date)
+#   images.sh import [NAME...]   import archives into the running cluster
+#   images.sh [all]              both
+#
+# Images (all localhost/..., use imagePullPolicy Never or IfNotPresent):
+#   localhost/pause:3.10             the sandbox image (static C binary)
+#   localhost/coredns:v<version>     the minimal CoreDNS from build.sh
+#   localhost/rdbg:<tag>             Node + the built rdbg package (manager and
+#                                    agent); only when /work/main/dist exists
+#                                    (run `npm run build` / `make build` first)
+#   localhost/echo-http:<tag>        HTTP echo that can call another URL and
+#                                    propagate headers (apps/echo-http.js)
+#   localhost/grpc-echo:<tag>        gRPC echo.Echo/Say, dependency-free (apps/grpc-echo.js)
+#   localhost/tcp-echo:<tag>         TCP echo (apps/tcp-echo.js)
+# <tag> is $RDBG_IMAGE_TAG, default "dev".
+set -euo pipefail
+. "$(dirname "$0")/env.sh"
+
+REPO_DIR=$(cd "$CLUSTER_DIR/../.." && pwd)
+APPS_DIR=$CLUSTER_DIR/apps
+ALL_IMAGES="pause coredns echo-http grpc-echo tcp-echo rdbg"
+
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+
+# make_layer DIR OUT.tar: a reproducible uncompressed layer.
+make_layer() {
+  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$1" -cf "$2" .
+}
+
+# make_image REF OUT.tar CONFIG_JSON LAYER.tar... : an OCI image layout
+# archive with one manifest annotated with its name, as `ctr images import`
+# reads it. Layers are stored uncompressed (the archive never leaves the
+# machine; this keeps build and import fast).
+make_image() {
+  local ref=$1 out=$2 cfg=$3; shift 3
+  local d; d=$(mktemp -d)
+  mkdir -p "$d/blobs/sha256"
+  local diff_ids="" layers="" l dg sz
+  for l in "$@"; do
+    dg=$(sha "$l"); sz=$(stat -c %s "$l")
+    ln "$l" "$d/blobs/sha256/$dg" 2>/dev/null || cp "$l" "$d/blobs/sha256/$dg"
+    diff_ids+="${diff_ids:+,}\"sha256:$dg\""
+    layers+="${layers:+,}{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar\",\"digest\":\"sha256:$dg\",\"size\":$sz}"
+  done
+  printf '{"architecture":"amd64","os":"linux","config":%s,"rootfs":{"type":"layers","diff_ids":[%s]}}' \
+    "$cfg" "$diff_ids" >"$d/config.json"
+  local cdg csz; cdg=$(sha "$d/config.json"); csz=$(stat -c %s "$d/config.json")
+  mv "$d/config.json" "$d/blobs/sha256/$cdg"
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[%s]}' \
+    "$cdg" "$csz" "$layers" >"$d/manifest.json"
+  local mdg msz; mdg=$(sha "$d/manifest.json"); msz=$(stat -c %s "$d/manifest.json")
+  mv "$d/manifest.json" "$d/blobs/sha256/$mdg"
+  printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"platform":{"architecture":"amd64","os":"linux"},"annotations":{"io.containerd.image.name":"%s","org.opencontainers.image.ref.name":"%s"}}]}' \
+    "$mdg" "$msz" "$ref" "${ref##*:}" >"$d/index.json"
+  echo '{"imageLayoutVersion":"1.0.0"}' >"$d/oci-layout"
+  tar -C "$d" -cf "$out.tmp" oci-layout index.json blobs
+  mv "$out.tmp" "$out"
+  rm -rf "$d"
+}
+
+# up_to_date OUT KEY: true when OUT was built from inputs hashing to KEY.
+up_to_date() { [ -f "$1" ] && [ "$(cat "$1.key" 2>/dev/null)" = "$2" ]; }
+
+# The base layer: static busybox, the machine's node binary and the shared
+# libraries it needs, a few /etc files.
+base_layer() {
+  local node; node=$(readlink -f "$(command -v node)")
+  local bb; bb=$(command -v busybox)
+  local key; key=$(stat -c '%n %s %Y' "$node" "$bb" "$0" | sha256sum | cut -c1-16)
+  local out=$IMAGE_CACHE/layers/base.tar
+  if up_to_date "$out" "$key"; then echo "$out"; return; fi
+  log "image base layer: busybox + $node ($(node --version))"
+  local r; r=$(mktemp -d)
+  mkdir -p "$r/bin" "$r/usr/bin" "$r/etc" "$r/tmp" "$r/app" "$r/root"
+  chmod 1777 "$r/tmp"
+  cp "$bb" "$r/bin/busybox"
+  for a in $("$bb" --list); do [ "$a" = busybox ] || ln -sf busybox "$r/bin/$a"; done
+  cp "$node" "$r/usr/bin/node"
+  local lib
+  for lib in $(ldd "$node" | grep -o '/[^ ]*'); do
+    mkdir -p "$r$(dirname "$lib")"; cp -L "$lib" "$r$lib"
+  done
+  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$r/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' >"$r/etc/group"
+  printf 'hosts: files dns\n' >"$r/etc/nsswitch.conf"
+  mkdir -p "$(dirname "$out")"
+  make_layer "$r" "$out"; echo "$key" >"$out.key"
+  rm -rf "$r"
+  echo "$out"
+}
+
+# single_file_layer OUT SRC DEST MODE
+single_file_layer() {
+  local out=$1 src=$2 dest=$3 mode=$4
+  local r; r=$(mktemp -d)
+  mkdir -p "$r$(dirname "$dest")"
+  cp "$src" "$r$dest"; chmod "$mode" "$r$dest"
+  mkdir -p "$(dirname "$out")"
+  make_layer "$r" "$out"
+  rm -rf "$r"
+}
+
+build_pause() {
+  local bin=$RDBG_CACHE/pause/pause out=$IMAGE_CACHE/pause.oci.tar
+  [ -x "$bin" ] || die "pause binary missing: run build.sh"
+  local key; key=$(sha "$bin")
+  up_to_date "$out" "$key" && return
+  single_file_layer "$IMAGE_CACHE/layers/pause.tar" "$bin" /pause 0755
+  make_image "$PAUSE_IMAGE" "$out" '{"Entrypoint":["/pause"]}' "$IMAGE_CACHE/layers/pause.tar"
+  echo "$key" >"$out.key"; log "image $PAUSE_IMAGE -> $out"
+}
+
+build_coredns() {
+  local out=$IMAGE_CACHE/coredns.oci.tar
+  [ -x "$COREDNS" ] || die "coredns binary missing: run build.sh"
+  local key; key=$(sha "$COREDNS")
+  up_to_date "$out" "$key" && return
+  single_file_layer "$IMAGE_CACHE/layers/coredns.tar" "$COREDNS" /coredns 0755
+  make_image "$COREDNS_IMAGE" "$out" '{"Entrypoint":["/coredns"],"ExposedPorts":{"53/udp":{},"53/tcp":{}}}' "$IMAGE_CACHE/layers/coredns.tar"
+  echo "$key" >"$out.key"; log "image $COREDNS_IMAGE -> $out"
+}
+
+build_app() { # name file
+  local name=$1 file=$2 out=$IMAGE_CACHE/$1.oci.tar base; base=$(base_layer)
+  local key; key=$(cat "$base.key" "$APPS_DIR/$file" | sha256sum | cut -c1-16)-$IMAGE_TAG
+  up_to_date "$out" "$key" && return
+  single_file_layer "$IMAGE_CACHE/layers/$name.tar" "$APPS_DIR/$file" "/app/$file" 0644
+  make_image "localhost/$name:$IMAGE_TAG" "$out" \
+    "{\"Entrypoint\":[\"/usr/bin/node\",\"/app/$file\"],\"Env\":[\"PATH=/usr/local/bin:/usr/bin:/bin\"],\"WorkingDir\":\"/app\"}" \
+    "$base" "$IMAGE_CACHE/layers/$name.tar"
+  echo "$key" >"$out.key"; log "image localhost/$name:$IMAGE_TAG -> $out"
+}
+
+# The rdbg image: Node plus the built package (package.json, dist/, proto/
+# and the production node_modules). One image for the manager and the agent:
+# the pod spec picks the program, e.g. args ["dist/manager/main.js"]; default dist/bin/rdbg.js.
+build_rdbg() {
+  local out=$IMAGE_CACHE/rdbg.oci.tar
+  if [ ! -d "$REPO_DIR/dist" ]; then
+    log "image localhost/rdbg:$IMAGE_TAG skipped: $REPO_DIR/dist does not exist (run 'npm run build' first)"
+    rm -f "$out" "$out.key"
+    return
+  fi
+  local base; base=$(base_layer)
+  local key; key=$( (cat "$base.key"; cd "$REPO_DIR" && find package.json dist proto -type f -printf '%p %s %T@\n' 2>/dev/null | sort) | sha256sum | cut -c1-16)-$IMAGE_TAG
+  up_to_date "$out" "$key" && return
+  local r; r=$(mktemp -d)
+  mkdir -p "$r/app"
+  cp "$REPO_DIR/package.json" "$r/app/"
+  cp -a "$REPO_DIR/dist" "$r/app/dist"
+  rm -rf "$r/app/dist/test" "$r/app/dist/bench"
+  [ -d "$REPO_DIR/proto" ] && cp -a "$REPO_DIR/proto" "$r/app/proto"
+  # production dependencies only
+  local p
+  (cd "$REPO_DIR" && npm ls --omit=dev --all --parseable 2>/dev/null) | while read -r p; do
+    case $p in "$REPO_DIR"/node_modules/*)
+      local rel=${p#"$REPO_DIR"/}
+      mkdir -p "$r/app/$(dirname "$rel")"
+      [ -e "$r/app/$rel" ] || cp -a "$p" "$r/app/$rel";;
+    esac
+  done
+  make_layer "$r" "$IMAGE_CACHE/layers/rdbg.tar"
+  rm -rf "$r"
+  make_image "localhost/rdbg:$IMAGE_TAG" "$out" \
+    '{"Entrypoint":["/usr/bin/node"],"Cmd":["dist/bin/rdbg.js"],"Env":["PATH=/usr/local/bin:/usr/bin:/bin","NODE_ENV=production"],"WorkingDir":"/app"}' \
+    "$base" "$IMAGE_CACHE/layers/rdbg.tar"
+  echo "$key" >"$out.key"; log "image localhost/rdbg:$IMAGE_TAG -> $out"
+}
+
+build_one() {
+  mkdir -p "$IMAGE_CACHE/layers"
+  case $1 in
+    pause) build_pause ;;
+    coredns) build_coredns ;;
+    echo-http) build_app echo-http echo-http.js ;;
+    grpc-echo) build_app grpc-echo grpc-echo.js ;;
+    tcp-echo) build_app tcp-echo tcp-echo.js ;;
+    rdbg) build_rdbg ;;
+    *) die "unknown image $1 (known: $ALL_IMAGES)" ;;
+  esac
+}
+
+import_one() {
+  local f=$IMAGE_CACHE/$1.oci.tar
+  [ -f "$f" ] || { [ "$1" = rdbg ] && return 0; die "no archive for $1: run images.sh build"; }
+  [ -S "$CONTAINERD_SOCK" ] || die "containerd is not running ($CONTAINERD_SOCK): run up.sh"
+  ctr --address "$CONTAINERD_SOCK" -n k8s.io images import "$f" >/dev/null ||
+    die "import of $f failed"
+}
+
+cmd=${1:-all}; shift || true
+names=${*:-$ALL_IMAGES}
+need_root
+case $cmd in
+  build) for n in $names; do build_one "$n"; done ;;
+  import) for n in $names; do import_one "$n"; done; log "images imported: $names" ;;
+  all) for n in $names; do build_one "$n"; done; for n in $names; do import_one "$n"; done; log "images imported: $names" ;;
+  *) die "usage: images.sh [build|import|all] [NAME...]" ;;
+esac

@@ -46,7 +46,7 @@ go_build() { # dir out what ldflags [cgo]
   log "building $what (cold builds take 15-40 minutes on 2 cores) ..."
   local t0=$SECONDS
   (cd "$CLUSTER_DIR/$dir" &&
-    CGO_ENABLED=$cgo GOFLAGS=-mod=readonly nice -n 5 go build -v -trimpath -ldflags="-s -w $ldflags" -o "$out.tmp" . 2>&1) |
+    CGO_ENABLED=$cgo GOFLAGS="-mod=readonly -buildvcs=false" nice -n 5 go build -v -trimpath -ldflags="-s -w $ldflags" -o "$out.tmp" . 2>&1) |
     tee "$out.log" | progress "$what"
   [ "${PIPESTATUS[0]}" = 0 ] && [ -x "$out.tmp" ] || { tail -30 "$out.log" >&2; die "$what build failed (log: $out.log)"; }
   mv "$out.tmp" "$out"

@@ -28,38 +28,40 @@ sha() { sha256sum "$1" | cut -d' ' -f1; }
 
 # make_layer DIR OUT.tar: a reproducible uncompressed layer.
 make_layer() {
-  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$1" -cf "$2" .
+  # new file, then rename: the old one may be hard-linked as a blob
+  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$1" -cf "$2.tmp" . && mv "$2.tmp" "$2"
 }
 
-# make_image REF OUT.tar CONFIG_JSON LAYER.tar... : an OCI image layout
-# archive with one manifest annotated with its name, as `ctr images import`
-# reads it. Layers are stored uncompressed (the archive never leaves the
-# machine; this keeps build and import fast).
+# make_image REF OUT CONFIG_JSON LAYER.tar... : adds an image to the shared
+# OCI layout in $IMAGE_CACHE (blobs/sha256/...) and writes OUT (the manifest
+# descriptor, annotated with the image name as `ctr images import` reads it)
+# and OUT.blobs (the blobs it needs). Layers are stored uncompressed (they
+# never leave the machine; this keeps build and import fast).
 make_image() {
   local ref=$1 out=$2 cfg=$3; shift 3
-  local d; d=$(mktemp -d)
-  mkdir -p "$d/blobs/sha256"
-  local diff_ids="" layers="" l dg sz
+  local blobs=$IMAGE_CACHE/blobs/sha256
+  mkdir -p "$blobs"
+  local diff_ids="" layers="" list="" l dg sz
   for l in "$@"; do
     dg=$(sha "$l"); sz=$(stat -c %s "$l")
-    ln "$l" "$d/blobs/sha256/$dg" 2>/dev/null || cp "$l" "$d/blobs/sha256/$dg"
+    [ -e "$blobs/$dg" ] || ln "$l" "$blobs/$dg" 2>/dev/null || cp "$l" "$blobs/$dg"
     diff_ids+="${diff_ids:+,}\"sha256:$dg\""
     layers+="${layers:+,}{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar\",\"digest\":\"sha256:$dg\",\"size\":$sz}"
+    list+="$dg"$'\n'
   done
+  local t; t=$(mktemp)
   printf '{"architecture":"amd64","os":"linux","config":%s,"rootfs":{"type":"layers","diff_ids":[%s]}}' \
-    "$cfg" "$diff_ids" >"$d/config.json"
-  local cdg csz; cdg=$(sha "$d/config.json"); csz=$(stat -c %s "$d/config.json")
-  mv "$d/config.json" "$d/blobs/sha256/$cdg"
+    "$cfg" "$diff_ids" >"$t"
+  local cdg csz; cdg=$(sha "$t"); csz=$(stat -c %s "$t")
+  mv "$t" "$blobs/$cdg"
   printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[%s]}' \
-    "$cdg" "$csz" "$layers" >"$d/manifest.json"
-  local mdg msz; mdg=$(sha "$d/manifest.json"); msz=$(stat -c %s "$d/manifest.json")
-  mv "$d/manifest.json" "$d/blobs/sha256/$mdg"
-  printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"platform":{"architecture":"amd64","os":"linux"},"annotations":{"io.containerd.image.name":"%s","org.opencontainers.image.ref.name":"%s"}}]}' \
-    "$mdg" "$msz" "$ref" "${ref##*:}" >"$d/index.json"
-  echo '{"imageLayoutVersion":"1.0.0"}' >"$d/oci-layout"
-  tar -C "$d" -cf "$out.tmp" oci-layout index.json blobs
-  mv "$out.tmp" "$out"
-  rm -rf "$d"
+    "$cdg" "$csz" "$layers" >"$t"
+  local mdg msz; mdg=$(sha "$t"); msz=$(stat -c %s "$t")
+  mv "$t" "$blobs/$mdg"
+  chmod 644 "$blobs/$cdg" "$blobs/$mdg"
+  printf '%s\n%s\n%s' "$mdg" "$cdg" "$list" >"$out.blobs"
+  printf '{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"platform":{"architecture":"amd64","os":"linux"},"annotations":{"io.containerd.image.name":"%s","org.opencontainers.image.ref.name":"%s"}}\n' \
+    "$mdg" "$msz" "$ref" "${ref##*:}" >"$out"
 }
 
 # up_to_date OUT KEY: true when OUT was built from inputs hashing to KEY.
@@ -105,7 +107,7 @@ single_file_layer() {
 }
 
 build_pause() {
-  local bin=$RDBG_CACHE/pause/pause out=$IMAGE_CACHE/pause.oci.tar
+  local bin=$RDBG_CACHE/pause/pause out=$IMAGE_CACHE/pause.image
   [ -x "$bin" ] || die "pause binary missing: run build.sh"
   local key; key=$(sha "$bin")
   up_to_date "$out" "$key" && return
@@ -115,7 +117,7 @@ build_pause() {
 }
 
 build_coredns() {
-  local out=$IMAGE_CACHE/coredns.oci.tar
+  local out=$IMAGE_CACHE/coredns.image
   [ -x "$COREDNS" ] || die "coredns binary missing: run build.sh"
   local key; key=$(sha "$COREDNS")
   up_to_date "$out" "$key" && return
@@ -125,7 +127,7 @@ build_coredns() {
 }
 
 build_app() { # name file
-  local name=$1 file=$2 out=$IMAGE_CACHE/$1.oci.tar base; base=$(base_layer)
+  local name=$1 file=$2 out=$IMAGE_CACHE/$1.image base; base=$(base_layer)
   local key; key=$(cat "$base.key" "$APPS_DIR/$file" | sha256sum | cut -c1-16)-$IMAGE_TAG
   up_to_date "$out" "$key" && return
   single_file_layer "$IMAGE_CACHE/layers/$name.tar" "$APPS_DIR/$file" "/app/$file" 0644
@@ -139,10 +141,10 @@ build_app() { # name file
 # and the production node_modules). One image for the manager and the agent:
 # the pod spec picks the program, e.g. args ["dist/manager/main.js"]; default dist/bin/rdbg.js.
 build_rdbg() {
-  local out=$IMAGE_CACHE/rdbg.oci.tar
+  local out=$IMAGE_CACHE/rdbg.image
   if [ ! -d "$REPO_DIR/dist" ]; then
     log "image localhost/rdbg:$IMAGE_TAG skipped: $REPO_DIR/dist does not exist (run 'npm run build' first)"
-    rm -f "$out" "$out.key"
+    rm -f "$out" "$out.key" "$out.blobs"
     return
   fi
   local base; base=$(base_layer)
@@ -184,20 +186,49 @@ build_one() {
   esac
 }
 
-import_one() {
-  local f=$IMAGE_CACHE/$1.oci.tar
-  [ -f "$f" ] || { [ "$1" = rdbg ] && return 0; die "no archive for $1: run images.sh build"; }
+# import_images NAME...: one archive with all the named images (shared blobs
+# once) streamed into `ctr images import`.
+import_images() {
   [ -S "$CONTAINERD_SOCK" ] || die "containerd is not running ($CONTAINERD_SOCK): run up.sh"
-  ctr --address "$CONTAINERD_SOCK" -n k8s.io images import "$f" >/dev/null ||
-    die "import of $f failed"
+  local d n descs="" files=() refs=()
+  d=$(mktemp -d)
+  for n in "$@"; do
+    local f=$IMAGE_CACHE/$n.image
+    if [ ! -f "$f" ]; then
+      [ "$n" = rdbg ] && continue
+      die "no image $n: run images.sh build"
+    fi
+    descs+="${descs:+,}$(cat "$f")"
+    refs+=("$n")
+    while read -r b; do [ -n "$b" ] && files+=("blobs/sha256/$b"); done <"$f.blobs"
+  done
+  [ ${#refs[@]} = 0 ] && { rm -rf "$d"; return 0; }
+  printf '{"schemaVersion":2,"manifests":[%s]}' "$descs" >"$d/index.json"
+  echo '{"imageLayoutVersion":"1.0.0"}' >"$d/oci-layout"
+  mapfile -t files < <(printf '%s\n' "${files[@]}" | sort -u)
+  tar -cf - -C "$d" oci-layout index.json -C "$IMAGE_CACHE" "${files[@]}" |
+    ctr --address "$CONTAINERD_SOCK" -n k8s.io images import - >/dev/null ||
+    { rm -rf "$d"; die "image import failed"; }
+  rm -rf "$d"
+  log "images imported: ${refs[*]}"
+}
+
+# Drops blobs that no image refers to any more.
+gc_blobs() {
+  local keep b
+  keep=$(cat "$IMAGE_CACHE"/*.image.blobs 2>/dev/null | sort -u)
+  for b in "$IMAGE_CACHE"/blobs/sha256/*; do
+    [ -e "$b" ] || continue
+    grep -qx "${b##*/}" <<<"$keep" || rm -f "$b"
+  done
 }
 
 cmd=${1:-all}; shift || true
 names=${*:-$ALL_IMAGES}
 need_root
 case $cmd in
-  build) for n in $names; do build_one "$n"; done ;;
-  import) for n in $names; do import_one "$n"; done; log "images imported: $names" ;;
-  all) for n in $names; do build_one "$n"; done; for n in $names; do import_one "$n"; done; log "images imported: $names" ;;
+  build) for n in $names; do build_one "$n"; done; gc_blobs ;;
+  import) import_images $names ;;
+  all) for n in $names; do build_one "$n"; done; gc_blobs; import_images $names ;;
   *) die "usage: images.sh [build|import|all] [NAME...]" ;;
 esac

@@ -31,11 +31,11 @@ install_deps() {
 # Prints "[n] package" for every package go compiles, so a long cold build
 # shows it is alive.
 progress() {
-  local what=$1 n=0 start=$SECONDS
+  local what=$1 total=$2 n=0 start=$SECONDS
   while IFS= read -r line; do
     n=$((n + 1))
     if [ $((n % 50)) = 0 ]; then
-      printf '[%s] %s: %d packages compiled (%ds) %s\n' "$(date +%H:%M:%S)" "$what" "$n" $((SECONDS - start)) "$line" >&2
+      printf '[%s] %s: %d of at most %d packages compiled (%ds) %s\n' "$(date +%H:%M:%S)" "$what" "$n" "$total" $((SECONDS - start)) "$line" >&2
     fi
   done
   printf '[%s] %s: %d packages compiled in %ds\n' "$(date +%H:%M:%S)" "$what" "$n" $((SECONDS - start)) >&2
@@ -44,10 +44,12 @@ progress() {
 go_build() { # dir out what ldflags [cgo]
   local dir=$1 out=$2 what=$3 ldflags=$4 cgo=${5:-1}
   log "building $what (cold builds take 15-40 minutes on 2 cores) ..."
-  local t0=$SECONDS
+  local t0=$SECONDS total
+  total=$(cd "$CLUSTER_DIR/$dir" && go list -mod=readonly -deps . | wc -l) ||
+    die "go list failed in $dir: the module proxy may lack a module (see above)"
   (cd "$CLUSTER_DIR/$dir" &&
     CGO_ENABLED=$cgo GOFLAGS="-mod=readonly -buildvcs=false" nice -n 5 go build -v -trimpath -ldflags="-s -w $ldflags" -o "$out.tmp" . 2>&1) |
-    tee "$out.log" | progress "$what"
+    tee "$out.log" | progress "$what" "$total"
   [ "${PIPESTATUS[0]}" = 0 ] && [ -x "$out.tmp" ] || { tail -30 "$out.log" >&2; die "$what build failed (log: $out.log)"; }
   mv "$out.tmp" "$out"
   log "$what built in $((SECONDS - t0))s: $out"

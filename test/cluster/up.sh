@@ -80,7 +80,11 @@ fi
 "$CLUSTER_DIR/build.sh"
 "$CLUSTER_DIR/images.sh" build
 
-mkdir -p "$PKI" "$LOGS" "$PIDS" "$STATE/etcd" "$STATE/cni/net.d" "$STATE/kubelet" "$STATE/containerd"
+mkdir -p "$PKI" "$LOGS" "$PIDS" "$STATE/etcd" "$STATE/cni/net.d" "$STATE/kubelet" "$STATE/containerd" "$STATE/sysctl"
+# The state dir is a shared mount: the kubelet runs in a mount namespace of
+# its own (see below), and its volume mounts must reach containerd's.
+mount --bind "$STATE" "$STATE"
+mount --make-rshared "$STATE"
 
 # ---------------------------------------------------------------- network
 log "network namespaces $NODE_NS and $LAPTOP_NS"
@@ -392,7 +396,23 @@ rotateCertificates: false
 serverTLSBootstrap: false
 protectKernelDefaults: false
 EOF
-start kubelet "$K8S" kubelet \
+# The kubelet "fixes" six kernel-wide sysctls (vm.overcommit_memory,
+# kernel.panic, kernel.panic_on_oops, ...) that are not ours to change. It
+# runs in its own mount namespace where files with the values it wants are
+# bind-mounted over those sysctls (on a private /proc), so the machine's stay
+# as they are. Its other mounts are under the shared state dir and propagate.
+binds=""
+for kv in vm/overcommit_memory=1 vm/panic_on_oom=0 kernel/panic=10 kernel/panic_on_oops=1 \
+  kernel/keys/root_maxkeys=1000000 kernel/keys/root_maxbytes=25000000; do
+  k=${kv%=*} v=${kv#*=}
+  if [ "$(cat "/proc/sys/$k")" != "$v" ]; then
+    echo "$v" >"$STATE/sysctl/${k//\//.}"
+    binds+="mount --bind $STATE/sysctl/${k//\//.} /proc/sys/$k && "
+  fi
+done
+start kubelet unshare --mount --propagation unchanged -- \
+  sh -c "mount --make-rprivate /proc && $binds exec \"\$0\" \"\$@\"" \
+  "$K8S" kubelet \
   --config="$STATE/kubelet/config.yaml" --kubeconfig="$STATE/kubelet.kubeconfig" \
   --root-dir="$STATE/kubelet" --cert-dir="$STATE/kubelet/pki" \
   --hostname-override="$NODE_NAME" --node-ip="$NODE_IP" --v=1

@@ -75,7 +75,12 @@ async function main(): Promise<unknown> {
       return { received: await all };
     }
     case 'udp': {
-      const assoc = await SocksClient.createConnection({ proxy, command: 'associate', destination: { host: '0.0.0.0', port: 0 } });
+      const assoc = await new Promise<{ socket: net.Socket; remoteHost?: { host: string; port: number } }>((resolve, reject) => {
+        const c = new SocksClient({ proxy, command: 'associate', destination: { host: '0.0.0.0', port: 0 }, timeout: 10_000 });
+        c.on('established', resolve);
+        c.on('error', reject);
+        c.connect();
+      });
       const relay = assoc.remoteHost!;
       const u = dgram.createSocket('udp4');
       const reply = await new Promise<string>((resolve, reject) => {

@@ -1,0 +1,114 @@
+import t from 'tap';
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { CLUSTER, NETCLIENT, Sandbox } from '../helpers/sandbox';
+import { patternSha256 } from '../helpers/pattern';
+
+// rdbg connect --socks from a `laptop` namespace to a standalone manager in a `cluster` namespace.
+
+let sb: Sandbox;
+const SOCKS = '127.0.0.1:1080';
+
+t.before(async () => {
+  sb = await Sandbox.create();
+  const r = await sb.laptop.rdbg(['connect', '--manager', sb.laptop.managerAddress, '--socks', SOCKS]);
+  if (r.code !== 0) throw new Error(`connect failed: ${r.stderr}`);
+});
+t.teardown(() => sb?.destroy());
+
+function curl(args: string[], timeoutMs = 60_000) {
+  return sb.laptop.ns.run('curl', ['-sS', '--max-time', String(timeoutMs / 1000), '--socks5-hostname', SOCKS, ...args], timeoutMs + 5000);
+}
+
+function netclient(mode: string, dst: string, extra: string[] = [], timeoutMs = 120_000) {
+  return sb.laptop.ns.run('node', [NETCLIENT, mode, '--socks', SOCKS, '--dst', dst, ...extra], timeoutMs).then((r) => {
+    const last = r.stdout.trim().split('\n').pop() ?? '{}';
+    return JSON.parse(last) as Record<string, unknown>;
+  });
+}
+
+t.test('curl reaches the HTTP server by cluster name in every form, and by IP', async (t) => {
+  for (const name of ['echo.default', 'echo.default.svc', 'echo.default.svc.cluster.local', 'echo', CLUSTER.echoIp, `[${CLUSTER.echoIp6}]`]) {
+    const r = await curl([`http://${name}/`]);
+    t.equal(r.code, 0, `curl ${name}: ${r.stderr}`);
+    t.match(r.stdout, /^hello from /, `answer for ${name}`);
+  }
+});
+
+t.test('status reports a healthy session with subnets and counters', async (t) => {
+  const r = await sb.laptop.rdbg(['status', '--output', 'json']);
+  t.equal(r.code, 0);
+  const st = JSON.parse(r.stdout);
+  t.equal(st.state, 'CONNECTED');
+  t.equal(st.manager_address, sb.laptop.managerAddress);
+  t.ok(st.manager.version, 'manager version shown');
+  t.same(st.cluster.service_subnets, [CLUSTER.serviceCidr]);
+  t.same(st.cluster.pod_subnets, [CLUSTER.podCidr]);
+  t.ok(st.counters.flows_opened > 0, 'flows counted');
+  t.ok(st.counters.bytes_in > 0, 'bytes counted');
+  const text = await sb.laptop.rdbg(['status']);
+  t.match(text.stdout, /Session:\s+connected/);
+});
+
+t.test('a 1 GiB download and a 256 MiB upload arrive byte-exact', async (t) => {
+  const n = 1024 * 1024 * 1024;
+  const [expected, got] = await Promise.all([
+    patternSha256(n, 'big'),
+    sb.laptop.ns.run('bash', ['-c', `curl -sS --socks5-hostname ${SOCKS} 'http://echo.default/bytes?n=${n}&seed=big' | sha256sum`], 300_000),
+  ]);
+  t.equal(got.stdout.split(' ')[0], expected, '1 GiB download checksum');
+  const up = 256 * 1024 * 1024;
+  const upExpected = await patternSha256(up, 'up');
+  const r = await sb.laptop.ns.run('bash', ['-c',
+    `node -e "require('${join(__dirname, '../helpers/pattern.js')}').patternStream(${up}, 'up').pipe(process.stdout)" | ` +
+      `curl -sS --socks5-hostname ${SOCKS} -T - http://echo.default/sha256`], 300_000);
+  t.equal(r.stdout.trim(), `${upExpected} ${up}`, 'upload checksum and length');
+});
+
+t.test('1,000 concurrent connections all complete', async (t) => {
+  const r = await netclient('concurrent', `echo.default:7`, ['--n', '1000']);
+  t.equal(r.ok, 1000, `all echoed (${JSON.stringify(r)})`);
+});
+
+t.test('a closed port fails at once as refused', async (t) => {
+  const r = await curl([`http://${CLUSTER.echoIp}:${CLUSTER.closedPort}/`]);
+  t.not(r.code, 0);
+  t.match(r.stderr, /refused|\(5\)/i, `curl says refused: ${r.stderr}`);
+  t.ok(r.ms < 3000, `failed fast (${r.ms} ms)`);
+  const c = await netclient('connect', `${CLUSTER.echoIp}:${CLUSTER.closedPort}`);
+  t.match(String(c.error), /ConnectionRefused/);
+});
+
+t.test('half-close: the client shuts its write side and still reads the full reply', async (t) => {
+  const r = await netclient('halfclose', `echo.default:7`);
+  t.equal(r.received, 'hello, half-closed world\nclosed after 25 bytes\n');
+});
+
+t.test('UDP ASSOCIATE reaches the UDP echo', async (t) => {
+  const r = await netclient('udp', `${CLUSTER.echoIp}:7`);
+  t.equal(r.reply, 'echo:ping over udp');
+  const byName = await netclient('udp', `echo.default:7`);
+  t.equal(byName.reply, 'echo:ping over udp');
+});
+
+t.test('an unknown name fails as a name error', async (t) => {
+  const r = await curl(['http://nosuch.default/']);
+  t.not(r.code, 0);
+  t.match(r.stderr, /unreachable|\(4\)/i, r.stderr);
+  const log = await sb.laptop.rdbg(['status', '-o', 'json']);
+  t.ok(JSON.parse(log.stdout).counters.flows_failed > 0, 'counted as a failed flow');
+});
+
+t.test('rdbg quit leaves no process or socket file behind', async (t) => {
+  const before = sb.laptop.ns.pids();
+  t.ok(before.length > 0, 'the daemon runs in the laptop namespace');
+  const r = await sb.laptop.rdbg(['quit']);
+  t.equal(r.code, 0, r.stderr);
+  t.match(r.stdout, /Disconnected/);
+  await new Promise((res) => setTimeout(res, 200));
+  t.same(sb.laptop.ns.pids(), [], 'no process left in the laptop namespace');
+  t.same(readdirSync(sb.laptop.home).filter((f) => f !== 'daemon.log'), [], 'no socket or pid file left');
+  t.notOk(existsSync(join(sb.laptop.home, 'daemon.sock')));
+  const again = await sb.laptop.rdbg(['status']);
+  t.match(again.stdout, /not connected/);
+});

@@ -16,7 +16,10 @@ let echo: net.Server;
 let echoPort = 0;
 
 t.before(async () => {
-  echo = net.createServer((s) => s.pipe(s)).listen(0, '127.0.0.1');
+  echo = net.createServer((s) => {
+    s.on('error', () => undefined);
+    s.pipe(s);
+  }).listen(0, '127.0.0.1');
   await new Promise((r) => echo.once('listening', r));
   echoPort = (echo.address() as net.AddressInfo).port;
   mgr = new ManagerServer({ listen: '127.0.0.1:0', serviceSubnets: [], podSubnets: [], clusterDomain: 'cluster.local', namespace: 'rdbg', leaseSeconds: 15 });
@@ -111,6 +114,8 @@ t.test('bytes that are not protobuf fail that stream only', async (t) => {
   const req = session2.request({
     ':method': 'POST', ':path': '/rdbg.v1.Manager/Tunnel', 'content-type': 'application/grpc', te: 'trailers',
   });
+  session2.on('error', () => undefined);
+  req.on('error', () => undefined);
   // A gRPC frame header promising 10 bytes of "protobuf" that is garbage.
   req.write(Buffer.concat([Buffer.from([0, 0, 0, 0, 10]), Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff])]));
   const trailers = await new Promise<http2.IncomingHttpHeaders>((resolve) => {
@@ -121,7 +126,8 @@ t.test('bytes that are not protobuf fail that stream only', async (t) => {
     req.resume();
   });
   t.not(trailers['grpc-status'], '0', `the stream fails (grpc-status ${trailers['grpc-status']}: ${trailers['grpc-message']})`);
-  session2.close();
+  req.close();
+  session2.destroy();
   t.ok(await echoWorks(), 'the manager keeps serving');
 });
 

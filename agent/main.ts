@@ -1,5 +1,63 @@
+import { parse, splitHostPort } from '../src/cli/args';
+import { Codes, RdbgError } from '../src/core/errors';
+import { logger, toggleDebugOnSignal } from '../src/core/log';
+import { appEnvironment, TrafficAgent } from './traffic-agent';
+
+const log = logger('agent');
+
+export const AGENT_USAGE = `rdbg agent run --manager HOST:PORT --workload NAME --namespace NS --app-port P --listen-port Q
+                [--pod-name X] [--app-host 127.0.0.1]
+
+Runs the traffic agent (the sidecar of an intercepted pod): it listens on the
+port the Service targets (Q) and forwards to the app (P); requests that match
+an intercept go to the laptop that owns it. RDBG_MANAGER may stand for
+--manager, RDBG_AGENT_TOKEN carries the agent credential.`;
+
+function port(text: string | undefined, flag: string): number {
+  const n = Number(text);
+  if (!text || !Number.isInteger(n) || n < 1 || n > 65535) throw new RdbgError(Codes.BAD_ARGUMENT, `${flag} "${text ?? ''}" must be a port number`, AGENT_USAGE);
+  return n;
+}
+
 /** `rdbg agent run ...`: the traffic agent sidecar. */
 export async function agentMain(argv: string[]): Promise<void> {
-  process.stdout.write(`rdbg agent: not implemented yet (${argv.join(' ')})\n`);
-  process.exitCode = 2;
+  const [sub, ...rest] = argv;
+  if (sub !== 'run') {
+    process.stdout.write(AGENT_USAGE + '\n');
+    process.exitCode = sub === '--help' || sub === undefined ? 0 : 2;
+    return;
+  }
+  const { values } = parse('agent run', rest, {
+    manager: { type: 'string' },
+    workload: { type: 'string' },
+    namespace: { type: 'string' },
+    'app-port': { type: 'string' },
+    'listen-port': { type: 'string' },
+    'app-host': { type: 'string', default: '127.0.0.1' },
+    'pod-name': { type: 'string' },
+  });
+  const manager = values.manager ?? process.env.RDBG_MANAGER;
+  if (!manager) throw new RdbgError(Codes.BAD_ARGUMENT, 'agent run: --manager HOST:PORT (or RDBG_MANAGER) is required', AGENT_USAGE);
+  splitHostPort(manager, '--manager');
+  if (!values.workload || !values.namespace) throw new RdbgError(Codes.BAD_ARGUMENT, 'agent run: --workload and --namespace are required', AGENT_USAGE);
+  const agent = new TrafficAgent({
+    manager,
+    workload: values.workload,
+    namespace: values.namespace,
+    appPort: port(values['app-port'], '--app-port'),
+    appHost: values['app-host'],
+    listenPort: port(values['listen-port'], '--listen-port'),
+    podName: values['pod-name'] ?? process.env.POD_NAME,
+    podIp: process.env.POD_IP,
+    token: process.env.RDBG_AGENT_TOKEN ?? '',
+    env: appEnvironment(process.env),
+  });
+  toggleDebugOnSignal();
+  await agent.start();
+  const stop = (signal: string): void => {
+    log.info('stopping', { signal });
+    void agent.stop().then(() => process.exit(0));
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
 }

@@ -1,0 +1,153 @@
+import * as net from 'node:net';
+import { PassThrough, type Duplex } from 'node:stream';
+import { errorMessage } from '../src/core/errors';
+import { logger } from '../src/core/log';
+import { rawErrorResponse } from './http-headers';
+import { Http1Router } from './http1-router';
+import { Http2Router } from './http2-router';
+import type { ActiveIntercept } from './intercept-table';
+import { readHeaderBlock, sniffProtocol, type Sniffed } from './protocol-sniff';
+import { isKubeProbe } from './route';
+import type { RouterDeps } from './router-deps';
+import { abort, splice, teeTo } from './splice';
+
+const log = logger('agent.port');
+
+export interface PortProxyOptions {
+  /** How long to wait for a caller's first bytes before taking it for a server-speaks-first protocol. */
+  sniffTimeoutMs?: number;
+}
+
+/**
+ * The port the Service sends to. Each connection's first bytes decide its
+ * path: HTTP/2 and HTTP/1 go to the routers (per-request routing), anything
+ * else is spliced to the app untouched - unless a global intercept takes the
+ * whole port, in which case the connection is diverted at the TCP level.
+ */
+export class PortProxy {
+  readonly server: net.Server;
+  readonly h1: Http1Router;
+  readonly h2: Http2Router;
+  private readonly conns = new Set<net.Socket>();
+  private readonly sniffTimeoutMs: number;
+
+  constructor(
+    private readonly deps: RouterDeps,
+    opts: PortProxyOptions = {},
+  ) {
+    this.sniffTimeoutMs = opts.sniffTimeoutMs ?? 300;
+    this.h1 = new Http1Router(deps);
+    this.h2 = new Http2Router(deps);
+    this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, (sock) => this.onConnection(sock));
+    this.server.on('error', (err) => log.error('listener error', { err: errorMessage(err) }));
+  }
+
+  listen(port: number, host?: string): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen({ port, host }, () => {
+        this.server.removeListener('error', reject);
+        resolve((this.server.address() as net.AddressInfo).port);
+      });
+    });
+  }
+
+  async close(): Promise<void> {
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const c of this.conns) c.destroy();
+    this.h1.close();
+    this.h2.close();
+  }
+
+  private onConnection(sock: net.Socket): void {
+    this.conns.add(sock);
+    sock.on('close', () => this.conns.delete(sock));
+    sock.on('error', (err) => log.debug('caller connection error', { err: errorMessage(err) }));
+    sniffProtocol(sock, this.sniffTimeoutMs)
+      .then((s) => this.dispatch(sock, s))
+      .catch((err: unknown) => {
+        log.error('connection dispatch failed', { err: errorMessage(err), stack: (err as Error).stack });
+        abort(sock);
+      });
+  }
+
+  private async dispatch(sock: net.Socket, sniffed: Sniffed): Promise<void> {
+    if (sock.destroyed) return;
+    const global = this.deps.table.globalDivert();
+    if (global) {
+      if (sniffed.protocol === 'http1' && !sniffed.ended) {
+        // kubelet's probes still reach the app: look at the first request's headers.
+        const block = await readHeaderBlock(sock, sniffed.head, 2000);
+        sniffed = { ...sniffed, head: block.head, ended: block.ended };
+        if (!isKubeProbe(block.headers)) return this.divertConnection(sock, sniffed, global);
+      } else {
+        return this.divertConnection(sock, sniffed, global);
+      }
+    }
+    if (sniffed.protocol === 'http1' && !sniffed.ended) return this.h1.accept(sock, sniffed.head);
+    if (sniffed.protocol === 'h2' && !sniffed.ended) return this.h2.accept(sock, sniffed.head);
+    for (const m of this.deps.table.globalMirrors()) this.mirrorConnection(sock, sniffed, m);
+    this.join(sock, sniffed, this.deps.app.connect());
+  }
+
+  /** Hand the caller's connection (and its sniffed head) to an upstream byte stream. */
+  private join(sock: net.Socket, sniffed: Sniffed, upstream: Duplex): void {
+    if (sniffed.ended) {
+      // The caller already sent FIN: deliver its bytes and FIN, then carry the answer back.
+      upstream.on('error', () => abort(sock));
+      upstream.end(sniffed.head);
+      upstream.pipe(sock);
+      return;
+    }
+    if (sniffed.head.length) sock.unshift(sniffed.head);
+    splice(sock, upstream);
+    sock.resume();
+  }
+
+  private divertConnection(sock: net.Socket, sniffed: Sniffed, i: ActiveIntercept): void {
+    this.deps.link.countRequest(i.id);
+    const source = `${sock.remoteAddress}:${sock.remotePort}`;
+    log.debug('divert connection', { intercept: i.id, source, protocol: sniffed.protocol });
+    this.deps.pools
+      .get(i)
+      .open(source)
+      .then(
+        (flow) => {
+          if (sock.destroyed) {
+            flow.destroy();
+            return;
+          }
+          this.join(sock, sniffed, flow);
+        },
+        (err: Error) => {
+          log.debug('divert failed', { intercept: i.id, err: errorMessage(err) });
+          if (sniffed.protocol === 'http1' && !sock.destroyed) sock.end(rawErrorResponse(502, 'Bad Gateway', errorMessage(err)));
+          else abort(sock);
+        },
+      );
+  }
+
+  /** A global mirror of a non-HTTP connection: a copy of the caller's bytes goes to the laptop. */
+  private mirrorConnection(sock: net.Socket, sniffed: Sniffed, i: ActiveIntercept): void {
+    this.deps.link.countRequest(i.id);
+    const sink = new PassThrough({ highWaterMark: 64 * 1024 });
+    // An unshifted head comes round again as 'data'; only an ended caller's head must be copied here.
+    teeTo(sock, sink, sniffed.ended ? sniffed.head : undefined);
+    if (sniffed.ended) sink.end();
+    this.deps.pools
+      .get(i)
+      .open(`${sock.remoteAddress}:${sock.remotePort}`)
+      .then(
+        (flow) => {
+          flow.on('error', () => undefined);
+          flow.resume();
+          if (sink.destroyed) flow.destroy();
+          else sink.pipe(flow);
+          sink.on('close', () => {
+            if (!sink.readableEnded) flow.destroy();
+          });
+        },
+        () => sink.destroy(),
+      );
+  }
+}

@@ -1,0 +1,60 @@
+import type { Duplex } from 'node:stream';
+
+type Conn = Duplex & { resetAndDestroy?: () => unknown };
+
+/** Abort a connection: RST for a TCP socket, a tunnel reset for a diverted flow. */
+export function abort(c: Conn): void {
+  if (c.destroyed) return;
+  if (typeof c.resetAndDestroy === 'function') {
+    try {
+      c.resetAndDestroy();
+      return;
+    } catch {
+      // not connected yet: plain destroy
+    }
+  }
+  c.destroy();
+}
+
+/**
+ * Join two byte streams both ways with backpressure. FIN is passed on as FIN
+ * (both should allow half-open); an error or an abrupt close on one side
+ * aborts the other.
+ */
+export function splice(a: Conn, b: Conn, onDone?: () => void): void {
+  let closed = 0;
+  const side = (x: Conn, y: Conn): void => {
+    x.pipe(y);
+    x.on('error', () => abort(y));
+    x.on('close', () => {
+      if (!(x.readableEnded && x.writableFinished)) abort(y);
+      if (++closed === 2) onDone?.();
+    });
+  };
+  side(a, b);
+  side(b, a);
+}
+
+/** Limit on bytes queued for a mirror that does not keep up; past it the copy is dropped. */
+export const MIRROR_QUEUE_LIMIT = 4 * 1024 * 1024;
+
+/**
+ * Copy what `source` sends to `mirror` without ever slowing `source` down;
+ * whatever the mirror answers is discarded.
+ */
+export function teeTo(source: Duplex, mirror: Duplex, head?: Buffer): void {
+  mirror.on('error', () => undefined);
+  mirror.resume();
+  const copy = (chunk: Buffer): void => {
+    if (mirror.destroyed) return;
+    if (mirror.writableLength > MIRROR_QUEUE_LIMIT) mirror.destroy();
+    else mirror.write(chunk);
+  };
+  if (head?.length) copy(head);
+  source.on('data', copy);
+  source.once('end', () => mirror.end());
+  source.once('close', () => {
+    source.removeListener('data', copy);
+    if (!mirror.writableEnded) mirror.destroy();
+  });
+}

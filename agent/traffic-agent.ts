@@ -1,0 +1,97 @@
+import { hostname, networkInterfaces } from 'node:os';
+import { logger } from '../src/core/log';
+import { PROTOCOL, VERSION } from '../src/core/version';
+import { InterceptTable } from './intercept-table';
+import { ManagerLink } from './manager-link';
+import { PortProxy } from './port-proxy';
+import { AppUpstream, DivertPools } from './upstreams';
+
+const log = logger('agent');
+
+export interface AgentOptions {
+  manager: string; // host:port
+  workload: string;
+  namespace: string;
+  appPort: number;
+  appHost?: string; // default 127.0.0.1
+  listenPort: number; // 0 picks a free port (tests)
+  listenHost?: string; // default all interfaces
+  podName?: string;
+  podIp?: string;
+  token?: string;
+  /** The app's environment, reported to the owner of an intercept. */
+  env?: Record<string, string>;
+  sniffTimeoutMs?: number;
+  heartbeatMs?: number;
+}
+
+/** Variables of the agent's own making, not the app's. */
+const INTERNAL_ENV = /^(RDBG_|NODE_OPTIONS$|_$)/;
+
+export function appEnvironment(env: NodeJS.ProcessEnv): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) if (v !== undefined && !INTERNAL_ENV.test(k)) out[k] = v;
+  return out;
+}
+
+function firstPodIp(): string {
+  for (const list of Object.values(networkInterfaces())) {
+    for (const a of list ?? []) if (!a.internal && a.family === 'IPv4') return a.address;
+  }
+  return '';
+}
+
+/** The traffic agent: the manager link, the intercept table, and the proxy on the listen port. */
+export class TrafficAgent {
+  readonly table: InterceptTable;
+  readonly link: ManagerLink;
+  readonly app: AppUpstream;
+  readonly pools: DivertPools;
+  readonly proxy: PortProxy;
+  listenPort = 0;
+
+  constructor(private readonly opts: AgentOptions) {
+    this.app = new AppUpstream(opts.appHost || '127.0.0.1', opts.appPort);
+    // The intercepts' port filter needs the real listen port; it is filled in by start().
+    this.table = new InterceptTable([opts.appPort, opts.listenPort].filter((p) => p > 0));
+    this.link = new ManagerLink({
+      manager: opts.manager,
+      heartbeatMs: opts.heartbeatMs,
+      info: {},
+    });
+    this.pools = new DivertPools(this.link);
+    this.proxy = new PortProxy({ table: this.table, link: this.link, app: this.app, pools: this.pools }, { sniffTimeoutMs: opts.sniffTimeoutMs });
+  }
+
+  async start(): Promise<number> {
+    const o = this.opts;
+    this.listenPort = await this.proxy.listen(o.listenPort, o.listenHost);
+    this.table.setPorts([o.appPort, this.listenPort]);
+    this.link.setInfo({
+      version: VERSION,
+      protocol: PROTOCOL,
+      workload: o.workload,
+      namespace: o.namespace,
+      pod_name: o.podName || hostname(),
+      pod_ip: o.podIp || firstPodIp(),
+      ports: [{ name: '', app_port: o.appPort, listen_port: this.listenPort, service_port: 0 }],
+      env: o.env ?? {},
+      token: o.token ?? '',
+    });
+    this.link.on('intercepts', (list) => {
+      const gone = this.table.update(list);
+      this.pools.drop(gone);
+      log.info('intercepts', { count: this.table.size });
+    });
+    this.link.start();
+    log.info('traffic agent listening', { port: this.listenPort, app: this.app.address, workload: o.workload, namespace: o.namespace });
+    return this.listenPort;
+  }
+
+  async stop(): Promise<void> {
+    await this.link.stop();
+    await this.proxy.close();
+    this.pools.closeAll();
+    this.app.close();
+  }
+}

@@ -1,0 +1,124 @@
+/**
+ * A stand-in for the user daemon on a developer's laptop, for the agent's
+ * tests: it talks to a real traffic manager through the real Manager gRPC API
+ * (Arrive, Heartbeat, CreateIntercept, WatchDiversions), and for each
+ * DivertRequest opens a Tunnel with `open {session_id, accept_flow_id}`,
+ * dials the local server, answers `dial` with the result, and pipes the flow
+ * with pipeFlow. The real user daemon (daemon/user) replaces it end to end.
+ */
+import * as net from 'node:net';
+import * as grpc from '@grpc/grpc-js';
+import { describeErrno } from '../../manager/tunnel-handler';
+import { PROTOCOL, VERSION } from '../../src/core/version';
+import { CHANNEL_OPTIONS, managerPackage, type ManagerClient } from '../../src/rpc/services';
+import { pipeFlow } from '../../src/tunnel/flow-pipe';
+import { dialCodeForErrno, type TunnelStream } from '../../src/tunnel/messages';
+import type { DivertRequest__Output } from '../../src/gen/rdbg/v1/DivertRequest';
+import type { InterceptInfo__Output } from '../../src/gen/rdbg/v1/InterceptInfo';
+import type { InterceptSpec } from '../../src/gen/rdbg/v1/InterceptSpec';
+
+export interface FakeLaptopOptions {
+  manager: string; // host:port
+  user?: string;
+  namespace?: string;
+}
+
+export class FakeLaptop {
+  readonly client: ManagerClient;
+  sessionId = '';
+  /** Diverted flows accepted, and how many of them dialled the local server. */
+  readonly stats = { diversions: 0, dialled: 0, refused: 0 };
+  private watch?: grpc.ClientReadableStream<DivertRequest__Output>;
+  private heartbeat?: NodeJS.Timeout;
+  private readonly flows = new Set<{ sock: net.Socket; stream: TunnelStream }>();
+
+  constructor(private readonly opts: FakeLaptopOptions) {
+    this.client = new (managerPackage().Manager)(opts.manager, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+  }
+
+  async arrive(): Promise<void> {
+    const s = await new Promise<{ session_id: string }>((resolve, reject) =>
+      this.client.Arrive(
+        { client_version: VERSION, protocol: PROTOCOL, user: this.opts.user ?? 'dev@laptop', hostname: 'laptop', namespace: this.opts.namespace ?? 'default' },
+        { deadline: Date.now() + 5000 },
+        (err, res) => (err || !res ? reject(err) : resolve(res)),
+      ),
+    );
+    this.sessionId = s.session_id;
+    this.heartbeat = setInterval(() => this.client.Heartbeat({ session_id: this.sessionId }, () => undefined), 1000);
+    this.heartbeat.unref();
+    this.watchDiversions();
+  }
+
+  /** Accept diverted flows (again, after stopWatching). */
+  watchDiversions(): void {
+    this.watch = this.client.WatchDiversions({ session_id: this.sessionId });
+    this.watch.on('data', (d: DivertRequest__Output) => this.accept(d));
+    this.watch.on('error', () => undefined);
+  }
+
+  /** As if the laptop's daemon went away: no diversion watch, and its open flows are gone. */
+  async stopWatching(): Promise<void> {
+    this.watch?.cancel();
+    this.watch = undefined;
+    for (const f of this.flows) f.sock.destroy();
+    await new Promise((r) => setTimeout(r, 200));
+  }
+
+  createIntercept(spec: InterceptSpec): Promise<InterceptInfo__Output> {
+    return new Promise((resolve, reject) =>
+      this.client.CreateIntercept({ session_id: this.sessionId, spec }, { deadline: Date.now() + 5000 }, (err, res) =>
+        err || !res ? reject(err) : resolve(res),
+      ),
+    );
+  }
+
+  removeIntercept(id: string): Promise<void> {
+    return new Promise((resolve, reject) =>
+      this.client.RemoveIntercept({ session_id: this.sessionId, id }, { deadline: Date.now() + 5000 }, (err) => (err ? reject(err) : resolve())),
+    );
+  }
+
+  listIntercepts(): Promise<InterceptInfo__Output[]> {
+    return new Promise((resolve, reject) =>
+      this.client.ListIntercepts({ session_id: this.sessionId }, { deadline: Date.now() + 5000 }, (err, res) =>
+        err || !res ? reject(err) : resolve(res.intercepts),
+      ),
+    );
+  }
+
+  private accept(d: DivertRequest__Output): void {
+    this.stats.diversions++;
+    const call = this.client.Tunnel();
+    const stream = call as unknown as TunnelStream;
+    call.on('error', () => undefined);
+    call.write({ open: { session_id: this.sessionId, accept_flow_id: d.flow_id, protocol: 'TCP' } });
+    const host = d.local_host || '127.0.0.1';
+    const sock = net.connect({ host, port: d.local_port, allowHalfOpen: true, noDelay: true });
+    stream.pause();
+    sock.once('error', (err: NodeJS.ErrnoException) => {
+      this.stats.refused++;
+      call.write({ dial: { code: dialCodeForErrno(err.code), message: describeErrno(err), errno: err.code ?? '', address: `${host}:${d.local_port}` } });
+      call.end();
+    });
+    sock.once('connect', () => {
+      this.stats.dialled++;
+      sock.removeAllListeners('error');
+      call.write({ dial: { code: 'OK', address: `${host}:${d.local_port}` } });
+      const flow = { sock, stream };
+      this.flows.add(flow);
+      pipeFlow(sock, stream, { onDone: () => this.flows.delete(flow) });
+      stream.resume();
+    });
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.heartbeat);
+    this.watch?.cancel();
+    for (const f of this.flows) f.sock.destroy();
+    if (this.sessionId) {
+      await new Promise<void>((resolve) => this.client.Depart({ session_id: this.sessionId }, { deadline: Date.now() + 1000 }, () => resolve()));
+    }
+    this.client.close();
+  }
+}

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
+import * as http2 from 'node:http2';
 import { logger } from '../src/core/log';
 import { PROTOCOL, VERSION } from '../src/core/version';
 import { describeRule, isGlobal, ruleKey } from '../src/intercept/rules';
@@ -13,6 +14,9 @@ import type { Open__Output } from '../src/gen/rdbg/v1/Open';
 import type { TunnelStream } from '../src/tunnel/messages';
 import type { SessionRegistry } from './sessions';
 import { reject, type DivertBroker } from './tunnel-handler';
+import type { H2DivertBroker } from './data-plane';
+import { H, encodeMessage } from '../src/tunnel/h2-flows';
+import type { DialCode } from '../src/tunnel/messages';
 import { versionMismatch } from './server';
 import { spliceStreams } from './splice';
 
@@ -35,11 +39,10 @@ interface Intercept {
   requests: number;
 }
 
-interface PendingFlow {
-  agentStream: TunnelStream;
-  intercept: Intercept;
-  timer: NodeJS.Timeout;
-}
+type PendingFlow = { intercept: Intercept; timer: NodeJS.Timeout } & (
+  | { kind: 'grpc'; agentStream: TunnelStream }
+  | { kind: 'h2'; agentStream: http2.ServerHttp2Stream }
+);
 
 type ClientHandlerNames = 'CreateIntercept' | 'RemoveIntercept' | 'ListIntercepts' | 'WatchDiversions';
 type AgentHandlerNames = 'AgentArrive' | 'AgentHeartbeat' | 'AgentDepart' | 'WatchIntercepts';
@@ -49,7 +52,7 @@ type AgentHandlerNames = 'AgentArrive' | 'AgentHeartbeat' | 'AgentDepart' | 'Wat
  * port, which agents serve each workload, and the meeting point where an
  * agent's diverted flow is joined to the owning client's accepting flow.
  */
-export class InterceptRegistry implements DivertBroker {
+export class InterceptRegistry implements DivertBroker, H2DivertBroker {
   private readonly agents = new Map<string, Agent>();
   private readonly intercepts = new Map<string, Intercept>();
   private readonly diversions = new Map<string, grpc.ServerWritableStream<unknown, DivertRequest>>();
@@ -224,7 +227,7 @@ export class InterceptRegistry implements DivertBroker {
     };
   }
 
-  agentHandlers(checkToken: (token: string) => boolean): Pick<ManagerHandlers, AgentHandlerNames> {
+  agentHandlers(checkToken: (token: string) => boolean, dataPort: () => number = () => 0): Pick<ManagerHandlers, AgentHandlerNames> {
     return {
       AgentArrive: (call, cb) => {
         const info = call.request;
@@ -244,7 +247,7 @@ export class InterceptRegistry implements DivertBroker {
         const a: Agent = { id: randomUUID(), info: { ...info, token: '' }, lastSeen: Date.now(), watchers: new Set() };
         this.agents.set(a.id, a);
         log.info('agent arrived', { agent: a.id, workload: info.workload, namespace: info.namespace, pod: info.pod_name });
-        cb(null, { agent_id: a.id, manager: { version: VERSION, protocol: PROTOCOL }, lease_seconds: this.agentLeaseMs / 1000 });
+        cb(null, { agent_id: a.id, manager: { version: VERSION, protocol: PROTOCOL }, lease_seconds: this.agentLeaseMs / 1000, data_port: dataPort() });
       },
       AgentHeartbeat: (call, cb) => {
         const a = this.agents.get(call.request.agent_id);
@@ -281,53 +284,52 @@ export class InterceptRegistry implements DivertBroker {
     };
   }
 
-  // DivertBroker: an agent opens a flow for an intercept; the owner accepts it.
+  // Diverted flows: an agent opens one for an intercept; the owner's laptop accepts it.
 
-  fromAgent(open: Open__Output, stream: TunnelStream): void {
-    if (!this.agents.has(open.agent_id)) {
-      reject(stream, 'DENIED', 'unknown agent: arrive first');
-      return;
-    }
-    const intercept = this.intercepts.get(open.intercept_id);
-    if (!intercept) {
-      reject(stream, 'FAILED', 'the intercept has ended');
-      return;
-    }
+  /** Find who must accept a flow for this intercept, or say why nobody can. */
+  private divertTarget(agentId: string, interceptId: string): { intercept: Intercept; watcher: grpc.ServerWritableStream<unknown, DivertRequest> } | { code: DialCode; message: string } {
+    if (!this.agents.has(agentId)) return { code: 'DENIED', message: 'unknown agent: arrive first' };
+    const intercept = this.intercepts.get(interceptId);
+    if (!intercept) return { code: 'FAILED', message: 'the intercept has ended' };
     const watcher = this.diversions.get(intercept.sessionId);
-    if (!watcher) {
-      reject(stream, 'UNREACHABLE', `the rdbg client of ${intercept.owner} is not connected to the traffic manager`);
-      return;
-    }
+    if (!watcher) return { code: 'UNREACHABLE', message: `the rdbg client of ${intercept.owner} is not connected to the traffic manager` };
+    return { intercept, watcher };
+  }
+
+  private park(flow: Omit<PendingFlow, 'timer'>, watcher: grpc.ServerWritableStream<unknown, DivertRequest>, onTimeout: (msg: string) => void): string {
     const flowId = randomUUID();
-    stream.pause();
     const timer = setTimeout(() => {
       this.pending.delete(flowId);
-      reject(stream, 'TIMEOUT', `the rdbg client of ${intercept.owner} did not accept the flow within 10 seconds`);
+      onTimeout(`the rdbg client of ${flow.intercept.owner} did not accept the flow within 10 seconds`);
     }, ACCEPT_TIMEOUT_MS);
-    this.pending.set(flowId, { agentStream: stream, intercept, timer });
-    stream.on('error', () => {
-      const p = this.pending.get(flowId);
-      if (p) {
-        clearTimeout(p.timer);
-        this.pending.delete(flowId);
-      }
-    });
-    watcher.write({
-      flow_id: flowId,
-      intercept_id: intercept.id,
-      local_port: intercept.spec.local_port,
-      local_host: intercept.spec.local_host || '127.0.0.1',
-    });
+    this.pending.set(flowId, { ...flow, timer } as PendingFlow);
+    const spec = flow.intercept.spec;
+    watcher.write({ flow_id: flowId, intercept_id: flow.intercept.id, local_port: spec.local_port, local_host: spec.local_host || '127.0.0.1' });
+    return flowId;
+  }
+
+  private unpark(flowId: string, sessionId: string): PendingFlow | undefined {
+    const p = this.pending.get(flowId);
+    if (!p || p.intercept.sessionId !== sessionId) return undefined;
+    this.pending.delete(flowId);
+    clearTimeout(p.timer);
+    return p;
+  }
+
+  fromAgent(open: Open__Output, stream: TunnelStream): void {
+    const target = this.divertTarget(open.agent_id, open.intercept_id);
+    if ('code' in target) return reject(stream, target.code, target.message);
+    stream.pause();
+    const flowId = this.park({ kind: 'grpc', agentStream: stream, intercept: target.intercept }, target.watcher, (m) => reject(stream, 'TIMEOUT', m));
+    stream.on('error', () => this.unpark(flowId, target.intercept.sessionId));
   }
 
   fromClient(open: Open__Output, stream: TunnelStream): void {
-    const p = this.pending.get(open.accept_flow_id);
-    if (!p || p.intercept.sessionId !== open.session_id) {
-      reject(stream, 'FAILED', 'no such diverted flow (it timed out, or belongs to another client)');
+    const p = this.unpark(open.accept_flow_id, open.session_id);
+    if (!p || p.kind !== 'grpc') {
+      reject(stream, 'FAILED', 'no such diverted flow (it timed out, or belongs to another client or transport)');
       return;
     }
-    this.pending.delete(open.accept_flow_id);
-    clearTimeout(p.timer);
     // The client answers with its own dial result (its local dial), then the two flows are joined.
     stream.once('data', (msg) => {
       if (msg.msg !== 'dial' || !msg.dial) {
@@ -344,4 +346,55 @@ export class InterceptRegistry implements DivertBroker {
       spliceStreams(p.agentStream, stream);
     });
   }
+
+  divertFromAgent(agentId: string, interceptId: string, stream: http2.ServerHttp2Stream): void {
+    const respond = (code: DialCode, message: string): void => {
+      if (!stream.closed && !stream.headersSent) {
+        stream.respond({ ':status': code === 'OK' ? 200 : 502, [H.dial]: code, [H.message]: encodeMessage(message) }, { endStream: code !== 'OK' });
+      }
+    };
+    const target = this.divertTarget(agentId, interceptId);
+    if ('code' in target) return respond(target.code, target.message);
+    stream.pause();
+    const flowId = this.park({ kind: 'h2', agentStream: stream, intercept: target.intercept }, target.watcher, (m) => respond('TIMEOUT', m));
+    stream.once('close', () => this.unpark(flowId, target.intercept.sessionId));
+  }
+
+  acceptFromClient(sessionId: string, flowId: string, dial: DialCode, message: string, stream: http2.ServerHttp2Stream): void {
+    const p = this.unpark(flowId, sessionId);
+    if (!p || p.kind !== 'h2') {
+      stream.respond({ ':status': 404, [H.dial]: 'FAILED', [H.message]: encodeMessage('no such diverted flow (it timed out, or belongs to another client or transport)') }, { endStream: true });
+      return;
+    }
+    const agent = p.agentStream;
+    if (agent.closed || agent.destroyed) {
+      stream.respond({ ':status': 410, [H.dial]: 'FAILED', [H.message]: encodeMessage('the agent gave up on this flow') }, { endStream: true });
+      return;
+    }
+    if (dial !== 'OK') {
+      agent.respond({ ':status': 502, [H.dial]: dial, [H.message]: encodeMessage(message) }, { endStream: true });
+      stream.respond({ ':status': 200, [H.dial]: 'OK' }, { endStream: true });
+      return;
+    }
+    agent.respond({ ':status': 200, [H.dial]: 'OK' });
+    stream.respond({ ':status': 200, [H.dial]: 'OK' });
+    joinStreams(agent, stream);
+  }
+}
+
+/** Two HTTP/2 streams joined byte for byte, END_STREAM and resets passed across. */
+function joinStreams(a: http2.ServerHttp2Stream, b: http2.ServerHttp2Stream): void {
+  const oneWay = (from: http2.ServerHttp2Stream, to: http2.ServerHttp2Stream): void => {
+    from.on('data', (d: Buffer) => {
+      if (!to.write(d)) from.pause();
+    });
+    to.on('drain', () => from.resume());
+    from.on('end', () => to.end());
+    from.on('close', () => {
+      if (from.rstCode !== http2.constants.NGHTTP2_NO_ERROR && !to.closed) to.close(http2.constants.NGHTTP2_CANCEL);
+    });
+    from.resume();
+  };
+  oneWay(a, b);
+  oneWay(b, a);
 }

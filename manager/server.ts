@@ -11,11 +11,14 @@ import { ClusterDNS } from './cluster-dns';
 import { SessionRegistry } from './sessions';
 import { TunnelHandler, type TunnelCall } from './tunnel-handler';
 import { InterceptRegistry } from './intercepts';
+import { DataPlane } from './data-plane';
+import { splitHostPort } from '../src/cli/args';
 
 const log = logger('manager');
 
 export interface ManagerConfig {
   listen: string; // host:port
+  dataListen?: string; // host:port of the HTTP/2 data plane; '' for none
   serviceSubnets: string[];
   podSubnets: string[];
   clusterDomain: string;
@@ -41,6 +44,7 @@ export class ManagerServer {
   readonly dns: ClusterDNS;
   readonly tunnels: TunnelHandler;
   readonly intercepts: InterceptRegistry;
+  readonly data: DataPlane;
   port = 0;
 
   constructor(readonly config: ManagerConfig) {
@@ -49,6 +53,8 @@ export class ManagerServer {
     this.tunnels = new TunnelHandler(this.sessions, this.dns);
     this.intercepts = new InterceptRegistry(this.sessions, config.leaseSeconds * 1000);
     this.tunnels.broker = this.intercepts;
+    this.data = new DataPlane(this.sessions, this.dns, this.tunnels.stats);
+    this.data.broker = this.intercepts;
     this.server.addService(managerPackage().Manager.service, this.handlers());
   }
 
@@ -69,9 +75,15 @@ export class ManagerServer {
       this.server.bindAsync(this.config.listen, creds, (err, port) => (err ? reject(err) : resolve(port))),
     );
     enlargeServerWindows(this.server);
+    if (this.config.dataListen !== '') {
+      const { host } = splitHostPort(this.config.listen, '--listen');
+      const data = this.config.dataListen ? splitHostPort(this.config.dataListen, '--data-listen') : { host, port: this.port + 1 };
+      await this.data.listen(data.host, data.port);
+    }
     log.info('traffic manager listening', {
       address: this.config.listen,
       port: this.port,
+      dataPort: this.data.port,
       version: VERSION,
       serviceSubnets: this.config.serviceSubnets,
       podSubnets: this.config.podSubnets,
@@ -83,6 +95,7 @@ export class ManagerServer {
   async stop(): Promise<void> {
     this.sessions.close();
     this.intercepts.close();
+    this.data.close();
     await new Promise<void>((resolve) => {
       const t = setTimeout(() => {
         this.server.forceShutdown();
@@ -128,6 +141,7 @@ export class ManagerServer {
           manager,
           lease_seconds: self.config.leaseSeconds,
           cluster: self.clusterInfo(s.namespace),
+          data_port: self.data.port,
         });
       },
       Heartbeat(call, cb) {
@@ -158,7 +172,7 @@ export class ManagerServer {
       },
       Tunnel: (call) => self.tunnels.handle(call as TunnelCall),
       ...self.intercepts.clientHandlers(),
-      ...self.intercepts.agentHandlers((token) => self.checkToken(token)),
+      ...self.intercepts.agentHandlers((token) => self.checkToken(token), () => self.data.port),
     };
   }
 }

@@ -2,6 +2,8 @@ import * as grpc from '@grpc/grpc-js';
 import * as net from 'node:net';
 import { logger } from '../../src/core/log';
 import { pipeFlow } from '../../src/tunnel/flow-pipe';
+import type { H2FlowClient } from '../../src/tunnel/h2-client';
+import { joinSocket } from '../../src/tunnel/h2-flows';
 import type { TunnelStream } from '../../src/tunnel/messages';
 import type { DivertRequest__Output } from '../../src/gen/rdbg/v1/DivertRequest';
 import type { Counters } from './counters';
@@ -20,6 +22,7 @@ export class DivertAcceptor {
   constructor(
     private readonly link: ManagerLink,
     private readonly counters: Counters,
+    private readonly dataPlane: () => H2FlowClient | undefined = () => undefined,
   ) {
     link.on('session', () => this.start());
   }
@@ -42,6 +45,8 @@ export class DivertAcceptor {
   }
 
   private accept(req: DivertRequest__Output): void {
+    const h2 = this.dataPlane();
+    if (h2) return this.acceptH2(req, h2);
     const host = req.local_host || '127.0.0.1';
     const call = this.link.client.tunnel() as unknown as TunnelStream;
     call.on('error', () => undefined);
@@ -60,6 +65,35 @@ export class DivertAcceptor {
       this.counters.divertedFlows++;
       call.write({ dial: { code: 'OK', address: `${host}:${req.local_port}` } });
       pipeFlow(sock, call, { counters: this.counters });
+    });
+  }
+
+  /** Over the data plane: dial the local process first, then answer with the result. */
+  private acceptH2(req: DivertRequest__Output, h2: H2FlowClient): void {
+    const host = req.local_host || '127.0.0.1';
+    const sock = net.connect({ host, port: req.local_port, allowHalfOpen: true, noDelay: true });
+    sock.once('error', (err: NodeJS.ErrnoException) => {
+      const why = err.code === 'ECONNREFUSED' ? 'connection refused (is the local process listening?)' : `${err.code ?? err.message}`;
+      log.info('local process unreachable for a diverted flow', { target: `${host}:${req.local_port}`, err: err.code });
+      h2.accept(req.flow_id, err.code === 'ECONNREFUSED' ? 'REFUSED' : 'FAILED', `could not reach ${host}:${req.local_port}: ${why}`).then(
+        (s) => s.close(),
+        () => undefined,
+      );
+    });
+    sock.once('connect', () => {
+      sock.removeAllListeners('error');
+      sock.on('error', () => undefined);
+      h2.accept(req.flow_id, 'OK').then(
+        (stream) => {
+          this.counters.divertedFlows++;
+          sock.removeAllListeners('error');
+          joinSocket(sock, stream, this.counters);
+        },
+        (err: Error) => {
+          log.debug('diverted flow could not be accepted', { err: err.message });
+          sock.destroy();
+        },
+      );
     });
   }
 

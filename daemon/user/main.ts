@@ -1,6 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { chmodSync, rmSync, writeFileSync } from 'node:fs';
 import { Codes, RdbgError, errorMessage } from '../../src/core/errors';
+import { raiseFileLimit } from '../../src/core/rlimit';
 import { logger, toggleDebugOnSignal } from '../../src/core/log';
 import { daemonPidPath, daemonSocketPath } from '../../src/core/paths';
 import { VERSION } from '../../src/core/version';
@@ -13,7 +14,7 @@ import { DivertAcceptor } from './divert-acceptor';
 import { LocalIntercepts } from './intercepts';
 import { ManagerLink } from './manager-link';
 import { SocksServer } from './socks-server';
-import { openFlow } from './tunnel-client';
+import { FlowOpener } from './flows';
 
 const log = logger('userd');
 
@@ -30,6 +31,7 @@ export async function userDaemonMain(argv: string[]): Promise<void> {
     socks: { type: 'string' },
     namespace: { type: 'string', default: 'default' },
   });
+  raiseFileLimit();
   toggleDebugOnSignal();
   try {
     await runUserDaemon({ manager: values.manager!, socks: values.socks, namespace: values.namespace! });
@@ -52,6 +54,7 @@ interface DaemonOptions {
   manager: string;
   socks?: string;
   namespace: string;
+  dataAddress?: string; // where the data plane is reached, when not beside the manager's address
 }
 
 async function runUserDaemon(opts: DaemonOptions): Promise<void> {
@@ -59,12 +62,16 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
   const counters = newCounters();
   const link = new ManagerLink({ address: opts.manager, namespace: opts.namespace, token: process.env.RDBG_MANAGER_TOKEN });
   const intercepts = new LocalIntercepts(link);
-  const diverts = new DivertAcceptor(link, counters);
+  const diverts = new DivertAcceptor(link, counters, () => flows.dataPlane());
   await link.start(10_000);
   diverts.start();
 
   let socksAddress = '';
-  const socks = new SocksServer((proto, host, port, source) => openFlow(link, proto, host, port, source), counters);
+  const { host: managerHost } = splitHostPort(opts.manager, '--manager');
+  const flows = new FlowOpener(link, counters, () =>
+    link.dataPort ? (opts.dataAddress ?? `${managerHost.includes(':') ? `[${managerHost}]` : managerHost}:${link.dataPort}`) : undefined,
+  );
+  const socks = new SocksServer(flows, counters);
   if (opts.socks) {
     const { host, port } = splitHostPort(opts.socks, '--socks');
     try {
@@ -83,6 +90,7 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
     log.info('quitting', { reason });
     socks.close();
     diverts.close();
+    flows.close();
     await intercepts.removeAll();
     await link.close();
     server.forceShutdown();
@@ -114,7 +122,7 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
         events: link.events,
         connected_since: link.connectedSince?.toISOString() ?? '',
         pid: process.pid,
-        transport: `direct grpc to ${opts.manager}`,
+        transport: link.dataPort ? `HTTP/2 data plane at ${flows.dataPlane() ? 'port ' + link.dataPort : '-'}, gRPC control at ${opts.manager}` : `gRPC tunnel to ${opts.manager}`,
         intercepts: intercepts.count,
       }),
     Quit: (_call, cb) => {

@@ -46,6 +46,7 @@ export class ManagerLink extends EventEmitter {
   sessionId = '';
   manager?: VersionInfo__Output;
   cluster?: ClusterInfo__Output;
+  dataPort = 0;
   reconnects = 0;
   lastError = '';
   connectedSince?: Date;
@@ -110,6 +111,7 @@ export class ManagerLink extends EventEmitter {
           this.sessionId = res.session_id;
           this.manager = res.manager ?? undefined;
           this.cluster = res.cluster ?? undefined;
+          this.dataPort = res.data_port;
           this.state = 'CONNECTED';
           this.connectedSince = new Date();
           this.retryMs = RETRY_MIN_MS;

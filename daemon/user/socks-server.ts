@@ -1,21 +1,17 @@
 import * as dgram from 'node:dgram';
 import * as net from 'node:net';
 import { logger } from '../../src/core/log';
-import { pipeFlow } from '../../src/tunnel/flow-pipe';
-import type { TunnelStream } from '../../src/tunnel/messages';
-import type { Protocol } from '../../src/gen/rdbg/v1/Protocol';
+import { DialError } from '../../src/tunnel/messages';
 import {
   CMD, REPLY, SocksProtocolError, encodeUdpDatagram, parseGreeting, parseRequest, parseUdpDatagram, reply, type Address,
 } from './socks5';
-import { DialError } from './tunnel-client';
 import type { Counters } from './counters';
+import type { FlowOpener, TcpFlow, UdpFlow } from './flows';
 
 const log = logger('userd.socks');
 
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 const MAX_HANDSHAKE_BYTES = 600;
-
-export type OpenFlow = (protocol: Protocol, host: string, port: number, source: string) => Promise<TunnelStream>;
 
 function replyFor(err: unknown): number {
   if (!(err instanceof DialError)) return REPLY.GENERAL_FAILURE;
@@ -45,7 +41,7 @@ export class SocksServer {
   private readonly sockets = new Set<net.Socket>();
 
   constructor(
-    private readonly openFlow: OpenFlow,
+    private readonly flows: FlowOpener,
     private readonly counters: Counters,
   ) {
     this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, (sock) => this.accept(sock));
@@ -122,9 +118,9 @@ export class SocksServer {
 
   private async connect(sock: net.Socket, addr: Address): Promise<void> {
     const source = `${sock.remoteAddress}:${sock.remotePort}`;
-    let stream: TunnelStream;
+    let flow: TcpFlow;
     try {
-      stream = await this.openFlow('TCP', addr.host, addr.port, source);
+      flow = await this.flows.tcp(addr.host, addr.port, source);
     } catch (err) {
       this.counters.flowsFailed++;
       log.debug('SOCKS CONNECT failed', { dst: `${addr.host}:${addr.port}`, err: (err as Error).message });
@@ -132,13 +128,13 @@ export class SocksServer {
       return;
     }
     if (sock.destroyed) {
-      stream.cancel?.();
+      flow.cancel();
       return;
     }
     this.counters.flowsOpened++;
     this.counters.flowsActive++;
     sock.write(reply(REPLY.SUCCEEDED, sock.localAddress, sock.localPort));
-    pipeFlow(sock, stream, { counters: this.counters, onDone: () => this.counters.flowsActive-- });
+    flow.join(sock, () => this.counters.flowsActive--);
     sock.resume();
   }
 
@@ -146,11 +142,11 @@ export class SocksServer {
   private async associate(ctrl: net.Socket): Promise<void> {
     const local = ctrl.localAddress ?? '127.0.0.1';
     const udp = dgram.createSocket(net.isIPv6(local) && !local.startsWith('::ffff:') ? 'udp6' : 'udp4');
-    const flows = new Map<string, Promise<TunnelStream | undefined>>();
+    const flows = new Map<string, Promise<UdpFlow | undefined>>();
     let client: { address: string; port: number } | undefined;
     const close = (): void => {
       udp.close();
-      for (const f of flows.values()) void f.then((s) => s?.end());
+      for (const f of flows.values()) void f.then((s) => s?.close());
       flows.clear();
       ctrl.destroy();
     };
@@ -173,21 +169,16 @@ export class SocksServer {
       const key = `${addr.host}|${addr.port}`;
       let flow = flows.get(key);
       if (!flow) {
-        flow = this.openFlow('UDP', addr.host, addr.port, `${rinfo.address}:${rinfo.port}`).then(
-          (stream) => {
+        flow = this.flows.udp(addr.host, addr.port, `${rinfo.address}:${rinfo.port}`).then(
+          (f) => {
             this.counters.flowsOpened++;
-            stream.on('data', (m) => {
-              if (m.msg === 'data' && m.data && client) {
-                this.counters.bytesIn += m.data.length;
-                udp.send(encodeUdpDatagram(addr.host, addr.port, m.data), client.port, client.address);
-              }
+            f.onDatagram((d) => {
+              if (!client) return;
+              this.counters.bytesIn += d.length;
+              udp.send(encodeUdpDatagram(addr.host, addr.port, d), client.port, client.address);
             });
-            const drop = (): void => {
-              flows.delete(key);
-            };
-            stream.on('end', drop);
-            stream.on('error', drop);
-            return stream;
+            f.onClose(() => flows.delete(key));
+            return f;
           },
           (err: Error) => {
             this.counters.flowsFailed++;
@@ -201,7 +192,7 @@ export class SocksServer {
       void flow.then((s) => {
         if (!s) return;
         this.counters.bytesOut += data.length;
-        s.write({ data });
+        s.send(data);
       });
     });
     udp.bind(0, local.replace(/^::ffff:/, ''), () => {

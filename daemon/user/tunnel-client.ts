@@ -1,19 +1,11 @@
-import type { DialResult__Output } from '../../src/gen/rdbg/v1/DialResult';
 import type { Protocol } from '../../src/gen/rdbg/v1/Protocol';
-import type { TunnelStream } from '../../src/tunnel/messages';
+import { DialError, type TunnelStream } from '../../src/tunnel/messages';
+
+export { DialError };
 import type { ManagerLink } from './manager-link';
 
 const DIAL_TIMEOUT_MS = 15_000;
 
-/** The manager could not open the flow; `code` says why (REFUSED, UNREACHABLE, NAME_ERROR ...). */
-export class DialError extends Error {
-  constructor(
-    readonly code: DialResult__Output['code'],
-    message: string,
-  ) {
-    super(message);
-  }
-}
 
 /** Opens one tunnel stream to a destination in the cluster and waits for the manager's dial. */
 export function openFlow(link: ManagerLink, protocol: Protocol, host: string, port: number, source: string): Promise<TunnelStream> {

@@ -44,3 +44,14 @@ export function dialCodeForErrno(errno: string | undefined): DialCode {
 export class ProtocolViolation extends Error {
   readonly code = 'RDBG_TUNNEL_PROTOCOL';
 }
+
+/** The far end could not open the flow; `code` says why (REFUSED, UNREACHABLE, NAME_ERROR ...). */
+export class DialError extends Error {
+  constructor(
+    readonly code: DialCode,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'DialError';
+  }
+}

@@ -8,6 +8,9 @@ import * as dgram from 'node:dgram';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import { patternStream } from './pattern';
+import { raiseFileLimit } from '../../src/core/rlimit';
+
+const ZEROS = Buffer.alloc(1024 * 1024);
 
 function httpServer(addr: string): http.Server {
   return http.createServer((req, res) => {
@@ -16,6 +19,22 @@ function httpServer(addr: string): http.Server {
       const n = Number(url.searchParams.get('n') ?? '0');
       res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': n });
       patternStream(n, url.searchParams.get('seed') ?? 'seed').pipe(res);
+      return;
+    }
+    if (url.pathname === '/zeros') {
+      // Cheap bulk data for benchmarks: the server's own cost stays out of the figure.
+      const n = Number(url.searchParams.get('n') ?? '0');
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': n });
+      let left = n;
+      const push = (): void => {
+        while (left > 0) {
+          const chunk = left >= ZEROS.length ? ZEROS : ZEROS.subarray(0, left);
+          left -= chunk.length;
+          if (!res.write(chunk)) return void res.once('drain', push);
+        }
+        res.end();
+      };
+      push();
       return;
     }
     if (url.pathname === '/sha256') {
@@ -50,6 +69,7 @@ function tcpEcho(): net.Server {
 }
 
 async function main(): Promise<void> {
+  raiseFileLimit();
   const addrs = process.argv.slice(2);
   const listening: Promise<void>[] = [];
   for (const addr of addrs) {

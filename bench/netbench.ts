@@ -1,0 +1,107 @@
+/**
+ * Benchmark client, run inside the sandbox's `laptop` namespace, directly or
+ * through the SOCKS5 proxy. Prints one JSON object.
+ *   latency  --dst H:P [--socks H:P] --n N     ping-pong 64 bytes N times on one connection
+ *   connrate --dst H:P [--socks H:P] --n N --c C   N short connections, C at a time
+ */
+import * as net from 'node:net';
+import { parseArgs } from 'node:util';
+import { SocksClient } from 'socks';
+
+const { values, positionals } = parseArgs({
+  options: { socks: { type: 'string' }, dst: { type: 'string' }, n: { type: 'string', default: '1000' }, c: { type: 'string', default: '32' } },
+  allowPositionals: true,
+});
+const [dstHost, dstPort] = values.dst!.split(/:(?=\d+$)/);
+
+async function connect(): Promise<net.Socket> {
+  if (!values.socks) {
+    const s = net.connect({ host: dstHost, port: Number(dstPort), noDelay: true });
+    await new Promise((resolve, reject) => {
+      s.once('connect', resolve);
+      s.once('error', reject);
+    });
+    return s;
+  }
+  const [h, p] = values.socks.split(':');
+  const r = await SocksClient.createConnection({
+    proxy: { host: h, port: Number(p), type: 5 },
+    command: 'connect',
+    destination: { host: dstHost, port: Number(dstPort) },
+    timeout: 20_000,
+  });
+  r.socket.setNoDelay(true);
+  return r.socket;
+}
+
+function roundTrip(s: net.Socket, msg: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let got = 0;
+    const onData = (d: Buffer): void => {
+      got += d.length;
+      if (got >= msg.length) {
+        s.removeListener('data', onData);
+        s.removeListener('error', reject);
+        resolve();
+      }
+    };
+    s.on('data', onData);
+    s.once('error', reject);
+    s.write(msg);
+  });
+}
+
+function pct(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))];
+}
+
+async function latency(n: number): Promise<object> {
+  const s = await connect();
+  const msg = Buffer.alloc(64, 7);
+  for (let i = 0; i < 200; i++) await roundTrip(s, msg); // warm up
+  const us: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = process.hrtime.bigint();
+    await roundTrip(s, msg);
+    us.push(Number(process.hrtime.bigint() - t0) / 1000);
+  }
+  s.destroy();
+  us.sort((a, b) => a - b);
+  return { median_us: pct(us, 50), p90_us: pct(us, 90), p99_us: pct(us, 99) };
+}
+
+async function connrate(n: number, c: number): Promise<object> {
+  let next = 0;
+  let failed = 0;
+  const one = Buffer.from('x');
+  const start = process.hrtime.bigint();
+  await Promise.all(
+    Array.from({ length: c }, async () => {
+      while (next < n) {
+        next++;
+        try {
+          const s = await connect();
+          await roundTrip(s, one);
+          s.destroy();
+        } catch {
+          failed++;
+        }
+      }
+    }),
+  );
+  const secs = Number(process.hrtime.bigint() - start) / 1e9;
+  return { per_second: (n - failed) / secs, failed };
+}
+
+const mode = positionals[0];
+const run = mode === 'latency' ? latency(Number(values.n)) : connrate(Number(values.n), Number(values.c));
+run.then(
+  (r) => {
+    process.stdout.write(JSON.stringify(r) + '\n');
+    process.exit(0);
+  },
+  (err: Error) => {
+    process.stdout.write(JSON.stringify({ error: err.message }) + '\n');
+    process.exit(1);
+  },
+);

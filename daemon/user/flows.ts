@@ -1,0 +1,102 @@
+import type { Socket } from 'node:net';
+import { H2FlowClient } from '../../src/tunnel/h2-client';
+import { DatagramFramer, joinSocket } from '../../src/tunnel/h2-flows';
+import { pipeFlow } from '../../src/tunnel/flow-pipe';
+import { DialError } from '../../src/tunnel/messages';
+import type { Counters } from './counters';
+import type { ManagerLink } from './manager-link';
+import { openFlow } from './tunnel-client';
+
+/** An opened TCP flow, waiting to be joined to a local socket. */
+export interface TcpFlow {
+  join(sock: Socket, onDone: (err?: string) => void): void;
+  cancel(): void;
+}
+
+/** An opened UDP flow: one datagram in, one datagram out. */
+export interface UdpFlow {
+  send(d: Buffer): void;
+  onDatagram(fn: (d: Buffer) => void): void;
+  onClose(fn: () => void): void;
+  close(): void;
+}
+
+/**
+ * Opens flows to cluster destinations: over the manager's HTTP/2 data plane
+ * when it has one (the fast path), else over the gRPC Tunnel RPC.
+ */
+export class FlowOpener {
+  private h2?: H2FlowClient;
+  private h2Address = '';
+
+  constructor(
+    private readonly link: ManagerLink,
+    private readonly counters: Counters,
+    private readonly dataAddress: () => string | undefined,
+  ) {}
+
+  /** The data plane client for the current session, if the manager has a data plane. */
+  dataPlane(): H2FlowClient | undefined {
+    const addr = this.dataAddress();
+    if (!addr) return undefined;
+    if (!this.h2 || this.h2Address !== addr) {
+      this.h2?.close();
+      this.h2Address = addr;
+      this.h2 = new H2FlowClient(addr, () => ({ 'rdbg-session': this.link.sessionId }), (why) => this.link.lost(why));
+    }
+    return this.h2;
+  }
+
+  async tcp(host: string, port: number, source: string): Promise<TcpFlow> {
+    const h2 = this.dataPlane();
+    if (h2) {
+      this.requireConnected();
+      const stream = await h2.open('tcp', host, port, source);
+      return { join: (sock, onDone) => joinSocket(sock, stream, this.counters, onDone), cancel: () => stream.close() };
+    }
+    const stream = await openFlow(this.link, 'TCP', host, port, source);
+    return { join: (sock, onDone) => pipeFlow(sock, stream, { counters: this.counters, onDone }), cancel: () => stream.cancel?.() };
+  }
+
+  async udp(host: string, port: number, source: string): Promise<UdpFlow> {
+    const h2 = this.dataPlane();
+    const closeFns: (() => void)[] = [];
+    if (h2) {
+      this.requireConnected();
+      const stream = await h2.open('udp', host, port, source);
+      let onDatagram: (d: Buffer) => void = () => undefined;
+      const framer = new DatagramFramer((d) => onDatagram(d));
+      stream.on('data', (c: Buffer) => framer.push(c));
+      stream.on('close', () => closeFns.forEach((f) => f()));
+      stream.on('error', () => undefined);
+      return {
+        send: (d) => stream.write(DatagramFramer.frame(d)),
+        onDatagram: (fn) => (onDatagram = fn),
+        onClose: (fn) => closeFns.push(fn),
+        close: () => stream.close(),
+      };
+    }
+    const stream = await openFlow(this.link, 'UDP', host, port, source);
+    stream.on('end', () => closeFns.forEach((f) => f()));
+    stream.on('error', () => closeFns.forEach((f) => f()));
+    return {
+      send: (d) => stream.write({ data: d }),
+      onDatagram: (fn) =>
+        stream.on('data', (m) => {
+          if (m.msg === 'data' && m.data) fn(m.data);
+        }),
+      onClose: (fn) => closeFns.push(fn),
+      close: () => stream.end(),
+    };
+  }
+
+  private requireConnected(): void {
+    if (this.link.state !== 'CONNECTED') {
+      throw new DialError('UNREACHABLE', `not connected to the traffic manager (${this.link.state.toLowerCase()}: ${this.link.lastError})`);
+    }
+  }
+
+  close(): void {
+    this.h2?.close();
+  }
+}

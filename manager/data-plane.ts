@@ -1,0 +1,186 @@
+import * as dgram from 'node:dgram';
+import * as http2 from 'node:http2';
+import * as net from 'node:net';
+import { logger } from '../src/core/log';
+import {
+  DatagramFramer, H, H2_SETTINGS, MAX_SESSION_MEMORY, PATH, WINDOW, dialCodeFrom, decodeMessage, encodeMessage, header, joinSocket,
+} from '../src/tunnel/h2-flows';
+import { dialCodeForErrno, type DialCode } from '../src/tunnel/messages';
+import type { ClusterDNS } from './cluster-dns';
+import type { SessionRegistry } from './sessions';
+import type { TunnelStats } from './tunnel-handler';
+import { describeErrno } from './tunnel-handler';
+
+const log = logger('manager.data');
+
+const DIAL_TIMEOUT_MS = 10_000;
+const UDP_IDLE_MS = 60_000;
+
+/** What the data plane needs from the intercept registry to meet diverted flows. */
+export interface H2DivertBroker {
+  divertFromAgent(agentId: string, interceptId: string, stream: http2.ServerHttp2Stream): void;
+  acceptFromClient(sessionId: string, flowId: string, dial: DialCode, message: string, stream: http2.ServerHttp2Stream): void;
+}
+
+function answer(stream: http2.ServerHttp2Stream, code: DialCode, message: string, address = ''): void {
+  if (stream.destroyed || stream.closed) return;
+  const ok = code === 'OK';
+  stream.respond({ ':status': ok ? 200 : 502, [H.dial]: code, [H.message]: encodeMessage(message), [H.address]: address }, { endStream: !ok });
+}
+
+/** The manager's end of the HTTP/2 data plane (see src/tunnel/h2-flows.ts). */
+export class DataPlane {
+  readonly server: http2.Http2Server;
+  private readonly tcp: net.Server;
+  broker?: H2DivertBroker;
+  port = 0;
+
+  constructor(
+    private readonly sessions: SessionRegistry,
+    private readonly dns: ClusterDNS,
+    private readonly stats: TunnelStats,
+  ) {
+    this.server = http2.createServer({ settings: H2_SETTINGS, maxSessionMemory: MAX_SESSION_MEMORY });
+    this.server.on('session', (s) => {
+      s.on('error', () => undefined);
+      s.once('localSettings', () => {
+        try {
+          s.setLocalWindowSize(WINDOW * 2);
+        } catch {
+          // closed
+        }
+      });
+    });
+    this.server.on('stream', (stream, headers) => this.onStream(stream, headers));
+    this.server.on('sessionError', () => undefined);
+    // Our own listener, so that every connection gets TCP_NODELAY before HTTP/2 takes it.
+    this.tcp = net.createServer({ noDelay: true }, (sock) => this.server.emit('connection', sock));
+  }
+
+  listen(host: string, port: number): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.tcp.once('error', reject);
+      this.tcp.listen({ host, port, backlog: 4096 }, () => {
+        this.tcp.removeListener('error', reject);
+        this.port = (this.tcp.address() as net.AddressInfo).port;
+        resolve(this.port);
+      });
+    });
+  }
+
+  close(): void {
+    this.tcp.close();
+    this.server.close();
+  }
+
+  private onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
+    stream.on('error', () => undefined);
+    const path = header(headers, ':path');
+    try {
+      if (path === PATH.divert) {
+        if (!this.broker) return answer(stream, 'FAILED', 'this manager does not carry intercepts');
+        return this.broker.divertFromAgent(header(headers, H.agent), header(headers, H.intercept), stream);
+      }
+      const sessionId = header(headers, H.session);
+      if (!this.sessions.get(sessionId)) return answer(stream, 'DENIED', 'no such session (it expired, or the manager restarted): reconnect');
+      if (path === PATH.accept) {
+        if (!this.broker) return answer(stream, 'FAILED', 'this manager does not carry intercepts');
+        const dial = dialCodeFrom(header(headers, H.dial));
+        return this.broker.acceptFromClient(sessionId, header(headers, H.flow), dial, decodeMessage(header(headers, H.message)), stream);
+      }
+      if (path !== PATH.flow) return answer(stream, 'FAILED', `unknown data plane path "${path.slice(0, 100)}"`);
+      const host = header(headers, H.host);
+      const port = Number(header(headers, H.port));
+      if (!host || host.length > 253 || !Number.isInteger(port) || port < 1 || port > 65535) {
+        return answer(stream, 'FAILED', `invalid destination "${host.slice(0, 100)}:${header(headers, H.port)}"`);
+      }
+      const protocol = header(headers, H.protocol);
+      const namespace = this.sessions.get(sessionId)!.namespace;
+      if (protocol === 'tcp') void this.dialTcp(stream, host, port, namespace);
+      else if (protocol === 'udp') void this.dialUdp(stream, host, port, namespace);
+      else answer(stream, 'FAILED', `unknown protocol "${protocol.slice(0, 20)}"`);
+    } catch (err) {
+      answer(stream, 'FAILED', `bad flow request: ${(err as Error).message}`);
+    }
+  }
+
+  private async resolve(stream: http2.ServerHttp2Stream, host: string, namespace: string): Promise<string | undefined> {
+    if (net.isIP(host)) return host;
+    const addrs = await this.dns.addresses(host, namespace).catch(() => [] as string[]);
+    if (addrs.length === 0) answer(stream, 'NAME_ERROR', `no such host "${host}" in the cluster`);
+    return addrs[0];
+  }
+
+  private async dialTcp(stream: http2.ServerHttp2Stream, host: string, port: number, namespace: string): Promise<void> {
+    const address = await this.resolve(stream, host, namespace);
+    if (!address) return;
+    const sock = net.connect({ host: address, port, allowHalfOpen: true, noDelay: true });
+    sock.setTimeout(DIAL_TIMEOUT_MS);
+    const fail = (err: NodeJS.ErrnoException): void => {
+      sock.destroy();
+      this.stats.flowsFailed++;
+      answer(stream, dialCodeForErrno(err.code), `${address}:${port}: ${describeErrno(err)}`, address);
+    };
+    sock.once('error', fail);
+    sock.once('timeout', () => fail(Object.assign(new Error('connect timed out'), { code: 'ETIMEDOUT' })));
+    const cancelled = (): void => void sock.destroy();
+    stream.once('close', cancelled);
+    sock.once('connect', () => {
+      sock.removeListener('error', fail);
+      stream.removeListener('close', cancelled);
+      sock.removeAllListeners('timeout');
+      sock.setTimeout(0);
+      sock.setKeepAlive(true, 30_000);
+      if (stream.destroyed || stream.closed) return void sock.destroy();
+      this.stats.flowsOpened++;
+      this.stats.flowsActive++;
+      answer(stream, 'OK', '', address);
+      joinSocket(sock, stream, this.stats, (err) => {
+        this.stats.flowsActive--;
+        if (err) log.debug('flow ended', { dst: `${address}:${port}`, err });
+      });
+    });
+  }
+
+  private async dialUdp(stream: http2.ServerHttp2Stream, host: string, port: number, namespace: string): Promise<void> {
+    const address = await this.resolve(stream, host, namespace);
+    if (!address) return;
+    const sock = dgram.createSocket(net.isIPv6(address) ? 'udp6' : 'udp4');
+    let idle: NodeJS.Timeout | undefined;
+    let closed = false;
+    const close = (): void => {
+      if (closed) return;
+      closed = true;
+      clearTimeout(idle);
+      sock.close();
+      if (!stream.closed) stream.end();
+      this.stats.flowsActive--;
+    };
+    const touch = (): void => {
+      clearTimeout(idle);
+      idle = setTimeout(close, UDP_IDLE_MS);
+    };
+    sock.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ECONNREFUSED') close();
+    });
+    sock.on('message', (m) => {
+      touch();
+      this.stats.bytesIn += m.length;
+      stream.write(DatagramFramer.frame(m));
+    });
+    sock.connect(port, address, () => {
+      this.stats.flowsOpened++;
+      this.stats.flowsActive++;
+      answer(stream, 'OK', '', address);
+      touch();
+      const framer = new DatagramFramer((d) => {
+        touch();
+        this.stats.bytesOut += d.length;
+        sock.send(d);
+      });
+      stream.on('data', (c: Buffer) => framer.push(c));
+      stream.on('end', close);
+      stream.on('close', close);
+    });
+  }
+}

@@ -1,0 +1,123 @@
+import * as http2 from 'node:http2';
+import * as net from 'node:net';
+import { logger } from '../core/log';
+import { DialError } from './messages';
+import { H, H2_SETTINGS, MAX_SESSION_MEMORY, PATH, WINDOW, decodeMessage, dialCodeFrom, encodeMessage, header } from './h2-flows';
+import type { DialCode } from './messages';
+
+const log = logger('tunnel.h2');
+
+const DIAL_TIMEOUT_MS = 15_000;
+const PING_EVERY_MS = 10_000;
+const PING_TIMEOUT_MS = 5_000;
+
+/**
+ * The client end of the data plane: one HTTP/2 connection to the manager's
+ * data port, opened on first use and again after it drops; one stream per flow.
+ */
+export class H2FlowClient {
+  private session?: http2.ClientHttp2Session;
+  private pinger?: NodeJS.Timeout;
+  private closed = false;
+
+  constructor(
+    private readonly address: string, // host:port of the data plane
+    private readonly identity: () => Record<string, string>, // rdbg-session or rdbg-agent
+    private readonly onLost?: (reason: string) => void,
+  ) {}
+
+  private get(): http2.ClientHttp2Session {
+    if (this.session && !this.session.closed && !this.session.destroyed) return this.session;
+    const host = this.address.includes(':') && !this.address.startsWith('[') && this.address.split(':').length > 2 ? `[${this.address}]` : this.address;
+    const { hostname, port } = new URL(`http://${host}`);
+    const s = http2.connect(`http://${host}`, {
+      settings: H2_SETTINGS,
+      maxSessionMemory: MAX_SESSION_MEMORY,
+      peerMaxConcurrentStreams: 1 << 20,
+      // Small requests must not wait for Nagle.
+      createConnection: () => net.connect({ host: hostname.replace(/^\[|\]$/g, ''), port: Number(port), noDelay: true }),
+    });
+    s.on('connect', () => {
+      try {
+        s.setLocalWindowSize(WINDOW * 2);
+      } catch {
+        // closed already
+      }
+    });
+    s.on('error', (err) => log.debug('data plane connection error', { err: err.message }));
+    s.on('close', () => {
+      if (this.session === s) this.session = undefined;
+      clearInterval(this.pinger);
+    });
+    s.on('goaway', () => {
+      if (this.session === s) this.session = undefined;
+    });
+    clearInterval(this.pinger);
+    this.pinger = setInterval(() => {
+      const timer = setTimeout(() => {
+        log.warn('data plane ping timed out');
+        s.destroy();
+        this.onLost?.('the data plane stopped answering pings');
+      }, PING_TIMEOUT_MS);
+      if (!s.ping((err) => (err ? undefined : clearTimeout(timer)))) clearTimeout(timer);
+    }, PING_EVERY_MS);
+    this.pinger.unref();
+    this.session = s;
+    return s;
+  }
+
+  /** Send the request and wait for the manager's dial result in the response headers. */
+  private request(path: string, headers: Record<string, string>): Promise<http2.ClientHttp2Stream> {
+    if (this.closed) return Promise.reject(new DialError('FAILED', 'the data plane is closed'));
+    let req: http2.ClientHttp2Stream;
+    try {
+      req = this.get().request({ ':method': 'POST', ':path': path, ...this.identity(), ...headers }, { endStream: false });
+    } catch (err) {
+      this.session?.destroy();
+      return Promise.reject(new DialError('UNREACHABLE', `the data plane is unavailable: ${(err as Error).message}`));
+    }
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        req.close(http2.constants.NGHTTP2_CANCEL);
+        reject(new DialError('TIMEOUT', `the manager did not answer within ${DIAL_TIMEOUT_MS / 1000} s`));
+      }, DIAL_TIMEOUT_MS);
+      const onError = (err: Error): void => {
+        clearTimeout(timer);
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ECONNREFUSED' || code === 'ECONNRESET' || code === 'ERR_HTTP2_GOAWAY_SESSION' || code === 'ERR_HTTP2_STREAM_CANCEL') {
+          this.onLost?.(`data plane: ${err.message}`);
+        }
+        reject(new DialError('UNREACHABLE', `cannot reach the traffic manager's data plane at ${this.address}: ${err.message}`));
+      };
+      req.once('error', onError);
+      req.once('response', (h) => {
+        clearTimeout(timer);
+        req.removeListener('error', onError);
+        const code = dialCodeFrom(header(h, H.dial));
+        if (code === 'OK') return resolve(req);
+        req.close();
+        reject(new DialError(code, decodeMessage(header(h, H.message)) || code));
+      });
+    });
+  }
+
+  open(protocol: 'tcp' | 'udp', host: string, port: number, source = ''): Promise<http2.ClientHttp2Stream> {
+    return this.request(PATH.flow, { [H.protocol]: protocol, [H.host]: host, [H.port]: String(port), [H.source]: source });
+  }
+
+  /** An agent's diverted flow for one intercept; resolves once the owner's laptop answered. */
+  divert(interceptId: string): Promise<http2.ClientHttp2Stream> {
+    return this.request(PATH.divert, { [H.intercept]: interceptId });
+  }
+
+  /** The owner's answer to a diverted flow, after it dialled its local process. */
+  accept(flowId: string, dial: DialCode, message = ''): Promise<http2.ClientHttp2Stream> {
+    return this.request(PATH.accept, { [H.flow]: flowId, [H.dial]: dial, [H.message]: encodeMessage(message) });
+  }
+
+  close(): void {
+    this.closed = true;
+    clearInterval(this.pinger);
+    this.session?.destroy();
+  }
+}

@@ -1,0 +1,145 @@
+import * as http2 from 'node:http2';
+import type { Socket } from 'node:net';
+import type { DialCode } from './messages';
+
+/**
+ * The data plane: one HTTP/2 stream per flow, carrying the flow's raw bytes.
+ * HTTP/2 gives each flow its own flow control, END_STREAM is a half-close and
+ * RST_STREAM is a reset, so no framing of our own is needed (UDP adds a
+ * 2-byte length before each datagram). The opener names the flow in request
+ * headers; the manager answers with the dial result in response headers.
+ *
+ *   POST /rdbg.v1/flow    rdbg-session, rdbg-protocol (tcp|udp), rdbg-host, rdbg-port
+ *   POST /rdbg.v1/divert  rdbg-agent, rdbg-intercept      (an agent's diverted flow)
+ *   POST /rdbg.v1/accept  rdbg-session, rdbg-flow, rdbg-dial[, rdbg-message]  (the owner's answer)
+ *   response:             rdbg-dial (OK|REFUSED|...), rdbg-message, rdbg-address
+ *
+ * It stands beside the gRPC Tunnel RPC (same semantics) because it is several
+ * times faster on Node: no per-message protobuf and grpc-js call machinery.
+ */
+export const PATH = { flow: '/rdbg.v1/flow', divert: '/rdbg.v1/divert', accept: '/rdbg.v1/accept' } as const;
+export const H = {
+  session: 'rdbg-session',
+  agent: 'rdbg-agent',
+  protocol: 'rdbg-protocol',
+  host: 'rdbg-host',
+  port: 'rdbg-port',
+  intercept: 'rdbg-intercept',
+  flow: 'rdbg-flow',
+  dial: 'rdbg-dial',
+  message: 'rdbg-message',
+  address: 'rdbg-address',
+  source: 'rdbg-source',
+} as const;
+
+export const WINDOW = 16 * 1024 * 1024;
+export const H2_SETTINGS: http2.Settings = {
+  initialWindowSize: WINDOW,
+  maxConcurrentStreams: 1 << 20,
+  maxFrameSize: 1 << 20,
+  enablePush: false,
+};
+/** Megabytes of buffered data nghttp2 may hold for one session before it refuses new streams. */
+export const MAX_SESSION_MEMORY = 4096;
+
+const DIAL_CODES = new Set(['OK', 'REFUSED', 'UNREACHABLE', 'TIMEOUT', 'NAME_ERROR', 'DENIED', 'FAILED']);
+
+export function dialCodeFrom(v: unknown): DialCode {
+  const s = String(v ?? 'FAILED');
+  return (DIAL_CODES.has(s) ? s : 'FAILED') as DialCode;
+}
+
+/** Header values must be visible ASCII: messages are percent-encoded. */
+export function encodeMessage(m: string): string {
+  return encodeURIComponent(m.slice(0, 1000));
+}
+
+export function decodeMessage(v: unknown): string {
+  try {
+    return decodeURIComponent(String(v ?? ''));
+  } catch {
+    return String(v ?? '');
+  }
+}
+
+export function header(headers: http2.IncomingHttpHeaders, name: string): string {
+  const v = headers[name];
+  return Array.isArray(v) ? v[0] : (v ?? '');
+}
+
+export interface JoinCounters {
+  bytesOut: number; // socket -> stream
+  bytesIn: number; // stream -> socket
+}
+
+/**
+ * Joins a TCP socket (allowHalfOpen) and an HTTP/2 stream with backpressure
+ * both ways: FIN becomes END_STREAM and back; an error or reset on either
+ * side resets the other (RST on the socket, RST_STREAM on the stream).
+ */
+export function joinSocket(sock: Socket, stream: http2.Http2Stream, counters?: JoinCounters, onDone?: (err?: string) => void): void {
+  let sockEnded = false; // we saw FIN from the socket
+  let streamEnded = false; // we saw END_STREAM from the peer
+  let done = false;
+  const finish = (err?: string): void => {
+    if (done) return;
+    done = true;
+    onDone?.(err);
+  };
+  const reset = (why: string): void => {
+    if (!stream.closed && !stream.destroyed) stream.close(http2.constants.NGHTTP2_CANCEL);
+    if (!sock.destroyed) sock.resetAndDestroy();
+    finish(why);
+  };
+  sock.on('data', (d: Buffer) => {
+    if (counters) counters.bytesOut += d.length;
+    if (!stream.write(d)) sock.pause();
+  });
+  stream.on('drain', () => sock.resume());
+  sock.on('end', () => {
+    sockEnded = true;
+    stream.end();
+  });
+  stream.on('data', (d: Buffer) => {
+    if (counters) counters.bytesIn += d.length;
+    if (!sock.write(d)) stream.pause();
+  });
+  sock.on('drain', () => stream.resume());
+  stream.on('end', () => {
+    streamEnded = true;
+    sock.end();
+  });
+  sock.on('error', (err: NodeJS.ErrnoException) => reset(`socket: ${err.code ?? err.message}`));
+  stream.on('error', (err: Error) => reset(`stream: ${err.message}`));
+  stream.on('close', () => {
+    if (stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR || !streamEnded) reset(`stream reset (code ${stream.rstCode})`);
+    else if (sockEnded) finish();
+  });
+  sock.on('close', () => {
+    if (!(sockEnded && streamEnded)) reset('socket closed');
+    else finish();
+  });
+}
+
+/** Splits a byte stream of [u16 length][datagram] frames. */
+export class DatagramFramer {
+  private buf: Buffer = Buffer.alloc(0);
+
+  constructor(private readonly onDatagram: (d: Buffer) => void) {}
+
+  push(chunk: Buffer): void {
+    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
+    while (this.buf.length >= 2) {
+      const n = this.buf.readUInt16BE(0);
+      if (this.buf.length < 2 + n) break;
+      this.onDatagram(this.buf.subarray(2, 2 + n));
+      this.buf = this.buf.subarray(2 + n);
+    }
+  }
+
+  static frame(d: Buffer): Buffer {
+    const head = Buffer.alloc(2);
+    head.writeUInt16BE(d.length);
+    return Buffer.concat([head, d]);
+  }
+}

@@ -53,10 +53,11 @@ export class PortProxy {
   }
 
   async close(): Promise<void> {
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const c of this.conns) c.destroy();
     this.h1.close();
     this.h2.close();
+    await closed;
   }
 
   private onConnection(sock: net.Socket): void {

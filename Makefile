@@ -14,10 +14,14 @@ node_modules/.stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	@touch $@
 
-gen: node_modules/.stamp
-	@rm -rf src/gen
+# TypeScript types for the wire protocol, regenerated only when a .proto changes.
+gen: src/gen/.stamp
+
+src/gen/.stamp: $(wildcard proto/rdbg/v1/*.proto) node_modules/.stamp
+	@rm -rf src/gen.tmp
 	proto-loader-gen-types --keepCase --longs=Number --enums=String --defaults --oneofs \
-	  --grpcLib=@grpc/grpc-js -I proto -O src/gen rdbg/v1/manager.proto rdbg/v1/daemon.proto >/dev/null
+	  --grpcLib=@grpc/grpc-js -I proto -O src/gen.tmp rdbg/v1/manager.proto rdbg/v1/daemon.proto >/dev/null
+	@rm -rf src/gen && mv src/gen.tmp src/gen && touch $@
 
 build: gen
 	tsc -p tsconfig.json

@@ -32,12 +32,16 @@ export class FlowOpener {
   constructor(
     private readonly link: ManagerLink,
     private readonly counters: Counters,
-    private readonly dataAddress: () => string | undefined,
+    private readonly dataAddressOf: () => string | undefined,
   ) {}
+
+  dataAddress(): string | undefined {
+    return this.dataAddressOf();
+  }
 
   /** The data plane client for the current session, if the manager has a data plane. */
   dataPlane(): H2FlowClient | undefined {
-    const addr = this.dataAddress();
+    const addr = this.dataAddressOf();
     if (!addr) return undefined;
     if (!this.h2 || this.h2Address !== addr) {
       this.h2?.close();

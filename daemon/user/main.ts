@@ -8,6 +8,7 @@ import { VERSION } from '../../src/core/version';
 import { parse, splitHostPort } from '../../src/cli/args';
 import { daemonPackage } from '../../src/rpc/services';
 import type { StartupMessage } from '../../src/rpc/startup';
+import type { SessionGrant } from '../../src/gen/rdbg/v1/SessionGrant';
 import type { UserDaemonHandlers } from '../../src/gen/rdbg/v1/UserDaemon';
 import { newCounters } from './counters';
 import { DivertAcceptor } from './divert-acceptor';
@@ -98,7 +99,7 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
     setTimeout(() => process.exit(0), 50);
   };
 
-  const handlers: UserDaemonHandlers = {
+  const handlers: Pick<UserDaemonHandlers, 'Status' | 'Quit' | 'Intercept' | 'Leave' | 'List'> = {
     Status: (_call, cb) =>
       cb(null, {
         state: link.state,
@@ -151,7 +152,32 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
       });
     },
   };
-  server.addService(daemonPackage().UserDaemon.service, handlers);
+  const grant = (): SessionGrant => ({
+    state: link.state,
+    session_id: link.sessionId,
+    data_address: flows.dataAddress() ?? '',
+    cluster: link.cluster ?? null,
+    manager_addresses: [managerHost],
+  });
+  const WatchSession: UserDaemonHandlers['WatchSession'] = (call) => {
+    const send = (): void => void call.write(grant());
+    send();
+    link.on('session', send);
+    link.on('lost', send);
+    call.on('cancelled', () => {
+      link.removeListener('session', send);
+      link.removeListener('lost', send);
+    });
+    call.on('error', () => undefined);
+  };
+  const LookupDNS: UserDaemonHandlers['LookupDNS'] = (call, cb) => {
+    counters.dnsQueries++;
+    link.client.LookupDNS({ ...call.request, session_id: link.sessionId }, { deadline: Date.now() + 4000 }, (err, res) => {
+      if (err) return cb({ code: err.code, details: err.details });
+      cb(null, res);
+    });
+  };
+  server.addService(daemonPackage().UserDaemon.service, { ...handlers, WatchSession, LookupDNS });
   const sockPath = daemonSocketPath();
   rmSync(sockPath, { force: true });
   await new Promise<void>((resolve, reject) =>

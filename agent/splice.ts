@@ -1,4 +1,4 @@
-import type { Duplex } from 'node:stream';
+import type { Duplex, Writable } from 'node:stream';
 
 type Conn = Duplex & { resetAndDestroy?: () => unknown };
 
@@ -38,13 +38,9 @@ export function splice(a: Conn, b: Conn, onDone?: () => void): void {
 /** Limit on bytes queued for a mirror that does not keep up; past it the copy is dropped. */
 export const MIRROR_QUEUE_LIMIT = 4 * 1024 * 1024;
 
-/**
- * Copy what `source` sends to `mirror` without ever slowing `source` down;
- * whatever the mirror answers is discarded.
- */
-export function teeTo(source: Duplex, mirror: Duplex, head?: Buffer): void {
+/** Copy what `source` sends to `mirror` (a writable sink) without ever slowing `source` down. */
+export function teeTo(source: Duplex, mirror: Writable, head?: Buffer): void {
   mirror.on('error', () => undefined);
-  mirror.resume();
   const copy = (chunk: Buffer): void => {
     if (mirror.destroyed) return;
     if (mirror.writableLength > MIRROR_QUEUE_LIMIT) mirror.destroy();

@@ -257,14 +257,22 @@ function writeBig(out: NodeJS.WritableStream & { destroyed?: boolean }, n: numbe
   push();
 }
 
-/** A raw TCP echo server that prefixes what it returns with its name. */
-export async function startEcho(t: Teardown, name: string): Promise<{ port: number }> {
+/**
+ * A raw TCP echo server that prefixes what it returns with its name, and
+ * records what it received. With `greeting` it speaks first.
+ */
+export async function startEcho(t: Teardown, name: string, greeting?: string): Promise<{ port: number; received: string[] }> {
+  const received: string[] = [];
   const s = net.createServer({ allowHalfOpen: true }, (sock) => {
     sock.on('error', () => undefined);
-    sock.on('data', (c: Buffer) => sock.write(`${name}:` + c.toString()));
+    if (greeting) sock.write(greeting);
+    sock.on('data', (c: Buffer) => {
+      received.push(c.toString('latin1'));
+      sock.write(`${name}:` + c.toString('latin1'));
+    });
     sock.on('end', () => sock.end());
   });
-  return { port: await listen(s, t) };
+  return { port: await listen(s, t), received };
 }
 
 // ---- gRPC: a JSON-serialized service, no .proto needed.

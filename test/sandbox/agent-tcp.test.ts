@@ -1,0 +1,129 @@
+import t from 'tap';
+import * as http2 from 'node:http2';
+import * as net from 'node:net';
+import type { TrafficAgent } from '../../agent/traffic-agent';
+import type { FakeLaptop } from '../helpers/fake-laptop';
+import { get, intercept, rawExchange, removeIntercept, startAgent, startEcho, startLaptop, startManager, startServer, type TestServer } from './agent-harness';
+
+// Raw TCP, TLS-looking bytes and server-speaks-first protocols pass to the app
+// untouched; a global intercept (no header, no path) diverts whole connections.
+
+let echoAgent: TrafficAgent;
+let httpAgent: TrafficAgent;
+let laptop: FakeLaptop;
+let laptopEcho: { port: number; received: string[] };
+let laptopHttp: TestServer;
+let app: TestServer;
+let managerPort: number;
+
+t.before(async () => {
+  const manager = await startManager(t);
+  managerPort = manager.port;
+  const appEcho = await startEcho(t, 'app');
+  laptopEcho = await startEcho(t, 'laptop');
+  app = await startServer(t, 'app');
+  laptopHttp = await startServer(t, 'laptop');
+  echoAgent = await startAgent(t, manager.port, appEcho.port);
+  httpAgent = await startAgent(t, manager.port, app.port);
+  laptop = await startLaptop(t, manager.port);
+});
+
+/** Write, half-close, and read until the other side ends. */
+function talk(port: number, data: string | Buffer): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+    let out = '';
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new Error(`no end; got ${JSON.stringify(out)}`));
+    }, 5000);
+    s.on('data', (c: Buffer) => (out += c.toString('latin1')));
+    s.on('end', () => {
+      clearTimeout(timer);
+      s.end();
+      resolve(out);
+    });
+    s.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    s.write(data);
+    setTimeout(() => s.end(), 50);
+  });
+}
+
+t.test('raw TCP, TLS-looking bytes and redis-like verbs go to the app untouched', async (t) => {
+  t.equal(await talk(echoAgent.listenPort, 'hello'), 'app:hello');
+  const tls = Buffer.from([0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5]);
+  t.equal(await talk(echoAgent.listenPort, tls), 'app:' + tls.toString('latin1'));
+  t.equal(await talk(echoAgent.listenPort, 'SET key value\r\n'), 'app:SET key value\r\n');
+  // A FIN before the protocol is clear still delivers the bytes and the FIN.
+  const early = await new Promise<string>((resolve) => {
+    const s = net.connect({ port: echoAgent.listenPort, host: '127.0.0.1', allowHalfOpen: true });
+    let out = '';
+    s.on('data', (c) => (out += c));
+    s.on('end', () => resolve(out));
+    s.end('GE');
+  });
+  t.equal(early, 'app:GE');
+});
+
+t.test('a server that speaks first is reached (after the sniff timeout)', async (t) => {
+  const greeter = await startEcho(t, 'db', '220 ready\r\n');
+  const a = await startAgent(t, managerPort, greeter.port);
+  const out = await rawExchange(a.listenPort, Buffer.alloc(0), (s) => s.includes('220 ready'));
+  t.equal(out, '220 ready\r\n');
+});
+
+t.test('a global intercept diverts whole connections: raw TCP, HTTP/1 and h2', async (t) => {
+  const id = await intercept(laptop, echoAgent, { local_port: laptopEcho.port });
+  t.equal(await talk(echoAgent.listenPort, 'hello'), 'laptop:hello');
+  t.ok(laptopEcho.received.includes('hello'));
+  await removeIntercept(laptop, echoAgent, id);
+  t.equal(await talk(echoAgent.listenPort, 'again'), 'app:again', 'back to the app once removed');
+
+  const hid = await intercept(laptop, httpAgent, { local_port: laptopHttp.port });
+  t.teardown(() => removeIntercept(laptop, httpAgent, hid));
+  const r = await get(httpAgent.listenPort, '/any');
+  t.equal(r.headers['x-served-by'], 'laptop');
+  const probe = await get(httpAgent.listenPort, '/healthz', { 'user-agent': 'kube-probe/1.30' });
+  t.equal(probe.headers['x-served-by'], 'app', 'kubelet probes still reach the app');
+  const s = http2.connect(`http://127.0.0.1:${httpAgent.listenPort}`);
+  s.on('error', () => undefined);
+  t.teardown(() => s.destroy());
+  const who = await new Promise<string>((resolve, reject) => {
+    const req = s.request({ ':path': '/h2' });
+    req.on('response', (h) => resolve(String(h['x-served-by'])));
+    req.on('error', reject);
+    req.resume();
+  });
+  t.equal(who, 'laptop');
+});
+
+t.test('a global intercept whose laptop is not listening: RST for raw TCP, 502 for HTTP', async (t) => {
+  const dead = net.createServer();
+  const port = await new Promise<number>((r) => dead.listen(0, '127.0.0.1', () => r((dead.address() as net.AddressInfo).port)));
+  await new Promise((r) => dead.close(r));
+  const id = await intercept(laptop, echoAgent, { local_port: port });
+  const err = await talk(echoAgent.listenPort, 'hello').then(
+    (out) => new Error(`answered ${out}`),
+    (e: NodeJS.ErrnoException) => e,
+  );
+  t.equal((err as NodeJS.ErrnoException).code, 'ECONNRESET');
+  await removeIntercept(laptop, echoAgent, id);
+
+  const hid = await intercept(laptop, httpAgent, { local_port: port });
+  t.teardown(() => removeIntercept(laptop, httpAgent, hid));
+  const r = await get(httpAgent.listenPort, '/x');
+  t.equal(r.status, 502);
+  t.equal(r.body, `rdbg intercept of shop by dev@laptop could not reach 127.0.0.1:${port}: connection refused (ECONNREFUSED)\n`);
+});
+
+t.test('intercepts for a port the agent does not serve are ignored', async (t) => {
+  const before = echoAgent.table.size;
+  const info = await laptop.createIntercept({ workload: 'shop', namespace: 'default', port: 9, local_port: laptopEcho.port });
+  t.teardown(() => laptop.removeIntercept(info.id));
+  await new Promise((r) => setTimeout(r, 300));
+  t.equal(echoAgent.table.size, before);
+  t.equal(await talk(echoAgent.listenPort, 'x'), 'app:x');
+});

@@ -1,0 +1,73 @@
+import t from 'tap';
+import { DnsRouter } from '../../daemon/root/dns/routing';
+import { reverseNameToAddress } from '../../daemon/root/dns/reverse-name';
+
+// Which names the laptop's resolver sends to the cluster.
+
+const router = new DnsRouter({
+  clusterDomain: 'cluster.local',
+  namespaces: () => ['default', 'prod', 'io'],
+  include: ['internal.corp'],
+  exclude: ['com', 'io', 'net', 'org', 'ru', 'legacy.internal.corp'],
+  reverseCidrs: ['198.19.128.0/20', '2001:db8:96::/64'],
+});
+
+t.test('cluster domain, namespaces, include', async (t) => {
+  for (const name of [
+    'echo.default.svc.cluster.local', 'ECHO.Default.svc.cluster.local.', 'cluster.local', 'x.cluster.local',
+    'echo.default', 'echo.default.', 'echo.default.svc', 'echo.prod', 'a.b.prod', 'db.internal.corp', 'internal.corp',
+  ]) t.equal(router.route(name), 'cluster', name);
+});
+
+t.test('everything else goes upstream', async (t) => {
+  for (const name of [
+    'www.example.com', 'echo', 'default', 'echo.nosuchns', 'echo.nosuchns.svc', 'svc', 'default.svc',
+    'www.example.test', 'localcluster.local', 'x.cluster.local.evil', '', '.',
+    // a namespace called `io` cannot capture the internet's names: exclude wins
+    'github.io', 'x.io',
+    // exclude wins over include
+    'legacy.internal.corp', 'a.legacy.internal.corp',
+  ]) t.equal(router.route(name), 'upstream', JSON.stringify(name));
+});
+
+t.test('a generic exclude never takes the cluster domain itself', async (t) => {
+  const r = new DnsRouter({ clusterDomain: 'k8s.corp.net', namespaces: () => ['default'] });
+  t.equal(r.route('echo.default.svc.k8s.corp.net'), 'cluster');
+  t.equal(r.route('www.corp.net'), 'upstream');
+  const r2 = new DnsRouter({ clusterDomain: 'cluster.local', namespaces: () => [], exclude: ['legacy.cluster.local'] });
+  t.equal(r2.route('a.legacy.cluster.local'), 'upstream', 'an exclude under the cluster domain applies');
+  t.equal(r2.route('a.cluster.local'), 'cluster');
+});
+
+t.test('default excludes are Telepresence\'s', async (t) => {
+  const r = new DnsRouter({ clusterDomain: 'cluster.local', namespaces: () => ['com', 'org'] });
+  t.equal(r.route('google.com'), 'upstream');
+  t.equal(r.route('wikipedia.org'), 'upstream');
+});
+
+t.test('namespaces are read on every decision', async (t) => {
+  let ns: string[] = [];
+  const r = new DnsRouter({ clusterDomain: 'cluster.local', namespaces: () => ns });
+  t.equal(r.route('echo.team-a'), 'upstream');
+  ns = ['team-a'];
+  t.equal(r.route('echo.team-a'), 'cluster');
+});
+
+t.test('reverse names of the cluster subnets only', async (t) => {
+  t.equal(router.route('10.128.19.198.in-addr.arpa'), 'cluster');
+  t.equal(router.route('255.143.19.198.in-addr.arpa.'), 'cluster', 'last address of the /20');
+  t.equal(router.route('0.144.19.198.in-addr.arpa'), 'upstream', 'first address after it');
+  t.equal(router.route('1.0.0.127.in-addr.arpa'), 'upstream');
+  t.equal(router.route('19.198.in-addr.arpa'), 'upstream', 'a zone, not an address');
+  t.equal(router.route('300.128.19.198.in-addr.arpa'), 'upstream');
+  const v6 = '0.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.6.9.0.0.8.b.d.0.1.0.0.2.ip6.arpa';
+  t.equal(router.route(v6), 'cluster');
+  t.equal(router.route(v6.replace(/^0\.1/, 'g.1')), 'upstream');
+  t.same(reverseNameToAddress('4.3.2.1.in-addr.arpa'), { family: 4, value: 0x01020304n });
+});
+
+t.test('the name the manager is asked for', async (t) => {
+  t.equal(router.managerName('echo.default'), 'echo.default', 'short forms: bare, the manager expands them');
+  t.equal(router.managerName('Echo.Default.svc.cluster.local.'), 'echo.default.svc.cluster.local.', 'absolute');
+  t.equal(router.managerName('10.128.19.198.in-addr.arpa'), '10.128.19.198.in-addr.arpa.');
+});

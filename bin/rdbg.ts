@@ -5,11 +5,13 @@ import { cliMain } from '../src/cli/main';
 import { managerMain } from '../manager/main';
 import { userDaemonMain } from '../daemon/user/main';
 import { agentMain } from '../agent/main';
+import { rootDaemonMain } from '../daemon/root/main';
 
 const components: Record<string, (argv: string[]) => Promise<void>> = {
   manager: managerMain,
   agent: agentMain,
   'daemon-user': userDaemonMain,
+  'daemon-root': rootDaemonMain,
 };
 
 async function main(argv: string[]): Promise<void> {

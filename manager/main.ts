@@ -7,7 +7,7 @@ import { ManagerServer } from './server';
 const log = logger('manager');
 
 export const MANAGER_USAGE = `rdbg manager serve --listen HOST:PORT [--data-listen HOST:PORT|none] [--service-cidr CIDR]... [--pod-cidr CIDR]...
-                   [--cluster-domain cluster.local] [--namespace rdbg] [--lease-seconds 15]
+                   [--cluster-domain cluster.local] [--namespace rdbg] [--cluster-namespace NS]... [--lease-seconds 15]
 
 Runs the traffic manager without Kubernetes ("standalone"): it dials destinations
 and resolves names with the network and resolver of wherever it runs.
@@ -28,6 +28,7 @@ export async function managerMain(argv: string[]): Promise<void> {
     'pod-cidr': { type: 'string', multiple: true },
     'cluster-domain': { type: 'string', default: 'cluster.local' },
     namespace: { type: 'string', default: 'rdbg' },
+    'cluster-namespace': { type: 'string', multiple: true },
     'lease-seconds': { type: 'string', default: '15' },
   });
   splitHostPort(values.listen!, '--listen');
@@ -38,6 +39,7 @@ export async function managerMain(argv: string[]): Promise<void> {
     podSubnets: asList(values['pod-cidr']).map((c) => parseCidr(c).text),
     clusterDomain: values['cluster-domain']!.replace(/^\.|\.$/g, ''),
     namespace: values.namespace!,
+    namespaces: asList(values['cluster-namespace']).length ? asList(values['cluster-namespace']) : ['default'],
     leaseSeconds: Math.max(3, Number(values['lease-seconds'])),
     token: process.env.RDBG_MANAGER_TOKEN || undefined,
   });

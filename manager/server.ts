@@ -23,6 +23,7 @@ export interface ManagerConfig {
   podSubnets: string[];
   clusterDomain: string;
   namespace: string; // where the manager runs
+  namespaces?: string[]; // the cluster's namespaces (standalone: from flags)
   leaseSeconds: number;
   token?: string; // when set, clients and agents must present it
 }
@@ -66,6 +67,7 @@ export class ManagerServer {
       dns_search: this.dns.searchPath(namespace),
       dns_server: this.dns.servers()[0] ?? '',
       manager_namespace: this.config.namespace,
+      namespaces: this.config.namespaces ?? ['default'],
     };
   }
 

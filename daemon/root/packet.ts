@@ -224,17 +224,26 @@ function finish(family: 4 | 6, proto: number, src: Buffer, dst: Buffer, transpor
   return buf;
 }
 
-/** A TCP RST|ACK answering a SYN: the caller sees "connection refused". */
-export function buildRstForSyn(syn: Packet): Buffer {
+/**
+ * The RST that RFC 793 prescribes for a segment nobody will accept: for a SYN
+ * this is "connection refused"; for a segment of an unknown connection it
+ * tells the sender that the connection is gone.
+ */
+export function buildRst(seg: Packet): Buffer {
   const t = Buffer.alloc(20);
-  t.writeUInt16BE(syn.dstPort, 0);
-  t.writeUInt16BE(syn.srcPort, 2);
-  t.writeUInt32BE(0, 4);
-  const seq = syn.buf.readUInt32BE(syn.ipHeaderLen + 4);
-  t.writeUInt32BE((seq + 1) >>> 0, 8);
+  t.writeUInt16BE(seg.dstPort, 0);
+  t.writeUInt16BE(seg.srcPort, 2);
   t[12] = 5 << 4;
-  t[13] = TCP_RST | TCP_ACK;
-  return finish(syn.family, PROTO_TCP, Buffer.from(syn.dst), Buffer.from(syn.src), t, 16);
+  if (seg.tcpFlags & TCP_ACK) {
+    t.writeUInt32BE(seg.buf.readUInt32BE(seg.ipHeaderLen + 8), 4);
+    t[13] = TCP_RST;
+  } else {
+    const seq = seg.buf.readUInt32BE(seg.ipHeaderLen + 4);
+    const len = seg.buf.length - seg.payloadOffset + (seg.tcpFlags & TCP_SYN ? 1 : 0) + (seg.tcpFlags & TCP_FIN ? 1 : 0);
+    t.writeUInt32BE((seq + len) >>> 0, 8);
+    t[13] = TCP_RST | TCP_ACK;
+  }
+  return finish(seg.family, PROTO_TCP, Buffer.from(seg.dst), Buffer.from(seg.src), t, 16);
 }
 
 export function buildUdp(family: 4 | 6, src: Buffer, srcPort: number, dst: Buffer, dstPort: number, payload: Buffer): Buffer {

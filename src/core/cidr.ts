@@ -68,3 +68,34 @@ export function cidrContains(c: Cidr, ip: string): boolean {
 export function cidrOverlaps(a: Cidr, b: Cidr): boolean {
   return a.family === b.family && a.base <= lastOf(b) && b.base <= lastOf(a);
 }
+
+/** `a` minus `b`, as the fewest CIDRs that cover exactly what is left. */
+export function subtractCidr(a: Cidr, b: Cidr): Cidr[] {
+  if (!cidrOverlaps(a, b)) return [a];
+  if (b.bits <= a.bits) return []; // b covers a
+  const max = a.family === 4 ? 32 : 128;
+  const out: Cidr[] = [];
+  let cur = a;
+  // Split cur in halves until the half holding b is b itself; keep the other halves.
+  while (cur.bits < b.bits) {
+    const bits = cur.bits + 1;
+    const half = 1n << BigInt(max - bits);
+    const lo: Cidr = { family: a.family, base: cur.base, bits, text: `${bigIntToIp(a.family, cur.base)}/${bits}` };
+    const hi: Cidr = { family: a.family, base: cur.base + half, bits, text: `${bigIntToIp(a.family, cur.base + half)}/${bits}` };
+    if (cidrOverlaps(lo, b)) {
+      out.push(hi);
+      cur = lo;
+    } else {
+      out.push(lo);
+      cur = hi;
+    }
+  }
+  return out;
+}
+
+/** Every CIDR of `include`, minus every CIDR of `exclude`. */
+export function cidrSetMinus(include: Cidr[], exclude: Cidr[]): Cidr[] {
+  let set = include;
+  for (const x of exclude) set = set.flatMap((c) => subtractCidr(c, x));
+  return set;
+}

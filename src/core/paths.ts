@@ -30,3 +30,16 @@ export function daemonPidPath(): string {
 export function daemonLogPath(): string {
   return join(runtimeDir(), 'daemon.log');
 }
+
+/** The root daemon's state (journal, socket): root-owned, outside the user's home. */
+export function rootStateDir(): string {
+  return process.env.RDBG_ROOT_HOME || '/var/run/rdbg';
+}
+
+export function rootSocketPath(): string {
+  return join(rootStateDir(), 'root.sock');
+}
+
+export function rootJournalPath(): string {
+  return join(rootStateDir(), 'journal.json');
+}

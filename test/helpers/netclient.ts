@@ -6,6 +6,7 @@
  */
 import * as dgram from 'node:dgram';
 import type * as net from 'node:net';
+import { connect as netConnect } from 'node:net';
 import { parseArgs } from 'node:util';
 import { SocksClient } from 'socks';
 
@@ -14,10 +15,19 @@ const { values, positionals } = parseArgs({
   allowPositionals: true,
 });
 const [proxyHost, proxyPort] = (values.socks ?? '127.0.0.1:1080').split(':');
+// Without --socks, modes that can run directly do so.
 const [dstHost, dstPort] = (values.dst ?? '').split(/:(?=\d+$)/);
 const proxy = { host: proxyHost, port: Number(proxyPort), type: 5 as const };
 
 function connect(): Promise<net.Socket> {
+  if (!values.socks) {
+    // Direct: through whatever routes the namespace has (the TUN device, when rdbg is connected).
+    return new Promise((resolve, reject) => {
+      const s = netConnect({ host: dstHost, port: Number(dstPort) });
+      s.once('connect', () => resolve(s));
+      s.once('error', reject);
+    });
+  }
   return SocksClient.createConnection({ proxy, command: 'connect', destination: { host: dstHost, port: Number(dstPort) }, timeout: 30_000 }).then(
     (r) => r.socket,
   );

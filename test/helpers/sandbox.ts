@@ -48,11 +48,12 @@ export class Sandbox {
     this.cluster = Netns.create(`rdbg${id}c`);
   }
 
-  static async create(opts: { laptops?: number } = {}): Promise<Sandbox> {
+  static async create(opts: { laptops?: number; extraServers?: boolean } = {}): Promise<Sandbox> {
     const id = `${process.pid % 10000}${counter++}`;
     const sb = new Sandbox(id);
     try {
       await sb.setup(opts.laptops ?? 1);
+      if (opts.extraServers) await sb.startExtraServers();
     } catch (err) {
       sb.destroy();
       throw err;
@@ -78,8 +79,25 @@ export class Sandbox {
     await this.startManager();
   }
 
+  /** redis-server and an iperf3 server on the second service address. */
+  private async startExtraServers(): Promise<void> {
+    const redis = this.cluster.spawn('redis-server', ['--bind', CLUSTER.otherIp, '--port', '6379', '--save', '', '--appendonly', 'no']);
+    await waitForLine(redis, (l) => /Ready to accept connections/.test(l), 15_000, 'redis-server');
+    this.cluster.spawn('iperf3', ['-s', '-B', CLUSTER.otherIp, '-p', '5201']);
+    await new Promise((r) => setTimeout(r, 300));
+  }
+
+  /** The laptop's own, original resolver: answers names that have nothing to do with the cluster. */
+  private startLaptopResolver(ns: Netns): ChildProcess {
+    return ns.spawn('dnsmasq', [
+      '--no-daemon', '--no-resolv', '--no-hosts', '--bind-interfaces', '--listen-address=127.0.0.53', '--port=53',
+      '--host-record=www.example.test,192.0.2.80', '--local=/test/', '--log-facility=-',
+    ]);
+  }
+
   private addLaptop(i: number): Laptop {
-    const ns = Netns.create(`rdbg${this.id}l${i}`, 'nameserver 198.18.255.254\n');
+    const ns = Netns.create(`rdbg${this.id}l${i}`, 'nameserver 127.0.0.53\nsearch example.test\noptions edns0\n');
+    this.startLaptopResolver(ns);
     link(this.cluster, `to-l${i}`, `198.18.${i}.1/24`, ns, 'eth0', `198.18.${i}.2/24`);
     const home = mkdtempSync(join(tmpdir(), `rdbg-home-${this.id}-${i}-`));
     const managerAddress = `198.18.${i}.1:${CLUSTER.managerPort}`;
@@ -87,7 +105,7 @@ export class Sandbox {
       ns,
       home,
       managerAddress,
-      rdbg: (args, timeoutMs = 60_000) => ns.run('env', [`RDBG_HOME=${home}`, 'node', RDBG, ...args], timeoutMs),
+      rdbg: (args, timeoutMs = 60_000) => ns.run('env', [`RDBG_HOME=${home}`, `RDBG_ROOT_HOME=${home}/root`, 'node', RDBG, ...args], timeoutMs),
     };
     this.laptops.push(laptop);
     return laptop;
@@ -101,6 +119,7 @@ export class Sandbox {
     this.manager = this.cluster.spawn('node', [
       RDBG, 'manager', 'serve', '--listen', `0.0.0.0:${CLUSTER.managerPort}`,
       '--service-cidr', CLUSTER.serviceCidr, '--pod-cidr', CLUSTER.podCidr, '--cluster-domain', 'cluster.local',
+      '--cluster-namespace', 'default', '--cluster-namespace', 'prod',
     ]);
     const m = this.manager;
     await new Promise<void>((resolveReady, reject) => {

@@ -1,19 +1,29 @@
-import { spawn } from 'node:child_process';
-import { openSync, readFileSync, rmSync } from 'node:fs';
+import * as grpc from '@grpc/grpc-js';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { Codes, RdbgError } from '../../core/errors';
-import { daemonLogPath, daemonPidPath, daemonSocketPath } from '../../core/paths';
+import { daemonLogPath, daemonPidPath, daemonSocketPath, rootJournalPath, rootSocketPath, runtimeDir } from '../../core/paths';
+import { daemonPackage } from '../../rpc/services';
+import type { RootDaemonClient } from '../../gen/rdbg/v1/RootDaemon';
+import type { RootStatus__Output } from '../../gen/rdbg/v1/RootStatus';
 import type { StartupMessage } from '../../rpc/startup';
 import type { DaemonStatus__Output } from '../../gen/rdbg/v1/DaemonStatus';
 import { asList, parse, splitHostPort } from '../args';
 import { callDaemon, daemonClient, daemonSocketExists } from '../daemon-client';
 import { fromGrpc, humanBytes, progress, say } from '../output';
 
-export const CONNECT_USAGE = `rdbg connect --manager HOST:PORT --socks [HOST:]PORT [--namespace NS]
+export const CONNECT_USAGE = `rdbg connect --manager HOST:PORT [--socks [HOST:]PORT] [--namespace NS]
+             [--also-proxy CIDR]... [--never-proxy CIDR]... [--allow-conflicting-subnets] [--dns auto|none]
 
-Starts the user daemon, opens a session with the traffic manager, and serves
-the cluster's network as a SOCKS5 proxy (names resolve in the cluster).
-Example: rdbg connect --manager 10.0.0.1:8081 --socks 127.0.0.1:1080
-         curl --socks5-hostname 127.0.0.1:1080 http://echo.default/`;
+Starts the user daemon and opens a session with the traffic manager. With
+--socks, serves the cluster's network as a SOCKS5 proxy (no root needed;
+names resolve in the cluster). Without it, the root daemon (through sudo)
+routes the cluster's subnets into a TUN device and answers cluster names, so
+every program on this machine reaches the cluster.
+Examples: rdbg connect --manager 10.0.0.1:8081 --socks 1080
+          curl --socks5-hostname 127.0.0.1:1080 http://echo.default/
+          rdbg connect --manager 10.0.0.1:8081 && curl http://echo.default/`;
 
 export async function getStatus(): Promise<DaemonStatus__Output | undefined> {
   if (!daemonSocketExists()) return undefined;
@@ -32,6 +42,11 @@ export async function connectCommand(argv: string[]): Promise<void> {
     manager: { type: 'string' },
     socks: { type: 'string' },
     namespace: { type: 'string', short: 'n', default: 'default' },
+    'also-proxy': { type: 'string', multiple: true },
+    'never-proxy': { type: 'string', multiple: true },
+    'allow-conflicting-subnets': { type: 'boolean' },
+    dns: { type: 'string', default: 'auto' },
+    'tun-name': { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   });
   if (values.help) return say(CONNECT_USAGE);
@@ -49,30 +64,95 @@ export async function connectCommand(argv: string[]): Promise<void> {
   }
   splitHostPort(values.manager, '--manager');
   let socks = values.socks;
-  if (!socks) {
-    throw new RdbgError(
-      Codes.BAD_ARGUMENT,
-      'whole-machine mode (the TUN device) is not available in this build: use the SOCKS5 proxy',
-      'add --socks 127.0.0.1:1080',
-    );
+  if (socks) {
+    if (/^\d+$/.test(socks)) socks = `127.0.0.1:${socks}`;
+    splitHostPort(socks, '--socks');
   }
-  if (/^\d+$/.test(socks)) socks = `127.0.0.1:${socks}`;
-  splitHostPort(socks, '--socks');
 
   progress(`starting the user daemon (log: ${daemonLogPath()})`);
   progress(`connecting to the traffic manager at ${values.manager}`);
-  const msg = await startDaemon(['--manager', values.manager, '--socks', socks, '--namespace', values.namespace!]);
+  const msg = await startDaemon(
+    ['--manager', values.manager, '--namespace', values.namespace!, ...(socks ? ['--socks', socks] : [])],
+    'daemon-user',
+    daemonLogPath(),
+  );
   if (!msg.ready) throw new RdbgError(msg.code, msg.message, msg.hint);
   const st = await getStatus();
   const subnets = [...asList(st?.cluster?.service_subnets), ...asList(st?.cluster?.pod_subnets)].join(', ') || 'none announced';
-  say(`Connected to traffic manager ${st?.manager?.version ?? '?'} at ${values.manager}; SOCKS5 proxy on ${msg.socks}; cluster subnets ${subnets}.`);
+  if (socks) {
+    say(`Connected to traffic manager ${st?.manager?.version ?? '?'} at ${values.manager}; SOCKS5 proxy on ${msg.socks}; cluster subnets ${subnets}.`);
+    return;
+  }
+
+  progress('starting the root daemon: TUN device, routes and DNS');
+  const rootArgs = ['--user-socket', daemonSocketPath(), '--dns', values.dns!];
+  for (const c of asList(values['also-proxy'])) rootArgs.push('--also-proxy', c);
+  for (const c of asList(values['never-proxy'])) rootArgs.push('--never-proxy', c);
+  if (values['allow-conflicting-subnets']) rootArgs.push('--allow-conflicting-subnets');
+  if (values['tun-name']) rootArgs.push('--tun-name', values['tun-name']);
+  const root = await startDaemon(rootArgs, 'daemon-root', join(runtimeDir(), 'root-daemon.log'));
+  if (!root.ready) {
+    await quitCommand([], true);
+    throw new RdbgError(root.code, root.message, root.hint);
+  }
+  const rs = await getRootStatus();
+  say(
+    `Connected to traffic manager ${st?.manager?.version ?? '?'} at ${values.manager}: ${rs?.tun_device ?? 'TUN'} routes ${(rs?.routes ?? []).map((r) => r.cidr).join(', ') || subnets}; ` +
+      `DNS ${rs?.dns_mode === 'none' ? 'unchanged' : `via ${rs?.dns_address} (${rs?.dns_mode})`}.`,
+  );
 }
 
-/** Spawns the user daemon in the background and waits for it to say it is ready (or why not). */
-function startDaemon(args: string[]): Promise<StartupMessage> {
-  rmSync(daemonSocketPath(), { force: true });
-  const log = openSync(daemonLogPath(), 'a');
-  const child = spawn(process.execPath, [process.argv[1], 'daemon-user', ...args], {
+export async function getRootStatus(): Promise<RootStatus__Output | undefined> {
+  if (!existsSync(rootSocketPath())) return undefined;
+  const RootDaemon = daemonPackage().RootDaemon;
+  const client = new RootDaemon(`unix://${rootSocketPath()}`, grpc.credentials.createInsecure()) as unknown as RootDaemonClient;
+  try {
+    return await new Promise<RootStatus__Output>((resolve, reject) =>
+      client.status({}, { deadline: Date.now() + 3000 }, (err, res) => (err ? reject(err) : resolve(res!))),
+    );
+  } catch {
+    return undefined;
+  } finally {
+    client.close();
+  }
+}
+
+async function quitRoot(): Promise<string | undefined> {
+  const RootDaemon = daemonPackage().RootDaemon;
+  const st = await getRootStatus();
+  if (st) {
+    const client = new RootDaemon(`unix://${rootSocketPath()}`, grpc.credentials.createInsecure()) as unknown as RootDaemonClient;
+    await new Promise<void>((resolve) => client.quit({}, { deadline: Date.now() + 10_000 }, () => resolve()));
+    client.close();
+    const until = Date.now() + 10_000;
+    while (pidAlive(st.pid) && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+    if (pidAlive(st.pid)) process.kill(st.pid, 'SIGKILL');
+    return `the TUN device ${st.tun_device}, its routes and the DNS settings are removed`;
+  }
+  // No root daemon: undo whatever a crashed one left behind.
+  let journalled = false;
+  try {
+    journalled = JSON.parse(readFileSync(rootJournalPath(), 'utf8')).entries?.length > 0;
+  } catch {
+    // no journal
+  }
+  if (!journalled) return undefined;
+  const r = spawnSync(...asRoot([process.execPath, process.argv[1], 'daemon-root', '--cleanup']), { encoding: 'utf8' });
+  return r.status === 0 ? `leftovers of a crashed root daemon were undone (${r.stdout.trim()})` : `cleanup of a crashed root daemon failed: ${r.stderr.trim()}`;
+}
+
+/** The root daemon runs as root: through sudo when we are not. */
+function asRoot(argv: string[]): [string, string[]] {
+  if (process.getuid?.() === 0) return [argv[0], argv.slice(1)];
+  return ['sudo', ['--preserve-env=RDBG_HOME,RDBG_ROOT_HOME,RDBG_LOG_LEVEL', ...argv]];
+}
+
+/** Spawns a daemon in the background and waits for it to say it is ready (or why not). */
+function startDaemon(args: string[], which: 'daemon-user' | 'daemon-root', logPath: string): Promise<StartupMessage> {
+  if (which === 'daemon-user') rmSync(daemonSocketPath(), { force: true });
+  const log = openSync(logPath, 'a');
+  const [cmd, argv] = which === 'daemon-root' ? asRoot([process.execPath, process.argv[1], which, ...args]) : [process.execPath, [process.argv[1], which, ...args]];
+  const child = spawn(cmd, argv, {
     detached: true,
     stdio: ['ignore', log, log, 'ipc'],
     env: process.env,
@@ -80,7 +160,7 @@ function startDaemon(args: string[]): Promise<StartupMessage> {
   return new Promise((resolve) => {
     const timer = setTimeout(() => {
       child.kill('SIGTERM');
-      resolve({ ready: false, code: Codes.DAEMON_START, message: 'the user daemon did not become ready within 30 seconds', hint: `see ${daemonLogPath()}` });
+      resolve({ ready: false, code: Codes.DAEMON_START, message: `the ${which} did not become ready within 30 seconds`, hint: `see ${logPath}` });
     }, 30_000);
     child.once('message', (m: StartupMessage) => {
       clearTimeout(timer);
@@ -90,7 +170,7 @@ function startDaemon(args: string[]): Promise<StartupMessage> {
     });
     child.once('exit', (code) => {
       clearTimeout(timer);
-      resolve({ ready: false, code: Codes.DAEMON_START, message: `the user daemon exited (code ${code}) before it was ready`, hint: `see ${daemonLogPath()}` });
+      resolve({ ready: false, code: Codes.DAEMON_START, message: `the ${which} exited (code ${code}) before it was ready`, hint: `see ${logPath}` });
     });
   });
 }
@@ -99,7 +179,7 @@ export async function statusCommand(argv: string[]): Promise<void> {
   const { values } = parse('status', argv, { output: { type: 'string', short: 'o' } });
   const st = await getStatus();
   if (values.output === 'json') {
-    say(JSON.stringify(st ?? { state: 'NOT_RUNNING' }, null, 2));
+    say(JSON.stringify(st ? { ...st, root: (await getRootStatus()) ?? null } : { state: 'NOT_RUNNING' }, null, 2));
     return;
   }
   if (!st) {
@@ -119,6 +199,12 @@ export async function statusCommand(argv: string[]): Promise<void> {
   say(`Traffic:          ${humanBytes(c.bytes_out)} out, ${humanBytes(c.bytes_in)} in; ${c.diverted_flows} diverted flows`);
   say(`Intercepts:       ${st.intercepts}`);
   say(`Reconnects:       ${st.reconnects}${st.last_error ? ` (last problem: ${st.last_error})` : ''}`);
+  const rs = await getRootStatus();
+  if (rs) {
+    say(`TUN device:       ${rs.tun_device} (${rs.tun_address}), routes ${rs.routes.map((r) => r.cidr).join(', ')}`);
+    say(`DNS:              ${rs.dns_mode === 'none' ? 'not configured' : `${rs.dns_address} (${rs.dns_mode}), ${rs.dns_queries} queries`}`);
+    say(`Packets:          ${rs.packets_in} in, ${rs.packets_out} out, ${rs.packets_dropped} dropped, ${rs.malformed_packets} malformed; ${rs.tcp_flows} TCP and ${rs.udp_flows} UDP flows`);
+  }
   if (st.events.length > 0) {
     say('Recent events:');
     for (const e of st.events.slice(-5)) say(`  ${e.time}  ${e.event}`);
@@ -134,7 +220,8 @@ function pidAlive(pid: number): boolean {
   }
 }
 
-export async function quitCommand(): Promise<void> {
+export async function quitCommand(_argv: string[] = [], quiet = false): Promise<void> {
+  const rootNote = await quitRoot();
   let pid = 0;
   try {
     pid = Number(readFileSync(daemonPidPath(), 'utf8'));
@@ -159,5 +246,7 @@ export async function quitCommand(): Promise<void> {
   if (pid && pidAlive(pid)) process.kill(pid, 'SIGKILL');
   rmSync(daemonSocketPath(), { force: true });
   rmSync(daemonPidPath(), { force: true });
-  say(st ? 'Disconnected: the user daemon has stopped and its intercepts are gone.' : 'rdbg was not connected; nothing left to clean up.');
+  if (quiet) return;
+  if (st) say(`Disconnected: the user daemon has stopped and its intercepts are gone${rootNote ? `; ${rootNote}` : ''}.`);
+  else say(rootNote ? `rdbg was not connected; ${rootNote}.` : 'rdbg was not connected; nothing left to clean up.');
 }

@@ -1,0 +1,236 @@
+import { EventEmitter } from 'node:events';
+import { bigIntToIp, type Cidr } from '../../src/core/cidr';
+import { Codes, RdbgError, errorMessage } from '../../src/core/errors';
+import { logger } from '../../src/core/log';
+import { H2FlowClient } from '../../src/tunnel/h2-client';
+import { DatagramFramer, joinSocket } from '../../src/tunnel/h2-flows';
+import type { RootStatus } from '../../src/gen/rdbg/v1/RootStatus';
+import type { SessionGrant__Output } from '../../src/gen/rdbg/v1/SessionGrant';
+import type { Journal, JournalEntry } from './journal';
+import { PROTO_TCP, PROTO_UDP, parsePacket } from './packet';
+import type { Platform, TunDevice } from './platform/platform';
+import { planRoutes } from './route-plan';
+import { SessionWatch } from './session-watch';
+import { TcpNat } from './tcp-nat';
+import { UdpRelay, type UdpChannel } from './udp-relay';
+import { HostDns, type DnsMode } from './host-dns';
+
+const log = logger('rootd');
+
+/** The kernel's TCP terminates flows on this port of the TUN's own address. */
+const NAT_PORT = 1;
+const MTU = 65535;
+const TXQUEUELEN = 10_000;
+
+export interface RootOptions {
+  userSocket: string;
+  tunName: string;
+  tunCidr: Cidr;
+  tunCidr6?: Cidr;
+  alsoProxy: string[];
+  neverProxy: string[];
+  allowConflicts: boolean;
+  dnsMode: DnsMode;
+  resolvConf: string;
+}
+
+function nth(c: Cidr, n: number): string {
+  return bigIntToIp(c.family, c.base + BigInt(n));
+}
+
+/**
+ * Everything the root daemon does once started: the TUN device and its
+ * routes, the packet loop (TCP NAT, UDP relay), and the laptop's DNS. Each
+ * host change is journalled before it is made.
+ */
+export class RootEngine extends EventEmitter {
+  private session?: SessionWatch;
+  private tun?: TunDevice;
+  private nat?: TcpNat;
+  private udp?: UdpRelay;
+  private h2?: H2FlowClient;
+  private dns?: HostDns;
+  private routes: string[] = [];
+  private malformed = 0;
+  private readonly tunIp: string;
+  private readonly tunIp6?: string;
+
+  constructor(
+    private readonly opts: RootOptions,
+    private readonly journal: Journal,
+    private readonly platform: Platform,
+  ) {
+    super();
+    this.tunIp = nth(opts.tunCidr, 1);
+    this.tunIp6 = opts.tunCidr6 ? nth(opts.tunCidr6, 1) : undefined;
+  }
+
+  /** How each kind of journal entry that is not a plain route or link is undone. */
+  static undoers(resolvConf: string): Record<string, (e: JournalEntry) => void> {
+    return HostDns.undoers(resolvConf);
+  }
+
+  private record(entry: JournalEntry): void {
+    this.journal.record(entry);
+  }
+
+  async start(): Promise<void> {
+    this.session = new SessionWatch(this.opts.userSocket);
+    let grant: SessionGrant__Output;
+    try {
+      grant = await this.session.start(10_000);
+    } catch (err) {
+      throw new RdbgError(Codes.DAEMON_START, `the root daemon cannot get a session from the user daemon: ${errorMessage(err)}`, 'is "rdbg connect" running as the same user?');
+    }
+    const cluster = grant.cluster!;
+    const plan = planRoutes({
+      serviceSubnets: cluster.service_subnets,
+      podSubnets: cluster.pod_subnets,
+      alsoProxy: this.opts.alsoProxy,
+      neverProxy: this.opts.neverProxy,
+      managerAddresses: grant.manager_addresses,
+      existing: this.platform.routes(),
+      tunName: this.opts.tunName,
+      allowConflicts: this.opts.allowConflicts,
+    });
+    // The manager's own address must keep its route, or the tunnel would route into itself.
+    for (const pin of plan.pins) {
+      const r = this.platform.routeTo(pin.ip);
+      if (!r) continue;
+      const cidr = `${pin.ip}/${pin.ip.includes(':') ? 128 : 32}`;
+      this.record({ id: `route:${cidr}`, kind: 'route', data: { cidr, dev: r.dev } });
+      this.platform.addRoute(cidr, r.dev, r.via);
+    }
+
+    this.record({ id: `tun:${this.opts.tunName}`, kind: 'tun', data: { name: this.opts.tunName } });
+    this.tun = this.platform.openTun(this.opts.tunName);
+    const addresses = [`${this.tunIp}/${this.opts.tunCidr.bits}`, ...(this.tunIp6 ? [`${this.tunIp6}/${this.opts.tunCidr6!.bits}`] : [])];
+    this.platform.configureTun(this.tun.name, { addresses, mtu: MTU, txqueuelen: TXQUEUELEN });
+    for (const c of plan.routes) {
+      if (c.family === 6 && !this.tunIp6) continue;
+      this.record({ id: `route:${c.text}`, kind: 'route', data: { cidr: c.text, dev: this.tun.name } });
+      this.platform.addRoute(c.text, this.tun.name);
+      this.routes.push(c.text);
+    }
+
+    this.h2 = new H2FlowClient(grant.data_address, () => ({ 'rdbg-session': this.session?.grant?.session_id ?? '' }));
+    this.session.on('grant', (g: SessionGrant__Output) => {
+      if (g.data_address && g.data_address !== grant.data_address) {
+        this.h2?.close();
+        grant = g;
+        this.h2 = new H2FlowClient(g.data_address, () => ({ 'rdbg-session': this.session?.grant?.session_id ?? '' }));
+      }
+    });
+    const write = (pkt: Buffer): boolean => this.tun!.write(pkt);
+    const fakes = (c: Cidr | undefined, count: number): string[] => (c ? Array.from({ length: count }, (_, i) => nth(c, i + 2)) : []);
+    this.nat = new TcpNat({
+      listen4: this.tunIp,
+      listen6: this.tunIp6,
+      fakes4: fakes(this.opts.tunCidr, Math.min(200, 2 ** (32 - this.opts.tunCidr.bits) - 3)),
+      fakes6: fakes(this.opts.tunCidr6, 200),
+      listenPort: NAT_PORT,
+      write,
+      dialer: {
+        dial: async (host, port, source) => {
+          const stream = await this.h2!.open('tcp', host, port, source);
+          return { join: (sock, onDone) => joinSocket(sock, stream, undefined, onDone), cancel: () => stream.close() };
+        },
+      },
+    });
+    await this.nat.start();
+    this.udp = new UdpRelay({ dial: (host, port, source) => this.openUdp(host, port, source) }, write);
+    this.tun.start((buf) => this.onPacket(buf));
+
+    this.dns = new HostDns({
+      mode: this.opts.dnsMode,
+      resolvConf: this.opts.resolvConf,
+      listen: [this.tunIp, ...(this.tunIp6 ? [this.tunIp6] : [])],
+      tunName: this.tun.name,
+      journal: this.journal,
+      cluster,
+      lookup: (name, qtype) => this.session!.lookup(name, qtype),
+    });
+    await this.dns.start();
+    this.session.on('grant', (g: SessionGrant__Output) => g.cluster && this.dns?.update(g.cluster));
+    log.info('root daemon ready', { tun: this.tun.name, address: this.tunIp, routes: this.routes, dns: this.dns.mode });
+  }
+
+  private async openUdp(host: string, port: number, source: string): Promise<UdpChannel> {
+    const stream = await this.h2!.open('udp', host, port, source);
+    let onDatagram: (d: Buffer) => void = () => undefined;
+    const framer = new DatagramFramer((d) => onDatagram(d));
+    const closeFns: (() => void)[] = [];
+    stream.on('data', (c: Buffer) => framer.push(c));
+    stream.on('close', () => closeFns.forEach((f) => f()));
+    stream.on('error', () => undefined);
+    return {
+      send: (d) => stream.write(DatagramFramer.frame(d)),
+      onDatagram: (fn) => (onDatagram = fn),
+      onClose: (fn) => closeFns.push(fn),
+      close: () => stream.close(),
+    };
+  }
+
+  private onPacket(buf: Buffer): void {
+    const p = parsePacket(buf);
+    if (!p) {
+      this.malformed++;
+      return;
+    }
+    if (p.proto === PROTO_TCP) this.nat!.onPacket(p);
+    else if (p.proto === PROTO_UDP) this.udp!.onPacket(p);
+    // ICMP and anything else to cluster addresses is not carried (see README: ping).
+  }
+
+  status(): RootStatus {
+    const t = this.tun?.stats;
+    const d = this.dns?.counters();
+    return {
+      tun_device: this.tun?.name ?? '',
+      tun_address: this.tunIp,
+      routes: this.routes.map((cidr) => ({ cidr, device: this.tun?.name ?? '' })),
+      dns_mode: this.dns?.mode ?? 'none',
+      dns_address: this.tunIp,
+      tcp_flows: this.nat?.active ?? 0,
+      udp_flows: this.udp?.active ?? 0,
+      packets_in: t?.read ?? 0,
+      packets_out: t?.written ?? 0,
+      packets_dropped: t?.dropped ?? 0,
+      dns_queries: d?.queries ?? 0,
+      pid: process.pid,
+      session_state: this.session?.grant?.state ?? 'UNKNOWN',
+      flows_refused: this.nat?.stats.refused ?? 0,
+      malformed_packets: this.malformed,
+    };
+  }
+
+  async stop(): Promise<void> {
+    await this.dns?.stop().catch((err: Error) => log.warn('DNS restore failed', { err: err.message }));
+    this.udp?.close();
+    this.nat?.close();
+    this.h2?.close();
+    this.session?.close();
+    for (const cidr of this.routes.reverse()) {
+      try {
+        this.platform.deleteRoute(cidr, this.tun?.name);
+      } catch {
+        // gone with the device
+      }
+      this.journal.remove(`route:${cidr}`);
+    }
+    this.routes = [];
+    this.tun?.close();
+    if (this.tun && this.platform.linkExists(this.tun.name)) this.platform.deleteLink(this.tun.name);
+    this.journal.remove(`tun:${this.opts.tunName}`);
+    // Pinned manager routes and anything else still journalled.
+    for (const e of this.journal.entries().reverse()) {
+      if (e.kind !== 'route') continue;
+      try {
+        this.platform.deleteRoute(e.data.cidr, e.data.dev);
+      } catch {
+        // already gone
+      }
+      this.journal.remove(e.id);
+    }
+  }
+}

@@ -1,0 +1,159 @@
+import { execFileSync } from 'node:child_process';
+import koffi from 'koffi';
+import { logger } from '../../../src/core/log';
+import type { Platform, Route, TunDevice } from './platform';
+
+const log = logger('rootd.tun');
+
+const O_RDWR = 0x2;
+const O_NONBLOCK = 0x800;
+const O_CLOEXEC = 0x80000;
+const TUNSETIFF = 0x400454ca;
+const IFF_TUN = 0x0001;
+const IFF_NO_PI = 0x1000;
+const POLLIN = 0x1;
+const EAGAIN = 11;
+const EINTR = 4;
+const MAX_PACKET = 65536;
+/** Packets drained per readiness wake-up before yielding to the event loop. */
+const DRAIN_BATCH = 512;
+
+let libc: ReturnType<typeof bindLibc> | undefined;
+
+function bindLibc() {
+  const lib = koffi.load('libc.so.6');
+  return {
+    open: lib.func('int open(const char *path, int flags)'),
+    close: lib.func('int close(int fd)'),
+    ioctl: lib.func('int ioctl(int fd, unsigned long request, void *arg)'),
+    read: lib.func('long read(int fd, _Out_ uint8_t *buf, unsigned long count)'),
+    write: lib.func('long write(int fd, const uint8_t *buf, unsigned long count)'),
+    poll: lib.func('int poll(_Inout_ uint8_t *fds, unsigned long nfds, int timeout)'),
+  };
+}
+
+/**
+ * A TUN device read the fast way (architecture.md): a non-blocking fd, a
+ * readiness wait on a worker thread (koffi async poll), then draining
+ * synchronously until EAGAIN.
+ */
+class LinuxTun implements TunDevice {
+  readonly stats = { read: 0, written: 0, dropped: 0 };
+  private closed = false;
+  private readonly buf = Buffer.allocUnsafe(MAX_PACKET);
+  private readonly pollfd = Buffer.alloc(8);
+
+  constructor(
+    readonly name: string,
+    private readonly fd: number,
+  ) {
+    this.pollfd.writeInt32LE(fd, 0);
+    this.pollfd.writeInt16LE(POLLIN, 4);
+  }
+
+  start(onPacket: (pkt: Buffer) => void): void {
+    const c = libc!;
+    const wait = (): void => {
+      if (this.closed) return;
+      this.pollfd.writeInt16LE(0, 6);
+      c.poll.async(this.pollfd, 1, 1000, (err: unknown) => {
+        if (this.closed) return;
+        if (err) log.error('poll failed', { err: String(err) });
+        for (let i = 0; i < DRAIN_BATCH; i++) {
+          const n = Number(c.read(this.fd, this.buf, MAX_PACKET));
+          if (n <= 0) {
+            const e = koffi.errno();
+            if (n < 0 && e !== EAGAIN && e !== EINTR) log.warn('TUN read failed', { errno: e });
+            break;
+          }
+          this.stats.read++;
+          try {
+            onPacket(this.buf.subarray(0, n));
+          } catch (e2) {
+            this.stats.dropped++;
+            log.warn('packet handler failed', { err: (e2 as Error).message });
+          }
+        }
+        // Let the event loop run (sockets, timers) between batches.
+        setImmediate(wait);
+      });
+    };
+    wait();
+  }
+
+  write(pkt: Buffer): boolean {
+    if (this.closed) return false;
+    const n = Number(libc!.write(this.fd, pkt, pkt.length));
+    if (n !== pkt.length) {
+      this.stats.dropped++;
+      return false;
+    }
+    this.stats.written++;
+    return true;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    libc!.close(this.fd);
+  }
+}
+
+function ip(args: string[]): string {
+  return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+export const linuxPlatform: Platform = {
+  openTun(name) {
+    libc ??= bindLibc();
+    const fd = libc.open('/dev/net/tun', O_RDWR | O_NONBLOCK | O_CLOEXEC) as number;
+    if (fd < 0) throw new Error(`cannot open /dev/net/tun (errno ${koffi.errno()}): is the tun module loaded, and are we root?`);
+    const ifr = Buffer.alloc(40);
+    ifr.write(name.slice(0, 15), 0, 'ascii');
+    ifr.writeUInt16LE(IFF_TUN | IFF_NO_PI, 16);
+    if ((libc.ioctl(fd, TUNSETIFF, ifr) as number) < 0) {
+      const e = koffi.errno();
+      libc.close(fd);
+      throw new Error(`TUNSETIFF ${name} failed (errno ${e})`);
+    }
+    return new LinuxTun(ifr.toString('ascii', 0, 16).replace(/\0.*$/, ''), fd);
+  },
+  configureTun(name, { addresses, mtu, txqueuelen }) {
+    ip(['link', 'set', 'dev', name, 'mtu', String(mtu), 'txqueuelen', String(txqueuelen)]);
+    for (const a of addresses) ip([a.includes(':') ? '-6' : '-4', 'addr', 'add', a, 'dev', name]);
+    ip(['link', 'set', 'dev', name, 'up']);
+  },
+  addRoute(cidr, dev, via) {
+    ip([cidr.includes(':') ? '-6' : '-4', 'route', 'add', cidr, ...(via ? ['via', via] : []), 'dev', dev]);
+  },
+  deleteRoute(cidr, dev) {
+    ip([cidr.includes(':') ? '-6' : '-4', 'route', 'del', cidr, ...(dev ? ['dev', dev] : [])]);
+  },
+  routes() {
+    const out: Route[] = [];
+    for (const fam of ['-4', '-6']) {
+      const parsed = JSON.parse(ip(['-j', fam, 'route', 'show']) || '[]') as { dst: string; dev: string; gateway?: string }[];
+      for (const r of parsed) out.push({ dst: r.dst, dev: r.dev, via: r.gateway });
+    }
+    return out;
+  },
+  routeTo(addr) {
+    try {
+      const r = JSON.parse(ip(['-j', 'route', 'get', addr]))[0] as { dev: string; gateway?: string };
+      return { dst: addr, dev: r.dev, via: r.gateway };
+    } catch {
+      return undefined;
+    }
+  },
+  linkExists(name) {
+    try {
+      ip(['link', 'show', 'dev', name]);
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  deleteLink(name) {
+    ip(['link', 'del', 'dev', name]);
+  },
+};

@@ -1,0 +1,32 @@
+/**
+ * The seam between the root daemon and the operating system: the TUN device,
+ * addresses and routes. Linux is implemented and tested here; macOS (utun)
+ * and Windows (wintun) implement the same interface.
+ */
+export interface TunDevice {
+  readonly name: string;
+  /** Start delivering packets; each buffer is only valid during the call. */
+  start(onPacket: (pkt: Buffer) => void): void;
+  /** Write one packet; false when the kernel refused it (it is dropped). */
+  write(pkt: Buffer): boolean;
+  close(): void;
+  readonly stats: { read: number; written: number; dropped: number };
+}
+
+export interface Route {
+  dst: string; // CIDR, or "default"
+  dev: string;
+  via?: string;
+}
+
+export interface Platform {
+  openTun(name: string): TunDevice;
+  configureTun(name: string, opts: { addresses: string[]; mtu: number; txqueuelen: number }): void;
+  addRoute(cidr: string, dev: string, via?: string): void;
+  deleteRoute(cidr: string, dev?: string): void;
+  routes(): Route[];
+  /** The route the kernel would use for an address, before the TUN exists. */
+  routeTo(ip: string): Route | undefined;
+  linkExists(name: string): boolean;
+  deleteLink(name: string): void;
+}

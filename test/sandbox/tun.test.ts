@@ -1,0 +1,114 @@
+import t from 'tap';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { CLUSTER, NETCLIENT, Sandbox } from '../helpers/sandbox';
+import { patternSha256 } from '../helpers/pattern';
+
+// `rdbg connect` without --socks: the root daemon's TUN device, routes and DNS,
+// driven with plain programs that know nothing about rdbg.
+
+let sb: Sandbox;
+let routesBefore = '';
+let resolvBefore = '';
+
+const resolvPath = (): string => `/etc/netns/${sb.laptop.ns.name}/resolv.conf`;
+const run = (cmd: string, args: string[], timeoutMs = 60_000) => sb.laptop.ns.run(cmd, args, timeoutMs);
+const curl = (url: string, extra: string[] = []) => run('curl', ['-sS', '--max-time', '20', ...extra, url], 30_000);
+const dig = (args: string[]) => run('dig', ['+time=3', '+tries=1', ...args]);
+
+t.before(async () => {
+  sb = await Sandbox.create({ extraServers: true });
+  routesBefore = sb.laptop.ns.exec('ip', ['route', 'show']);
+  resolvBefore = readFileSync(resolvPath(), 'utf8');
+  const r = await sb.laptop.rdbg(['connect', '--manager', sb.laptop.managerAddress]);
+  if (r.code !== 0) throw new Error(`connect failed: ${r.stderr}\n${r.stdout}`);
+});
+t.teardown(() => sb?.destroy());
+
+t.test('connect prints progress and a one-line summary; status shows the TUN, routes and DNS', async (t) => {
+  const st = await sb.laptop.rdbg(['status']);
+  t.match(st.stdout, /TUN device:\s+rdbg0 \(169\.254\.83\.1\), routes 198\.19\.128\.0\/20, 198\.19\.0\.0\/20/);
+  t.match(st.stdout, /DNS:\s+169\.254\.83\.1 \(resolv\.conf\)/);
+  const routes = sb.laptop.ns.exec('ip', ['route', 'show']);
+  t.match(routes, /198\.19\.128\.0\/20 dev rdbg0/);
+  t.match(readFileSync(resolvPath(), 'utf8'), /nameserver 169\.254\.83\.1/);
+});
+
+t.test('curl reaches services by IP and by every short name', async (t) => {
+  for (const target of [CLUSTER.echoIp, 'echo.default', 'echo.default.svc', 'echo.default.svc.cluster.local', 'echo']) {
+    const r = await curl(`http://${target}/`);
+    t.equal(r.code, 0, `curl ${target}: ${r.stderr}`);
+    t.equal(r.stdout, `hello from ${CLUSTER.echoIp}\n`);
+  }
+  const v6 = await curl(`http://[${CLUSTER.echoIp6}]/`);
+  t.equal(v6.code, 0, `IPv6 destination: ${v6.stderr}`);
+});
+
+t.test('dig answers A, AAAA, SRV and PTR for cluster names; other names go to the original resolver', async (t) => {
+  t.equal((await dig(['+short', 'echo.default.svc.cluster.local', 'A'])).stdout.trim(), CLUSTER.echoIp);
+  t.equal((await dig(['+short', 'echo.default', 'AAAA'])).stdout.trim(), CLUSTER.echoIp6);
+  t.match((await dig(['+short', '_http._tcp.echo.default.svc.cluster.local', 'SRV'])).stdout, /0 100 80 echo\.default\.svc\.cluster\.local\./);
+  t.match((await dig(['+short', '-x', CLUSTER.echoIp])).stdout, /echo\.default\.svc\.cluster\.local\./);
+  const headless = (await dig(['+short', 'headless.default.svc.cluster.local'])).stdout.trim().split('\n').sort();
+  t.same(headless, [...CLUSTER.podIps].sort(), 'a headless service has several A records');
+  t.equal((await dig(['+short', 'www.example.test'])).stdout.trim(), '192.0.2.80', 'unrelated name answered by the original resolver');
+  const nx = await dig(['nosuch.default.svc.cluster.local']);
+  t.match(nx.stdout, /status: NXDOMAIN/);
+  const tcp = await dig(['+tcp', '+short', 'echo.default.svc.cluster.local']);
+  t.equal(tcp.stdout.trim(), CLUSTER.echoIp, 'DNS over TCP');
+});
+
+t.test('redis-cli, iperf3 and a UDP exchange work with no proxy settings', async (t) => {
+  const set = await run('redis-cli', ['-h', CLUSTER.otherIp, 'set', 'rdbg', 'works']);
+  t.equal(set.stdout.trim(), 'OK', set.stderr);
+  const get = await run('redis-cli', ['-h', 'other.prod', 'get', 'rdbg']);
+  t.equal(get.stdout.trim(), 'works', `by name: ${get.stderr}`);
+  const ip3 = await run('iperf3', ['-c', CLUSTER.otherIp, '-t', '2', '-J'], 30_000);
+  t.equal(ip3.code, 0, ip3.stderr);
+  const bps = JSON.parse(ip3.stdout).end?.sum_received?.bits_per_second ?? 0;
+  t.ok(bps > 0, `iperf3 moved data (${(bps / 8e6).toFixed(0)} MB/s)`);
+  const udp = await run('bash', ['-c', `echo -n ping | timeout 5 nc -u -w 2 ${CLUSTER.echoIp} 7`]);
+  t.equal(udp.stdout, 'echo:ping', `UDP echo: ${udp.stderr}`);
+});
+
+t.test('1 GiB byte-exact in each direction', async (t) => {
+  const n = 1024 * 1024 * 1024;
+  const [expected, got] = await Promise.all([
+    patternSha256(n, 'tun-down'),
+    run('bash', ['-c', `curl -sS 'http://echo.default/bytes?n=${n}&seed=tun-down' | sha256sum`], 300_000),
+  ]);
+  t.equal(got.stdout.split(' ')[0], expected, 'download');
+  const upExpected = await patternSha256(n, 'tun-up');
+  const up = await run('bash', ['-c',
+    `node -e "require('${join(__dirname, '../helpers/pattern.js')}').patternStream(${n}, 'tun-up').pipe(process.stdout)" | curl -sS -T - http://echo.default/sha256`], 300_000);
+  t.equal(up.stdout.trim(), `${upExpected} ${n}`, 'upload');
+});
+
+t.test('1,000 concurrent connections', async (t) => {
+  const r = await run('node', [NETCLIENT, 'concurrent', '--dst', `${CLUSTER.echoIp}:7`, '--n', '1000'], 120_000);
+  t.match(JSON.parse(r.stdout.trim().split('\n').pop()!), { ok: 1000, failed: 0 });
+});
+
+t.test('refused and unreachable destinations fail fast and correctly', async (t) => {
+  const refused = await curl(`http://${CLUSTER.echoIp}:${CLUSTER.closedPort}/`);
+  t.match(refused.stderr, /Connection refused/, refused.stderr);
+  t.ok(refused.ms < 3000, `refused in ${refused.ms} ms`);
+  const unreach = await curl('http://198.19.7.7/');
+  t.match(unreach.stderr, /No route to host|Couldn't connect/, unreach.stderr);
+  t.ok(unreach.ms < 5000, `unreachable in ${unreach.ms} ms`);
+});
+
+t.test('kill -9 of the root daemon, then rdbg quit: routes and resolv.conf are as before', async (t) => {
+  const st = JSON.parse((await sb.laptop.rdbg(['status', '-o', 'json'])).stdout);
+  t.ok(st.root?.pid, 'the root daemon is running');
+  process.kill(st.root.pid, 'SIGKILL');
+  await new Promise((r) => setTimeout(r, 300));
+  t.not(readFileSync(resolvPath(), 'utf8'), resolvBefore, 'resolv.conf is still rdbg\'s after the crash');
+  const q = await sb.laptop.rdbg(['quit']);
+  t.equal(q.code, 0, q.stderr);
+  t.match(q.stdout, /leftovers of a crashed root daemon were undone/);
+  t.equal(sb.laptop.ns.exec('ip', ['route', 'show']), routesBefore, 'routes restored');
+  t.equal(readFileSync(resolvPath(), 'utf8'), resolvBefore, 'resolv.conf restored byte for byte');
+  t.equal((await dig(['+short', 'www.example.test'])).stdout.trim(), '192.0.2.80', 'normal names still resolve');
+  t.same(sb.laptop.ns.pids().filter((p) => !sb.laptop.ns.pids().includes(p)), []);
+});

@@ -1,0 +1,60 @@
+import t from 'tap';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Journal } from '../../daemon/root/journal';
+import { apply, applyCommands, detect, restore, revertCommand, uplinkServers } from '../../daemon/root/dns/systemd-resolved';
+
+// systemd-resolved integration: the resolvectl argv lists and the journal.
+// (No systemd-resolved runs here; resolvectl itself is never called.)
+
+const dir = mkdtempSync(join(tmpdir(), 'rdbg-dns-resolved-'));
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+const config = { iface: 'rdbg0', dns: ['198.18.0.1'], clusterDomain: 'cluster.local.', namespaces: ['default', 'prod', 'default'] };
+
+t.test('argv lists', async (t) => {
+  t.same(applyCommands(config), [
+    ['resolvectl', 'dns', 'rdbg0', '198.18.0.1'],
+    ['resolvectl', 'domain', 'rdbg0', '~cluster.local', '~svc', '~default', '~prod'],
+    ['resolvectl', 'default-route', 'rdbg0', 'false'],
+  ]);
+  t.same(revertCommand('rdbg0'), ['resolvectl', 'revert', 'rdbg0']);
+});
+
+t.test('apply journals first; restore reverts and forgets', async (t) => {
+  const journal = new Journal(join(dir, 'j1.json'));
+  const ran: string[][] = [];
+  await apply(config, journal, async (argv) => {
+    t.equal(journal.entries().length, 1, 'journalled before any command');
+    ran.push(argv);
+  });
+  t.same(ran, applyCommands(config));
+  t.match(journal.entries(), [{ id: 'resolved-link:rdbg0', kind: 'resolved-link', data: { iface: 'rdbg0' } }]);
+  await restore(journal, async (argv) => void ran.push(argv));
+  t.same(ran.at(-1), ['resolvectl', 'revert', 'rdbg0']);
+  t.same(journal.entries(), []);
+});
+
+t.test('a failing command reverts what was done', async (t) => {
+  const journal = new Journal(join(dir, 'j2.json'));
+  const ran: string[][] = [];
+  await t.rejects(
+    apply(config, journal, async (argv) => {
+      ran.push(argv);
+      if (argv[1] === 'domain') throw Object.assign(new Error('boom'), { code: 'RDBG_DNS_RESOLVED' });
+    }),
+    { code: 'RDBG_DNS_RESOLVED' },
+  );
+  t.same(ran.at(-1), ['resolvectl', 'revert', 'rdbg0']);
+  t.same(journal.entries(), []);
+});
+
+t.test('detection needs the stub link and a live resolvectl', async (t) => {
+  const plain = join(dir, 'resolv.conf');
+  writeFileSync(plain, 'nameserver 192.0.2.1\n');
+  t.equal(await detect(plain, async () => undefined), false, 'a plain file is not resolved');
+  t.equal(await detect(join(dir, 'missing'), async () => undefined), false);
+  const uplink = join(dir, 'uplink.conf');
+  writeFileSync(uplink, 'nameserver 127.0.0.53\nnameserver 192.0.2.1\n');
+  t.same(uplinkServers(uplink), ['192.0.2.1']);
+});

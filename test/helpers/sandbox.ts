@@ -81,7 +81,7 @@ export class Sandbox {
 
   /** redis-server and an iperf3 server on the second service address. */
   private async startExtraServers(): Promise<void> {
-    const redis = this.cluster.spawn('redis-server', ['--bind', CLUSTER.otherIp, '--port', '6379', '--save', '', '--appendonly', 'no']);
+    const redis = this.cluster.spawn('redis-server', ['--bind', CLUSTER.otherIp, '--port', '6379', '--save', '', '--appendonly', 'no', '--protected-mode', 'no']);
     await waitForLine(redis, (l) => /Ready to accept connections/.test(l), 15_000, 'redis-server');
     this.cluster.spawn('iperf3', ['-s', '-B', CLUSTER.otherIp, '-p', '5201']);
     await new Promise((r) => setTimeout(r, 300));

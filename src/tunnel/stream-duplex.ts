@@ -13,6 +13,8 @@ export interface StreamDuplexOptions {
   counters?: ByteCounters;
 }
 
+const STREAM_WINDOW = 1024 * 1024;
+
 /** The peer reset the flow (a tunnel `reset`, or the tunnel broke): like ECONNRESET on a socket. */
 export class TunnelResetError extends Error {
   readonly code = 'ECONNRESET';
@@ -41,7 +43,8 @@ export class StreamDuplex extends Duplex {
     private readonly stream: TunnelStream,
     opts: StreamDuplexOptions = {},
   ) {
-    super({ allowHalfOpen: opts.allowHalfOpen ?? true });
+    // Tunnel messages are up to 64 KB and cost per message: buffer a few of them each way.
+    super({ allowHalfOpen: opts.allowHalfOpen ?? true, readableHighWaterMark: STREAM_WINDOW, writableHighWaterMark: STREAM_WINDOW });
     this.counters = opts.counters;
     stream.on('data', (msg) => this.onMessage(msg));
     stream.on('drain', () => {

@@ -21,6 +21,7 @@ const log = logger('rootd');
 const NAT_PORT = 1;
 const MTU = 65535;
 const TXQUEUELEN = 10_000;
+const USERD_GRACE_MS = 10_000;
 
 export interface RootOptions {
   userSocket: string;
@@ -152,6 +153,16 @@ export class RootEngine extends EventEmitter {
     });
     await this.dns.start();
     this.session.on('grant', (g: SessionGrant__Output) => g.cluster && this.dns?.update(g.cluster));
+    // Without the user daemon there is no session to carry flows: after a grace
+    // period (a restart of the user daemon) give the laptop back its network.
+    let orphaned: NodeJS.Timeout | undefined;
+    this.session.on('userd-lost', () => {
+      orphaned ??= setTimeout(() => this.emit('fatal', 'the user daemon is gone'), USERD_GRACE_MS);
+    });
+    this.session.on('grant', () => {
+      clearTimeout(orphaned);
+      orphaned = undefined;
+    });
     log.info('root daemon ready', { tun: this.tun.name, address: this.tunIp, routes: this.routes, dns: this.dns.mode });
   }
 

@@ -120,3 +120,53 @@ t.test('kill -9 of the root daemon, then rdbg quit: routes and resolv.conf are a
   t.equal((await dig(['+short', 'www.example.test'])).stdout.trim(), '192.0.2.80', 'normal names still resolve');
   t.same(sb.laptop.ns.pids().filter((p) => !sb.laptop.ns.pids().includes(p)), []);
 });
+
+t.test('kill -9 of the user daemon: the root daemon gives the network back by itself', async (t) => {
+  const r = await sb.laptop.rdbg(['connect', '--manager', sb.laptop.managerAddress]);
+  t.equal(r.code, 0, r.stderr);
+  t.match(readFileSync(resolvPath(), 'utf8'), /nameserver 169\.254\.83\.1/);
+  const st = JSON.parse((await sb.laptop.rdbg(['status', '-o', 'json'])).stdout);
+  process.kill(st.pid, 'SIGKILL');
+  const until = Date.now() + 30_000;
+  while (Date.now() < until && readFileSync(resolvPath(), 'utf8') !== resolvBefore) await new Promise((res) => setTimeout(res, 250));
+  t.equal(readFileSync(resolvPath(), 'utf8'), resolvBefore, 'resolv.conf restored without any command');
+  let alive = true;
+  const exitBy = Date.now() + 10_000;
+  while (alive && Date.now() < exitBy) {
+    try {
+      process.kill(st.root.pid, 0);
+      await new Promise((res) => setTimeout(res, 100));
+    } catch {
+      alive = false;
+    }
+  }
+  t.equal(sb.laptop.ns.exec('ip', ['route', 'show']), routesBefore, 'routes restored');
+  t.notOk(alive, 'the root daemon has exited');
+  const q = await sb.laptop.rdbg(['quit']);
+  t.equal(q.code, 0);
+});
+
+t.test('a cluster subnet that overlaps a route is refused unless allowed; --never-proxy carves out', async (t) => {
+  sb.laptop.ns.exec('ip', ['route', 'add', '198.19.0.0/24', 'via', '198.18.1.1']);
+  try {
+    const r = await sb.laptop.rdbg(['connect', '--manager', sb.laptop.managerAddress]);
+    t.equal(r.code, 1);
+    t.match(r.stderr, /the cluster subnet 198\.19\.0\.0\/20 overlaps the route 198\.19\.0\.0\/24 dev eth0 via 198\.18\.1\.1/);
+    t.match(r.stderr, /--allow-conflicting-subnets/);
+    t.match((await sb.laptop.rdbg(['status'])).stdout, /not connected/, 'nothing left running');
+    t.equal(readFileSync(resolvPath(), 'utf8'), resolvBefore, 'resolv.conf untouched');
+
+    const ok = await sb.laptop.rdbg(['connect', '--manager', sb.laptop.managerAddress, '--never-proxy', '198.19.0.0/24']);
+    t.equal(ok.code, 0, ok.stderr);
+    const routes = sb.laptop.ns.exec('ip', ['route', 'show']);
+    t.notMatch(routes, /198\.19\.0\.0\/20 dev rdbg0/, 'the /20 is not routed whole');
+    t.match(routes, /198\.19\.8\.0\/21 dev rdbg0/, 'the rest of it is');
+    t.match(routes, /198\.19\.0\.0\/24 via 198\.18\.1\.1 dev eth0/, 'the local route is kept');
+    const curl = await sb.laptop.ns.run('curl', ['-sS', '--max-time', '10', `http://${CLUSTER.echoIp}/`]);
+    t.equal(curl.code, 0, 'service traffic still flows');
+    t.equal((await sb.laptop.rdbg(['quit'])).code, 0);
+  } finally {
+    sb.laptop.ns.exec('ip', ['route', 'del', '198.19.0.0/24']);
+  }
+  t.equal(sb.laptop.ns.exec('ip', ['route', 'show']), routesBefore);
+});

@@ -18,7 +18,7 @@ warn() { log "WARNING: $*"; failed=1; }
 # under the state dir).
 ns_inodes() {
   local f
-  for f in "/run/netns/$NODE_NS" "/run/netns/$LAPTOP_NS" "$STATE"/containerd/state/netns/*; do
+  for f in "/run/netns/$NODE_NS" "/run/netns/$LAPTOP_NS" "$STATE"/containerd/state/io.containerd.grpc.v1.cri/netns/*; do
     [ -e "$f" ] && stat -L -c %i "$f" 2>/dev/null
   done | sort -u
 }

@@ -8,6 +8,11 @@ import { cluster, clusterDir, clusterDown, exec, stateDir } from './cluster-help
 
 const CGROUP_ROOT = 'rdbg-cluster';
 
+// what was there before this file ran (other users of the machine may have some)
+const before = {
+  cniResults: new Set(existsSync('/var/lib/cni/results') ? readdirSync('/var/lib/cni/results') : []),
+};
+
 async function leftovers(): Promise<string[]> {
   const found: string[] = [];
   const state = stateDir();
@@ -38,6 +43,9 @@ async function leftovers(): Promise<string[]> {
   if (/KUBE-|CNI-|RDBG-/.test(rules)) found.push('iptables rules of the cluster in the root namespace');
   // files
   if (existsSync(state)) found.push(`state dir ${state}`);
+  if (existsSync('/var/lib/cni/results')) {
+    for (const f of readdirSync('/var/lib/cni/results')) if (!before.cniResults.has(f)) found.push(`CNI result ${f}`);
+  }
   for (const d of ['/etc/netns/rdbg-node', '/etc/netns/rdbg-laptop']) if (existsSync(d)) found.push(d);
   return found;
 }

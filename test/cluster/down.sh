@@ -34,7 +34,7 @@ cluster_pids() {
   for f in "$PIDS"/*.pid; do
     [ -e "$f" ] || continue
     p=$(cat "$f")
-    tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF "$STATE" && echo "$p"
+    tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline" | grep -qF "$STATE" && echo "$p"
   done
   inodes=$(ns_inodes | tr '\n' ' ')
   if [ -n "$inodes" ]; then
@@ -73,7 +73,7 @@ if [ -d "$PIDS" ]; then
   for c in kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do
     [ -f "$PIDS/$c.pid" ] || continue
     p=$(cat "$PIDS/$c.pid")
-    tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF "$STATE" && kill -TERM "$p" 2>/dev/null
+    tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline" | grep -qF "$STATE" && kill -TERM "$p" 2>/dev/null
   done
 fi
 stop_pids TERM 10 || stop_pids KILL 10 || warn "processes still alive: $(alive_pids | tr '\n' ' ')"
@@ -106,12 +106,19 @@ for ns in "$NODE_NS" "$LAPTOP_NS"; do
   rm -rf "/etc/netns/$ns"
 done
 
-# 5. files: the state dir (only when nothing is mounted below it, so that a
-# bind mount can never make rm reach outside), CNI result cache entries.
+# 5. files: CNI result cache entries of our sandboxes (containerd writes the
+# loopback ones to /var/lib/cni), empty containerd runtime dirs, and the
+# state dir (only when nothing is mounted below it, so that a bind mount can
+# never make rm reach outside).
+for id in $(find "$STATE/containerd/root/io.containerd.grpc.v1.cri/sandboxes" \
+  "$STATE/containerd/state/io.containerd.grpc.v1.cri/sandboxes" -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | sort -u); do
+  rm -f /var/lib/cni/results/*-"$id"-* 2>/dev/null
+done
+rm -f /var/lib/cni/results/rdbg-pods-* 2>/dev/null
+rmdir /run/containerd/s /run/containerd/fifo /run/containerd 2>/dev/null
 if [ -d "$STATE" ] && [ -z "$(mounts_under "$STATE")" ]; then
   rm -rf --one-file-system "$STATE" || warn "could not remove $STATE"
 fi
-rm -f /var/lib/cni/results/rdbg-pods-* 2>/dev/null
 
 if [ $failed = 0 ]; then log "cluster down"; else log "cluster down with warnings"; fi
 exit $failed

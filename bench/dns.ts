@@ -31,7 +31,7 @@ export async function benchDns(opts: { rounds?: number; queries?: number } = {})
   const raw: Record<string, number[]> = {};
   const sb = await DnsSandbox.create();
   try {
-    const { proc } = await sb.startResolver(DNS.rdbg, [DNS.original]);
+    const { proc } = await sb.startResolver([DNS.rdbg], [DNS.original]);
     const run = async (key: string, server: string, name: string): Promise<void> => {
       const r = await sb.laptop.run('node', [DNS_RUNNER, 'bench', server, '53', name, String(n)], 60_000);
       const out = JSON.parse(r.stdout.trim() || '{}') as { median_us?: number; ok?: number };

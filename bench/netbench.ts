@@ -12,7 +12,7 @@ const { values, positionals } = parseArgs({
   options: { socks: { type: 'string' }, dst: { type: 'string' }, n: { type: 'string', default: '1000' }, c: { type: 'string', default: '32' } },
   allowPositionals: true,
 });
-const [dstHost, dstPort] = values.dst!.split(/:(?=\d+$)/);
+const [dstHost, dstPort] = (values.dst ?? '').split(/:(?=\d+$)/);
 
 async function connect(): Promise<net.Socket> {
   if (!values.socks) {
@@ -93,8 +93,23 @@ async function connrate(n: number, c: number): Promise<object> {
   return { per_second: (n - failed) / secs, failed };
 }
 
+/** Median time of a cluster-name lookup through the system's resolver configuration (c-ares, no cache). */
+async function dnsLatency(name: string, n: number): Promise<object> {
+  const { promises } = await import('node:dns');
+  const r = new promises.Resolver({ timeout: 2000, tries: 1 });
+  const us: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = process.hrtime.bigint();
+    await r.resolve4(name);
+    us.push(Number(process.hrtime.bigint() - t0) / 1000);
+  }
+  us.sort((a, b) => a - b);
+  return { median_us: pct(us, 50), p99_us: pct(us, 99) };
+}
+
 const mode = positionals[0];
-const run = mode === 'latency' ? latency(Number(values.n)) : connrate(Number(values.n), Number(values.c));
+const run =
+  mode === 'latency' ? latency(Number(values.n)) : mode === 'dns' ? dnsLatency(values.dst!, Number(values.n)) : connrate(Number(values.n), Number(values.c));
 run.then(
   (r) => {
     process.stdout.write(JSON.stringify(r) + '\n');

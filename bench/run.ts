@@ -6,7 +6,7 @@
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { CLUSTER, NETCLIENT, Sandbox } from '../test/helpers/sandbox';
+import { CLUSTER, NETCLIENT, Sandbox, type Laptop } from '../test/helpers/sandbox';
 
 const NETBENCH = resolve(__dirname, 'netbench.js');
 const SOCKS = '127.0.0.1:1080';
@@ -14,10 +14,10 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 
 interface Row {
   metric: string;
-  rdbg: number;
+  path: string;
+  value: number;
   reference: number;
-  unit: string;
-  ratio: string;
+  vs: string;
   goal: string;
   pass: boolean;
 }
@@ -27,82 +27,98 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)];
 }
 
+function rssMb(pid: number): number {
+  return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
+}
+
+async function json(lap: Laptop, args: string[], timeoutMs = 300_000): Promise<Record<string, number>> {
+  const r = await lap.ns.run('node', args, timeoutMs);
+  const out = JSON.parse(r.stdout.trim().split('\n').pop() || '{}');
+  if (out.error || r.code !== 0) throw new Error(`${args.join(' ')}: ${out.error ?? r.stderr}`);
+  return out;
+}
+
+/** Hold n idle connections from a laptop and return the resident memory of `pid` meanwhile. */
+async function holdAndMeasure(lap: Laptop, pid: number, n: number, socks?: string): Promise<{ rss: number; held: number; failed: number }> {
+  const hold = lap.ns.spawn('node', [NETCLIENT, 'hold', ...(socks ? ['--socks', socks] : []), '--dst', `${CLUSTER.echoIp}:7`, '--n', String(n), '--hold', '6000']);
+  const held = await new Promise<{ held: number; failed: number }>((res, rej) => {
+    let out = '';
+    hold.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('\n')) res(JSON.parse(out.split('\n')[0]));
+    });
+    hold.on('exit', () => rej(new Error(`hold client exited: ${out}`)));
+  });
+  await new Promise((r) => setTimeout(r, 2000));
+  const rss = rssMb(pid);
+  hold.kill();
+  await new Promise((r) => setTimeout(r, 1000));
+  return { rss, ...held };
+}
+
 async function main(): Promise<void> {
-  const sb = await Sandbox.create();
+  const sb = await Sandbox.create({ laptops: 2 });
   const rows: Row[] = [];
   const raw: Record<string, number[]> = {};
   const note = (k: string, v: number): void => void (raw[k] ??= []).push(v);
   try {
-    const lap = sb.laptop;
-    // The direct reference path: route the pretend cluster's subnets over the veth (inside the sandbox only).
-    lap.ns.exec('ip', ['route', 'add', CLUSTER.serviceCidr, 'via', '198.18.1.1']);
-    const c = await lap.rdbg(['connect', '--manager', lap.managerAddress, '--socks', SOCKS]);
-    if (c.code !== 0) throw new Error(c.stderr);
-    const json = async (cmd: string, args: string[], timeoutMs = 300_000): Promise<Record<string, number>> => {
-      const r = await lap.ns.run(cmd, args, timeoutMs);
-      const out = JSON.parse(r.stdout.trim().split('\n').pop() || '{}');
-      if (out.error || r.code !== 0) throw new Error(`${args.join(' ')}: ${out.error ?? r.stderr}`);
-      return out;
-    };
+    const [socksLap, tunLap] = sb.laptops;
+    // The direct reference path: route the pretend cluster over the veth (inside the sandbox only).
+    socksLap.ns.exec('ip', ['route', 'add', CLUSTER.serviceCidr, 'via', '198.18.1.1']);
+    for (const [lap, args] of [[socksLap, ['--socks', SOCKS]], [tunLap, []]] as const) {
+      const c = await lap.rdbg(['connect', '--manager', lap.managerAddress, ...args]);
+      if (c.code !== 0) throw new Error(c.stderr);
+    }
     const bytes = 1024 * 1024 * 1024;
     const url = `http://${CLUSTER.echoIp}/zeros?n=${bytes}`;
     const dst = `${CLUSTER.echoIp}:7`;
+    const paths = [
+      { name: 'direct', lap: socksLap, curl: [] as string[], nb: [] as string[] },
+      { name: 'socks', lap: socksLap, curl: ['--socks5-hostname', SOCKS], nb: ['--socks', SOCKS] },
+      { name: 'tun', lap: tunLap, curl: [], nb: [] },
+    ];
     for (let round = 0; round < ROUNDS; round++) {
       process.stderr.write(`round ${round + 1}/${ROUNDS}\n`);
-      for (const via of ['direct', 'socks'] as const) {
-        const proxy = via === 'socks' ? ['--socks5-hostname', SOCKS] : [];
-        const dl = await lap.ns.run('curl', ['-sS', '-o', '/dev/null', '-w', '%{speed_download}', ...proxy, url], 300_000);
-        note(`bulk_${via}`, Number(dl.stdout) / 1e6);
-        const socksArg = via === 'socks' ? ['--socks', SOCKS] : [];
-        note(`latency_${via}`, (await json('node', [NETBENCH, 'latency', '--dst', dst, '--n', '3000', ...socksArg])).median_us);
-        note(`connrate_${via}`, (await json('node', [NETBENCH, 'connrate', '--dst', dst, '--n', '4000', '--c', '64', ...socksArg])).per_second);
+      for (const p of paths) {
+        const dl = await p.lap.ns.run('curl', ['-sS', '-o', '/dev/null', '-w', '%{speed_download}', ...p.curl, url], 300_000);
+        note(`bulk_${p.name}`, Number(dl.stdout) / 1e6);
+        note(`latency_${p.name}`, (await json(p.lap, [NETBENCH, 'latency', '--dst', dst, '--n', '3000', ...p.nb])).median_us);
+        note(`connrate_${p.name}`, (await json(p.lap, [NETBENCH, 'connrate', '--dst', dst, '--n', '4000', '--c', '64', ...p.nb])).per_second);
       }
+      note('dns_tun', (await json(tunLap, [NETBENCH, 'dns', '--dst', 'echo.default.svc.cluster.local', '--n', '500'])).median_us);
+      note('dns_local', (await json(tunLap, [NETBENCH, 'dns', '--dst', 'www.example.test', '--n', '500'])).median_us);
     }
-    const bulkD = median(raw.bulk_direct);
-    const bulkS = median(raw.bulk_socks);
-    rows.push({ metric: 'bulk download, 1 GiB (MB/s)', rdbg: bulkS, reference: bulkD, unit: 'MB/s', ratio: `${((bulkS / bulkD) * 100).toFixed(0)}%`, goal: '>= 20% of direct', pass: bulkS >= 0.2 * bulkD });
-    const latD = median(raw.latency_direct);
-    const latS = median(raw.latency_socks);
-    rows.push({ metric: 'request/response on an open connection, median (us)', rdbg: latS, reference: latD, unit: 'us', ratio: `+${(latS - latD).toFixed(0)} us`, goal: '< +200 us', pass: latS - latD < 200 });
-    const crD = median(raw.connrate_direct);
-    const crS = median(raw.connrate_socks);
-    rows.push({ metric: 'new connections per second', rdbg: crS, reference: crD, unit: '/s', ratio: `${((crS / crD) * 100).toFixed(0)}%`, goal: '>= 2000/s', pass: crS >= 2000 });
+    const m = (k: string): number => median(raw[k]);
+    for (const p of ['socks', 'tun']) {
+      const label = p === 'socks' ? 'SOCKS5' : 'TUN';
+      rows.push({ metric: 'bulk download, 1 GiB (MB/s)', path: label, value: m(`bulk_${p}`), reference: m('bulk_direct'), vs: `${((m(`bulk_${p}`) / m('bulk_direct')) * 100).toFixed(0)}%`, goal: '>= 20% of direct', pass: m(`bulk_${p}`) >= 0.2 * m('bulk_direct') });
+      rows.push({ metric: 'small request/response, median (us)', path: label, value: m(`latency_${p}`), reference: m('latency_direct'), vs: `+${(m(`latency_${p}`) - m('latency_direct')).toFixed(0)} us`, goal: '< +200 us', pass: m(`latency_${p}`) - m('latency_direct') < 200 });
+      rows.push({ metric: 'new connections per second', path: label, value: m(`connrate_${p}`), reference: m('connrate_direct'), vs: `${((m(`connrate_${p}`) / m('connrate_direct')) * 100).toFixed(0)}%`, goal: '>= 2000/s', pass: m(`connrate_${p}`) >= 2000 });
+    }
+    rows.push({ metric: 'DNS lookup of a cluster name, median (us)', path: 'TUN', value: m('dns_tun'), reference: m('dns_local'), vs: 'vs the laptop resolver', goal: '< 2000 us', pass: m('dns_tun') < 2000 });
 
-    // 10,000 idle connections held through the proxy: the user daemon's resident memory.
-    const st = JSON.parse((await lap.rdbg(['status', '-o', 'json'])).stdout);
-    const rss = (): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${st.pid}/status`, 'utf8'))![1]) / 1024;
-    const before = rss();
-    const hold = lap.ns.spawn('node', [NETCLIENT, 'hold', '--socks', SOCKS, '--dst', dst, '--n', '10000', '--hold', '8000']);
-    const held = await new Promise<{ held: number; failed: number }>((res, rej) => {
-      let out = '';
-      hold.stdout!.on('data', (d: Buffer) => {
-        out += d.toString();
-        const line = out.split('\n')[0];
-        if (out.includes('\n')) res(JSON.parse(line));
-      });
-      hold.on('exit', () => rej(new Error(`hold client exited: ${out}`)));
-    });
-    await new Promise((r) => setTimeout(r, 2000));
-    const during = rss();
-    hold.kill();
-    rows.push({ metric: `user daemon RSS with ${held.held} idle connections (MB)`, rdbg: during, reference: before, unit: 'MB', ratio: `${held.failed} failed`, goal: '< 300 MB, 10,000 held', pass: during < 300 && held.held === 10000 });
-
-    await lap.rdbg(['quit']);
+    const socksPid = JSON.parse((await socksLap.rdbg(['status', '-o', 'json'])).stdout).pid as number;
+    const s = await holdAndMeasure(socksLap, socksPid, 10_000, SOCKS);
+    rows.push({ metric: `user daemon RSS, ${s.held} idle connections (MB)`, path: 'SOCKS5', value: s.rss, reference: 0, vs: `${s.failed} failed`, goal: '< 300 MB', pass: s.rss < 300 && s.held === 10_000 });
+    const rootPid = JSON.parse((await tunLap.rdbg(['status', '-o', 'json'])).stdout).root.pid as number;
+    const r = await holdAndMeasure(tunLap, rootPid, 10_000);
+    rows.push({ metric: `root daemon RSS, ${r.held} idle connections (MB)`, path: 'TUN', value: r.rss, reference: 0, vs: `${r.failed} failed`, goal: '< 150 MB', pass: r.rss < 150 && r.held === 10_000 });
+    for (const lap of sb.laptops) await lap.rdbg(['quit']);
   } finally {
     sb.destroy();
   }
 
   const fmt = (n: number): string => (n >= 100 ? n.toFixed(0) : n.toFixed(1));
   const table = [
-    '| metric | rdbg (SOCKS5) | direct veth | rdbg vs direct | goal | met |',
-    '|---|---|---|---|---|---|',
-    ...rows.map((r) => `| ${r.metric} | ${fmt(r.rdbg)} | ${fmt(r.reference)} | ${r.ratio} | ${r.goal} | ${r.pass ? 'yes' : 'NO'} |`),
+    '| metric | path | rdbg | direct veth | rdbg vs direct | goal | met |',
+    '|---|---|---|---|---|---|---|',
+    ...rows.map((r) => `| ${r.metric} | ${r.path} | ${fmt(r.value)} | ${r.reference ? fmt(r.reference) : '-'} | ${r.vs} | ${r.goal} | ${r.pass ? 'yes' : 'NO'} |`),
   ].join('\n');
-  process.stdout.write(`\n${table}\n\nrounds: ${ROUNDS}; raw: ${JSON.stringify(raw)}\n`);
+  process.stdout.write(`\n${table}\n\nrounds: ${ROUNDS}; medians of: ${JSON.stringify(raw)}\n`);
   const dir = join(__dirname, '../../bench/results');
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'latest.json'), JSON.stringify({ date: new Date().toISOString(), rounds: ROUNDS, rows, raw }, null, 2) + '\n');
-  if (rows.some((r) => !r.pass)) process.exitCode = 1;
+  writeFileSync(join(dir, 'latest.md'), table + '\n');
 }
 
 void main();

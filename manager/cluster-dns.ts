@@ -33,7 +33,10 @@ export class ClusterDNS {
     if (name.endsWith('.')) return [bare];
     const search = this.searchPath(namespace).map((s) => `${bare}.${s}`);
     const dots = bare.split('.').length - 1;
-    return dots >= 5 ? [bare, ...search] : [...search, bare];
+    // A name already under the cluster domain is what it says: asking it first
+    // saves the three misses a pod's resolver (ndots 5) would make.
+    if (dots >= 5 || bare.endsWith(`.${this.domain}`)) return [bare, ...search];
+    return [...search, bare];
   }
 
   async lookup(name: string, qtype: number, namespace: string): Promise<DNSResponse> {

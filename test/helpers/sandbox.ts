@@ -68,7 +68,7 @@ export class Sandbox {
     for (let i = 1; i <= laptops; i++) this.addLaptop(i);
     this.dnsmasq = c.spawn('dnsmasq', [
       '--no-daemon', '--no-resolv', '--no-hosts', '--bind-interfaces', '--listen-address=127.0.0.1', '--port=53',
-      '--local=/cluster.local/', '--log-facility=-',
+      '--local=/cluster.local/', '--log-facility=-', '--local-ttl=5',
       `--host-record=echo.default.svc.cluster.local,${CLUSTER.echoIp},${CLUSTER.echoIp6}`,
       `--host-record=other.prod.svc.cluster.local,${CLUSTER.otherIp}`,
       ...CLUSTER.podIps.map((p) => `--host-record=headless.default.svc.cluster.local,${p}`),

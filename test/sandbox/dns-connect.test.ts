@@ -17,7 +17,7 @@ t.before(async () => {
   t.equal(sb.readResolvConf(), ORIGINAL_RESOLV_CONF);
   const { upstreams } = apply(sb.resolvConfPath, { nameserver: DNS.rdbg, search: CLUSTER_SEARCH }, sb.journal);
   t.same(upstreams, [DNS.original], 'the original resolver becomes the upstream');
-  ({ proc: resolver, ready } = await sb.startResolver(DNS.rdbg, upstreams));
+  ({ proc: resolver, ready } = await sb.startResolver([DNS.rdbg, DNS.rdbg6], upstreams));
 });
 t.teardown(async () => {
   try {
@@ -57,6 +57,12 @@ t.test('a bare service name through the search list of the applied resolv.conf',
   t.same(await short('+search', 'echo', 'A'), [DNS.echo], 'dig +search (no @: the namespace\'s /etc/resolv.conf)');
   const g = await sb.laptop.run('getent', ['ahostsv4', 'echo'], 20_000);
   t.match(g.stdout, new RegExp(`^${DNS.echo.replace(/\./g, '\\.')}\\s`, 'm'), 'glibc (getent) resolves it too');
+});
+
+t.test('served on IPv6 too, UDP and TCP', async (t) => {
+  t.same(await short(`@${DNS.rdbg6}`, 'echo.default', 'A'), [DNS.echo]);
+  t.same(await short(`@${DNS.rdbg6}`, '+tcp', 'echo.default', 'AAAA'), [DNS.echo6]);
+  t.same(await short(`@${DNS.rdbg6}`, 'www.example.test', 'A'), [DNS.www]);
 });
 
 t.test('headless service: both pod addresses', async (t) => {
@@ -118,7 +124,7 @@ t.test('malformed queries get FORMERR or nothing, and the server keeps serving',
 
 t.test('a resolver that forwards back to us: SERVFAIL, no hang', async (t) => {
   // A second rdbg resolver whose "original" resolver (dnsmasq) forwards everything back to it.
-  const loop = await sb.startResolver(DNS.rdbgLoop, [DNS.loopForwarder]);
+  const loop = await sb.startResolver([DNS.rdbgLoop], [DNS.loopForwarder]);
   const start = Date.now();
   const st = await status(`@${DNS.rdbgLoop}`, 'loop.example.test', 'A');
   const ms = Date.now() - start;

@@ -21,6 +21,7 @@ export const DNS = {
   loopForwarder: '198.18.78.54', // a resolver that forwards everything back to rdbg (loop test)
   rdbg: '198.18.79.1', // where the laptop's rdbg resolver listens (the TUN address in real life)
   rdbgLoop: '198.18.79.2',
+  rdbg6: '2001:db8:79::1', // rdbg's resolver on IPv6 too
   serviceCidr: '198.19.128.0/20',
   podCidr: '198.19.0.0/20',
   echo: '198.19.128.10',
@@ -80,6 +81,7 @@ export class DnsSandbox {
     const l = this.laptop;
     link(c, 'dnsc0', `${DNS.clusterVeth}/24`, l, 'dnsl0', `${DNS.laptopVeth}/24`);
     for (const a of [DNS.original, DNS.loopForwarder, DNS.rdbg, DNS.rdbgLoop]) l.exec('ip', ['addr', 'add', `${a}/32`, 'dev', 'lo']);
+    l.exec('ip', ['-6', 'addr', 'add', `${DNS.rdbg6}/128`, 'dev', 'lo']);
     const D = 'svc.cluster.local';
     this.start(c, 'dnsmasq', [
       '--no-daemon', '--no-resolv', '--no-hosts', '--bind-interfaces', '--log-facility=-', '--pid-file=',
@@ -139,9 +141,9 @@ export class DnsSandbox {
     throw new Error(`dnsmasq at ${server} does not answer ${name}`);
   }
 
-  /** Start the laptop's rdbg resolver (dns-runner) on `address`:53, forwarding to `upstreams`. */
-  async startResolver(address: string, upstreams: string[]): Promise<{ proc: ChildProcess; ready: Record<string, unknown> }> {
-    const args = { listen: [{ address, port: 53 }], manager: `${DNS.clusterVeth}:${DNS.managerPort}`, upstreams, namespace: 'default', namespaces: ['default'] };
+  /** Start the laptop's rdbg resolver (dns-runner) on port 53 of `addresses`, forwarding to `upstreams`. */
+  async startResolver(addresses: string[], upstreams: string[]): Promise<{ proc: ChildProcess; ready: Record<string, unknown> }> {
+    const args = { listen: addresses.map((address) => ({ address, port: 53 })), manager: `${DNS.clusterVeth}:${DNS.managerPort}`, upstreams, namespace: 'default', namespaces: ['default'] };
     const proc = this.start(this.laptop, 'node', [DNS_RUNNER, 'serve', JSON.stringify(args)]);
     proc.stderr?.resume();
     const line = await waitForLine(proc, (l) => l.startsWith('READY '), 15_000, 'dns-runner');

@@ -71,3 +71,15 @@ t.test('the name the manager is asked for', async (t) => {
   t.equal(router.managerName('Echo.Default.svc.cluster.local.'), 'echo.default.svc.cluster.local.', 'absolute');
   t.equal(router.managerName('10.128.19.198.in-addr.arpa'), '10.128.19.198.in-addr.arpa.');
 });
+
+t.test('upstream addresses', async (t) => {
+  const { parseUpstream } = await import('../../daemon/root/dns/upstream');
+  t.same(parseUpstream('192.0.2.53'), { address: '192.0.2.53', port: 53, family: 4 });
+  t.same(parseUpstream('192.0.2.53:5353'), { address: '192.0.2.53', port: 5353, family: 4 });
+  t.same(parseUpstream('2001:db8::53'), { address: '2001:db8::53', port: 53, family: 6 });
+  t.same(parseUpstream('[2001:db8::53]:5353'), { address: '2001:db8::53', port: 5353, family: 6 });
+  t.same(parseUpstream('[fe80::1%eth0]'), { address: 'fe80::1%eth0', port: 53, family: 6 });
+  for (const bad of ['', 'dns.example', '192.0.2.53:0', '192.0.2.53:70000', '[2001:db8::53', '1.2.3.4:53:53']) {
+    t.throws(() => parseUpstream(bad), { code: 'RDBG_DNS_BAD_UPSTREAM' }, JSON.stringify(bad));
+  }
+});

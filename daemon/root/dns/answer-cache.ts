@@ -37,7 +37,7 @@ export class AnswerCache {
 
   set(key: string, result: ClusterResult): void {
     if (this.maxEntries <= 0 || result.rcode === RCODE.SERVFAIL) return;
-    const ttls = result.answers.map((a) => a.ttl ?? this.maxTtl);
+    const ttls = (result.answers ?? []).map((a) => a.ttl ?? this.maxTtl);
     const ttl = Math.min(this.maxTtl, ...ttls);
     if (ttl <= 0) return;
     this.entries.delete(key);

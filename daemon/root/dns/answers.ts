@@ -37,7 +37,7 @@ export function udpLimit(query: dnsPacket.Packet): number {
 export function toAnswers(qname: string, result: ClusterResult, maxTtl: number): dnsPacket.Answer[] {
   const expanded = normalizeName(result.name);
   const out: dnsPacket.Answer[] = [];
-  for (const r of result.answers) {
+  for (const r of result.answers ?? []) {
     const type = TYPE_NAMES[r.type ?? 0];
     if (!type) continue;
     const owner = !r.name || normalizeName(r.name) === expanded ? qname : r.name;

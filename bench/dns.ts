@@ -27,7 +27,7 @@ const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floo
 
 export async function benchDns(opts: { rounds?: number; queries?: number } = {}): Promise<DnsBenchResult> {
   const rounds = opts.rounds ?? 3;
-  const n = opts.queries ?? 300;
+  const n = opts.queries ?? 200;
   const raw: Record<string, number[]> = {};
   const sb = await DnsSandbox.create();
   try {

@@ -139,6 +139,15 @@ t.test('a resolver that forwards back to us: SERVFAIL, no hang', async (t) => {
   t.comment(`loop: ${ms} ms, ${JSON.stringify(counters)}`);
 });
 
+t.test('manager gone: cluster names fail fast, every other name still resolves', async (t) => {
+  await sb.killManager();
+  const start = Date.now();
+  t.equal(await status(at, 'alias.default', 'A'), 'SERVFAIL');
+  t.ok(Date.now() - start < 4500, `SERVFAIL in ${Date.now() - start} ms`);
+  t.same(await short(at, 'www.example.test', 'A'), [DNS.www]);
+  t.same(await short('www.example.test'), [DNS.www], 'through the applied resolv.conf');
+});
+
 t.test('counters, then restore: resolv.conf byte-identical', async (t) => {
   const counters = await sb.stopResolver(resolver);
   t.ok(counters.queries > 20 && counters.cluster > 10 && counters.forwarded >= 4 && counters.errors >= 5, JSON.stringify(counters));

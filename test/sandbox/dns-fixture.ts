@@ -43,6 +43,7 @@ export class DnsSandbox {
   readonly home: string;
   readonly journal: Journal;
   private readonly procs: ChildProcess[] = [];
+  private manager?: ChildProcess;
 
   private constructor(readonly id: string) {
     this.home = mkdtempSync(join(tmpdir(), `rdbgdns-${id}-`));
@@ -108,6 +109,7 @@ export class DnsSandbox {
       RDBG, 'manager', 'serve', '--listen', `${DNS.clusterVeth}:${DNS.managerPort}`, '--data-listen', 'none',
       '--service-cidr', DNS.serviceCidr, '--pod-cidr', DNS.podCidr, '--cluster-domain', 'cluster.local',
     ]);
+    this.manager = m;
     await new Promise<void>((resolveReady, reject) => {
       let err = '';
       const timer = setTimeout(() => reject(new Error(`manager did not start: ${err}`)), 15_000);
@@ -122,6 +124,16 @@ export class DnsSandbox {
     });
     await this.waitForDns(l, DNS.original, 'www.example.test');
     await this.waitForDns(l, DNS.clusterVeth, `echo.default.${D}`);
+  }
+
+  /** Kill the manager abruptly, as a crashed pod would be. */
+  killManager(): Promise<void> {
+    const m = this.manager;
+    if (!m || m.exitCode !== null) return Promise.resolve();
+    return new Promise((r) => {
+      m.once('exit', () => r());
+      m.kill('SIGKILL');
+    });
   }
 
   private start(ns: Netns, cmd: string, args: string[]): ChildProcess {

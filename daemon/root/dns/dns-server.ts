@@ -207,7 +207,7 @@ export class DnsServer {
           // Shorter than a DNS header: not DNS, or a broken client. Answer what we can, then hang up.
           const msg = buf.subarray(2, 2 + len);
           if (buf.length < 2 + len) return;
-          void this.handler.handle(Buffer.from(msg), 'tcp').then((a) => a && c.end(frame(a)), () => c.destroy());
+          void this.handler.handle(Buffer.from(msg), 'tcp').then((a) => (a ? c.end(frame(a)) : c.destroy()), () => c.destroy());
           buf = Buffer.alloc(0);
           return;
         }

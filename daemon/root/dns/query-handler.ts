@@ -50,6 +50,7 @@ export class QueryHandler {
   private readonly cache: AnswerCache;
   private readonly pending = new Map<string, Promise<ClusterResult>>();
   private readonly forwarding = new Map<string, number>();
+  private readonly warned = new Map<string, number>();
 
   constructor(private readonly o: QueryHandlerOptions) {
     this.cache = new AnswerCache(o.cacheSize, o.ttl);
@@ -80,11 +81,19 @@ export class QueryHandler {
     const limit = transport === 'udp' ? udpLimit(query) : 65535;
     if (hasLoopMarker(query)) {
       this.counters.loops++;
-      this.o.log.warn('DNS loop: a query we forwarded came back; check the upstream resolvers', { name: q.name, type: q.type });
+      this.warnOnce('loop', 'DNS loop: a query we forwarded came back; check the upstream resolvers', { name: q.name, type: q.type });
       return this.fail(buildResponse(query, RCODE.SERVFAIL, [], limit));
     }
     if (this.o.router.route(q.name) === 'cluster') return this.cluster(query, q, limit);
     return this.forward(msg, query, q, transport, limit);
+  }
+
+  /** At most one warning of a kind per 10 s: a dead manager must not flood the log (debug has every one). */
+  private warnOnce(kind: string, msg: string, fields: Record<string, unknown>): void {
+    const now = Date.now();
+    if (now - (this.warned.get(kind) ?? 0) < 10_000) return this.o.log.debug(msg, fields);
+    this.warned.set(kind, now);
+    this.o.log.warn(msg, fields);
   }
 
   private fail(answer: Buffer | undefined): Buffer | undefined {
@@ -103,7 +112,7 @@ export class QueryHandler {
     try {
       result = await this.lookup(q.name, qtype);
     } catch (err) {
-      this.o.log.warn('cluster lookup failed', { name: q.name, type: q.type, error: errorMessage(err) });
+      this.warnOnce('cluster', 'cluster lookup failed', { name: q.name, type: q.type, error: errorMessage(err) });
       return this.fail(buildResponse(query, RCODE.SERVFAIL, [], limit))!;
     }
     if (result.rcode === RCODE.SERVFAIL) this.counters.errors++;

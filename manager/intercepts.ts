@@ -304,7 +304,13 @@ export class InterceptRegistry implements DivertBroker, H2DivertBroker {
     }, ACCEPT_TIMEOUT_MS);
     this.pending.set(flowId, { ...flow, timer } as PendingFlow);
     const spec = flow.intercept.spec;
-    watcher.write({ flow_id: flowId, intercept_id: flow.intercept.id, local_port: spec.local_port, local_host: spec.local_host || '127.0.0.1' });
+    watcher.write({
+      flow_id: flowId,
+      intercept_id: flow.intercept.id,
+      local_port: spec.local_port,
+      local_host: spec.local_host || '127.0.0.1',
+      transport: flow.kind,
+    });
     return flowId;
   }
 

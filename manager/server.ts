@@ -115,15 +115,14 @@ export class ManagerServer {
   }
 
   private handlers(): ManagerHandlers {
-    const self = this;
     const manager = { version: VERSION, protocol: PROTOCOL };
     const noSession = (cb: grpc.sendUnaryData<never>): void =>
       cb({ code: grpc.status.NOT_FOUND, details: 'no such session (it expired, or the manager restarted): reconnect' });
     return {
       Version: (_call, cb) => cb(null, manager),
-      Arrive(call, cb) {
+      Arrive: (call, cb) => {
         const r = call.request;
-        if (!self.checkToken(r.token)) {
+        if (!this.checkToken(r.token)) {
           cb({ code: grpc.status.UNAUTHENTICATED, details: 'the traffic manager requires a valid token' });
           return;
         }
@@ -132,7 +131,7 @@ export class ManagerServer {
           cb({ code: grpc.status.FAILED_PRECONDITION, details: mismatch });
           return;
         }
-        const s = self.sessions.arrive({
+        const s = this.sessions.arrive({
           user: r.user || 'unknown',
           hostname: r.hostname,
           namespace: r.namespace || 'default',
@@ -141,40 +140,40 @@ export class ManagerServer {
         cb(null, {
           session_id: s.id,
           manager,
-          lease_seconds: self.config.leaseSeconds,
-          cluster: self.clusterInfo(s.namespace),
-          data_port: self.data.port,
+          lease_seconds: this.config.leaseSeconds,
+          cluster: this.clusterInfo(s.namespace),
+          data_port: this.data.port,
         });
       },
-      Heartbeat(call, cb) {
-        if (!self.sessions.heartbeat(call.request.session_id)) return noSession(cb);
+      Heartbeat: (call, cb) => {
+        if (!this.sessions.heartbeat(call.request.session_id)) return noSession(cb);
         cb(null, { ok: true });
       },
-      Depart(call, cb) {
-        self.sessions.depart(call.request.session_id);
+      Depart: (call, cb) => {
+        this.sessions.depart(call.request.session_id);
         cb(null, {});
       },
-      GetClusterInfo(call, cb) {
-        const s = self.sessions.get(call.request.session_id);
+      GetClusterInfo: (call, cb) => {
+        const s = this.sessions.get(call.request.session_id);
         if (!s) return noSession(cb);
-        cb(null, self.clusterInfo(s.namespace));
+        cb(null, this.clusterInfo(s.namespace));
       },
-      LookupDNS(call, cb) {
+      LookupDNS: (call, cb) => {
         const r = call.request;
-        const s = self.sessions.get(r.session_id);
+        const s = this.sessions.get(r.session_id);
         if (!s) return noSession(cb);
         if (!r.name || r.name.length > 253) {
           cb({ code: grpc.status.INVALID_ARGUMENT, details: `invalid DNS name "${r.name.slice(0, 64)}"` });
           return;
         }
-        self.dns.lookup(r.name, r.qtype, s.namespace).then(
+        this.dns.lookup(r.name, r.qtype, s.namespace).then(
           (res) => cb(null, res),
           (err) => cb({ code: grpc.status.INTERNAL, details: errorMessage(err) }),
         );
       },
-      Tunnel: (call) => self.tunnels.handle(call as TunnelCall),
-      ...self.intercepts.clientHandlers(),
-      ...self.intercepts.agentHandlers((token) => self.checkToken(token), () => self.data.port),
+      Tunnel: (call) => this.tunnels.handle(call as TunnelCall),
+      ...this.intercepts.clientHandlers(),
+      ...this.intercepts.agentHandlers((token) => this.checkToken(token), () => this.data.port),
     };
   }
 }

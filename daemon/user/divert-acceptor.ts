@@ -45,7 +45,7 @@ export class DivertAcceptor {
   }
 
   private accept(req: DivertRequest__Output): void {
-    const h2 = this.dataPlane();
+    const h2 = req.transport === 'h2' ? this.dataPlane() : undefined;
     if (h2) return this.acceptH2(req, h2);
     const host = req.local_host || '127.0.0.1';
     const call = this.link.client.tunnel() as unknown as TunnelStream;

@@ -1,4 +1,5 @@
-import { RdbgError } from '../src/core/errors';
+import { errorMessage, RdbgError } from '../src/core/errors';
+import { logger } from '../src/core/log';
 import type { DialCode } from '../src/tunnel/messages';
 
 /** Stable codes of the agent's own failures (the shared ones live in src/core/errors.ts). */
@@ -16,4 +17,11 @@ export class DivertError extends RdbgError {
     super(AgentCodes.DIVERT_FAILED, message);
     this.name = 'DivertError';
   }
+}
+
+const log = logger('agent');
+
+/** For promise chains whose handlers must never become an unhandled rejection (it would end the agent). */
+export function logBug(what: string): (err: unknown) => void {
+  return (err) => log.error(`bug in ${what}`, { err: errorMessage(err), stack: (err as Error)?.stack });
 }

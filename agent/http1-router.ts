@@ -3,7 +3,7 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { errorMessage } from '../src/core/errors';
 import { logger } from '../src/core/log';
-import { DivertError } from './errors';
+import { DivertError, logBug } from './errors';
 import { forwardRaw, rawErrorResponse, rawResponseHead, trailerPairs, withoutHeaders } from './http-headers';
 import type { ActiveIntercept } from './intercept-table';
 import { routeRequest } from './route';
@@ -128,29 +128,63 @@ export class Http1Router {
   }
 
   private forward(req: http.IncomingMessage, res: http.ServerResponse, target: Target, attempt: number): void {
-    const up = http.request({
+    let up: http.ClientRequest;
+    try {
+      up = this.request(req, target);
+    } catch (err) {
+      // Something node's client refuses to send (a header it finds invalid): 400, this request only.
+      const body = `rdbg traffic agent cannot forward this request: ${errorMessage(err)}\n`;
+      res.writeHead(400, 'Bad Request', ['Content-Type', 'text/plain; charset=utf-8', 'Content-Length', String(Buffer.byteLength(body))]);
+      res.end(body);
+      req.resume();
+      return;
+    }
+    this.pipeRequest(req, res, target, attempt, up);
+  }
+
+  private request(req: http.IncomingMessage, target: Target): http.ClientRequest {
+    const headers = forwardRaw(req.rawHeaders);
+    // We speak HTTP/1.1 upstream, which requires Host; an HTTP/1.0 caller may have sent none.
+    if (req.headers.host === undefined) headers.push('Host', `${target.host}:${target.port}`);
+    return http.request({
       agent: target.agent,
       host: target.host,
       port: target.port,
       method: req.method,
       path: req.url,
-      headers: forwardRaw(req.rawHeaders),
+      headers,
       setHost: false,
       rdbgSource: this.source(req),
     } as http.RequestOptions);
+  }
+
+  private pipeRequest(req: http.IncomingMessage, res: http.ServerResponse, target: Target, attempt: number, up: http.ClientRequest): void {
     let responded = false;
 
     up.on('response', (upRes) => {
       responded = true;
-      res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, forwardRaw(upRes.rawHeaders));
-      upRes.pipe(res, { end: false });
-      upRes.on('end', () => {
-        if (upRes.rawTrailers.length) res.addTrailers(trailerPairs(upRes.rawTrailers));
-        res.end();
-      });
       upRes.on('error', () => res.destroy());
       upRes.on('aborted', () => res.destroy());
+      try {
+        res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, forwardRaw(upRes.rawHeaders));
+      } catch (err) {
+        // An answer node will not repeat (a bad status or header): the caller's connection ends.
+        log.warn('cannot pass on a response', { url: req.url, err: errorMessage(err) });
+        upRes.destroy();
+        res.destroy();
+        return;
+      }
+      upRes.pipe(res, { end: false });
+      upRes.on('end', () => {
+        try {
+          if (upRes.rawTrailers.length) res.addTrailers(trailerPairs(upRes.rawTrailers));
+        } catch (err) {
+          log.debug('dropped bad trailers', { err: errorMessage(err) });
+        }
+        res.end();
+      });
     });
+    res.on('error', () => undefined);
 
     up.on('error', (err: NodeJS.ErrnoException) => {
       if (res.destroyed) return;
@@ -191,17 +225,13 @@ export class Http1Router {
     if (this.mirrorsInFlight >= MIRRORS_IN_FLIGHT) return;
     this.mirrorsInFlight++;
     this.deps.link.countRequest(i.id);
-    const target = this.divertTarget(i);
-    const m = http.request({
-      agent: target.agent,
-      host: target.host,
-      port: target.port,
-      method: req.method,
-      path: req.url,
-      headers: forwardRaw(req.rawHeaders),
-      setHost: false,
-      rdbgSource: this.source(req),
-    } as http.RequestOptions);
+    let m: http.ClientRequest;
+    try {
+      m = this.request(req, this.divertTarget(i));
+    } catch {
+      this.mirrorsInFlight--;
+      return;
+    }
     let done = false;
     const finish = (): void => {
       if (done) return;
@@ -247,7 +277,12 @@ export class Http1Router {
       headers: forwardRaw(req.rawHeaders, true),
       setHost: false,
       createConnection: (_opts: unknown, cb: (err: Error | null, s?: Duplex) => void) => {
-        if (d) this.deps.pools.get(d).open(source).then((flow) => cb(null, flow), (err: Error) => cb(err));
+        if (d)
+          this.deps.pools
+            .get(d)
+            .open(source)
+            .then((flow) => cb(null, flow), (err: Error) => cb(err))
+            .catch(logBug('upgrade divert'));
         else cb(null, this.deps.app.connect());
         return undefined;
       },

@@ -3,7 +3,7 @@ import type { Socket } from 'node:net';
 import { PassThrough } from 'node:stream';
 import { errorMessage } from '../src/core/errors';
 import { logger } from '../src/core/log';
-import { DivertError } from './errors';
+import { DivertError, logBug } from './errors';
 import { appFailure } from './http1-router';
 import type { ActiveIntercept } from './intercept-table';
 import { routeRequest } from './route';
@@ -13,7 +13,7 @@ import { H2_SETTINGS, widenSession } from './upstreams';
 
 const log = logger('agent.http2');
 
-const { NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM } = http2.constants;
+const { NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR } = http2.constants;
 const END_STREAM = http2.constants.NGHTTP2_FLAG_END_STREAM;
 
 /** Connection-specific headers that HTTP/2 forbids or that belong to one hop. */
@@ -106,11 +106,17 @@ export class Http2Router {
         .then(
           (session) => this.proxy(stream, headers, endStream, session, (err) => divertText(d, err)),
           (err: Error) => this.fail(stream, headers, divertText(d, err)),
-        );
+        )
+        .catch(logBug('h2 divert'));
       return;
     }
     const app = this.deps.app;
-    this.proxy(stream, headers, endStream, this.appSession(stream.session as http2.ServerHttp2Session), (err) => appFailure(app.address, err));
+    const caller = stream.session as http2.ServerHttp2Session;
+    const fresh = (): http2.ClientHttp2Session => {
+      this.appSessions.delete(caller);
+      return this.appSession(caller);
+    };
+    this.proxy(stream, headers, endStream, this.appSession(caller), (err) => appFailure(app.address, err), fresh);
   }
 
   private proxy(
@@ -119,47 +125,77 @@ export class Http2Router {
     endStream: boolean,
     session: http2.ClientHttp2Session,
     failure: (err: Error) => string,
+    retry?: () => http2.ClientHttp2Session,
   ): void {
     if (stream.destroyed || stream.closed) return;
     let up: http2.ClientHttp2Stream;
     try {
       up = session.request(forwardHeaders(headers), { endStream, waitForTrailers: !endStream });
     } catch (err) {
+      // A session that is going away (GOAWAY) refuses new streams: one fresh session, once.
+      if (retry) return this.proxy(stream, headers, endStream, retry(), failure);
       this.fail(stream, headers, failure(err as Error));
       return;
     }
     let reqTrailers: http2.IncomingHttpHeaders | undefined;
     let resTrailers: http2.IncomingHttpHeaders | undefined;
+    // node throws from respond/sendTrailers on what it will not send: that costs this stream only.
+    const safe =
+      <A extends unknown[]>(fn: (...a: A) => void) =>
+      (...a: A): void => {
+        try {
+          fn(...a);
+        } catch (err) {
+          log.warn('cannot pass on a stream', { path: headers[':path'], err: errorMessage(err) });
+          if (!stream.destroyed) stream.close(NGHTTP2_INTERNAL_ERROR);
+          if (!up.destroyed) up.close(NGHTTP2_CANCEL);
+        }
+      };
 
     up.on('error', (err) => {
       if (!stream.headersSent) this.fail(stream, headers, failure(err));
     });
-    up.on('headers', (h) => {
-      // 1xx informational responses (100 Continue, 103 Early Hints).
-      if (!stream.headersSent && !stream.destroyed) stream.additionalHeaders(h);
-    });
-    up.on('response', (h, flags) => {
-      if (stream.destroyed || stream.closed) return;
-      if (flags & END_STREAM) {
-        // Trailers-only (a gRPC error without a message): one HEADERS frame with END_STREAM.
-        stream.respond(forwardHeaders(h), { endStream: true });
-        return;
-      }
-      stream.respond(forwardHeaders(h), { waitForTrailers: true });
-      up.pipe(stream);
-    });
+    up.on(
+      'headers',
+      safe((h: http2.IncomingHttpHeaders) => {
+        // 1xx informational responses (100 Continue, 103 Early Hints).
+        if (!stream.headersSent && !stream.destroyed) stream.additionalHeaders(h);
+      }),
+    );
+    up.on(
+      'response',
+      safe((h: http2.IncomingHttpHeaders, flags: number) => {
+        if (stream.destroyed || stream.closed) return;
+        if (flags & END_STREAM) {
+          // Trailers-only (a gRPC error without a message): one HEADERS frame with END_STREAM.
+          stream.respond(forwardHeaders(h), { endStream: true });
+          return;
+        }
+        stream.respond(forwardHeaders(h), { waitForTrailers: true });
+        up.pipe(stream);
+      }),
+    );
     up.on('trailers', (t) => {
       resTrailers = t;
     });
-    up.on('wantTrailers', () => up.sendTrailers(reqTrailers ?? {}));
-    stream.on('wantTrailers', () => stream.sendTrailers(resTrailers ?? {}));
-    up.on('close', () => {
-      // The upstream reset the stream: pass the code on.
-      if (stream.destroyed || stream.closed) return;
-      const code = up.rstCode ?? NGHTTP2_NO_ERROR;
-      if (code !== NGHTTP2_NO_ERROR && stream.headersSent) stream.close(code === NGHTTP2_REFUSED_STREAM ? NGHTTP2_REFUSED_STREAM : code);
-      else if (code !== NGHTTP2_NO_ERROR) this.fail(stream, headers, failure(new Error(`the stream was reset (code ${code})`)));
-    });
+    up.on(
+      'wantTrailers',
+      safe(() => up.sendTrailers(reqTrailers ?? {})),
+    );
+    stream.on(
+      'wantTrailers',
+      safe(() => stream.sendTrailers(resTrailers ?? {})),
+    );
+    up.on(
+      'close',
+      safe(() => {
+        // The upstream reset the stream: pass the code on.
+        if (stream.destroyed || stream.closed) return;
+        const code = up.rstCode ?? NGHTTP2_NO_ERROR;
+        if (code !== NGHTTP2_NO_ERROR && stream.headersSent) stream.close(code);
+        else if (code !== NGHTTP2_NO_ERROR) this.fail(stream, headers, failure(new Error(`the stream was reset (code ${code})`)));
+      }),
+    );
     stream.on('close', () => {
       if (!up.closed && !up.destroyed) up.close(stream.rstCode || NGHTTP2_CANCEL);
     });
@@ -180,15 +216,19 @@ export class Http2Router {
       return;
     }
     stream.resume();
-    if (isGrpc(headers)) {
-      stream.respond(
-        { ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '14', 'grpc-message': grpcMessage(message) },
-        { endStream: true },
-      );
-      return;
+    try {
+      if (isGrpc(headers)) {
+        stream.respond(
+          { ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '14', 'grpc-message': grpcMessage(message) },
+          { endStream: true },
+        );
+        return;
+      }
+      stream.respond({ ':status': 502, 'content-type': 'text/plain; charset=utf-8' });
+      stream.end(message + '\n');
+    } catch {
+      if (!stream.destroyed) stream.close(NGHTTP2_INTERNAL_ERROR);
     }
-    stream.respond({ ':status': 502, 'content-type': 'text/plain; charset=utf-8' });
-    stream.end(message + '\n');
   }
 
   /** A copy of the stream to a mirror intercept; never slows the caller, its answer is dropped. */
@@ -225,7 +265,8 @@ export class Http2Router {
       .catch((err: Error) => {
         log.debug('mirror failed', { intercept: i.id, err: errorMessage(err) });
         sink.destroy();
-      });
+      })
+      .catch(logBug('h2 mirror'));
   }
 }
 

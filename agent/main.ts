@@ -53,6 +53,9 @@ export async function agentMain(argv: string[]): Promise<void> {
     env: appEnvironment(process.env),
   });
   toggleDebugOnSignal();
+  // The last line of defence: a bug in one connection's handling must not take the pod's traffic down with it.
+  process.on('uncaughtException', (err) => log.error('uncaught exception (continuing)', { err: err.message, stack: err.stack }));
+  process.on('unhandledRejection', (err) => log.error('unhandled rejection (continuing)', { err: String(err), stack: (err as Error)?.stack }));
   await agent.start();
   const stop = (signal: string): void => {
     log.info('stopping', { signal });

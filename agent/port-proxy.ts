@@ -2,6 +2,7 @@ import * as net from 'node:net';
 import { PassThrough, type Duplex } from 'node:stream';
 import { errorMessage } from '../src/core/errors';
 import { logger } from '../src/core/log';
+import { logBug } from './errors';
 import { rawErrorResponse } from './http-headers';
 import { Http1Router } from './http1-router';
 import { Http2Router } from './http2-router';
@@ -125,7 +126,8 @@ export class PortProxy {
           if (sniffed.protocol === 'http1' && !sock.destroyed) sock.end(rawErrorResponse(502, 'Bad Gateway', errorMessage(err)));
           else abort(sock);
         },
-      );
+      )
+      .catch(logBug('divert connection'));
   }
 
   /** A global mirror of a non-HTTP connection: a copy of the caller's bytes goes to the laptop. */
@@ -149,6 +151,7 @@ export class PortProxy {
           });
         },
         () => sink.destroy(),
-      );
+      )
+      .catch(logBug('mirror connection'));
   }
 }

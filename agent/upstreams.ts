@@ -4,7 +4,8 @@ import * as net from 'node:net';
 import { errorMessage } from '../src/core/errors';
 import { logger } from '../src/core/log';
 import type { StreamDuplex } from '../src/tunnel/stream-duplex';
-import { openDivertedDuplex } from './divert';
+import { divertFailure, openDivertedDuplex } from './divert';
+import { DivertError, logBug } from './errors';
 import type { ActiveIntercept } from './intercept-table';
 import type { ManagerLink } from './manager-link';
 
@@ -76,10 +77,12 @@ class DivertAgent extends http.Agent {
     cb?: (err: Error | null, stream: StreamDuplex) => void,
   ): undefined {
     // allowHalfOpen false: a laptop server that closes an idle keep-alive flow closes our end too.
-    openDivertedDuplex(this.link, this.intercept, options.rdbgSource ?? '', false).then(
-      (d) => cb?.(null, d),
-      (err: Error) => cb?.(err, undefined as never),
-    );
+    openDivertedDuplex(this.link, this.intercept, options.rdbgSource ?? '', false)
+      .then(
+        (d) => cb?.(null, d),
+        (err: Error) => cb?.(err, undefined as never),
+      )
+      .catch(logBug('divert agent'));
     return undefined;
   }
 
@@ -99,6 +102,9 @@ class DivertAgent extends http.Agent {
 export class DivertPool {
   readonly agent: DivertAgent;
   private session?: Promise<http2.ClientHttp2Session>;
+  /** Raw flows (whole connections, upgrades): reset when the intercept ends, so callers reconnect to the app. */
+  private readonly flows = new Set<StreamDuplex>();
+  private closed = false;
 
   constructor(
     private readonly link: ManagerLink,
@@ -108,14 +114,21 @@ export class DivertPool {
   }
 
   /** A raw diverted flow (upgrades, CONNECT, whole TCP connections). */
-  open(source: string): Promise<StreamDuplex> {
-    return openDivertedDuplex(this.link, this.intercept, source, true);
+  async open(source: string): Promise<StreamDuplex> {
+    const flow = await openDivertedDuplex(this.link, this.intercept, source, true);
+    if (this.closed) {
+      flow.destroy();
+      throw new DivertError(divertFailure(this.intercept, 'the intercept has ended'));
+    }
+    this.flows.add(flow);
+    flow.once('close', () => this.flows.delete(flow));
+    return flow;
   }
 
   /** The HTTP/2 session to the laptop, opened again when the previous one died. */
   h2(): Promise<http2.ClientHttp2Session> {
     if (this.session) return this.session;
-    const p = this.open('h2').then((flow) => {
+    const p = openDivertedDuplex(this.link, this.intercept, 'h2', true).then((flow) => {
       const s = http2.connect(`http://${this.intercept.target}`, { settings: H2_SETTINGS, createConnection: () => flow });
       widenSession(s);
       const forget = (): void => {
@@ -137,7 +150,9 @@ export class DivertPool {
   }
 
   close(): void {
+    this.closed = true;
     this.agent.retire();
+    for (const f of this.flows) f.destroy(new Error('the intercept has ended'));
     const p = this.session;
     this.session = undefined;
     p?.then((s) => s.close(), () => undefined);

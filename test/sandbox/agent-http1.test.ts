@@ -230,6 +230,18 @@ t.test('malformed HTTP/1.1 gets 400 on its own connection only', async (t) => {
   t.equal(after.headers['x-served-by'], 'app');
 });
 
+t.test('odd but legal requests: obs-text header values, HTTP/1.0, absolute-form, HEAD', async (t) => {
+  const obs = await rawExchange(agent.listenPort, 'GET /obs HTTP/1.1\r\nHost: x\r\nx-user: alice\r\nX-Name: caf\xe9\r\nConnection: close\r\n\r\n', () => false);
+  t.match(obs, /^HTTP\/1\.1 200 [\s\S]*laptop GET \/obs\n$/);
+  const h10 = await rawExchange(agent.listenPort, 'GET /old HTTP/1.0\r\n\r\n', () => false);
+  t.match(h10, /^HTTP\/1\.[01] 200 [\s\S]*app GET \/old\n$/);
+  const abs = await rawExchange(agent.listenPort, 'GET http://shop/abs HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n', () => false);
+  t.match(abs, /app GET http:\/\/shop\/abs\n$/);
+  const head = await rawExchange(agent.listenPort, 'HEAD /h HTTP/1.1\r\nHost: x\r\nx-user: alice\r\nConnection: close\r\n\r\n', () => false);
+  t.match(head, /^HTTP\/1\.1 200 [\s\S]*content-length: \d+\r\n/i);
+  t.notMatch(head, /laptop HEAD/, 'no body for HEAD');
+});
+
 t.test('clients that vanish mid-request do not disturb others', async (t) => {
   const socks: net.Socket[] = [];
   for (const user of ['alice', 'bob']) {

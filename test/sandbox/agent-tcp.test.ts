@@ -127,3 +127,22 @@ t.test('intercepts for a port the agent does not serve are ignored', async (t) =
   t.equal(echoAgent.table.size, before);
   t.equal(await talk(echoAgent.listenPort, 'x'), 'app:x');
 });
+
+t.test('ending a global intercept resets the connections it diverted; new ones reach the app', async (t) => {
+  const id = await intercept(laptop, echoAgent, { local_port: laptopEcho.port });
+  const s = net.connect(echoAgent.listenPort, '127.0.0.1');
+  t.teardown(() => s.destroy());
+  let got = '';
+  const closed = new Promise<string>((resolve) => {
+    s.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'error'));
+    s.on('close', () => resolve('closed'));
+  });
+  s.on('data', (c) => (got += c));
+  s.write('one');
+  const t0 = Date.now();
+  while (!got.includes('laptop:one') && Date.now() - t0 < 3000) await new Promise((r) => setTimeout(r, 20));
+  t.equal(got, 'laptop:one');
+  await removeIntercept(laptop, echoAgent, id);
+  t.equal(await closed, 'ECONNRESET', 'the diverted connection was reset');
+  t.equal(await talk(echoAgent.listenPort, 'two'), 'app:two');
+});

@@ -87,6 +87,7 @@ export class DnsSandbox {
     this.start(c, 'dnsmasq', [
       '--no-daemon', '--no-resolv', '--no-hosts', '--bind-interfaces', '--log-facility=-', '--pid-file=',
       '--listen-address=127.0.0.1', `--listen-address=${DNS.clusterVeth}`, '--port=53', '--local=/cluster.local/',
+      '--local-ttl=30', // CoreDNS answers with 5-30 s; dnsmasq's default for its own records is 0
       `--host-record=echo.default.${D},${DNS.echo},${DNS.echo6}`,
       ...DNS.headless.map((a) => `--host-record=headless.default.${D},${a}`),
       `--srv-host=_http._tcp.echo.default.${D},echo.default.${D},80,0,100`,

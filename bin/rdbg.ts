@@ -1,4 +1,5 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --
+// ("node --": Node 20 takes an --env-file argument anywhere on its command line as its own option.)
 // The one rdbg binary: the CLI, and every component as a subcommand, so that
 // one package (and one image) serves the laptop, the manager and the agent.
 import { cliMain } from '../src/cli/main';

@@ -5,6 +5,7 @@
 #   images.sh build [NAME...]    build archives (skips those up to date)
 #   images.sh import [NAME...]   import archives into the running cluster
 #   images.sh [all]              both
+#   images.sh sync [NAME...]     build, import those changed since the last import
 #
 # Images (all localhost/..., use imagePullPolicy Never or IfNotPresent):
 #   localhost/pause:3.10             the sandbox image (static C binary)
@@ -210,7 +211,22 @@ import_images() {
     ctr --address "$CONTAINERD_SOCK" -n k8s.io images import - >/dev/null ||
     { rm -rf "$d"; die "image import failed"; }
   rm -rf "$d"
+  mkdir -p "$STATE/images"
+  for n in "${refs[@]}"; do cp "$IMAGE_CACHE/$n.image" "$STATE/images/$n.image"; done
   log "images imported: ${refs[*]}"
+}
+
+# sync NAME...: build, then import only the images that changed since they
+# were last imported into this cluster (e.g. rdbg after `make build`).
+sync_images() {
+  local n changed=()
+  for n in "$@"; do build_one "$n"; done
+  gc_blobs
+  for n in "$@"; do
+    [ -f "$IMAGE_CACHE/$n.image" ] || continue
+    cmp -s "$IMAGE_CACHE/$n.image" "$STATE/images/$n.image" 2>/dev/null || changed+=("$n")
+  done
+  [ ${#changed[@]} = 0 ] || import_images "${changed[@]}"
 }
 
 # Drops blobs that no image refers to any more.
@@ -230,5 +246,6 @@ case $cmd in
   build) for n in $names; do build_one "$n"; done; gc_blobs ;;
   import) import_images $names ;;
   all) for n in $names; do build_one "$n"; done; gc_blobs; import_images $names ;;
-  *) die "usage: images.sh [build|import|all] [NAME...]" ;;
+  sync) sync_images $names ;;
+  *) die "usage: images.sh [build|import|all|sync] [NAME...]" ;;
 esac

@@ -105,7 +105,7 @@ export class Sandbox {
       ns,
       home,
       managerAddress,
-      rdbg: (args, timeoutMs = 60_000) => ns.run('env', [`RDBG_HOME=${home}`, `RDBG_ROOT_HOME=${home}/root`, 'node', RDBG, ...args], timeoutMs),
+      rdbg: (args, timeoutMs = 60_000) => ns.run('env', [`RDBG_HOME=${home}`, `RDBG_ROOT_HOME=${home}/root`, 'node', '--', RDBG, ...args], timeoutMs),
     };
     this.laptops.push(laptop);
     return laptop;

@@ -11,14 +11,11 @@ const log = logger('userd.intercepts');
  * restarts; the daemon asks for them again on every new session.
  */
 export class LocalIntercepts {
+  /** By the id the manager gave; a restored intercept gets a new id. */
   private readonly held = new Map<string, InterceptSpec>();
 
   constructor(private readonly link: ManagerLink) {
     link.on('session', () => void this.restore());
-  }
-
-  private key(workload: string, namespace: string): string {
-    return `${workload}.${namespace}`;
   }
 
   get count(): number {
@@ -29,18 +26,21 @@ export class LocalIntercepts {
     return new Promise((resolve, reject) =>
       this.link.client.createIntercept({ session_id: this.link.sessionId, spec }, { deadline: Date.now() + 10_000 }, (err, res) => {
         if (err || !res) return reject(err);
-        this.held.set(this.key(res.spec!.workload, res.spec!.namespace), res.spec!);
+        this.held.set(res.id, res.spec!);
         resolve(res);
       }),
     );
   }
 
-  remove(workload: string, namespace: string): Promise<void> {
+  /** Remove one intercept by id, or every intercept of a workload that this laptop holds. */
+  remove(workload: string, namespace: string, id = ''): Promise<void> {
     const ns = namespace || this.link.opts.namespace;
-    this.held.delete(this.key(workload, ns));
+    for (const [k, spec] of [...this.held]) {
+      if (id ? k === id : spec.workload === workload && spec.namespace === ns) this.held.delete(k);
+    }
     return new Promise((resolve, reject) =>
       this.link.client.removeIntercept(
-        { session_id: this.link.sessionId, workload, namespace: ns },
+        { session_id: this.link.sessionId, workload, namespace: ns, id },
         { deadline: Date.now() + 5000 },
         (err) => (err ? reject(err) : resolve()),
       ),
@@ -48,13 +48,15 @@ export class LocalIntercepts {
   }
 
   async removeAll(): Promise<void> {
-    for (const spec of [...this.held.values()]) {
-      await this.remove(spec.workload!, spec.namespace!).catch(() => undefined);
+    for (const [id, spec] of [...this.held]) {
+      await this.remove(spec.workload!, spec.namespace!, id).catch(() => undefined);
     }
   }
 
   private async restore(): Promise<void> {
-    for (const spec of this.held.values()) {
+    const specs = [...this.held.values()];
+    this.held.clear();
+    for (const spec of specs) {
       try {
         await this.create(spec);
         log.info('intercept restored after reconnect', { workload: spec.workload });

@@ -140,7 +140,7 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
       );
     },
     Leave: (call, cb) => {
-      intercepts.remove(call.request.workload, call.request.namespace).then(
+      intercepts.remove(call.request.workload, call.request.namespace, call.request.id).then(
         () => cb(null, {}),
         (err: grpc.ServiceError) => cb({ code: err.code, details: err.details }),
       );

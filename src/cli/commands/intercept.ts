@@ -100,7 +100,7 @@ export async function interceptCommand(argv: string[]): Promise<void> {
     child.on('exit', (c, sig) => resolve(c ?? (sig ? 128 + 1 : 1)));
   });
   try {
-    await callDaemon(client, client.leave, { workload: info.spec!.workload, namespace: info.spec!.namespace });
+    await callDaemon(client, client.leave, { workload: info.spec!.workload, namespace: info.spec!.namespace, id: info.id });
     say(`Intercept of ${where} ended with the command.`);
   } catch (err) {
     process.stderr.write(`rdbg: could not end the intercept: ${fromGrpc(err, 'leave').message}\n`);

@@ -15,6 +15,8 @@ import * as grpc from '@grpc/grpc-js';
 import * as dnsPacket from 'dns-packet';
 import { DnsServer } from '../../daemon/root/dns/dns-server';
 import { managerLookup } from '../../daemon/root/dns/manager-lookup';
+import { watchResolvConf } from '../../daemon/root/dns/resolv-conf-watch';
+import { Journal } from '../../daemon/root/journal';
 import { CHANNEL_OPTIONS, managerPackage, type ManagerClient } from '../../src/rpc/services';
 import { PROTOCOL, VERSION } from '../../src/core/version';
 import type { ClusterInfo__Output } from '../../src/gen/rdbg/v1/ClusterInfo';
@@ -26,6 +28,8 @@ interface ServeArgs {
   upstreams: string[];
   namespace: string;
   namespaces?: string[];
+  /** Keep the laptop's resolv.conf pointed at us when someone rewrites it (as the root daemon does). */
+  watch?: { path: string; journal: string; nameserver: string; search: string[] };
 }
 
 function unary<T>(fn: (cb: (err: grpc.ServiceError | null, res?: T) => void) => void): Promise<T> {
@@ -50,9 +54,19 @@ async function serve(args: ServeArgs): Promise<void> {
     upstreams: args.upstreams,
   });
   const listen = await server.start();
+  const watcher = args.watch
+    ? watchResolvConf(args.watch.path, { nameserver: args.watch.nameserver, search: args.watch.search }, new Journal(args.watch.journal), {
+        intervalMs: 200,
+        onUpstreams: (ups) => {
+          server.setUpstreams(ups);
+          process.stdout.write(`UPSTREAMS ${JSON.stringify(ups)}\n`);
+        },
+      })
+    : undefined;
   process.stdout.write(`READY ${JSON.stringify({ listen, cluster, namespaces })}\n`);
   process.once('SIGTERM', () => {
     clearInterval(heartbeat);
+    watcher?.stop();
     process.stdout.write(`COUNTERS ${JSON.stringify(server.counters())}\n`);
     void server.stop().then(() => {
       client.close();

@@ -18,7 +18,8 @@ export const DNS = {
   laptopVeth: '198.18.77.2',
   managerPort: 8081,
   original: '198.18.78.53', // the laptop's own resolver
-  loopForwarder: '198.18.78.54', // a resolver that forwards everything back to rdbg (loop test)
+  loopForwarder: '198.18.78.54',
+  nextNetwork: '198.18.78.55', // the resolver of the network the laptop moves to (resolv.conf rewritten) // a resolver that forwards everything back to rdbg (loop test)
   rdbg: '198.18.79.1', // where the laptop's rdbg resolver listens (the TUN address in real life)
   rdbgLoop: '198.18.79.2',
   rdbg6: '2001:db8:79::1', // rdbg's resolver on IPv6 too
@@ -28,6 +29,7 @@ export const DNS = {
   echo6: '2001:db8:96::10',
   headless: ['198.19.0.5', '198.19.0.6'],
   www: '198.18.78.80',
+  www2: '198.18.78.81',
   benchIp: '198.19.128.99',
 };
 export const ORIGINAL_RESOLV_CONF = `# the laptop's own resolver\nnameserver ${DNS.original}\nsearch corp.test\noptions ndots:1 timeout:2 attempts:2\n`;
@@ -81,7 +83,7 @@ export class DnsSandbox {
     const c = this.cluster;
     const l = this.laptop;
     link(c, 'dnsc0', `${DNS.clusterVeth}/24`, l, 'dnsl0', `${DNS.laptopVeth}/24`);
-    for (const a of [DNS.original, DNS.loopForwarder, DNS.rdbg, DNS.rdbgLoop]) l.exec('ip', ['addr', 'add', `${a}/32`, 'dev', 'lo']);
+    for (const a of [DNS.original, DNS.loopForwarder, DNS.nextNetwork, DNS.rdbg, DNS.rdbgLoop]) l.exec('ip', ['addr', 'add', `${a}/32`, 'dev', 'lo']);
     l.exec('ip', ['-6', 'addr', 'add', `${DNS.rdbg6}/128`, 'dev', 'lo']);
     const D = 'svc.cluster.local';
     this.start(c, 'dnsmasq', [
@@ -101,6 +103,10 @@ export class DnsSandbox {
       '--no-daemon', '--no-resolv', '--no-hosts', '--bind-interfaces', '--log-facility=-', '--pid-file=',
       `--listen-address=${DNS.original}`, '--port=53', '--local=/example.test/',
       `--address=/www.example.test/${DNS.www}`,
+    ]);
+    this.start(l, 'dnsmasq', [
+      '--no-daemon', '--no-resolv', '--no-hosts', '--bind-interfaces', '--log-facility=-', '--pid-file=',
+      `--listen-address=${DNS.nextNetwork}`, '--port=53', '--local=/example.test/', `--address=/www2.example.test/${DNS.www2}`,
     ]);
     this.start(l, 'dnsmasq', [
       '--no-daemon', '--no-resolv', '--no-hosts', '--bind-interfaces', '--log-facility=-', '--pid-file=',
@@ -155,8 +161,11 @@ export class DnsSandbox {
   }
 
   /** Start the laptop's rdbg resolver (dns-runner) on port 53 of `addresses`, forwarding to `upstreams`. */
-  async startResolver(addresses: string[], upstreams: string[]): Promise<{ proc: ChildProcess; ready: Record<string, unknown> }> {
-    const args = { listen: addresses.map((address) => ({ address, port: 53 })), manager: `${DNS.clusterVeth}:${DNS.managerPort}`, upstreams, namespace: 'default', namespaces: ['default'] };
+  async startResolver(addresses: string[], upstreams: string[], watchResolvConf = false): Promise<{ proc: ChildProcess; ready: Record<string, unknown> }> {
+    const args = {
+      listen: addresses.map((address) => ({ address, port: 53 })), manager: `${DNS.clusterVeth}:${DNS.managerPort}`, upstreams, namespace: 'default', namespaces: ['default'],
+      watch: watchResolvConf ? { path: this.resolvConfPath, journal: this.journal.path, nameserver: addresses[0], search: CLUSTER_SEARCH } : undefined,
+    };
     const proc = this.start(this.laptop, 'node', [DNS_RUNNER, 'serve', JSON.stringify(args)]);
     proc.stderr?.resume();
     const line = await waitForLine(proc, (l) => l.startsWith('READY '), 15_000, 'dns-runner');

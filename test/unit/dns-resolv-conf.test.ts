@@ -94,3 +94,37 @@ t.test('bad nameserver refused before anything is written', async (t) => {
   t.equal(readFileSync(path, 'utf8'), ORIGINAL);
   t.same(journal.entries(), []);
 });
+
+t.test('watch: a rewrite by someone else (new network) is adopted as the original', async (t) => {
+  const { watchResolvConf } = await import('../../daemon/root/dns/resolv-conf-watch');
+  const { path, journal } = fresh(ORIGINAL);
+  apply(path, { nameserver: '198.18.0.1', search: SEARCH }, journal);
+  const seen: string[][] = [];
+  const w = watchResolvConf(path, { nameserver: '198.18.0.1', search: SEARCH }, journal, { intervalMs: 30, onUpstreams: (u) => seen.push(u) });
+  t.teardown(() => w.stop());
+  const NEW = 'nameserver 192.0.2.99\nsearch hotel.example\n';
+  writeFileSync(path, NEW);
+  for (let i = 0; i < 50 && seen.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+  t.same(seen, [['192.0.2.99']], 'the new resolvers become the upstreams');
+  const p = parseResolvConf(readFileSync(path, 'utf8'));
+  t.same(p.nameservers, ['198.18.0.1', '192.0.2.99']);
+  t.same(p.search, [...SEARCH, 'hotel.example']);
+  restore(journal);
+  t.equal(readFileSync(path, 'utf8'), NEW, 'restore gives back the newest original');
+});
+
+t.test('watch: gives up against a program that keeps rewriting', async (t) => {
+  const { watchResolvConf } = await import('../../daemon/root/dns/resolv-conf-watch');
+  const { path, journal } = fresh(ORIGINAL);
+  apply(path, { nameserver: '198.18.0.1', search: SEARCH }, journal);
+  let adopted = 0;
+  const w = watchResolvConf(path, { nameserver: '198.18.0.1', search: SEARCH }, journal, { intervalMs: 20, maxRewritesPerMinute: 3, onUpstreams: () => adopted++ });
+  t.teardown(() => w.stop());
+  for (let i = 0; i < 8; i++) {
+    writeFileSync(path, `nameserver 192.0.2.${i + 1}\n`);
+    await new Promise((r) => setTimeout(r, 120));
+  }
+  t.equal(adopted, 3);
+  t.equal(readFileSync(path, 'utf8'), 'nameserver 192.0.2.8\n', 'the last rewrite stays');
+  restore(journal);
+});

@@ -75,7 +75,7 @@ export class QueryHandler {
     if (opcode !== 'QUERY') return this.fail(rawErrorResponse(msg, RCODE.NOTIMP));
     const questions = query.questions ?? [];
     if (questions.length !== 1 || questions[0].name.length > MAX_NAME) {
-      return this.fail(buildResponse({ ...query, questions: questions.length === 1 ? [] : questions.slice(0, 0) }, RCODE.FORMERR, [], 512));
+      return this.fail(buildResponse({ ...query, questions: [] }, RCODE.FORMERR, [], 512));
     }
     const q = questions[0];
     const limit = transport === 'udp' ? udpLimit(query) : 65535;

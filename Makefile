@@ -45,5 +45,11 @@ test: deps build
 bench: deps build
 	node dist/bench/run.js
 
+# rdbg end to end in network namespaces: connect, DNS, a header intercept.
+demo: deps build
+	bash scripts/demo.sh
+
+include test/cluster/cluster.mk
+
 clean:
 	rm -rf dist src/gen

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that rdbg's tests and demo drive (idempotent:
+# apt runs only when something is missing).
+set -euo pipefail
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have dnsmasq      || need+=(dnsmasq-base)
+have dig          || need+=(dnsutils)
+have iperf3       || need+=(iperf3)
+have redis-server || need+=(redis-server)
+have redis-cli    || need+=(redis-tools)
+have socat        || need+=(socat)
+have curl         || need+=(curl)
+have nghttp       || need+=(nghttp2-client)
+have nc           || need+=(netcat-openbsd)
+have ip           || need+=(iproute2)
+have python3      || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# redis-server's Debian package starts a system instance; the tests run their own.
+systemctl disable --now redis-server >/dev/null 2>&1 || true
+if [ ! -c /dev/net/tun ]; then
+  echo "rdbg tests need /dev/net/tun (modprobe tun)" >&2
+  exit 1
+fi
+if [ "$(id -u)" != 0 ]; then
+  echo "the sandbox tests need root (network namespaces, TUN devices): run as root" >&2
+  exit 1
+fi

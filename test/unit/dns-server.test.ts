@@ -193,6 +193,10 @@ t.test('our own address is never an upstream', async (t) => {
   t.same(s.upstreams(), []);
   t.equal(decode(await udpAsk(p2, query('www.example.com', 'A'))).rcode, 'SERVFAIL', 'no upstream: SERVFAIL');
   await s.stop();
+  // Not started: nothing listens on the machine's wildcard address in a test.
+  const w = new DnsServer({ listen: [{ address: '0.0.0.0', port: 5353 }], clusterDomain: 'cluster.local', namespaces: () => [], lookupCluster, upstreams: [] });
+  w.setUpstreams(['127.0.0.1:5353', '127.0.0.53:5353', '192.0.2.1:5353', '127.0.0.1']);
+  t.same(w.upstreams(), ['192.0.2.1:5353', '127.0.0.1:53'], 'a wildcard listen owns every loopback address on its port');
 });
 
 t.test('counters', async (t) => {

@@ -95,10 +95,18 @@ export class DnsServer {
     return this.upstreamList.map(upstreamText);
   }
 
-  /** A forward to ourselves would loop: our listen addresses (also before start, by the configured port). */
+  /**
+   * A forward to ourselves would loop: our listen addresses (bound ports once
+   * started), and on a wildcard listen (0.0.0.0, ::) every loopback address.
+   */
   private isOurs(u: Upstream): boolean {
-    const mine = this.bound.length > 0 ? this.bound : this.opts.listen;
-    return mine.some((l) => l.address === u.address && (l.port === u.port || l.port === 0));
+    const mine = this.bound.length > 0 ? this.bound : this.opts.listen.filter((l) => l.port !== 0);
+    return mine.some((l) => {
+      if (l.port !== u.port) return false;
+      if (l.address === u.address) return true;
+      const wildcard = l.address === '0.0.0.0' || l.address === '::';
+      return wildcard && (u.address.startsWith('127.') || u.address === '::1');
+    });
   }
 
   counters(): DnsCounters {

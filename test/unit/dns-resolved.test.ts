@@ -1,9 +1,9 @@
 import t from 'tap';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Journal } from '../../daemon/root/journal';
-import { apply, applyCommands, detect, restore, revertCommand, uplinkServers } from '../../daemon/root/dns/systemd-resolved';
+import { apply, applyCommands, detect, restore, revertCommand, runCommand, uplinkServers } from '../../daemon/root/dns/systemd-resolved';
 
 // systemd-resolved integration: the resolvectl argv lists and the journal.
 // (No systemd-resolved runs here; resolvectl itself is never called.)
@@ -57,4 +57,30 @@ t.test('detection needs the stub link and a live resolvectl', async (t) => {
   const uplink = join(dir, 'uplink.conf');
   writeFileSync(uplink, 'nameserver 127.0.0.53\nnameserver 192.0.2.1\n');
   t.same(uplinkServers(uplink), ['192.0.2.1']);
+});
+
+t.test('detection: a link to the stub and a resolvectl that answers', async (t) => {
+  const stub = join(dir, 'stub-resolv.conf');
+  writeFileSync(stub, 'nameserver 127.0.0.53\n');
+  const link = join(dir, 'etc-resolv.conf');
+  symlinkSync(stub, link);
+  t.equal(await detect(link, async () => undefined, stub), true);
+  t.equal(await detect(link, async () => Promise.reject(new Error('resolved is not running')), stub), false);
+});
+
+t.test('runCommand runs the argv as given (a stand-in resolvectl on PATH)', async (t) => {
+  const bin = join(dir, 'bin');
+  const log = join(dir, 'argv.log');
+  const { mkdirSync } = await import('node:fs');
+  mkdirSync(bin);
+  writeFileSync(join(bin, 'resolvectl'), `#!/bin/sh\necho "$@" >> ${log}\n[ "$1" = fail ] && { echo "Failed to set DNS" >&2; exit 1; }\nexit 0\n`);
+  chmodSync(join(bin, 'resolvectl'), 0o755);
+  const path = process.env.PATH;
+  process.env.PATH = `${bin}:${path}`;
+  t.teardown(() => void (process.env.PATH = path));
+  const journal = new Journal(join(dir, 'j3.json'));
+  await apply(config, journal);
+  await restore(journal);
+  t.equal(readFileSync(log, 'utf8'), 'dns rdbg0 198.18.0.1\ndomain rdbg0 ~cluster.local ~svc ~default ~prod\ndefault-route rdbg0 false\nrevert rdbg0\n');
+  await t.rejects(runCommand(['resolvectl', 'fail']), { code: 'RDBG_DNS_RESOLVED', message: /Failed to set DNS/ });
 });

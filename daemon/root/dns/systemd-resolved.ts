@@ -58,9 +58,9 @@ export const runCommand: Runner = (argv) =>
   });
 
 /** resolved is in charge when /etc/resolv.conf is its stub and resolvectl answers. */
-export async function detect(resolvConf = '/etc/resolv.conf', run: Runner = runCommand): Promise<boolean> {
+export async function detect(resolvConf = '/etc/resolv.conf', run: Runner = runCommand, stub = STUB): Promise<boolean> {
   try {
-    if (realpathSync(resolvConf) !== STUB) return false;
+    if (realpathSync(resolvConf) !== realpathSync(stub)) return false;
     await run(['resolvectl', 'status', '--no-pager']);
     return true;
   } catch {

@@ -19,6 +19,9 @@ t.test('argv lists', async (t) => {
     ['resolvectl', 'default-route', 'rdbg0', 'false'],
   ]);
   t.same(revertCommand('rdbg0'), ['resolvectl', 'revert', 'rdbg0']);
+  const withSearch = applyCommands({ ...config, search: ['default.svc.cluster.local', 'svc.cluster.local', 'cluster.local'] });
+  t.same(withSearch[1], ['resolvectl', 'domain', 'rdbg0', 'default.svc.cluster.local', 'svc.cluster.local', 'cluster.local', '~svc', '~default', '~prod'],
+    'search domains plain (they route too), the rest routing-only');
 });
 
 t.test('apply journals first; restore reverts and forgets', async (t) => {

@@ -29,14 +29,19 @@ export interface ResolvedLinkConfig {
   clusterDomain: string;
   namespaces: string[];
   extraDomains?: string[]; // include suffixes
+  /** Search domains (`default.svc.cluster.local ...`): resolved expands single labels (`echo`) with them. */
+  search?: string[];
 }
 
 /** The resolvectl commands that point one link at rdbg, in order. */
 export function applyCommands(c: ResolvedLinkConfig): string[][] {
-  const domains = [...new Set([c.clusterDomain, 'svc', ...c.namespaces, ...(c.extraDomains ?? [])])]
-    .map((d) => d.replace(/^[.~]+|\.$/g, ''))
-    .filter(Boolean)
+  const clean = (d: string): string => d.replace(/^[.~]+|\.$/g, '');
+  // A plain domain is a search domain and a routing domain; `~` makes it routing-only.
+  const search = [...new Set((c.search ?? []).map(clean).filter(Boolean))];
+  const routing = [...new Set([c.clusterDomain, 'svc', ...c.namespaces, ...(c.extraDomains ?? [])].map(clean))]
+    .filter((d) => d && !search.includes(d))
     .map((d) => `~${d}`);
+  const domains = [...search, ...routing];
   return [
     ['resolvectl', 'dns', c.iface, ...c.dns],
     ['resolvectl', 'domain', c.iface, ...domains],

@@ -84,8 +84,15 @@ export class QueryHandler {
       this.warnOnce('loop', 'DNS loop: a query we forwarded came back; check the upstream resolvers', { name: q.name, type: q.type });
       return this.fail(buildResponse(query, RCODE.SERVFAIL, [], limit));
     }
-    if (this.o.router.route(q.name) === 'cluster') return this.cluster(query, q, limit);
-    return this.forward(msg, query, q, transport, limit);
+    const started = Date.now();
+    const route = this.o.router.route(q.name);
+    const out = route === 'cluster' ? await this.cluster(query, q, limit) : await this.forward(msg, query, q, transport, limit);
+    // "Why does this name not resolve?": RDBG_LOG_LEVEL=debug (or SIGUSR2) shows every decision.
+    if (this.o.log.enabled('debug')) {
+      const rcode = out && out.length >= 4 ? out.readUInt16BE(2) & 0xf : undefined;
+      this.o.log.debug('query', { name: q.name, type: q.type, transport, route, rcode, ms: Date.now() - started });
+    }
+    return out;
   }
 
   /** At most one warning of a kind per 10 s: a dead manager must not flood the log (debug has every one). */

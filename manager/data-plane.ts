@@ -88,6 +88,7 @@ export class DataPlane {
         const dial = dialCodeFrom(header(headers, H.dial));
         return this.broker.acceptFromClient(sessionId, header(headers, H.flow), dial, decodeMessage(header(headers, H.message)), stream);
       }
+      if (path === PATH.dns) return void this.dnsLookup(stream, sessionId, header(headers, H.name), Number(header(headers, H.qtype)));
       if (path !== PATH.flow) return answer(stream, 'FAILED', `unknown data plane path "${path.slice(0, 100)}"`);
       const host = header(headers, H.host);
       const port = Number(header(headers, H.port));
@@ -102,6 +103,22 @@ export class DataPlane {
     } catch (err) {
       answer(stream, 'FAILED', `bad flow request: ${(err as Error).message}`);
     }
+  }
+
+  private async dnsLookup(stream: http2.ServerHttp2Stream, sessionId: string, name: string, qtype: number): Promise<void> {
+    if (!name || name.length > 254 || !Number.isInteger(qtype) || qtype < 1 || qtype > 65535) {
+      return answer(stream, 'FAILED', `invalid DNS question "${name.slice(0, 64)}" type ${qtype}`);
+    }
+    const namespace = this.sessions.get(sessionId)?.namespace ?? 'default';
+    let body: string;
+    try {
+      body = JSON.stringify(await this.dns.lookup(name, qtype, namespace));
+    } catch (err) {
+      return answer(stream, 'FAILED', `lookup failed: ${(err as Error).message}`);
+    }
+    if (stream.closed || stream.destroyed) return;
+    stream.respond({ ':status': 200, [H.dial]: 'OK', 'content-type': 'application/json' });
+    stream.end(body);
   }
 
   private async resolve(stream: http2.ServerHttp2Stream, host: string, namespace: string): Promise<string | undefined> {

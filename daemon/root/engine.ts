@@ -149,7 +149,8 @@ export class RootEngine extends EventEmitter {
       tunName: this.tun.name,
       journal: this.journal,
       cluster,
-      lookup: (name, qtype) => this.session!.lookup(name, qtype),
+      // Straight to the manager's data plane; the user daemon's gRPC relay is the fallback.
+      lookup: (name, qtype) => this.h2!.dns(name, qtype).catch(() => this.session!.lookup(name, qtype)),
     });
     await this.dns.start();
     this.session.on('grant', (g: SessionGrant__Output) => g.cluster && this.dns?.update(g.cluster));

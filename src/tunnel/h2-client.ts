@@ -4,6 +4,7 @@ import { logger } from '../core/log';
 import { DialError } from './messages';
 import { H, H2_SETTINGS, MAX_SESSION_MEMORY, PATH, WINDOW, decodeMessage, dialCodeFrom, encodeMessage, header } from './h2-flows';
 import type { DialCode } from './messages';
+import type { DNSResponse__Output } from '../gen/rdbg/v1/DNSResponse';
 
 const log = logger('tunnel.h2');
 
@@ -113,6 +114,15 @@ export class H2FlowClient {
   /** The owner's answer to a diverted flow, after it dialled its local process. */
   accept(flowId: string, dial: DialCode, message = ''): Promise<http2.ClientHttp2Stream> {
     return this.request(PATH.accept, { [H.flow]: flowId, [H.dial]: dial, [H.message]: encodeMessage(message) });
+  }
+
+  /** A cluster DNS lookup made by the manager (see manager/cluster-dns.ts). */
+  async dns(name: string, qtype: number): Promise<DNSResponse__Output> {
+    const req = await this.request(PATH.dns, { [H.name]: name, [H.qtype]: String(qtype) });
+    const chunks: Buffer[] = [];
+    req.end();
+    for await (const c of req) chunks.push(c as Buffer);
+    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as DNSResponse__Output;
   }
 
   close(): void {

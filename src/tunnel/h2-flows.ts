@@ -13,11 +13,13 @@ import type { DialCode } from './messages';
  *   POST /rdbg.v1/divert  rdbg-agent, rdbg-intercept      (an agent's diverted flow)
  *   POST /rdbg.v1/accept  rdbg-session, rdbg-flow, rdbg-dial[, rdbg-message]  (the owner's answer)
  *   response:             rdbg-dial (OK|REFUSED|...), rdbg-message, rdbg-address
+ *   POST /rdbg.v1/dns     rdbg-session, rdbg-name, rdbg-qtype -> a DNSResponse as JSON
+ *                         (the root daemon's cluster lookups: one hop instead of two gRPC calls)
  *
  * It stands beside the gRPC Tunnel RPC (same semantics) because it is several
  * times faster on Node: no per-message protobuf and grpc-js call machinery.
  */
-export const PATH = { flow: '/rdbg.v1/flow', divert: '/rdbg.v1/divert', accept: '/rdbg.v1/accept' } as const;
+export const PATH = { flow: '/rdbg.v1/flow', divert: '/rdbg.v1/divert', accept: '/rdbg.v1/accept', dns: '/rdbg.v1/dns' } as const;
 export const H = {
   session: 'rdbg-session',
   agent: 'rdbg-agent',
@@ -30,6 +32,8 @@ export const H = {
   message: 'rdbg-message',
   address: 'rdbg-address',
   source: 'rdbg-source',
+  name: 'rdbg-name',
+  qtype: 'rdbg-qtype',
 } as const;
 
 export const WINDOW = 16 * 1024 * 1024;

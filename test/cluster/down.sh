@@ -9,6 +9,12 @@ set -uo pipefail
 . "$(dirname "$0")/env.sh"
 need_root
 
+# One cluster operation at a time (up.sh and down.sh share the lock).
+if [ -z "${RDBG_CLUSTER_LOCKED:-}" ]; then
+  { exec 9>"/run/lock/rdbg-cluster.lock"; } 2>/dev/null || exec 9>"/tmp/rdbg-cluster.lock"
+  flock -w 600 9 || die "another cluster-up/down holds the lock"
+fi
+
 PIDS=$STATE/pids
 failed=0
 warn() { log "WARNING: $*"; failed=1; }

@@ -15,6 +15,11 @@ set -euo pipefail
 . "$(dirname "$0")/env.sh"
 need_root
 
+# One cluster operation at a time (up.sh and down.sh share the lock).
+{ exec 9>"/run/lock/rdbg-cluster.lock"; } 2>/dev/null || exec 9>"/tmp/rdbg-cluster.lock"
+flock -w 600 9 || die "another cluster-up/down holds the lock"
+export RDBG_CLUSTER_LOCKED=1   # down.sh, run from here, must not wait for it
+
 PKI=$STATE/pki
 LOGS=$STATE/logs
 PIDS=$STATE/pids
@@ -47,6 +52,7 @@ is_running() {
 
 if is_running; then
   log "cluster already running; reusing it"
+  "$CLUSTER_DIR/images.sh" sync
   print_info
   exit 0
 fi
@@ -219,7 +225,7 @@ EOF
 # pid is the component's own).
 start() {
   local name=$1; shift
-  setsid nsenter --net="/run/netns/$NODE_NS" -- "$@" >"$LOGS/$name.log" 2>&1 </dev/null &
+  setsid nsenter --net="/run/netns/$NODE_NS" -- "$@" >"$LOGS/$name.log" 2>&1 </dev/null 9>&- &
   echo $! >"$PIDS/$name.pid"
 }
 

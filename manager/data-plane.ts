@@ -1,3 +1,4 @@
+import { SOCKET_HWM } from '../src/tunnel/h2-flows';
 import * as dgram from 'node:dgram';
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
@@ -131,7 +132,7 @@ export class DataPlane {
   private async dialTcp(stream: http2.ServerHttp2Stream, host: string, port: number, namespace: string): Promise<void> {
     const address = await this.resolve(stream, host, namespace);
     if (!address) return;
-    const sock = net.connect({ host: address, port, allowHalfOpen: true, noDelay: true });
+    const sock = net.connect({ host: address, port, allowHalfOpen: true, noDelay: true, highWaterMark: SOCKET_HWM } as net.NetConnectOpts);
     sock.setTimeout(DIAL_TIMEOUT_MS);
     const fail = (err: NodeJS.ErrnoException): void => {
       sock.destroy();

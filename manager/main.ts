@@ -1,6 +1,7 @@
 import { parse, asList, splitHostPort } from '../src/cli/args';
 import { parseCidr } from '../src/core/cidr';
 import { raiseFileLimit } from '../src/core/rlimit';
+import { startProfile, stopProfile } from '../src/core/profile';
 import { logger, toggleDebugOnSignal } from '../src/core/log';
 import { ManagerServer } from './server';
 
@@ -44,11 +45,12 @@ export async function managerMain(argv: string[]): Promise<void> {
     token: process.env.RDBG_MANAGER_TOKEN || undefined,
   });
   raiseFileLimit();
+  startProfile();
   toggleDebugOnSignal();
   await server.start();
   const stop = (signal: string): void => {
     log.info('stopping', { signal });
-    void server.stop().then(() => process.exit(0));
+    void server.stop().then(() => stopProfile('manager')).then(() => process.exit(0));
   };
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));

@@ -1,3 +1,4 @@
+import { SOCKET_HWM } from '../src/tunnel/h2-flows';
 import * as net from 'node:net';
 import type * as grpc from '@grpc/grpc-js';
 import { errorMessage } from '../src/core/errors';
@@ -101,7 +102,7 @@ export class TunnelHandler {
     stream.pause();
     const address = await this.resolve(open, stream);
     if (!address) return;
-    const sock = net.connect({ host: address, port: open.port, allowHalfOpen: true, noDelay: true });
+    const sock = net.connect({ host: address, port: open.port, allowHalfOpen: true, noDelay: true, highWaterMark: SOCKET_HWM } as net.NetConnectOpts);
     sock.setTimeout(DIAL_TIMEOUT_MS);
     const onDialError = (err: NodeJS.ErrnoException): void => {
       sock.destroy();

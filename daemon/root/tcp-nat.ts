@@ -1,3 +1,4 @@
+import { SOCKET_HWM } from '../../src/tunnel/h2-flows';
 import * as net from 'node:net';
 import { logger } from '../../src/core/log';
 import { DialError } from '../../src/tunnel/messages';
@@ -77,7 +78,7 @@ export class TcpNat {
   async start(): Promise<void> {
     const addrs = [this.opts.listen4, ...(this.opts.listen6 ? [this.opts.listen6] : [])];
     for (const host of addrs) {
-      const srv = net.createServer({ allowHalfOpen: true, noDelay: true }, (sock) => this.accepted(sock));
+      const srv = net.createServer({ allowHalfOpen: true, noDelay: true, highWaterMark: SOCKET_HWM }, (sock) => this.accepted(sock));
       srv.on('error', (err) => log.error('NAT listener failed', { err: err.message }));
       await new Promise<void>((resolve, reject) => {
         srv.once('error', reject);
@@ -128,12 +129,16 @@ export class TcpNat {
     if (this.isListenerPacket(p)) return this.fromListener(p);
     const key = this.appKey(p);
     const flow = this.byApp.get(key);
-    if (flow) {
+    const isSyn = (p.tcpFlags & (TCP_SYN | TCP_ACK)) === TCP_SYN;
+    if (flow && flow.state === 'closed' && isSyn) {
+      // The program reused the port of a finished connection: a new flow, not the lingering one.
+      this.forget(key, flow);
+    } else if (flow) {
       if (flow.state === 'dialing') return; // a retransmitted SYN while we dial
       this.toListener(flow, p);
       return;
     }
-    if ((p.tcpFlags & (TCP_SYN | TCP_ACK)) === TCP_SYN) return this.newFlow(key, p);
+    if (isSyn) return this.newFlow(key, p);
     // A packet of a flow we do not know (e.g. from before a restart): tell the sender it is gone.
     if (!(p.tcpFlags & TCP_RST)) {
       this.stats.strays++;
@@ -194,6 +199,7 @@ export class TcpNat {
   private forget(key: string, flow: Flow): void {
     clearTimeout(flow.timer);
     flow.state = 'closed';
+    flow.cancel?.();
     if (this.byApp.get(key) === flow) this.byApp.delete(key);
     const fk = this.fakeKey(flow.fake, flow.fakePort);
     if (this.byFake.get(fk) === flow) this.byFake.delete(fk);
@@ -225,6 +231,8 @@ export class TcpNat {
     const join = flow.join;
     flow.join = undefined;
     join(sock, () => {
+      // Kept a while for late FIN/ACK retransmissions; a new SYN on the same ports replaces it.
+      flow.state = 'closed';
       flow.timer = setTimeout(() => this.forget(key, flow), LINGER_MS);
     });
   }

@@ -1,3 +1,4 @@
+import { SOCKET_HWM } from '../../src/tunnel/h2-flows';
 import * as grpc from '@grpc/grpc-js';
 import * as net from 'node:net';
 import { logger } from '../../src/core/log';
@@ -51,7 +52,7 @@ export class DivertAcceptor {
     const call = this.link.client.tunnel() as unknown as TunnelStream;
     call.on('error', () => undefined);
     call.write({ open: { session_id: this.link.sessionId, accept_flow_id: req.flow_id, protocol: 'TCP' } });
-    const sock = net.connect({ host, port: req.local_port, allowHalfOpen: true, noDelay: true });
+    const sock = net.connect({ host, port: req.local_port, allowHalfOpen: true, noDelay: true, highWaterMark: SOCKET_HWM } as net.NetConnectOpts);
     sock.once('error', (err: NodeJS.ErrnoException) => {
       const why = err.code === 'ECONNREFUSED' ? 'connection refused (is the local process listening?)' : `${err.code ?? err.message}`;
       log.info('local process unreachable for a diverted flow', { target: `${host}:${req.local_port}`, err: err.code });
@@ -71,7 +72,7 @@ export class DivertAcceptor {
   /** Over the data plane: dial the local process first, then answer with the result. */
   private acceptH2(req: DivertRequest__Output, h2: H2FlowClient): void {
     const host = req.local_host || '127.0.0.1';
-    const sock = net.connect({ host, port: req.local_port, allowHalfOpen: true, noDelay: true });
+    const sock = net.connect({ host, port: req.local_port, allowHalfOpen: true, noDelay: true, highWaterMark: SOCKET_HWM } as net.NetConnectOpts);
     sock.once('error', (err: NodeJS.ErrnoException) => {
       const why = err.code === 'ECONNREFUSED' ? 'connection refused (is the local process listening?)' : `${err.code ?? err.message}`;
       log.info('local process unreachable for a diverted flow', { target: `${host}:${req.local_port}`, err: err.code });

@@ -2,6 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import { chmodSync, rmSync, writeFileSync } from 'node:fs';
 import { Codes, RdbgError, errorMessage } from '../../src/core/errors';
 import { raiseFileLimit } from '../../src/core/rlimit';
+import { startProfile, stopProfile } from '../../src/core/profile';
 import { logger, toggleDebugOnSignal } from '../../src/core/log';
 import { daemonPidPath, daemonSocketPath } from '../../src/core/paths';
 import { VERSION } from '../../src/core/version';
@@ -33,6 +34,7 @@ export async function userDaemonMain(argv: string[]): Promise<void> {
     namespace: { type: 'string', default: 'default' },
   });
   raiseFileLimit();
+  startProfile();
   toggleDebugOnSignal();
   try {
     await runUserDaemon({ manager: values.manager!, socks: values.socks, namespace: values.namespace! });
@@ -96,6 +98,7 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
     await link.close();
     server.forceShutdown();
     cleanupFiles();
+    await stopProfile('user-daemon');
     setTimeout(() => process.exit(0), 50);
   };
 

@@ -1,3 +1,4 @@
+import { SOCKET_HWM } from '../../src/tunnel/h2-flows';
 import * as dgram from 'node:dgram';
 import * as net from 'node:net';
 import { logger } from '../../src/core/log';
@@ -44,7 +45,7 @@ export class SocksServer {
     private readonly flows: FlowOpener,
     private readonly counters: Counters,
   ) {
-    this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, (sock) => this.accept(sock));
+    this.server = net.createServer({ allowHalfOpen: true, noDelay: true, highWaterMark: SOCKET_HWM }, (sock) => this.accept(sock));
     this.server.on('error', (err) => log.error('SOCKS listener failed', { err: err.message }));
   }
 

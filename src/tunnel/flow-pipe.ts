@@ -49,7 +49,12 @@ export function pipeFlow(sock: Socket, stream: TunnelStream, opts: PipeOptions =
         // the stream is already gone
       }
     }
-    if (!sock.destroyed) sock.resetAndDestroy();
+    if (!sock.destroyed) {
+      // libuv refuses an RST while our FIN is still queued (uv_tcp_close_reset: EINVAL), and
+      // node then leaks the handle and spins on it at exit: close plainly in that case.
+      if (sock.writableEnded && !sock.writableFinished) sock.destroy();
+      else sock.resetAndDestroy();
+    }
     finish(reason);
   };
 

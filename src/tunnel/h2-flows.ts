@@ -37,6 +37,11 @@ export const H = {
 } as const;
 
 export const WINDOW = 16 * 1024 * 1024;
+/**
+ * Buffer this much per flow socket before pushing back: with Node's 16 KB
+ * default every 64 KB read stalls the flow on a pause/drain round.
+ */
+export const SOCKET_HWM = 1024 * 1024;
 export const H2_SETTINGS: http2.Settings = {
   initialWindowSize: WINDOW,
   maxConcurrentStreams: 1 << 20,
@@ -82,6 +87,7 @@ export interface JoinCounters {
  * side resets the other (RST on the socket, RST_STREAM on the stream).
  */
 export function joinSocket(sock: Socket, stream: http2.Http2Stream, counters?: JoinCounters, onDone?: (err?: string) => void): void {
+  widenStreamBuffer(stream);
   let sockEnded = false; // we saw FIN from the socket
   let streamEnded = false; // we saw END_STREAM from the peer
   let done = false;
@@ -123,6 +129,17 @@ export function joinSocket(sock: Socket, stream: http2.Http2Stream, counters?: J
     if (!(sockEnded && streamEnded)) reset('socket closed');
     else finish();
   });
+}
+
+/**
+ * Http2Stream has no highWaterMark option, and its 16 KB default makes every
+ * 64 KB chunk a pause/drain round trip. Its stream state is Node's public
+ * Writable/Readable machinery, so raising the mark there is safe.
+ */
+export function widenStreamBuffer(stream: http2.Http2Stream): void {
+  const st = stream as unknown as { _writableState?: { highWaterMark: number }; _readableState?: { highWaterMark: number } };
+  if (st._writableState) st._writableState.highWaterMark = SOCKET_HWM;
+  if (st._readableState) st._readableState.highWaterMark = SOCKET_HWM;
 }
 
 /** Splits a byte stream of [u16 length][datagram] frames. */

@@ -151,7 +151,10 @@ function asRoot(argv: string[]): [string, string[]] {
 function startDaemon(args: string[], which: 'daemon-user' | 'daemon-root', logPath: string): Promise<StartupMessage> {
   if (which === 'daemon-user') rmSync(daemonSocketPath(), { force: true });
   const log = openSync(logPath, 'a');
-  const [cmd, argv] = which === 'daemon-root' ? asRoot([process.execPath, process.argv[1], which, ...args]) : [process.execPath, [process.argv[1], which, ...args]];
+  // Daemons hold thousands of small objects per flow and little else: a small
+  // young generation keeps their resident memory down at no measurable cost.
+  const node = [process.execPath, '--max-semi-space-size=1', '--optimize-for-size', '--'];
+  const [cmd, argv] = which === 'daemon-root' ? asRoot([...node, process.argv[1], which, ...args]) : [node[0], [...node.slice(1), process.argv[1], which, ...args]];
   const child = spawn(cmd, argv, {
     detached: true,
     stdio: ['ignore', log, log, 'ipc'],

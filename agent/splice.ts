@@ -5,7 +5,9 @@ type Conn = Duplex & { resetAndDestroy?: () => unknown };
 /** Abort a connection: RST for a TCP socket, a tunnel reset for a diverted flow. */
 export function abort(c: Conn): void {
   if (c.destroyed) return;
-  if (typeof c.resetAndDestroy === 'function') {
+  // libuv refuses an RST while our FIN is in flight (uv_tcp_close_reset: EINVAL), and node
+  // then leaks the handle: close plainly in that case.
+  if (typeof c.resetAndDestroy === 'function' && !(c.writableEnded && !c.writableFinished)) {
     try {
       c.resetAndDestroy();
       return;

@@ -50,8 +50,8 @@ export function pipeFlow(sock: Socket, stream: TunnelStream, opts: PipeOptions =
       }
     }
     if (!sock.destroyed) {
-      // libuv refuses an RST while our FIN is still queued (uv_tcp_close_reset: EINVAL), and
-      // node then leaks the handle and spins on it at exit: close plainly in that case.
+      // libuv refuses an RST while our FIN is in flight (uv_tcp_close_reset: EINVAL), and node
+      // then leaks the handle and spins on it at exit: close plainly in that case.
       if (sock.writableEnded && !sock.writableFinished) sock.destroy();
       else sock.resetAndDestroy();
     }

@@ -143,3 +143,27 @@ t.test('socket look-alikes: setTimeout emits timeout when idle', async (t) => {
   t.equal(d.timeout, 50);
   d.destroy();
 });
+
+t.test('a reset while our FIN is in flight still closes the socket (no leaked handle)', async (t) => {
+  const srv = net.createServer({ allowHalfOpen: true }, (s) => {
+    s.on('error', () => undefined);
+    s.resume();
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => srv.close());
+  const sock = net.connect({ port: (srv.address() as net.AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true });
+  await new Promise((r) => sock.once('connect', r));
+  sock.on('error', () => undefined);
+  const [a, b] = tunnel();
+  pipeFlow(sock, a);
+  a.resume();
+  const closed = new Promise<boolean>((r) => {
+    sock.once('close', () => r(true));
+    setTimeout(() => r(false), 2000).unref();
+  });
+  // close_write (pipeFlow ends the socket) and a reset in the same turn: libuv refuses an RST
+  // while the shutdown is pending, and an unguarded resetAndDestroy() never closes the socket.
+  b.write({ close_write: {} });
+  b.write({ reset: { message: 'peer gone' } });
+  t.equal(await closed, true, 'the socket closed');
+});

@@ -2,7 +2,6 @@ import { EventEmitter } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
 import { errorMessage } from '../src/core/errors';
 import { logger } from '../src/core/log';
-import { PROTOCOL, VERSION } from '../src/core/version';
 import { CHANNEL_OPTIONS, managerPackage, type ManagerClient } from '../src/rpc/services';
 import type { AgentInfo } from '../src/gen/rdbg/v1/AgentInfo';
 import type { AgentSession__Output } from '../src/gen/rdbg/v1/AgentSession';
@@ -134,7 +133,7 @@ export class ManagerLink extends EventEmitter {
       log.info('linked to the traffic manager', { manager: this.opts.manager, agent: this.id, version: session.manager?.version });
       this.emit('linked', this.id);
       const watch = this.client.WatchIntercepts({ agent_id: this.id });
-      let heartbeat: NodeJS.Timeout | undefined;
+      const heartbeat = setInterval(() => this.heartbeat(end), this.heartbeatMs);
       let done = false;
       const end = (reason: string): void => {
         if (done) return;
@@ -155,7 +154,6 @@ export class ManagerLink extends EventEmitter {
       });
       watch.on('error', (err: grpc.ServiceError) => end(`watch: ${err.details || err.message}`));
       watch.on('end', () => end('the manager ended the intercept watch'));
-      heartbeat = setInterval(() => this.heartbeat(end), this.heartbeatMs);
     });
   }
 

@@ -13,9 +13,11 @@ port the Service targets (Q) and forwards to the app (P); requests that match
 an intercept go to the laptop that owns it. RDBG_MANAGER may stand for
 --manager, RDBG_AGENT_TOKEN carries the agent credential.`;
 
+const HINT = 'see "rdbg agent --help"';
+
 function port(text: string | undefined, flag: string): number {
   const n = Number(text);
-  if (!text || !Number.isInteger(n) || n < 1 || n > 65535) throw new RdbgError(Codes.BAD_ARGUMENT, `${flag} "${text ?? ''}" must be a port number`, AGENT_USAGE);
+  if (!text || !Number.isInteger(n) || n < 1 || n > 65535) throw new RdbgError(Codes.BAD_ARGUMENT, `${flag} "${text ?? ''}" must be a port number`, HINT);
   return n;
 }
 
@@ -37,9 +39,9 @@ export async function agentMain(argv: string[]): Promise<void> {
     'pod-name': { type: 'string' },
   });
   const manager = values.manager ?? process.env.RDBG_MANAGER;
-  if (!manager) throw new RdbgError(Codes.BAD_ARGUMENT, 'agent run: --manager HOST:PORT (or RDBG_MANAGER) is required', AGENT_USAGE);
+  if (!manager) throw new RdbgError(Codes.BAD_ARGUMENT, 'agent run: --manager HOST:PORT (or RDBG_MANAGER) is required', HINT);
   splitHostPort(manager, '--manager');
-  if (!values.workload || !values.namespace) throw new RdbgError(Codes.BAD_ARGUMENT, 'agent run: --workload and --namespace are required', AGENT_USAGE);
+  if (!values.workload || !values.namespace) throw new RdbgError(Codes.BAD_ARGUMENT, 'agent run: --workload and --namespace are required', HINT);
   const agent = new TrafficAgent({
     manager,
     workload: values.workload,

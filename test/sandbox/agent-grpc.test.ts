@@ -11,11 +11,15 @@ import { grpcClient, intercept, removeIntercept, startAgent, startGrpc, startLap
 let agent: TrafficAgent;
 let laptop: FakeLaptop;
 let client: ReturnType<typeof grpcClient>;
+let appGrpc: { cancelled: string[] };
+let lapGrpc: { cancelled: string[] };
 
 t.before(async () => {
   const manager = await startManager(t);
   const app = await startGrpc(t, 'app');
   const lap = await startGrpc(t, 'laptop');
+  appGrpc = app;
+  lapGrpc = lap;
   agent = await startAgent(t, manager.port, app.port);
   laptop = await startLaptop(t, manager.port);
   await intercept(laptop, agent, { headers: [{ name: 'x-user', value: 'alice', regex: false }], local_port: lap.port });
@@ -116,4 +120,24 @@ t.test('a laptop that is not listening: UNAVAILABLE with the reason; other calls
   t.equal(bad.err?.details, `rdbg intercept of shop by dev@laptop could not reach 127.0.0.1:${port}: connection refused (ECONNREFUSED)`);
   t.equal(a.res?.who, 'laptop');
   t.equal(b.res?.who, 'app');
+});
+
+t.test('a deadline or a cancel on the caller reaches the side that serves the call', async (t) => {
+  for (const [user, side] of [
+    ['alice', lapGrpc],
+    ['bob', appGrpc],
+  ] as const) {
+    const md = new grpc.Metadata();
+    md.set('x-user', user);
+    const err = await new Promise<grpc.ServiceError | null>((resolve) =>
+      (client.Slow as (...a: unknown[]) => grpc.ClientUnaryCall)({ ms: 5000, text: `deadline-${user}` }, md, { deadline: Date.now() + 300 }, (e: grpc.ServiceError | null) => resolve(e)),
+    );
+    t.equal(err?.code, grpc.status.DEADLINE_EXCEEDED);
+    const call = (client.Slow as (...a: unknown[]) => grpc.ClientUnaryCall)({ ms: 5000, text: `cancel-${user}` }, md, () => undefined);
+    await new Promise((r) => setTimeout(r, 200));
+    call.cancel();
+    const t0 = Date.now();
+    while (side.cancelled.length < 2 && Date.now() - t0 < 3000) await new Promise((r) => setTimeout(r, 20));
+    t.same(side.cancelled.sort(), [`cancel-${user}`, `deadline-${user}`], `${user}: the serving side saw both end`);
+  }
 });

@@ -287,13 +287,18 @@ const json = {
 export const ECHO_SERVICE: grpc.ServiceDefinition = {
   Unary: { path: '/test.Echo/Unary', requestStream: false, responseStream: false, ...json },
   Stream: { path: '/test.Echo/Stream', requestStream: false, responseStream: true, ...json },
+  Slow: { path: '/test.Echo/Slow', requestStream: false, responseStream: false, ...json },
 };
 
 export type Msg = Record<string, unknown>;
 
-/** gRPC Echo: Unary answers {who, text}; {fail: CODE} fails with that code; Stream sends n messages. */
-export async function startGrpc(t: Teardown, name: string): Promise<{ port: number }> {
+/**
+ * gRPC Echo: Unary answers {who, text}; {fail: CODE} fails with that code;
+ * Stream sends n messages; Slow answers after {ms} and records calls cancelled before.
+ */
+export async function startGrpc(t: Teardown, name: string): Promise<{ port: number; cancelled: string[] }> {
   const server = new grpc.Server();
+  const cancelled: string[] = [];
   const trailer = (): grpc.Metadata => {
     const md = new grpc.Metadata();
     md.set('x-served-by', name);
@@ -318,12 +323,19 @@ export async function startGrpc(t: Teardown, name: string): Promise<{ port: numb
       if (call.request.fail) call.emit('error', { code: Number(call.request.fail), details: `${name} stream failed`, metadata: trailer() });
       else call.end(trailer());
     },
+    Slow: (call: grpc.ServerUnaryCall<Msg, Msg>, cb: grpc.sendUnaryData<Msg>) => {
+      const timer = setTimeout(() => cb(null, { who: name }), Number(call.request.ms ?? 0));
+      call.on('cancelled', () => {
+        clearTimeout(timer);
+        cancelled.push(String(call.request.text));
+      });
+    },
   });
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
   );
-  t.teardown(() => new Promise<void>((r) => server.tryShutdown(() => r())).then(() => server.forceShutdown()));
-  return { port };
+  t.teardown(() => server.forceShutdown());
+  return { port, cancelled };
 }
 
 export function grpcClient(t: Teardown, port: number): grpc.Client & Record<string, (...args: unknown[]) => unknown> {

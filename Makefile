@@ -33,14 +33,14 @@ lint: gen
 	node scripts/check-layers.js
 
 test-unit: build
-	tap dist/test/unit
+	tap 'dist/test/unit/**/*.test.js'
 
 test-sandbox: deps build
-	tap dist/test/sandbox
+	tap 'dist/test/sandbox/**/*.test.js'
 
 # Every tier. CI runs exactly this.
 test: deps build
-	tap dist/test/unit dist/test/sandbox
+	tap 'dist/test/unit/**/*.test.js' 'dist/test/sandbox/**/*.test.js'
 
 bench: deps build
 	node dist/bench/run.js

@@ -6,6 +6,7 @@ import { parseCidr } from '../../src/core/cidr';
 import { Codes, RdbgError, errorMessage } from '../../src/core/errors';
 import { logger, toggleDebugOnSignal } from '../../src/core/log';
 import { raiseFileLimit } from '../../src/core/rlimit';
+import { startProfile, stopProfile } from '../../src/core/profile';
 import { rootJournalPath, rootSocketPath, rootStateDir } from '../../src/core/paths';
 import { daemonPackage } from '../../src/rpc/services';
 import type { StartupMessage } from '../../src/rpc/startup';
@@ -51,6 +52,7 @@ export async function rootDaemonMain(argv: string[]): Promise<void> {
     return;
   }
   raiseFileLimit();
+  startProfile();
   toggleDebugOnSignal();
   const opts: RootOptions = {
     userSocket: values['user-socket'] ?? '',
@@ -87,6 +89,7 @@ export async function rootDaemonMain(argv: string[]): Promise<void> {
     server.forceShutdown();
     rmSync(rootSocketPath(), { force: true });
     rmSync(join(dir, 'root.pid'), { force: true });
+    await stopProfile('root-daemon');
     setTimeout(() => process.exit(0), 50);
   };
   const handlers: RootDaemonHandlers = {

@@ -26,6 +26,7 @@ interface Flow {
   fake: Buffer; // the address and port the local listener sees
   fakePort: number;
   state: 'dialing' | 'open' | 'closed';
+  key: string; // in byApp
   syn?: Buffer; // held until the manager's dial succeeds
   join?: (sock: net.Socket, onDone: (err?: string) => void) => void;
   cancel?: () => void;
@@ -50,7 +51,7 @@ export interface NatStats {
 export class TcpNat {
   readonly stats: NatStats = { flows: 0, refused: 0, unreachable: 0, strays: 0 };
   private readonly byApp = new Map<string, Flow>();
-  private readonly byFake = new Map<string, Flow>();
+  private readonly byFake = new Map<number | string, Flow>();
   private readonly listeners: net.Server[] = [];
   private nextFake = 0;
   private readonly listen4: Buffer;
@@ -97,11 +98,14 @@ export class TcpNat {
     return this.byApp.size;
   }
 
+  // Keys are built for every packet: numbers where they fit, so the hot path allocates little.
   private appKey(p: Packet): string {
+    if (p.family === 4) return `${p.src.readUInt32BE(0)}:${p.srcPort}>${p.dst.readUInt32BE(0)}:${p.dstPort}`;
     return `${p.src.toString('hex')}:${p.srcPort}>${p.dst.toString('hex')}:${p.dstPort}`;
   }
 
-  private fakeKey(addr: Buffer, port: number): string {
+  private fakeKey(addr: Buffer, port: number): number | string {
+    if (addr.length === 4) return addr.readUInt32BE(0) * 65536 + port;
     return `${addr.toString('hex')}:${port}`;
   }
 
@@ -153,6 +157,7 @@ export class TcpNat {
       return;
     }
     const flow: Flow = {
+      key,
       family: p.family,
       app: Buffer.from(p.src),
       appPort: p.srcPort,
@@ -227,7 +232,7 @@ export class TcpNat {
       return;
     }
     clearTimeout(flow.timer);
-    const key = `${flow.app.toString('hex')}:${flow.appPort}>${flow.dst.toString('hex')}:${flow.dstPort}`;
+    const key = flow.key;
     const join = flow.join;
     flow.join = undefined;
     join(sock, () => {

@@ -53,29 +53,40 @@ class LinuxTun implements TunDevice {
 
   start(onPacket: (pkt: Buffer) => void): void {
     const c = libc!;
+    const drain = (): number => {
+      let n = 0;
+      for (; n < DRAIN_BATCH; n++) {
+        const len = Number(c.read(this.fd, this.buf, MAX_PACKET));
+        if (len <= 0) {
+          const e = koffi.errno();
+          if (len < 0 && e !== EAGAIN && e !== EINTR) log.warn('TUN read failed', { errno: e });
+          break;
+        }
+        this.stats.read++;
+        try {
+          onPacket(this.buf.subarray(0, len));
+        } catch (err) {
+          this.stats.dropped++;
+          log.warn('packet handler failed', { err: (err as Error).message });
+        }
+      }
+      return n;
+    };
+    // While packets keep coming, read them on every turn of the event loop;
+    // only an empty queue sends us to the (thread-hopping) readiness wait.
+    const again = (): void => {
+      if (this.closed) return;
+      if (drain() > 0) setImmediate(again);
+      else wait();
+    };
     const wait = (): void => {
       if (this.closed) return;
       this.pollfd.writeInt16LE(0, 6);
       c.poll.async(this.pollfd, 1, 1000, (err: unknown) => {
         if (this.closed) return;
         if (err) log.error('poll failed', { err: String(err) });
-        for (let i = 0; i < DRAIN_BATCH; i++) {
-          const n = Number(c.read(this.fd, this.buf, MAX_PACKET));
-          if (n <= 0) {
-            const e = koffi.errno();
-            if (n < 0 && e !== EAGAIN && e !== EINTR) log.warn('TUN read failed', { errno: e });
-            break;
-          }
-          this.stats.read++;
-          try {
-            onPacket(this.buf.subarray(0, n));
-          } catch (e2) {
-            this.stats.dropped++;
-            log.warn('packet handler failed', { err: (e2 as Error).message });
-          }
-        }
-        // Let the event loop run (sockets, timers) between batches.
-        setImmediate(wait);
+        drain();
+        setImmediate(again);
       });
     };
     wait();

@@ -62,3 +62,20 @@ t.test('sample apps behind Services, reached by name from a pod', async (t) => {
   t.match(grpc.stdout, 'hello');
   t.match(grpc.stdout, 'grpc-echo-', 'answered by a grpc-echo pod');
 });
+
+t.test('the rdbg image runs Node with the built package and its dependencies', async (t) => {
+  const c = await cluster();
+  const ns = await c.namespace(t, 'rdbg-image');
+  const check = [
+    "const fs = require('node:fs');",
+    "const pkg = require('/app/package.json');",
+    "for (const d of Object.keys(pkg.dependencies || {})) require.resolve(d, { paths: ['/app'] });",
+    "if (!fs.existsSync('/app/dist/bin/rdbg.js')) throw new Error('no dist/bin/rdbg.js');",
+    "console.log('rdbg-image-ok ' + pkg.name + ' ' + pkg.version + ' node ' + process.version);",
+  ].join(' ');
+  await c.kubectl(['-n', ns, 'run', 'rdbg-check', `--image=${c.image('rdbg')}`, '--image-pull-policy=Never',
+    '--restart=Never', '--command', '--', 'node', '-e', check]);
+  await c.kubectl(['-n', ns, 'wait', '--for=jsonpath={.status.phase}=Succeeded', 'pod/rdbg-check', '--timeout=90s'], { timeoutMs: 100_000 });
+  const logs = await c.kubectl(['-n', ns, 'logs', 'rdbg-check']);
+  t.match(logs.stdout, /^rdbg-image-ok rdbg /, 'package.json, dist/ and node_modules are in the image (needs `make build` before the images)');
+});

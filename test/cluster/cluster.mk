@@ -36,5 +36,5 @@ cluster-samples: cluster-up
 test-cluster: cluster-build
 	$(MAKE) -C $(CLUSTER_REPO_DIR) build
 	$(CLUSTER_MK_DIR)/images.sh build
-	cd $(CLUSTER_REPO_DIR) && npx tap dist/test/cluster-tier/; \
+	cd $(CLUSTER_REPO_DIR) && npx tap dist/test/cluster-tier/*.test.js; \
 		status=$$?; $(CLUSTER_MK_DIR)/down.sh || status=1; exit $$status

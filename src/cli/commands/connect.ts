@@ -153,7 +153,7 @@ function startDaemon(args: string[], which: 'daemon-user' | 'daemon-root', logPa
   const log = openSync(logPath, 'a');
   // Daemons hold thousands of small objects per flow and little else: a small
   // young generation keeps their resident memory down at no measurable cost.
-  const node = [process.execPath, '--max-semi-space-size=4', '--'];
+  const node = [process.execPath, '--max-semi-space-size=4', '--optimize-for-size', '--'];
   const [cmd, argv] = which === 'daemon-root' ? asRoot([...node, process.argv[1], which, ...args]) : [node[0], [...node.slice(1), process.argv[1], which, ...args]];
   const child = spawn(cmd, argv, {
     detached: true,

@@ -152,7 +152,7 @@ export class Cluster {
     return this.laptop(this.info.KUBECTL, ['--kubeconfig', opts.kubeconfig ?? this.info.ADMIN_KUBECONFIG, ...args], opts);
   }
 
-  async kubectlJson<T = any>(args: string[], opts: ExecOptions & { kubeconfig?: string } = {}): Promise<T> {
+  async kubectlJson<T = unknown>(args: string[], opts: ExecOptions & { kubeconfig?: string } = {}): Promise<T> {
     const r = await this.kubectl([...args, '-o', 'json'], opts);
     return JSON.parse(r.stdout) as T;
   }

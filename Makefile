@@ -38,9 +38,13 @@ test-unit: build
 test-sandbox: deps build
 	tap 'dist/test/sandbox/**/*.test.js'
 
-# Every tier. CI runs exactly this.
-test: deps build
-	tap 'dist/test/unit/**/*.test.js' 'dist/test/sandbox/**/*.test.js'
+# Every tier: unit, sandbox (namespaces), and the cluster tier on the local
+# Kubernetes build (cold build ~17-25 min, cached in $RDBG_CACHE; the cluster
+# is torn down afterwards, also on failure). CI runs exactly this.
+test: deps build cluster-build
+	test/cluster/images.sh build
+	tap 'dist/test/unit/**/*.test.js' 'dist/test/sandbox/**/*.test.js' 'dist/test/cluster-tier/*.test.js'; \
+		status=$$?; test/cluster/down.sh || status=1; exit $$status
 
 bench: deps build
 	node dist/bench/run.js

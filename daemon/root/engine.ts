@@ -3,7 +3,7 @@ import { bigIntToIp, type Cidr } from '../../src/core/cidr';
 import { Codes, RdbgError, errorMessage } from '../../src/core/errors';
 import { logger } from '../../src/core/log';
 import { H2FlowClient } from '../../src/tunnel/h2-client';
-import { DatagramFramer, joinSocket } from '../../src/tunnel/h2-flows';
+import { datagramChannel, joinSocket, type DatagramChannel } from '../../src/tunnel/h2-flows';
 import type { RootStatus } from '../../src/gen/rdbg/v1/RootStatus';
 import type { SessionGrant__Output } from '../../src/gen/rdbg/v1/SessionGrant';
 import type { Journal, JournalEntry } from './journal';
@@ -12,7 +12,7 @@ import type { Platform, TunDevice } from './platform/platform';
 import { planRoutes } from './route-plan';
 import { SessionWatch } from './session-watch';
 import { TcpNat } from './tcp-nat';
-import { UdpRelay, type UdpChannel } from './udp-relay';
+import { UdpRelay } from './udp-relay';
 import { HostDns, type DnsMode } from './host-dns';
 
 const log = logger('rootd');
@@ -167,20 +167,8 @@ export class RootEngine extends EventEmitter {
     log.info('root daemon ready', { tun: this.tun.name, address: this.tunIp, routes: this.routes, dns: this.dns.mode });
   }
 
-  private async openUdp(host: string, port: number, source: string): Promise<UdpChannel> {
-    const stream = await this.h2!.open('udp', host, port, source);
-    let onDatagram: (d: Buffer) => void = () => undefined;
-    const framer = new DatagramFramer((d) => onDatagram(d));
-    const closeFns: (() => void)[] = [];
-    stream.on('data', (c: Buffer) => framer.push(c));
-    stream.on('close', () => closeFns.forEach((f) => f()));
-    stream.on('error', () => undefined);
-    return {
-      send: (d) => stream.write(DatagramFramer.frame(d)),
-      onDatagram: (fn) => (onDatagram = fn),
-      onClose: (fn) => closeFns.push(fn),
-      close: () => stream.close(),
-    };
+  private async openUdp(host: string, port: number, source: string): Promise<DatagramChannel> {
+    return datagramChannel(await this.h2!.open('udp', host, port, source));
   }
 
   private onPacket(buf: Buffer): void {

@@ -1,4 +1,5 @@
 import { logger } from '../../src/core/log';
+import type { DatagramChannel } from '../../src/tunnel/h2-flows';
 import { addrToString, buildHostUnreachable, buildUdp, parsePacket, type Packet } from './packet';
 
 const log = logger('rootd.udp');
@@ -6,19 +7,12 @@ const log = logger('rootd.udp');
 const IDLE_MS = 60_000;
 const MAX_FLOWS = 4096;
 
-export interface UdpChannel {
-  send(d: Buffer): void;
-  onDatagram(fn: (d: Buffer) => void): void;
-  onClose(fn: () => void): void;
-  close(): void;
-}
-
 export interface UdpDialer {
-  dial(host: string, port: number, source: string): Promise<UdpChannel>;
+  dial(host: string, port: number, source: string): Promise<DatagramChannel>;
 }
 
 interface Flow {
-  channel?: Promise<UdpChannel | undefined>;
+  channel?: Promise<DatagramChannel | undefined>;
   idle?: NodeJS.Timeout;
 }
 

@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import { H2FlowClient } from '../../src/tunnel/h2-client';
-import { DatagramFramer, joinSocket } from '../../src/tunnel/h2-flows';
+import { datagramChannel, joinSocket, type DatagramChannel } from '../../src/tunnel/h2-flows';
 import { pipeFlow } from '../../src/tunnel/flow-pipe';
 import { DialError } from '../../src/tunnel/messages';
 import type { Counters } from './counters';
@@ -14,12 +14,7 @@ export interface TcpFlow {
 }
 
 /** An opened UDP flow: one datagram in, one datagram out. */
-export interface UdpFlow {
-  send(d: Buffer): void;
-  onDatagram(fn: (d: Buffer) => void): void;
-  onClose(fn: () => void): void;
-  close(): void;
-}
+export type UdpFlow = DatagramChannel;
 
 /**
  * Opens flows to cluster destinations: over the manager's HTTP/2 data plane
@@ -67,18 +62,7 @@ export class FlowOpener {
     const closeFns: (() => void)[] = [];
     if (h2) {
       this.requireConnected();
-      const stream = await h2.open('udp', host, port, source);
-      let onDatagram: (d: Buffer) => void = () => undefined;
-      const framer = new DatagramFramer((d) => onDatagram(d));
-      stream.on('data', (c: Buffer) => framer.push(c));
-      stream.on('close', () => closeFns.forEach((f) => f()));
-      stream.on('error', () => undefined);
-      return {
-        send: (d) => stream.write(DatagramFramer.frame(d)),
-        onDatagram: (fn) => (onDatagram = fn),
-        onClose: (fn) => closeFns.push(fn),
-        close: () => stream.close(),
-      };
+      return datagramChannel(await h2.open('udp', host, port, source));
     }
     const stream = await openFlow(this.link, 'UDP', host, port, source);
     stream.on('end', () => closeFns.forEach((f) => f()));

@@ -164,3 +164,27 @@ export class DatagramFramer {
     return Buffer.concat([head, d]);
   }
 }
+
+/** One UDP flow as its users see it: a datagram in, a datagram out. */
+export interface DatagramChannel {
+  send(d: Buffer): void;
+  onDatagram(fn: (d: Buffer) => void): void;
+  onClose(fn: () => void): void;
+  close(): void;
+}
+
+/** A UDP flow carried by an HTTP/2 stream of length-prefixed datagrams. */
+export function datagramChannel(stream: http2.Http2Stream): DatagramChannel {
+  let deliver: (d: Buffer) => void = () => undefined;
+  const closeFns: (() => void)[] = [];
+  const framer = new DatagramFramer((d) => deliver(d));
+  stream.on('data', (c: Buffer) => framer.push(c));
+  stream.on('close', () => closeFns.forEach((f) => f()));
+  stream.on('error', () => undefined);
+  return {
+    send: (d) => void stream.write(DatagramFramer.frame(d)),
+    onDatagram: (fn) => (deliver = fn),
+    onClose: (fn) => void closeFns.push(fn),
+    close: () => stream.close(),
+  };
+}

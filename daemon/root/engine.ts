@@ -32,6 +32,8 @@ export interface RootOptions {
   neverProxy: string[];
   allowConflicts: boolean;
   dnsMode: DnsMode;
+  dnsInclude: string[]; // suffixes always asked of the cluster
+  dnsExclude: string[]; // suffixes never asked of the cluster (added to the defaults)
   resolvConf: string;
 }
 
@@ -149,6 +151,8 @@ export class RootEngine extends EventEmitter {
       tunName: this.tun.name,
       journal: this.journal,
       cluster,
+      include: this.opts.dnsInclude,
+      exclude: this.opts.dnsExclude,
       // Straight to the manager's data plane; the user daemon's gRPC relay is the fallback.
       lookup: (name, qtype) => this.h2!.dns(name, qtype).catch(() => this.session!.lookup(name, qtype)),
     });

@@ -1,7 +1,7 @@
 import { logger } from '../../src/core/log';
 import type { ClusterInfo__Output } from '../../src/gen/rdbg/v1/ClusterInfo';
 import type { DNSResponse__Output } from '../../src/gen/rdbg/v1/DNSResponse';
-import { DnsServer } from './dns/dns-server';
+import { DEFAULT_EXCLUDE, DnsServer } from './dns/dns-server';
 import * as resolvConf from './dns/resolv-conf';
 import type { Journal, JournalEntry } from './journal';
 
@@ -26,6 +26,8 @@ export class HostDns {
       tunName: string;
       journal: Journal;
       cluster: ClusterInfo__Output;
+      include?: string[];
+      exclude?: string[];
       lookup: (name: string, qtype: number) => Promise<DNSResponse__Output>;
     },
   ) {
@@ -56,6 +58,8 @@ export class HostDns {
       clusterDomain: c.cluster_domain,
       namespaces: () => this.namespaces,
       reverseCidrs: [...c.service_subnets, ...c.pod_subnets],
+      include: this.opts.include,
+      exclude: [...DEFAULT_EXCLUDE, ...(this.opts.exclude ?? [])],
       lookupCluster: (name, qtype) => this.opts.lookup(name, qtype),
       upstreams: original.filter((ns) => !this.opts.listen.includes(ns)),
     });

@@ -25,7 +25,8 @@ function tell(msg: StartupMessage): void {
 
 export const ROOT_USAGE = `rdbg daemon-root --user-socket PATH [--tun-name rdbg0] [--tun-cidr 169.254.83.0/24] [--tun-cidr6 fd72:6462:6700::/64]
                  [--also-proxy CIDR]... [--never-proxy CIDR]... [--allow-conflicting-subnets]
-                 [--dns auto|resolv.conf|none] [--resolv-conf /etc/resolv.conf] [--cleanup]
+                 [--dns auto|resolv.conf|none] [--dns-include SUFFIX]... [--dns-exclude SUFFIX]...
+                 [--resolv-conf /etc/resolv.conf] [--cleanup]
 Started by "rdbg connect" as root; --cleanup only undoes what a crashed daemon left behind.`;
 
 export async function rootDaemonMain(argv: string[]): Promise<void> {
@@ -38,6 +39,8 @@ export async function rootDaemonMain(argv: string[]): Promise<void> {
     'never-proxy': { type: 'string', multiple: true },
     'allow-conflicting-subnets': { type: 'boolean' },
     dns: { type: 'string', default: 'auto' },
+    'dns-include': { type: 'string', multiple: true },
+    'dns-exclude': { type: 'string', multiple: true },
     'resolv-conf': { type: 'string', default: '/etc/resolv.conf' },
     cleanup: { type: 'boolean' },
   });
@@ -63,6 +66,8 @@ export async function rootDaemonMain(argv: string[]): Promise<void> {
     neverProxy: asList(values['never-proxy']).map((c) => parseCidr(c).text),
     allowConflicts: values['allow-conflicting-subnets'] ?? false,
     dnsMode: values.dns as RootOptions['dnsMode'],
+    dnsInclude: asList(values['dns-include']),
+    dnsExclude: asList(values['dns-exclude']),
     resolvConf: values['resolv-conf']!,
   };
   const engine = new RootEngine(opts, journal, linuxPlatform);

@@ -183,3 +183,17 @@ t.test('a cluster subnet that overlaps a route is refused unless allowed; --neve
   }
   t.equal(sb.laptop.ns.exec('ip', ['route', 'show']), routesBefore);
 });
+
+t.test('--dns-include and --dns-exclude decide which names the cluster answers', async (t) => {
+  t.equal((await dig(['+short', 'www.example.test'])).stdout.trim(), '192.0.2.80', 'not connected: the laptop resolver answers');
+  const r = await sb.laptop.rdbg(['connect', '--manager', sb.laptop.managerAddress, '--dns-include', 'example.test', '--dns-exclude', 'prod']);
+  t.equal(r.code, 0, r.stderr);
+  try {
+    t.not((await dig(['+short', 'www.example.test'])).stdout.trim(), '192.0.2.80', 'an included suffix is asked of the cluster');
+    t.equal((await dig(['+short', 'other.prod'])).stdout.trim(), '', 'an excluded namespace is not');
+    t.equal((await dig(['+short', 'echo.default'])).stdout.trim(), CLUSTER.echoIp, 'other cluster names still resolve');
+  } finally {
+    t.equal((await sb.laptop.rdbg(['quit'])).code, 0);
+  }
+  t.equal(readFileSync(resolvPath(), 'utf8'), resolvBefore);
+});

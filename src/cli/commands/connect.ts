@@ -14,7 +14,8 @@ import { callDaemon, daemonClient, daemonSocketExists } from '../daemon-client';
 import { fromGrpc, humanBytes, progress, say } from '../output';
 
 export const CONNECT_USAGE = `rdbg connect --manager HOST:PORT [--socks [HOST:]PORT] [--namespace NS]
-             [--also-proxy CIDR]... [--never-proxy CIDR]... [--allow-conflicting-subnets] [--dns auto|none]
+             [--also-proxy CIDR]... [--never-proxy CIDR]... [--allow-conflicting-subnets]
+             [--dns auto|none] [--dns-include SUFFIX]... [--dns-exclude SUFFIX]...
 
 Starts the user daemon and opens a session with the traffic manager. With
 --socks, serves the cluster's network as a SOCKS5 proxy (no root needed;
@@ -46,6 +47,8 @@ export async function connectCommand(argv: string[]): Promise<void> {
     'never-proxy': { type: 'string', multiple: true },
     'allow-conflicting-subnets': { type: 'boolean' },
     dns: { type: 'string', default: 'auto' },
+    'dns-include': { type: 'string', multiple: true },
+    'dns-exclude': { type: 'string', multiple: true },
     'tun-name': { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   });
@@ -89,6 +92,8 @@ export async function connectCommand(argv: string[]): Promise<void> {
   for (const c of asList(values['also-proxy'])) rootArgs.push('--also-proxy', c);
   for (const c of asList(values['never-proxy'])) rootArgs.push('--never-proxy', c);
   if (values['allow-conflicting-subnets']) rootArgs.push('--allow-conflicting-subnets');
+  for (const d of asList(values['dns-include'])) rootArgs.push('--dns-include', d);
+  for (const d of asList(values['dns-exclude'])) rootArgs.push('--dns-exclude', d);
   if (values['tun-name']) rootArgs.push('--tun-name', values['tun-name']);
   const root = await startDaemon(rootArgs, 'daemon-root', join(runtimeDir(), 'root-daemon.log'));
   if (!root.ready) {

@@ -11,7 +11,9 @@ export const AGENT_USAGE = `rdbg agent run --manager HOST:PORT --workload NAME -
 Runs the traffic agent (the sidecar of an intercepted pod): it listens on the
 port the Service targets (Q) and forwards to the app (P); requests that match
 an intercept go to the laptop that owns it. RDBG_MANAGER may stand for
---manager, RDBG_AGENT_TOKEN carries the agent credential.`;
+--manager, RDBG_AGENT_TOKEN carries the agent credential, and
+RDBG_AGENT_TRANSPORT=grpc keeps diverted flows on the Tunnel RPC instead of
+the manager's HTTP/2 data plane.`;
 
 const HINT = 'see "rdbg agent --help"';
 
@@ -53,6 +55,7 @@ export async function agentMain(argv: string[]): Promise<void> {
     podIp: process.env.POD_IP,
     token: process.env.RDBG_AGENT_TOKEN ?? '',
     env: appEnvironment(process.env),
+    transport: process.env.RDBG_AGENT_TRANSPORT === 'grpc' ? 'grpc' : 'auto',
   });
   toggleDebugOnSignal();
   // The last line of defence: a bug in one connection's handling must not take the pod's traffic down with it.

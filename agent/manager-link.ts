@@ -1,8 +1,12 @@
 import { EventEmitter } from 'node:events';
+import { isIPv6 } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
+import { splitHostPort } from '../src/cli/args';
 import { errorMessage } from '../src/core/errors';
 import { logger } from '../src/core/log';
 import { CHANNEL_OPTIONS, managerPackage, type ManagerClient } from '../src/rpc/services';
+import { H2FlowClient } from '../src/tunnel/h2-client';
+import { H } from '../src/tunnel/h2-flows';
 import type { AgentInfo } from '../src/gen/rdbg/v1/AgentInfo';
 import type { AgentSession__Output } from '../src/gen/rdbg/v1/AgentSession';
 import type { InterceptInfo__Output } from '../src/gen/rdbg/v1/InterceptInfo';
@@ -19,6 +23,11 @@ export interface ManagerLinkOptions {
   manager: string; // host:port
   info: AgentInfo;
   heartbeatMs?: number;
+  /**
+   * How diverted flows travel: 'auto' takes the manager's HTTP/2 data plane
+   * when it has one (several times faster), 'grpc' always the Tunnel RPC.
+   */
+  transport?: 'auto' | 'grpc';
 }
 
 /**
@@ -33,6 +42,7 @@ export interface ManagerLinkOptions {
 export class ManagerLink extends EventEmitter {
   readonly client: ManagerClient;
   private id = '';
+  private data?: H2FlowClient;
   private current: InterceptInfo__Output[] = [];
   private counts = new Map<string, number>();
   private stopped = false;
@@ -63,6 +73,11 @@ export class ManagerLink extends EventEmitter {
     return this.id;
   }
 
+  /** The manager's data plane while linked, when it has one and we may use it. */
+  get dataPlane(): H2FlowClient | undefined {
+    return this.data;
+  }
+
   get intercepts(): InterceptInfo__Output[] {
     return this.current;
   }
@@ -81,6 +96,7 @@ export class ManagerLink extends EventEmitter {
     const id = this.id;
     this.endSession?.('stopping');
     this.wake?.();
+    this.data?.close();
     if (id) {
       await new Promise<void>((resolve) =>
         this.client.AgentDepart({ agent_id: id }, { deadline: Date.now() + 1000 }, () => resolve()),
@@ -130,7 +146,14 @@ export class ManagerLink extends EventEmitter {
   private serve(session: AgentSession__Output): Promise<string> {
     return new Promise((resolve) => {
       this.id = session.agent_id;
-      log.info('linked to the traffic manager', { manager: this.opts.manager, agent: this.id, version: session.manager?.version });
+      if (session.data_port && this.opts.transport !== 'grpc') {
+        const { host } = splitHostPort(this.opts.manager, 'manager');
+        const id = this.id;
+        this.data = new H2FlowClient(`${isIPv6(host) ? `[${host}]` : host}:${session.data_port}`, () => ({ [H.agent]: id }), (reason) =>
+          log.warn('lost the data plane; diverted flows open again on next use', { reason }),
+        );
+      }
+      log.info('linked to the traffic manager', { manager: this.opts.manager, agent: this.id, version: session.manager?.version, dataPort: session.data_port });
       this.emit('linked', this.id);
       const watch = this.client.WatchIntercepts({ agent_id: this.id });
       const heartbeat = setInterval(() => this.heartbeat(end), this.heartbeatMs);
@@ -170,6 +193,8 @@ export class ManagerLink extends EventEmitter {
   private unlink(): void {
     const had = this.current.length > 0 || this.id !== '';
     this.id = '';
+    this.data?.close();
+    this.data = undefined;
     this.counts.clear();
     if (this.current.length > 0) {
       this.current = [];

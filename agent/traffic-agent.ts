@@ -23,6 +23,8 @@ export interface AgentOptions {
   env?: Record<string, string>;
   sniffTimeoutMs?: number;
   heartbeatMs?: number;
+  /** 'auto': the manager's HTTP/2 data plane when it has one; 'grpc': always the Tunnel RPC. */
+  transport?: 'auto' | 'grpc';
 }
 
 /** Variables of the agent's own making, not the app's. */
@@ -57,6 +59,7 @@ export class TrafficAgent {
     this.link = new ManagerLink({
       manager: opts.manager,
       heartbeatMs: opts.heartbeatMs,
+      transport: opts.transport,
       info: {},
     });
     this.pools = new DivertPools(this.link);

@@ -3,7 +3,7 @@ import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import { errorMessage } from '../src/core/errors';
 import { logger } from '../src/core/log';
-import type { StreamDuplex } from '../src/tunnel/stream-duplex';
+import type { Duplex } from 'node:stream';
 import { divertFailure, openDivertedDuplex } from './divert';
 import { DivertError, logBug } from './errors';
 import type { ActiveIntercept } from './intercept-table';
@@ -74,7 +74,7 @@ class DivertAgent extends http.Agent {
 
   override createConnection(
     options: http.ClientRequestArgs & { rdbgSource?: string },
-    cb?: (err: Error | null, stream: StreamDuplex) => void,
+    cb?: (err: Error | null, stream: Duplex) => void,
   ): undefined {
     // allowHalfOpen false: a laptop server that closes an idle keep-alive flow closes our end too.
     openDivertedDuplex(this.link, this.intercept, options.rdbgSource ?? '', false)
@@ -103,7 +103,7 @@ export class DivertPool {
   readonly agent: DivertAgent;
   private session?: Promise<http2.ClientHttp2Session>;
   /** Raw flows (whole connections, upgrades): reset when the intercept ends, so callers reconnect to the app. */
-  private readonly flows = new Set<StreamDuplex>();
+  private readonly flows = new Set<Duplex>();
   private closed = false;
 
   constructor(
@@ -114,7 +114,7 @@ export class DivertPool {
   }
 
   /** A raw diverted flow (upgrades, CONNECT, whole TCP connections). */
-  async open(source: string): Promise<StreamDuplex> {
+  async open(source: string): Promise<Duplex> {
     const flow = await openDivertedDuplex(this.link, this.intercept, source, true);
     if (this.closed) {
       flow.destroy();

@@ -98,7 +98,11 @@ export function joinSocket(sock: Socket, stream: http2.Http2Stream, counters?: J
   };
   const reset = (why: string): void => {
     if (!stream.closed && !stream.destroyed) stream.close(http2.constants.NGHTTP2_CANCEL);
-    if (!sock.destroyed) sock.resetAndDestroy();
+    // libuv refuses an RST while our FIN is in flight (EINVAL) and node then leaks the handle.
+    if (!sock.destroyed) {
+      if (sock.writableEnded && !sock.writableFinished) sock.destroy();
+      else sock.resetAndDestroy();
+    }
     finish(why);
   };
   sock.on('data', (d: Buffer) => {

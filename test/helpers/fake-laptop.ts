@@ -2,9 +2,10 @@
  * A stand-in for the user daemon on a developer's laptop, for the agent's
  * tests: it talks to a real traffic manager through the real Manager gRPC API
  * (Arrive, Heartbeat, CreateIntercept, WatchDiversions), and for each
- * DivertRequest opens a Tunnel with `open {session_id, accept_flow_id}`,
- * dials the local server, answers `dial` with the result, and pipes the flow
- * with pipeFlow. The real user daemon (daemon/user) replaces it end to end.
+ * DivertRequest dials the local server and answers on the transport the
+ * agent used: a Tunnel with `open {session_id, accept_flow_id}` then `dial`,
+ * piped with pipeFlow; or the data plane's `accept` (H2FlowClient), joined
+ * with joinSocket. The real user daemon (daemon/user) replaces it end to end.
  */
 import * as net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
@@ -12,6 +13,8 @@ import { describeErrno } from '../../manager/tunnel-handler';
 import { PROTOCOL, VERSION } from '../../src/core/version';
 import { CHANNEL_OPTIONS, managerPackage, type ManagerClient } from '../../src/rpc/services';
 import { pipeFlow } from '../../src/tunnel/flow-pipe';
+import { H2FlowClient } from '../../src/tunnel/h2-client';
+import { H, joinSocket } from '../../src/tunnel/h2-flows';
 import { dialCodeForErrno, type TunnelStream } from '../../src/tunnel/messages';
 import type { DivertRequest__Output } from '../../src/gen/rdbg/v1/DivertRequest';
 import type { InterceptInfo__Output } from '../../src/gen/rdbg/v1/InterceptInfo';
@@ -30,14 +33,15 @@ export class FakeLaptop {
   readonly stats = { diversions: 0, dialled: 0, refused: 0 };
   private watch?: grpc.ClientReadableStream<DivertRequest__Output>;
   private heartbeat?: NodeJS.Timeout;
-  private readonly flows = new Set<{ sock: net.Socket; stream: TunnelStream }>();
+  private readonly flows = new Set<{ sock: net.Socket }>();
+  private data?: H2FlowClient;
 
   constructor(private readonly opts: FakeLaptopOptions) {
     this.client = new (managerPackage().Manager)(opts.manager, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
   }
 
   async arrive(): Promise<void> {
-    const s = await new Promise<{ session_id: string }>((resolve, reject) =>
+    const s = await new Promise<{ session_id: string; data_port: number }>((resolve, reject) =>
       this.client.Arrive(
         { client_version: VERSION, protocol: PROTOCOL, user: this.opts.user ?? 'dev@laptop', hostname: 'laptop', namespace: this.opts.namespace ?? 'default' },
         { deadline: Date.now() + 5000 },
@@ -45,6 +49,10 @@ export class FakeLaptop {
       ),
     );
     this.sessionId = s.session_id;
+    if (s.data_port) {
+      const host = this.opts.manager.replace(/:\d+$/, '');
+      this.data = new H2FlowClient(`${host}:${s.data_port}`, () => ({ [H.session]: this.sessionId }));
+    }
     this.heartbeat = setInterval(() => this.client.Heartbeat({ session_id: this.sessionId }, () => undefined), 1000);
     this.heartbeat.unref();
     this.watchDiversions();
@@ -89,6 +97,7 @@ export class FakeLaptop {
 
   private accept(d: DivertRequest__Output): void {
     this.stats.diversions++;
+    if (d.transport === 'h2' && this.data) return this.acceptH2(d, this.data);
     const call = this.client.Tunnel();
     const stream = call as unknown as TunnelStream;
     call.on('error', () => undefined);
@@ -105,15 +114,43 @@ export class FakeLaptop {
       this.stats.dialled++;
       sock.removeAllListeners('error');
       call.write({ dial: { code: 'OK', address: `${host}:${d.local_port}` } });
-      const flow = { sock, stream };
+      const flow = { sock };
       this.flows.add(flow);
       pipeFlow(sock, stream, { onDone: () => this.flows.delete(flow) });
       stream.resume();
     });
   }
 
+  private acceptH2(d: DivertRequest__Output, data: H2FlowClient): void {
+    const host = d.local_host || '127.0.0.1';
+    const sock = net.connect({ host, port: d.local_port, allowHalfOpen: true, noDelay: true });
+    sock.once('error', (err: NodeJS.ErrnoException) => {
+      this.stats.refused++;
+      data.accept(d.flow_id, dialCodeForErrno(err.code), describeErrno(err)).then(
+        (stream) => stream.end(),
+        () => undefined,
+      );
+    });
+    sock.once('connect', () => {
+      this.stats.dialled++;
+      sock.removeAllListeners('error');
+      sock.pause();
+      data.accept(d.flow_id, 'OK').then(
+        (stream) => {
+          const flow = { sock };
+          this.flows.add(flow);
+          stream.on('error', () => undefined);
+          joinSocket(sock, stream, undefined, () => this.flows.delete(flow));
+          sock.resume();
+        },
+        () => sock.destroy(),
+      );
+    });
+  }
+
   async close(): Promise<void> {
     clearInterval(this.heartbeat);
+    this.data?.close();
     this.watch?.cancel();
     for (const f of this.flows) f.sock.destroy();
     if (this.sessionId) {

@@ -33,6 +33,7 @@ export async function startManager(t: Teardown, port = 0): Promise<ManagerServer
     clusterDomain: 'cluster.local',
     namespace: 'rdbg',
     leaseSeconds: 15,
+    dataListen: '127.0.0.1:0',
   });
   await m.start();
   t.teardown(() => m.stop());
@@ -49,6 +50,7 @@ export async function startAgent(t: Teardown, managerPort: number, appPort: numb
     listenHost: '127.0.0.1',
     env: { APP_MODE: 'test' },
     heartbeatMs: 500,
+    transport: (process.env.RDBG_AGENT_TRANSPORT as 'grpc' | undefined) ?? 'auto',
     ...extra,
   });
   await a.start();

@@ -20,7 +20,7 @@ export function forwardRaw(raw: string[], upgrading = false): string[] {
     const named = raw[i + 1]
       .split(',')
       .map((s) => s.trim().toLowerCase())
-      .filter((s) => s && s !== 'upgrade');
+      .filter((s) => s && s !== 'upgrade' && s !== 'close' && !HOP_BY_HOP.has(s));
     if (named.length) drop = new Set([...drop, ...named]);
   }
   return withoutHeaders(raw, drop);

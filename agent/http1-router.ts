@@ -209,8 +209,10 @@ export class Http1Router {
       if (!res.writableFinished) up.destroy();
     });
 
-    if (attempt > 0) {
+    if (attempt > 0 || (bodyless(req) && req.method !== 'CONNECT')) {
+      // Nothing to stream: send the head now rather than a turn later on 'end'.
       up.end();
+      req.resume();
       return;
     }
     req.pipe(up, { end: false });

@@ -15,7 +15,9 @@ const DIAL_TIMEOUT_MS = 12_000;
 
 /** The text a caller reads when its diverted request could not reach the laptop. */
 export function divertFailure(i: ActiveIntercept, reason: string): string {
-  return `rdbg intercept of ${i.workload} by ${i.owner} could not reach ${i.target}: ${reason}`;
+  // The laptop's own dial message may already name the target; say it once.
+  const why = reason.replace(/^could not reach \S+: /, '');
+  return `rdbg intercept of ${i.workload} by ${i.owner} could not reach ${i.target}: ${why}`;
 }
 
 /**

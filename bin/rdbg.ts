@@ -3,6 +3,7 @@
 // The one rdbg binary: the CLI, and every component as a subcommand, so that
 // one package (and one image) serves the laptop, the manager and the agent.
 import { cliMain } from '../src/cli/main';
+import { RdbgError } from '../src/core/errors';
 import { managerMain } from '../manager/main';
 import { userDaemonMain } from '../daemon/user/main';
 import { agentMain } from '../agent/main';
@@ -22,6 +23,11 @@ async function main(argv: string[]): Promise<void> {
 }
 
 main(process.argv.slice(2)).catch((err: unknown) => {
-  process.stderr.write(`rdbg: ${(err as Error)?.stack ?? String(err)}\n`);
+  // A component's own errors (bad flags, a port in use) read as one sentence; bugs keep their stack.
+  if (err instanceof RdbgError) {
+    process.stderr.write(`rdbg: ${err.message}\n${err.hint ? `  hint: ${err.hint}\n` : ''}`);
+  } else {
+    process.stderr.write(`rdbg: ${(err as Error)?.stack ?? String(err)}\n`);
+  }
   process.exit(1);
 });

@@ -42,6 +42,7 @@ export class ClusterDNS {
   async lookup(name: string, qtype: number, namespace: string): Promise<DNSResponse> {
     if (qtype === QTYPE.PTR) return this.reverse(name);
     let sawNoData: string | undefined;
+    let failed: string | undefined;
     for (const candidate of this.candidates(name, namespace)) {
       try {
         const answers = await this.query(candidate, qtype);
@@ -50,10 +51,12 @@ export class ClusterDNS {
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         if (code === 'ENODATA') sawNoData ??= candidate;
-        else if (code !== 'ENOTFOUND') return { rcode: RCODE.SERVFAIL, name: candidate, answers: [] };
+        // A candidate the server could not answer does not hide the others (as a pod's resolver goes on).
+        else if (code !== 'ENOTFOUND') failed ??= candidate;
       }
     }
     if (sawNoData) return { rcode: RCODE.NOERROR, name: sawNoData, answers: [] };
+    if (failed) return { rcode: RCODE.SERVFAIL, name: failed, answers: [] };
     return { rcode: RCODE.NXDOMAIN, name, answers: [] };
   }
 

@@ -122,3 +122,23 @@ export function waitForLine(p: ChildProcess, match: (line: string) => boolean, t
     });
   });
 }
+
+/** Wait until a process's stderr (its structured log) contains `text`, or fail. */
+export function waitForLog(p: ChildProcess, text: string, timeoutMs = 15_000, what = 'process'): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let err = '';
+    const timer = setTimeout(() => reject(new Error(`${what} not ready within ${timeoutMs} ms: ${err.slice(-1000)}`)), timeoutMs);
+    const onData = (d: Buffer): void => {
+      err += d.toString();
+      if (err.includes(text)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    p.stderr!.on('data', onData);
+    p.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${what} exited with ${code}: ${err.slice(-1000)}`));
+    });
+  });
+}

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { Netns, link, waitForLine } from './netns';
+import { Netns, link, waitForLine, waitForLog } from './netns';
 
 /** The built package's entry point and test programs. */
 export const RDBG = resolve(__dirname, '../../bin/rdbg.js');
@@ -122,18 +122,7 @@ export class Sandbox {
       '--cluster-namespace', 'default', '--cluster-namespace', 'prod',
     ]);
     const m = this.manager;
-    await new Promise<void>((resolveReady, reject) => {
-      let err = '';
-      const timer = setTimeout(() => reject(new Error(`manager did not start: ${err}`)), 15_000);
-      m.stderr!.on('data', (d: Buffer) => {
-        err += d.toString();
-        if (err.includes('traffic manager listening')) {
-          clearTimeout(timer);
-          resolveReady();
-        }
-      });
-      m.on('exit', (code) => reject(new Error(`manager exited with ${code}: ${err}`)));
-    });
+    await waitForLog(m, 'traffic manager listening', 15_000, 'manager');
     m.stderr!.resume();
   }
 

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { Journal } from '../../daemon/root/journal';
-import { Netns, link, waitForLine } from '../helpers/netns';
+import { Netns, link, waitForLine, waitForLog } from '../helpers/netns';
 
 /**
  * The DNS sandbox: a `cluster` namespace with a real dnsmasq answering the
@@ -117,18 +117,7 @@ export class DnsSandbox {
       '--service-cidr', DNS.serviceCidr, '--pod-cidr', DNS.podCidr, '--cluster-domain', 'cluster.local',
     ]);
     this.manager = m;
-    await new Promise<void>((resolveReady, reject) => {
-      let err = '';
-      const timer = setTimeout(() => reject(new Error(`manager did not start: ${err}`)), 15_000);
-      m.stderr!.on('data', (d: Buffer) => {
-        err += d.toString();
-        if (err.includes('traffic manager listening')) {
-          clearTimeout(timer);
-          resolveReady();
-        }
-      });
-      m.on('exit', (code) => reject(new Error(`manager exited with ${code}: ${err}`)));
-    });
+    await waitForLog(m, 'traffic manager listening', 15_000, 'manager');
     await this.waitForDns(l, DNS.original, 'www.example.test');
     await this.waitForDns(l, DNS.clusterVeth, `echo.default.${D}`);
   }

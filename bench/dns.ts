@@ -7,17 +7,10 @@
  * in the cached row (the same short name again and again).
  * Runs in its own namespaces (test/sandbox/dns-fixture); ~10 s.
  */
+import type { BenchRow } from './row';
 import { DNS, DNS_RUNNER, DnsSandbox } from '../test/sandbox/dns-fixture';
 
-export interface DnsBenchRow {
-  metric: string;
-  path: string;
-  value: number;
-  reference: number;
-  vs: string;
-  goal: string;
-  pass: boolean;
-}
+export type DnsBenchRow = BenchRow;
 
 export interface DnsBenchResult {
   rows: DnsBenchRow[];

@@ -8,20 +8,13 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { CLUSTER, NETCLIENT, Sandbox, type Laptop } from '../test/helpers/sandbox';
 import { benchAgent } from './agent';
+import type { BenchRow } from './row';
 
 const NETBENCH = resolve(__dirname, 'netbench.js');
 const SOCKS = '127.0.0.1:1080';
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 
-interface Row {
-  metric: string;
-  path: string;
-  value: number;
-  reference: number;
-  vs: string;
-  goal: string;
-  pass: boolean;
-}
+type Row = BenchRow;
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);

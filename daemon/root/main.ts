@@ -2,6 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import { chmodSync, chownSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { asList, parse } from '../../src/cli/args';
+import { ROOT_OPTIONS } from '../../src/cli/root-options';
 import { parseCidr } from '../../src/core/cidr';
 import { Codes, RdbgError, errorMessage } from '../../src/core/errors';
 import { logger, toggleDebugOnSignal } from '../../src/core/log';
@@ -32,15 +33,9 @@ Started by "rdbg connect" as root; --cleanup only undoes what a crashed daemon l
 export async function rootDaemonMain(argv: string[]): Promise<void> {
   const { values } = parse('daemon-root', argv, {
     'user-socket': { type: 'string' },
-    'tun-name': { type: 'string', default: 'rdbg0' },
     'tun-cidr': { type: 'string', default: '169.254.83.0/24' },
     'tun-cidr6': { type: 'string', default: 'fd72:6462:6700::/64' },
-    'also-proxy': { type: 'string', multiple: true },
-    'never-proxy': { type: 'string', multiple: true },
-    'allow-conflicting-subnets': { type: 'boolean' },
-    dns: { type: 'string', default: 'auto' },
-    'dns-include': { type: 'string', multiple: true },
-    'dns-exclude': { type: 'string', multiple: true },
+    ...ROOT_OPTIONS,
     'resolv-conf': { type: 'string', default: '/etc/resolv.conf' },
     cleanup: { type: 'boolean' },
   });

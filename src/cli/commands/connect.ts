@@ -10,6 +10,7 @@ import type { RootStatus__Output } from '../../gen/rdbg/v1/RootStatus';
 import type { StartupMessage } from '../../rpc/startup';
 import type { DaemonStatus__Output } from '../../gen/rdbg/v1/DaemonStatus';
 import { asList, parse, splitHostPort } from '../args';
+import { ROOT_OPTIONS, rootArgv } from '../root-options';
 import { callDaemon, daemonClient, daemonSocketExists } from '../daemon-client';
 import { fromGrpc, humanBytes, progress, say } from '../output';
 
@@ -43,13 +44,7 @@ export async function connectCommand(argv: string[]): Promise<void> {
     manager: { type: 'string' },
     socks: { type: 'string' },
     namespace: { type: 'string', short: 'n', default: 'default' },
-    'also-proxy': { type: 'string', multiple: true },
-    'never-proxy': { type: 'string', multiple: true },
-    'allow-conflicting-subnets': { type: 'boolean' },
-    dns: { type: 'string', default: 'auto' },
-    'dns-include': { type: 'string', multiple: true },
-    'dns-exclude': { type: 'string', multiple: true },
-    'tun-name': { type: 'string' },
+    ...ROOT_OPTIONS,
     help: { type: 'boolean', short: 'h' },
   });
   if (values.help) return say(CONNECT_USAGE);
@@ -88,13 +83,7 @@ export async function connectCommand(argv: string[]): Promise<void> {
   }
 
   progress('starting the root daemon: TUN device, routes and DNS');
-  const rootArgs = ['--user-socket', daemonSocketPath(), '--dns', values.dns!];
-  for (const c of asList(values['also-proxy'])) rootArgs.push('--also-proxy', c);
-  for (const c of asList(values['never-proxy'])) rootArgs.push('--never-proxy', c);
-  if (values['allow-conflicting-subnets']) rootArgs.push('--allow-conflicting-subnets');
-  for (const d of asList(values['dns-include'])) rootArgs.push('--dns-include', d);
-  for (const d of asList(values['dns-exclude'])) rootArgs.push('--dns-exclude', d);
-  if (values['tun-name']) rootArgs.push('--tun-name', values['tun-name']);
+  const rootArgs = ['--user-socket', daemonSocketPath(), ...rootArgv(values)];
   const root = await startDaemon(rootArgs, 'daemon-root', join(runtimeDir(), 'root-daemon.log'));
   if (!root.ready) {
     await quitCommand([], true);

@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: all deps build gen lint test test-unit test-sandbox bench demo clean
+.PHONY: all deps build gen lint test test-unit test-sandbox bench demo demo-standalone clean
 
 all: build
 
@@ -50,8 +50,12 @@ bench: deps build
 	node dist/bench/run.js
 
 # rdbg end to end in network namespaces: connect, DNS, a header intercept.
-demo: deps build
+demo: deps build cluster-build
 	bash scripts/demo.sh
+
+# the same story without Kubernetes: a standalone manager in network namespaces
+demo-standalone: deps build
+	bash scripts/demo-standalone.sh
 
 include test/cluster/cluster.mk
 

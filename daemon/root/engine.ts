@@ -9,7 +9,7 @@ import type { SessionGrant__Output } from '../../src/gen/rdbg/v1/SessionGrant';
 import type { Journal, JournalEntry } from './journal';
 import { PROTO_TCP, PROTO_UDP, parsePacket } from './packet';
 import type { Platform, TunDevice } from './platform/platform';
-import { planRoutes } from './route-plan';
+import { planRoutes } from '../../src/core/route-plan';
 import { SessionWatch } from './session-watch';
 import { TcpNat } from './tcp-nat';
 import { UdpRelay } from './udp-relay';

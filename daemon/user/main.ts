@@ -17,6 +17,7 @@ import { LocalIntercepts } from './intercepts';
 import { ManagerLink } from './manager-link';
 import { SocksServer } from './socks-server';
 import { FlowOpener } from './flows';
+import { openKubeTransport, type KubeTransport } from './kube-transport';
 
 const log = logger('userd');
 
@@ -31,13 +32,26 @@ export async function userDaemonMain(argv: string[]): Promise<void> {
   const { values } = parse('daemon-user', argv, {
     manager: { type: 'string' },
     socks: { type: 'string' },
-    namespace: { type: 'string', default: 'default' },
+    namespace: { type: 'string' },
+    kubernetes: { type: 'boolean' },
+    kubeconfig: { type: 'string' },
+    context: { type: 'string' },
+    'manager-namespace': { type: 'string', default: 'rdbg' },
   });
   raiseFileLimit();
   startProfile();
   toggleDebugOnSignal();
   try {
-    await runUserDaemon({ manager: values.manager!, socks: values.socks, namespace: values.namespace! });
+    const kube = values.kubernetes
+      ? await openKubeTransport({ kubeconfig: values.kubeconfig, context: values.context, namespace: values.namespace }, values['manager-namespace']!, values.manager)
+      : undefined;
+    await runUserDaemon({
+      manager: kube?.control ?? values.manager!,
+      dataAddress: kube?.data,
+      socks: values.socks,
+      namespace: values.namespace ?? kube?.namespace ?? 'default',
+      kube,
+    });
   } catch (err) {
     const e = err instanceof RdbgError ? err : new RdbgError(Codes.DAEMON_START, errorMessage(err));
     log.error('user daemon failed to start', { code: e.code, err: e.message });
@@ -58,13 +72,14 @@ interface DaemonOptions {
   socks?: string;
   namespace: string;
   dataAddress?: string; // where the data plane is reached, when not beside the manager's address
+  kube?: KubeTransport;
 }
 
 async function runUserDaemon(opts: DaemonOptions): Promise<void> {
   if (!opts.manager) throw new RdbgError(Codes.BAD_ARGUMENT, 'the user daemon needs --manager HOST:PORT');
   const counters = newCounters();
   const link = new ManagerLink({ address: opts.manager, namespace: opts.namespace, token: process.env.RDBG_MANAGER_TOKEN });
-  const intercepts = new LocalIntercepts(link);
+  const intercepts = new LocalIntercepts(link, opts.kube?.claim);
   const diverts = new DivertAcceptor(link, counters, () => flows.dataPlane());
   await link.start(10_000);
   diverts.start();
@@ -96,6 +111,7 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
     flows.close();
     await intercepts.removeAll();
     await link.close();
+    opts.kube?.close();
     server.forceShutdown();
     cleanupFiles();
     await stopProfile('user-daemon');
@@ -126,8 +142,12 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
         events: link.events,
         connected_since: link.connectedSince?.toISOString() ?? '',
         pid: process.pid,
-        transport: link.dataPort ? `HTTP/2 data plane at ${flows.dataPlane() ? 'port ' + link.dataPort : '-'}, gRPC control at ${opts.manager}` : `gRPC tunnel to ${opts.manager}`,
+        transport: opts.kube ? opts.kube.describe(link.dataPort > 0) : link.dataPort ? `HTTP/2 data plane at ${flows.dataPlane() ? 'port ' + link.dataPort : '-'}, gRPC control at ${opts.manager}` : `gRPC tunnel to ${opts.manager}`,
         intercepts: intercepts.count,
+        kube_context: opts.kube?.context ?? '',
+        kubeconfig: opts.kube?.kubeconfig ?? '',
+        namespace: opts.namespace,
+        manager_namespace: opts.kube?.managerNamespace ?? '',
       }),
     Quit: (_call, cb) => {
       cb(null, {});
@@ -160,7 +180,7 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
     session_id: link.sessionId,
     data_address: flows.dataAddress() ?? '',
     cluster: link.cluster ?? null,
-    manager_addresses: [managerHost],
+    manager_addresses: [managerHost, ...(opts.kube?.neverRoute ?? [])],
   });
   const WatchSession: UserDaemonHandlers['WatchSession'] = (call) => {
     const send = (): void => void call.write(grant());
@@ -190,6 +210,6 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
   writeFileSync(daemonPidPath(), String(process.pid));
   process.once('SIGTERM', () => void quit('SIGTERM'));
   process.once('SIGINT', () => void quit('SIGINT'));
-  log.info('user daemon ready', { manager: opts.manager, socks: socksAddress, session: link.sessionId });
+  log.info('user daemon ready', { manager: opts.manager, socks: socksAddress, session: link.sessionId, context: opts.kube?.context });
   tell({ ready: true, socks: socksAddress });
 }

@@ -2,6 +2,7 @@ import { RdbgError } from '../core/errors';
 import { VERSION } from '../core/version';
 import { CONNECT_USAGE, connectCommand, quitCommand, statusCommand } from './commands/connect';
 import { INTERCEPT_USAGE, interceptCommand, leaveCommand, listCommand } from './commands/intercept';
+import { DOCTOR_USAGE, doctorCommand } from './commands/doctor';
 import { say } from './output';
 
 const USAGE = `rdbg ${VERSION}: run and debug one service on your laptop as if it were inside the cluster.
@@ -13,6 +14,7 @@ Commands:
   leave       end an intercept                                  rdbg leave echo
   list        intercepts with their rules and counters          rdbg list [-o json] [--all]
   quit        end the session and stop the daemon               rdbg quit
+  doctor      what would fail, checked before changing anything  rdbg doctor [-n NS]
   version     print the version                                 rdbg version
   manager     run the traffic manager                           rdbg manager serve --listen 0.0.0.0:8081
   agent       run a traffic agent beside an app                 rdbg agent run --manager HOST:PORT ...
@@ -21,7 +23,9 @@ Add --debug to any command for stack traces.
 
 ${CONNECT_USAGE}
 
-${INTERCEPT_USAGE}`;
+${INTERCEPT_USAGE}
+
+${DOCTOR_USAGE}`;
 
 const commands: Record<string, (argv: string[]) => Promise<void>> = {
   connect: connectCommand,
@@ -30,6 +34,7 @@ const commands: Record<string, (argv: string[]) => Promise<void>> = {
   intercept: interceptCommand,
   leave: leaveCommand,
   list: listCommand,
+  doctor: doctorCommand,
   version: async () => say(`rdbg ${VERSION}`),
   help: async () => say(USAGE),
 };

@@ -13,11 +13,8 @@ export interface TunDevice {
   readonly stats: { read: number; written: number; dropped: number };
 }
 
-export interface Route {
-  dst: string; // CIDR, or "default"
-  dev: string;
-  via?: string;
-}
+import type { Route } from '../../../src/core/route-plan';
+export type { Route };
 
 export interface Platform {
   openTun(name: string): TunDevice;

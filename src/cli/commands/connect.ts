@@ -14,16 +14,24 @@ import { ROOT_OPTIONS, rootArgv } from '../root-options';
 import { callDaemon, daemonClient, daemonSocketExists } from '../daemon-client';
 import { fromGrpc, humanBytes, progress, say } from '../output';
 
-export const CONNECT_USAGE = `rdbg connect --manager HOST:PORT [--socks [HOST:]PORT] [--namespace NS]
+export const CONNECT_USAGE = `rdbg connect [--kubeconfig FILE] [--context NAME] [--namespace NS] [--manager-namespace rdbg]
+             [--manager HOST:PORT] [--socks [HOST:]PORT]
              [--also-proxy CIDR]... [--never-proxy CIDR]... [--allow-conflicting-subnets]
              [--dns auto|none] [--dns-include SUFFIX]... [--dns-exclude SUFFIX]...
 
-Starts the user daemon and opens a session with the traffic manager. With
+Starts the user daemon and opens a session with the traffic manager. Without
+--manager, the manager is the one installed in the current kubeconfig context
+("rdbg manager install"), reached through the apiserver's port-forward.
+--manager HOST:PORT alone talks to a standalone manager ("rdbg manager serve");
+together with --kubeconfig, --context or --kubernetes it is the address where
+the cluster exposes the manager's data plane (the direct transport), while the
+session still opens through the apiserver. With
 --socks, serves the cluster's network as a SOCKS5 proxy (no root needed;
 names resolve in the cluster). Without it, the root daemon (through sudo)
 routes the cluster's subnets into a TUN device and answers cluster names, so
 every program on this machine reaches the cluster.
-Examples: rdbg connect --manager 10.0.0.1:8081 --socks 1080
+Examples: rdbg connect --context staging && curl http://echo.default/
+          rdbg connect --manager 10.0.0.1:8081 --socks 1080
           curl --socks5-hostname 127.0.0.1:1080 http://echo.default/
           rdbg connect --manager 10.0.0.1:8081 && curl http://echo.default/`;
 
@@ -43,7 +51,11 @@ export async function connectCommand(argv: string[]): Promise<void> {
   const { values } = parse('connect', argv, {
     manager: { type: 'string' },
     socks: { type: 'string' },
-    namespace: { type: 'string', short: 'n', default: 'default' },
+    namespace: { type: 'string', short: 'n' },
+    kubeconfig: { type: 'string' },
+    context: { type: 'string' },
+    kubernetes: { type: 'boolean' },
+    'manager-namespace': { type: 'string', default: 'rdbg' },
     ...ROOT_OPTIONS,
     help: { type: 'boolean', short: 'h' },
   });
@@ -53,14 +65,8 @@ export async function connectCommand(argv: string[]): Promise<void> {
     say(`Already connected to the traffic manager at ${existing.manager_address} (${existing.state.toLowerCase()}); "rdbg quit" first to reconnect elsewhere.`);
     return;
   }
-  if (!values.manager) {
-    throw new RdbgError(
-      Codes.BAD_ARGUMENT,
-      'connect needs --manager HOST:PORT (the traffic manager; Kubernetes discovery is not available in this build)',
-      'start one with "rdbg manager serve --listen 0.0.0.0:8081 ..." and pass its address',
-    );
-  }
-  splitHostPort(values.manager, '--manager');
+  const kube = !values.manager || values.kubernetes || values.kubeconfig !== undefined || values.context !== undefined;
+  if (values.manager) splitHostPort(values.manager, '--manager');
   let socks = values.socks;
   if (socks) {
     if (/^\d+$/.test(socks)) socks = `127.0.0.1:${socks}`;
@@ -68,17 +74,26 @@ export async function connectCommand(argv: string[]): Promise<void> {
   }
 
   progress(`starting the user daemon (log: ${daemonLogPath()})`);
-  progress(`connecting to the traffic manager at ${values.manager}`);
-  const msg = await startDaemon(
-    ['--manager', values.manager, '--namespace', values.namespace!, ...(socks ? ['--socks', socks] : [])],
-    'daemon-user',
-    daemonLogPath(),
-  );
+  const daemonArgs = [
+    ...(values.manager ? ['--manager', values.manager] : []),
+    ...(values.namespace ? ['--namespace', values.namespace] : []),
+    ...(socks ? ['--socks', socks] : []),
+  ];
+  if (kube) {
+    daemonArgs.push('--kubernetes', '--manager-namespace', values['manager-namespace']!);
+    if (values.kubeconfig) daemonArgs.push('--kubeconfig', values.kubeconfig);
+    if (values.context) daemonArgs.push('--context', values.context);
+    progress(`connecting through the apiserver${values.context ? ` of context ${values.context}` : ''} to the traffic manager in namespace ${values['manager-namespace']}`);
+  } else {
+    progress(`connecting to the traffic manager at ${values.manager}`);
+  }
+  const msg = await startDaemon(daemonArgs, 'daemon-user', daemonLogPath());
   if (!msg.ready) throw new RdbgError(msg.code, msg.message, msg.hint);
   const st = await getStatus();
+  const where = st?.kube_context ? `in context ${st.kube_context} (namespace ${st.manager_namespace}, through the apiserver)` : `at ${values.manager}`;
   const subnets = [...asList(st?.cluster?.service_subnets), ...asList(st?.cluster?.pod_subnets)].join(', ') || 'none announced';
   if (socks) {
-    say(`Connected to traffic manager ${st?.manager?.version ?? '?'} at ${values.manager}; SOCKS5 proxy on ${msg.socks}; cluster subnets ${subnets}.`);
+    say(`Connected to traffic manager ${st?.manager?.version ?? '?'} ${where}; SOCKS5 proxy on ${msg.socks}; cluster subnets ${subnets}.`);
     return;
   }
 
@@ -91,7 +106,7 @@ export async function connectCommand(argv: string[]): Promise<void> {
   }
   const rs = await getRootStatus();
   say(
-    `Connected to traffic manager ${st?.manager?.version ?? '?'} at ${values.manager}: ${rs?.tun_device ?? 'TUN'} routes ${(rs?.routes ?? []).map((r) => r.cidr).join(', ') || subnets}; ` +
+    `Connected to traffic manager ${st?.manager?.version ?? '?'} ${where}: ${rs?.tun_device ?? 'TUN'} routes ${(rs?.routes ?? []).map((r) => r.cidr).join(', ') || subnets}; ` +
       `DNS ${rs?.dns_mode === 'none' ? 'unchanged' : `via ${rs?.dns_address} (${rs?.dns_mode})`}.`,
   );
 }
@@ -186,6 +201,7 @@ export async function statusCommand(argv: string[]): Promise<void> {
   const c = st.counters!;
   const cl = st.cluster;
   say(`Session:          ${st.state.toLowerCase()}${st.session_id ? ` (session ${st.session_id.slice(0, 8)})` : ''}`);
+  if (st.kube_context) say(`Kubernetes:       context ${st.kube_context}${st.kubeconfig ? ` (${st.kubeconfig})` : ''}, namespace ${st.namespace}, manager in ${st.manager_namespace}`);
   say(`Traffic manager:  ${st.manager_address}, version ${st.manager?.version ?? 'unknown'} (client ${st.client_version})`);
   say(`Transport:        ${st.transport}`);
   if (st.socks_address) say(`SOCKS5 proxy:     ${st.socks_address}`);

@@ -7,7 +7,12 @@ import type { InterceptList__Output } from '../../gen/rdbg/v1/InterceptList';
 import type { ListInterceptsRequest } from '../../gen/rdbg/v1/ListInterceptsRequest';
 import { asList, parse } from '../args';
 import { callDaemon, daemonClient } from '../daemon-client';
-import { fromGrpc, say, table } from '../output';
+import { fromGrpc, progress, say, table } from '../output';
+import { getStatus } from './connect';
+import type { DaemonStatus__Output } from '../../gen/rdbg/v1/DaemonStatus';
+import { loadKube } from '../../kube/config';
+import { describe, Workloads, type InterceptTarget } from '../../kube/workloads';
+import { ensureAgent } from '../../kube/injection';
 
 export const INTERCEPT_USAGE = `rdbg intercept NAME --port LOCAL[:REMOTE] [--header NAME=VALUE|NAME=~REGEX]... [--path-prefix /p]
                [--mirror] [--namespace NS] [--env-file FILE] [--env-json FILE] [-- COMMAND ARGS...]
@@ -15,18 +20,47 @@ export const INTERCEPT_USAGE = `rdbg intercept NAME --port LOCAL[:REMOTE] [--hea
 Sends NAME's requests that match the rule (all of the port without a rule) to
 127.0.0.1:LOCAL on this machine. With -- COMMAND, runs it with the pod's
 environment and ends the intercept when it exits.
+On Kubernetes, NAME is a Service (or KIND/NAME of a Deployment, StatefulSet,
+ReplicaSet, DaemonSet or Pod); the first intercept of a workload injects the
+traffic agent into its pods (they restart once); later ones do not restart them.
 Example: rdbg intercept echo --port 8080:80 --header x-dev=me -- node --inspect app.js`;
 
 const KEEP_LOCAL = new Set(['PATH', 'HOME', 'USER', 'SHELL', 'TERM', 'PWD', 'LANG', 'TMPDIR']);
 
-function parsePort(text: string): { local: number; remote: number } {
-  const m = /^(\d+)(?::(\d+))?$/.exec(text);
+function parsePort(text: string): { local: number; remote: number; remoteText?: string } {
+  const m = /^(\d+)(?::(\d+|[a-z0-9]([-a-z0-9]*[a-z0-9])?))?$/.exec(text);
   const local = m ? Number(m[1]) : NaN;
-  const remote = m?.[2] ? Number(m[2]) : 0;
+  const remote = m?.[2] && /^\d+$/.test(m[2]) ? Number(m[2]) : 0;
   if (!m || local < 1 || local > 65535 || remote > 65535) {
-    throw new RdbgError(Codes.BAD_ARGUMENT, `--port "${text}" must look like LOCAL or LOCAL:REMOTE (1-65535)`);
+    throw new RdbgError(Codes.BAD_ARGUMENT, `--port "${text}" must look like LOCAL or LOCAL:REMOTE (1-65535, or the remote port's name)`);
   }
-  return { local, remote };
+  return { local, remote, remoteText: m[2] };
+}
+
+/**
+ * Kubernetes mode: NAME becomes the workload behind it and the app port;
+ * the agent is injected (once) before the manager is asked.
+ */
+async function prepareOnKubernetes(st: DaemonStatus__Output, name: string, namespace: string, remote?: string): Promise<InterceptTarget> {
+  const { kc } = loadKube({ kubeconfig: st.kubeconfig || undefined, context: st.kube_context });
+  const ws = new Workloads(kc);
+  const target = await ws.resolve(name, namespace, remote);
+  progress(`${target.service ? `service ${target.service} is served by ` : ''}${describe(target.workload)}, container ${target.container}, port ${target.agentPort}`);
+  await ensureAgent(ws, target, progress);
+  return target;
+}
+
+/** Waits until every replica's agent has taken the intercept (they register a moment after their pod is ready). */
+async function waitForAgents(client: ReturnType<typeof daemonClient>, id: string, want: number): Promise<number> {
+  const until = Date.now() + 60_000;
+  let agents = 0;
+  while (Date.now() < until) {
+    const list = await callDaemon<ListInterceptsRequest, InterceptList__Output>(client, client.list, { session_id: '', all: false });
+    agents = list.intercepts.find((i) => i.id === id)?.agents ?? 0;
+    if (agents >= want) return agents;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  return agents;
 }
 
 function envFileText(env: Record<string, string>): string {
@@ -56,12 +90,16 @@ export async function interceptCommand(argv: string[]): Promise<void> {
   if (values.help) return say(INTERCEPT_USAGE);
   if (positionals.length !== 1) throw new RdbgError(Codes.BAD_ARGUMENT, 'intercept takes exactly one workload or service name', INTERCEPT_USAGE);
   if (!values.port) throw new RdbgError(Codes.BAD_ARGUMENT, 'intercept needs --port LOCAL[:REMOTE]');
-  const { local, remote } = parsePort(values.port);
+  const { local, remote, remoteText } = parsePort(values.port);
+  const st = await getStatus();
+  if (!st) throw new RdbgError(Codes.NOT_CONNECTED, 'intercept: rdbg is not connected', 'run "rdbg connect" first');
+  if (remoteText && !remote && !st.kube_context) throw new RdbgError(Codes.BAD_ARGUMENT, `--port "${values.port}": a named remote port needs Kubernetes mode`);
+  const target = st.kube_context ? await prepareOnKubernetes(st, positionals[0], values.namespace || st.namespace, remoteText) : undefined;
   const headers = asList(values.header).map(parseHeaderFlag);
   const spec = {
-    workload: positionals[0],
-    namespace: values.namespace ?? '',
-    port: remote,
+    workload: target?.workload.name ?? positionals[0],
+    namespace: target?.workload.namespace ?? values.namespace ?? '',
+    port: target?.appPort ?? remote,
     headers,
     path_prefix: values['path-prefix'] ?? '',
     mirror: values.mirror ?? false,
@@ -72,6 +110,11 @@ export async function interceptCommand(argv: string[]): Promise<void> {
   let info: InterceptInfo__Output;
   try {
     info = await callDaemon(client, client.intercept, { spec, name: positionals[0] }, 15_000);
+    if (target && info.agents < target.replicas) {
+      progress(`waiting for the agents of ${target.replicas} pod(s) to take the intercept`);
+      info.agents = await waitForAgents(client, info.id, target.replicas);
+      if (info.agents > 0) info.state = 'ACTIVE';
+    }
   } catch (err) {
     client.close();
     throw fromGrpc(err, 'intercept');

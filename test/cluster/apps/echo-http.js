@@ -8,7 +8,9 @@
 //
 // Env: PORT (8080), NAME (the service name to report), PROPAGATE (comma-
 // separated header names copied from the request to the outgoing call;
-// default "x-request-id,x-rdbg-intercept,traceparent").
+// default "x-request-id,x-rdbg-intercept,traceparent"), CALL (a URL: every
+// request other than /healthz and /call also calls it, as a frontend calls
+// its backend).
 const http = require('node:http');
 const os = require('node:os');
 
@@ -49,8 +51,8 @@ const server = http.createServer(async (req, res) => {
     ...who(), method: req.method, path: req.url, headers: req.headers,
     remote: req.socket.remoteAddress, body,
   };
-  const target = u.searchParams.get('url');
-  if (u.pathname === '/call' && target) {
+  const target = u.pathname === '/call' ? u.searchParams.get('url') : process.env.CALL;
+  if (target) {
     const out = {};
     for (const h of propagate) if (req.headers[h] !== undefined) out[h] = req.headers[h];
     answer.call = { url: target, sent: out, ...(await call(target, out)) };

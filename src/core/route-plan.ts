@@ -1,6 +1,12 @@
-import { Codes, RdbgError } from '../../src/core/errors';
-import { cidrContains, cidrOverlaps, cidrSetMinus, parseCidr, type Cidr } from '../../src/core/cidr';
-import type { Route } from './platform/platform';
+import { Codes, RdbgError } from './errors';
+import { cidrContains, cidrOverlaps, cidrSetMinus, parseCidr, type Cidr } from './cidr';
+
+/** A route of the laptop's routing table. */
+export interface Route {
+  dst: string; // CIDR, or "default"
+  dev: string;
+  via?: string;
+}
 
 export interface RoutePlan {
   /** CIDRs to route into the TUN. */

@@ -1,0 +1,106 @@
+// The user daemon's way to the traffic manager in Kubernetes mode: two
+// loopback ports, each forwarded through the apiserver's port-forward to
+// the manager pod's gRPC (8081) and data-plane (8082) ports. grpc-js and the
+// HTTP/2 data plane dial them as they would dial a manager anywhere, and each
+// new connection finds the manager pod again, so a restarted manager is
+// reached by the link's ordinary reconnect. With --manager HOST:PORT the data
+// plane goes straight to that address instead (the "direct transport"); the
+// session itself is always opened over port-forward, which is what
+// Kubernetes RBAC guards.
+import * as k8s from '@kubernetes/client-node';
+import { lookup } from 'node:dns/promises';
+import { isIP } from 'node:net';
+import { Codes, RdbgError } from '../../src/core/errors';
+import { logger } from '../../src/core/log';
+import { splitHostPort } from '../../src/cli/args';
+import { loadKube, type KubeTarget } from '../../src/kube/config';
+import { PodForwarder } from '../../src/kube/forwarder';
+import { kubeError, Workloads } from '../../src/kube/workloads';
+import { setClaim } from '../../src/kube/injection';
+import type { ClaimHook } from './intercepts';
+import { MANAGER_GRPC_PORT, MANAGER_DATA_PORT, MANAGER_SELECTOR } from '../../src/kube/names';
+
+const log = logger('userd.kube');
+
+export interface KubeTransport {
+  context: string;
+  kubeconfig: string;
+  namespace: string;
+  managerNamespace: string;
+  control: string; // host:port the gRPC link dials
+  data: string; // host:port of the data plane
+  neverRoute: string[]; // the apiserver's addresses: never into the TUN
+  describe(dataPlane: boolean): string;
+  /** writes the session's claim on the workload with the user's credentials (docs/kubernetes.md) */
+  claim: ClaimHook;
+  close(): void;
+}
+
+async function addressesOf(server: string): Promise<string[]> {
+  const host = new URL(server).hostname.replace(/^\[|\]$/g, '');
+  if (isIP(host)) return [host];
+  try {
+    return (await lookup(host, { all: true })).map((a) => a.address);
+  } catch {
+    return [];
+  }
+}
+
+/** Fails early, and clearly, when the manager is not installed in the namespace. */
+async function checkManager(kc: k8s.KubeConfig, ns: string, context: string): Promise<void> {
+  const core = kc.makeApiClient(k8s.CoreV1Api);
+  let pods: k8s.V1Pod[];
+  try {
+    pods = (await core.listNamespacedPod({ namespace: ns, labelSelector: MANAGER_SELECTOR })).items;
+  } catch (err) {
+    const e = kubeError(err, `looking for the traffic manager in namespace ${ns}`);
+    if (e.code === Codes.PERMISSION) throw new RdbgError(Codes.PERMISSION, e.message, 'you need to list pods and create pods/portforward in the manager\'s namespace; "rdbg doctor" checks your rights');
+    throw new RdbgError(Codes.MANAGER_UNREACHABLE, e.message, `is the apiserver of context ${context} reachable? "kubectl get ns" tells`);
+  }
+  if (pods.length === 0) {
+    throw new RdbgError(
+      Codes.MANAGER_UNREACHABLE,
+      `no traffic manager in namespace ${ns} of context ${context}`,
+      `install it with "rdbg manager install${ns === 'rdbg' ? '' : ` --namespace ${ns}`}" (or pass --manager-namespace)`,
+    );
+  }
+}
+
+export async function openKubeTransport(target: KubeTarget, managerNamespace: string, direct?: string): Promise<KubeTransport> {
+  const kube = loadKube(target);
+  await checkManager(kube.kc, managerNamespace, kube.context);
+  const forwarders: PodForwarder[] = [];
+  const forward = async (port: number): Promise<string> => {
+    const f = new PodForwarder(kube.kc, { namespace: managerNamespace, selector: MANAGER_SELECTOR, port });
+    forwarders.push(f);
+    return `127.0.0.1:${await f.listen('127.0.0.1', 0)}`;
+  };
+  const control = await forward(MANAGER_GRPC_PORT);
+  let data: string;
+  if (direct) {
+    const { host } = splitHostPort(direct, '--manager');
+    data = `${host.includes(':') ? `[${host}]` : host}:${MANAGER_DATA_PORT}`;
+  } else {
+    data = await forward(MANAGER_DATA_PORT);
+  }
+  const neverRoute = await addressesOf(kube.server);
+  log.info('kubernetes transport ready', { context: kube.context, managerNamespace, control, data, apiserver: kube.server });
+  return {
+    context: kube.context,
+    kubeconfig: kube.kubeconfigPath ?? '',
+    namespace: kube.namespace,
+    managerNamespace,
+    control,
+    data,
+    neverRoute,
+    describe: (dataPlane) =>
+      `port-forward through ${kube.server} (context ${kube.context}) to the manager in namespace ${managerNamespace}` +
+      (dataPlane ? `; HTTP/2 data plane ${direct ? `direct at ${data}` : 'over port-forward'}` : '; gRPC tunnel'),
+    claim: async (spec, sessionId, on) => {
+      const ws = new Workloads(kube.kc);
+      const w = await ws.find(spec.workload ?? '', spec.namespace || kube.namespace);
+      await setClaim(ws, w, sessionId, on);
+    },
+    close: () => forwarders.forEach((f) => f.close()),
+  };
+}

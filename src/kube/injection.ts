@@ -1,0 +1,214 @@
+// Putting the agent into a workload's pods and taking it out again. rdbg
+// only marks the pod template (docs/kubernetes.md, "Injection"); the
+// manager's webhook adds the agent when the pods are created. Marking
+// restarts the pods once; a workload already marked for the same port is
+// left alone, so switching intercepts on and off never restarts pods.
+import * as k8s from '@kubernetes/client-node';
+import { Codes, RdbgError } from '../core/errors';
+import {
+  AGENT_PORT_ANNOTATION,
+  apiVersionOf,
+  CLAIM_PREFIX,
+  claimFor,
+  describe,
+  INJECT_LABEL,
+  kubeError,
+  WORKLOAD_ANNOTATION,
+  type InterceptTarget,
+  type WorkloadRef,
+  type Workloads,
+} from './workloads';
+
+export const AGENT_CONTAINER = 'rdbg-agent';
+
+type Progress = (line: string) => void;
+type Obj = k8s.KubernetesObject & { spec?: any; status?: any }; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+function templateMeta(w: WorkloadRef, obj: Obj): k8s.V1ObjectMeta {
+  return (w.kind === 'Pod' ? obj.metadata : obj.spec?.template?.metadata) ?? {};
+}
+
+/** The patch that adds (value) or removes (null) the marks on the pod template. */
+function marksPatch(w: WorkloadRef, agentPort: string | null): object {
+  const meta = {
+    labels: { [INJECT_LABEL]: agentPort === null ? null : 'enabled' },
+    annotations: { [AGENT_PORT_ANNOTATION]: agentPort, [WORKLOAD_ANNOTATION]: agentPort === null ? null : `${w.kind}/${w.name}` },
+  };
+  return w.kind === 'Pod' ? { metadata: meta } : { spec: { template: { metadata: meta } } };
+}
+
+async function mergePatch(ws: Workloads, w: WorkloadRef, body: object, what: string): Promise<void> {
+  try {
+    await ws.objects.patch(
+      { apiVersion: apiVersionOf(w.kind), kind: w.kind, metadata: { name: w.name, namespace: w.namespace }, ...body },
+      undefined,
+      undefined,
+      'rdbg',
+      undefined,
+      k8s.PatchStrategy.MergePatch,
+    );
+  } catch (err) {
+    throw kubeError(err, `${what} ${describe(w)}`);
+  }
+}
+
+export interface MarkResult {
+  restarted: boolean;
+}
+
+/** Marks the workload for the agent (once) and waits until every pod runs it. */
+export async function ensureAgent(ws: Workloads, t: InterceptTarget, progress: Progress, timeoutMs = 300_000): Promise<MarkResult> {
+  const w = t.workload;
+  const obj = await ws.read(w).catch((err) => Promise.reject(kubeError(err, `reading ${describe(w)}`)));
+  const meta = templateMeta(w, obj);
+  const marked = meta.labels?.[INJECT_LABEL] === 'enabled';
+  const current = meta.annotations?.[AGENT_PORT_ANNOTATION];
+  if (marked && current === t.agentPort) {
+    await waitForAgents(ws, w, progress, timeoutMs);
+    return { restarted: false };
+  }
+  if (marked && current !== t.agentPort) {
+    throw new RdbgError(
+      Codes.INTERCEPT_CONFLICT,
+      `the rdbg agent of ${describe(w)} takes over port ${current}, not ${t.agentPort}`,
+      `end the intercepts on port ${current}, then "rdbg uninstall ${w.kind.toLowerCase()}/${w.name} -n ${w.namespace}" and intercept again`,
+    );
+  }
+  progress(`injecting the rdbg agent into ${describe(w)} (port ${t.agentPort}); its pods restart once`);
+  if (w.kind === 'Pod') await recreatePod(ws, w, obj, t.agentPort);
+  else await mergePatch(ws, w, marksPatch(w, t.agentPort), 'marking');
+  if (w.kind === 'ReplicaSet') await replaceReplicaSetPods(ws, w, true);
+  await waitForAgents(ws, w, progress, timeoutMs);
+  return { restarted: true };
+}
+
+/** Removes the marks and every claim: the pod template is as it was before rdbg. */
+export async function removeAgent(ws: Workloads, w: WorkloadRef, progress: Progress, wait = true): Promise<boolean> {
+  const obj = await ws.read(w).catch((err) => Promise.reject(kubeError(err, `reading ${describe(w)}`)));
+  const claims = Object.keys(obj.metadata?.annotations ?? {}).filter((k) => k.startsWith(CLAIM_PREFIX));
+  if (claims.length > 0 && w.kind !== 'Pod') {
+    await mergePatch(ws, w, { metadata: { annotations: Object.fromEntries(claims.map((k) => [k, null])) } }, 'removing the claims from');
+  }
+  const meta = templateMeta(w, obj);
+  if (meta.labels?.[INJECT_LABEL] === undefined && meta.annotations?.[AGENT_PORT_ANNOTATION] === undefined) return false;
+  progress(`removing the rdbg agent from ${describe(w)}; its pods restart once`);
+  if (w.kind === 'Pod') await recreatePod(ws, w, obj, null);
+  else await mergePatch(ws, w, marksPatch(w, null), 'unmarking');
+  if (w.kind === 'ReplicaSet') await replaceReplicaSetPods(ws, w, false);
+  if (wait) await waitForRollout(ws, w, progress, 300_000, false);
+  return true;
+}
+
+/** The claim that lets this session intercept the workload (needs patch rights on it). */
+export async function setClaim(ws: Workloads, w: WorkloadRef, sessionId: string, on: boolean): Promise<void> {
+  const { key, value } = claimFor(sessionId);
+  await mergePatch(ws, w, { metadata: { annotations: { [key]: on ? value : null } } }, on ? 'claiming' : 'releasing the claim on');
+}
+
+/** A bare pod has no template: it is recreated from its own spec, with or without the marks. */
+async function recreatePod(ws: Workloads, w: WorkloadRef, obj: Obj, agentPort: string | null): Promise<void> {
+  const pod = obj as k8s.V1Pod;
+  const labels = { ...(pod.metadata?.labels ?? {}) };
+  const annotations = { ...(pod.metadata?.annotations ?? {}) };
+  if (agentPort === null) {
+    delete labels[INJECT_LABEL];
+    delete annotations[AGENT_PORT_ANNOTATION];
+    delete annotations[WORKLOAD_ANNOTATION];
+    delete annotations['rdbg.dev/injected'];
+    for (const k of Object.keys(annotations)) if (k.startsWith(CLAIM_PREFIX)) delete annotations[k];
+  } else {
+    labels[INJECT_LABEL] = 'enabled';
+    annotations[AGENT_PORT_ANNOTATION] = agentPort;
+    annotations[WORKLOAD_ANNOTATION] = `Pod/${w.name}`;
+  }
+  const spec = { ...pod.spec! };
+  if (agentPort === null) {
+    // what the webhook added goes with the marks
+    spec.containers = spec.containers.filter((c) => c.name !== AGENT_CONTAINER);
+    spec.initContainers = spec.initContainers?.filter((c) => !c.name.startsWith(AGENT_CONTAINER));
+    spec.volumes = spec.volumes?.filter((v) => !v.name.startsWith('rdbg-'));
+  }
+  const fresh: k8s.V1Pod = { apiVersion: 'v1', kind: 'Pod', metadata: { name: w.name, namespace: w.namespace, labels, annotations }, spec };
+  try {
+    await ws.core.deleteNamespacedPod({ name: w.name, namespace: w.namespace });
+    for (let i = 0; i < 120; i++) {
+      try {
+        await ws.core.readNamespacedPod({ name: w.name, namespace: w.namespace });
+      } catch {
+        break;
+      }
+      await sleep(500);
+    }
+    await ws.core.createNamespacedPod({ namespace: w.namespace, body: fresh });
+  } catch (err) {
+    throw kubeError(err, `recreating ${describe(w)}`);
+  }
+}
+
+/** A ReplicaSet does not roll its pods when its template changes: its pods of the old shape are deleted. */
+async function replaceReplicaSetPods(ws: Workloads, w: WorkloadRef, withAgent: boolean): Promise<void> {
+  const pods = await podsOf(ws, w);
+  for (const p of pods) {
+    if (hasAgent(p) !== withAgent) await ws.core.deleteNamespacedPod({ name: p.metadata!.name!, namespace: w.namespace }).catch(() => undefined);
+  }
+}
+
+export function hasAgent(p: k8s.V1Pod): boolean {
+  return (p.spec?.containers ?? []).some((c) => c.name === AGENT_CONTAINER);
+}
+
+/** The live pods of a workload, found through its selector and ownership. */
+export async function podsOf(ws: Workloads, w: WorkloadRef): Promise<k8s.V1Pod[]> {
+  if (w.kind === 'Pod') {
+    try {
+      return [await ws.core.readNamespacedPod({ name: w.name, namespace: w.namespace })];
+    } catch {
+      return [];
+    }
+  }
+  const obj = await ws.read(w);
+  const sel = obj.spec?.selector?.matchLabels ?? {};
+  const labelSelector = Object.entries(sel).map(([k, v]) => `${k}=${v}`).join(',');
+  const items = (await ws.core.listNamespacedPod({ namespace: w.namespace, labelSelector })).items;
+  return items.filter((p) => !p.metadata?.deletionTimestamp);
+}
+
+function ready(p: k8s.V1Pod): boolean {
+  return p.status?.phase === 'Running' && (p.status?.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True');
+}
+
+/** Waits until every pod of the workload is ready and (un)injected; prints progress as it changes. */
+export async function waitForRollout(ws: Workloads, w: WorkloadRef, progress: Progress, timeoutMs: number, withAgent: boolean): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  let last = '';
+  for (;;) {
+    const obj = await ws.read(w).catch(() => undefined);
+    const want = w.kind === 'Pod' ? 1 : w.kind === 'DaemonSet' ? (obj?.status?.desiredNumberScheduled ?? 1) : (obj?.spec?.replicas ?? 1);
+    const pods = await podsOf(ws, w).catch(() => [] as k8s.V1Pod[]);
+    const good = pods.filter((p) => ready(p) && hasAgent(p) === withAgent).length;
+    const stale = pods.filter((p) => hasAgent(p) !== withAgent).length;
+    const line = `rollout of ${w.kind.toLowerCase()}/${w.name}: ${good} of ${want} pods ready ${withAgent ? 'with' : 'without'} the agent${stale ? `, ${stale} old pods still running` : ''}`;
+    if (line !== last) progress(line);
+    last = line;
+    if (good >= want && stale === 0) return;
+    const withoutAgent = pods.filter((p) => ready(p) && !hasAgent(p) && p.metadata?.labels?.[INJECT_LABEL] === 'enabled');
+    if (withAgent && withoutAgent.length > 0 && withoutAgent.length >= want) {
+      throw new RdbgError(
+        Codes.MANAGER_UNREACHABLE,
+        `the pods of ${describe(w)} came up without the rdbg agent: the injection webhook did not run`,
+        'is the traffic manager installed ("rdbg manager install")? "rdbg doctor" checks the webhook',
+      );
+    }
+    const failing = pods.flatMap((p) => (p.status?.containerStatuses ?? []).filter((c) => c.state?.waiting?.reason && /Err|BackOff/.test(c.state.waiting.reason)).map((c) => `${p.metadata?.name}/${c.name}: ${c.state!.waiting!.reason}`));
+    if (Date.now() > until) {
+      throw new RdbgError(Codes.MANAGER_UNREACHABLE, `the rollout of ${describe(w)} did not finish in ${Math.round(timeoutMs / 1000)} s (${line})${failing.length ? `; ${failing.join(', ')}` : ''}`, `see "kubectl -n ${w.namespace} describe pods"`);
+    }
+    await sleep(1000);
+  }
+}
+
+async function waitForAgents(ws: Workloads, w: WorkloadRef, progress: Progress, timeoutMs: number): Promise<void> {
+  await waitForRollout(ws, w, progress, timeoutMs, true);
+}

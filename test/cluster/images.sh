@@ -23,7 +23,7 @@ set -euo pipefail
 
 REPO_DIR=$(cd "$CLUSTER_DIR/../.." && pwd)
 APPS_DIR=$CLUSTER_DIR/apps
-ALL_IMAGES="pause coredns echo-http grpc-echo tcp-echo rdbg"
+ALL_IMAGES="pause coredns echo-http grpc-echo tcp-echo redis rdbg"
 
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 
@@ -138,6 +138,25 @@ build_app() { # name file
   echo "$key" >"$out.key"; log "image localhost/$name:$IMAGE_TAG -> $out"
 }
 
+# A Redis server for the cluster tier (redis-cli from the laptop): Debian's
+# redis-server and the shared libraries it needs, on the base layer.
+build_redis() {
+  local bin; bin=$(command -v redis-server) || die "redis-server missing: apt-get install redis-server"
+  bin=$(readlink -f "$bin")
+  local out=$IMAGE_CACHE/redis.image base; base=$(base_layer)
+  local key; key=$(cat "$base.key" "$bin" | sha256sum | cut -c1-16)-$IMAGE_TAG
+  up_to_date "$out" "$key" && return
+  local r lib; r=$(mktemp -d)
+  mkdir -p "$r/usr/bin" "$r/data"; chmod 1777 "$r/data"
+  cp "$bin" "$r/usr/bin/redis-server"
+  for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do mkdir -p "$r$(dirname "$lib")"; cp -L "$lib" "$r$lib"; done
+  make_layer "$r" "$IMAGE_CACHE/layers/redis.tar"; rm -rf "$r"
+  make_image "localhost/redis:$IMAGE_TAG" "$out" \
+    '{"Entrypoint":["/usr/bin/redis-server"],"Cmd":["--port","6379","--protected-mode","no","--save","","--dir","/data"],"WorkingDir":"/data"}' \
+    "$base" "$IMAGE_CACHE/layers/redis.tar"
+  echo "$key" >"$out.key"; log "image localhost/redis:$IMAGE_TAG -> $out"
+}
+
 # The rdbg image: Node plus the built package (package.json, dist/, proto/
 # and the production node_modules). One image for the manager and the agent:
 # the pod spec picks the program, e.g. args ["dist/manager/main.js"]; default dist/bin/rdbg.js.
@@ -178,6 +197,7 @@ build_one() {
   mkdir -p "$IMAGE_CACHE/layers"
   case $1 in
     pause) build_pause ;;
+    redis) build_redis ;;
     coredns) build_coredns ;;
     echo-http) build_app echo-http echo-http.js ;;
     grpc-echo) build_app grpc-echo grpc-echo.js ;;

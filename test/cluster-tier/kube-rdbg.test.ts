@@ -1,0 +1,284 @@
+// rdbg on the real cluster, as a developer uses it from the laptop namespace:
+// the manager installed with `rdbg manager install`, `rdbg connect` through
+// the apiserver's port-forward (TUN + DNS), curl/dig/redis-cli by Service
+// name, pod IP and cluster IP, header intercepts across 3 replicas, a
+// StatefulSet behind a numeric targetPort, RBAC for users and pods, and
+// recovery after the manager pod is deleted.
+import t from 'tap';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { cluster, repoRoot, waitFor, type Cluster, type ExecResult, type TestLike } from './cluster-helper';
+
+const RDBG = (): string => join(repoRoot(), 'dist', 'bin', 'rdbg.js');
+const MNS = 'rdbg';
+
+interface Laptop {
+  rdbg(args: string[], opts?: { kubeconfig?: string; check?: boolean; timeoutMs?: number }): Promise<ExecResult>;
+  home: string;
+}
+
+function laptop(c: Cluster, t: TestLike, kubeconfig = c.info.ADMIN_KUBECONFIG): Laptop {
+  const home = mkdtempSync(join(tmpdir(), 'rdbg-kube-'));
+  const env = (kc: string): NodeJS.ProcessEnv => ({ ...process.env, KUBECONFIG: kc, RDBG_HOME: home, RDBG_ROOT_HOME: join(home, 'root') });
+  const l: Laptop = {
+    home,
+    rdbg: (args, opts = {}) => c.laptop('node', ['--', RDBG(), ...args], { env: env(opts.kubeconfig ?? kubeconfig), check: opts.check, timeoutMs: opts.timeoutMs ?? 300_000 }),
+  };
+  t.teardown(async () => {
+    await l.rdbg(['quit'], { check: false });
+    rmSync(home, { recursive: true, force: true });
+  });
+  return l;
+}
+
+function deployment(name: string, replicas: number, port: { name?: string; number: number }, env: Record<string, string> = {}): object {
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'Deployment',
+    metadata: { name, labels: { app: name } },
+    spec: {
+      replicas,
+      selector: { matchLabels: { app: name } },
+      template: {
+        metadata: { labels: { app: name } },
+        spec: {
+          terminationGracePeriodSeconds: 2,
+          containers: [{
+            name,
+            image: 'IMAGE',
+            imagePullPolicy: 'Never',
+            ports: [{ ...(port.name ? { name: port.name } : {}), containerPort: port.number }],
+            env: [
+              ...Object.entries({ PORT: String(port.number), NAME: name, ...env }).map(([n, value]) => ({ name: n, value })),
+              { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
+            ],
+            readinessProbe: { httpGet: { path: '/healthz', port: port.name ?? port.number }, periodSeconds: 1 },
+          }],
+        },
+      },
+    },
+  };
+}
+
+function service(name: string, port: number, targetPort: string | number, extra: object = {}): object {
+  return { apiVersion: 'v1', kind: 'Service', metadata: { name }, spec: { selector: { app: name }, ports: [{ name: 'http', port, targetPort }], ...extra } };
+}
+
+function list(...objs: object[]): string {
+  return JSON.stringify({ apiVersion: 'v1', kind: 'List', items: objs });
+}
+
+/** A request from inside the cluster (a pod of the namespace), as a caller of the service would make it. */
+async function fromPod(c: Cluster, ns: string, url: string, headers: Record<string, string> = {}): Promise<{ name: string; pod: string }> {
+  const h = Object.entries(headers).map(([k, v]) => `--header=${k}: ${v}`);
+  const r = await c.execIn(ns, 'deploy/caller', ['wget', '-qO-', '-T', '10', ...h, url]);
+  return JSON.parse(r.stdout) as { name: string; pod: string };
+}
+
+t.test('rdbg on Kubernetes', async (t) => {
+  const c = await cluster();
+  const image = c.image('rdbg');
+  const admin = laptop(c, t);
+
+  // The manager, installed as an admin would.
+  const install = await admin.rdbg(['manager', 'install', '--image', image]);
+  t.match(install.stdout + install.stderr, /ready|installed/i, 'install reports the manager ready');
+  t.teardown(async () => {
+    const u = await admin.rdbg(['uninstall', '--all'], { check: false });
+    if (u.code !== 0) t.comment(`uninstall --all: ${u.stderr}`);
+  });
+
+  const ns = await c.namespace(t, 'kube-rdbg');
+  const echoImg = c.image('echo-http');
+  const text = list(
+    deployment('echo', 3, { name: 'http', number: 8080 }, { GREETING: 'from-the-cluster', SECRET_ISH: 'pod-env' }),
+    service('echo', 80, 'http'),
+    deployment('caller', 1, { name: 'http', number: 8080 }),
+    {
+      apiVersion: 'apps/v1', kind: 'StatefulSet', metadata: { name: 'store' },
+      spec: {
+        serviceName: 'store', replicas: 1, selector: { matchLabels: { app: 'store' } },
+        template: { metadata: { labels: { app: 'store' } }, spec: { terminationGracePeriodSeconds: 2, containers: [{ name: 'store', image: 'IMAGE', imagePullPolicy: 'Never', env: [{ name: 'PORT', value: '8080' }, { name: 'NAME', value: 'store' }] }] } },
+      },
+    },
+    service('store', 80, 8080),
+    {
+      apiVersion: 'v1', kind: 'Pod', metadata: { name: 'redis', labels: { app: 'redis' } },
+      spec: { containers: [{ name: 'redis', image: `localhost/redis:${c.info.IMAGE_TAG}`, imagePullPolicy: 'Never', ports: [{ containerPort: 6379 }] }] },
+    },
+    { apiVersion: 'v1', kind: 'Service', metadata: { name: 'redis' }, spec: { selector: { app: 'redis' }, ports: [{ port: 6379, targetPort: 6379 }] } },
+  ).replace(/"IMAGE"/g, JSON.stringify(echoImg));
+  await c.apply(ns, text);
+  for (const d of ['echo', 'caller']) await c.rollout(ns, d);
+  await c.kubectl(['-n', ns, 'rollout', 'status', 'statefulset/store', '--timeout=120s']);
+  await c.kubectl(['-n', ns, 'wait', '--for=condition=Ready', 'pod/redis', '--timeout=120s']);
+
+  const connect = await admin.rdbg(['connect', '--namespace', ns]);
+  t.match(connect.stdout, /Connected to traffic manager .* in context/, connect.stdout);
+
+  await t.test('status shows the Kubernetes transport and the discovered subnets', async (t) => {
+    const st = JSON.parse((await admin.rdbg(['status', '-o', 'json'])).stdout);
+    t.equal(st.state, 'CONNECTED');
+    t.ok(st.kube_context, 'context named');
+    t.match(st.transport, /port-forward/);
+    t.same(st.cluster.service_subnets, [c.info.SERVICE_CIDR], 'service CIDR discovered by the manager');
+    t.ok(st.cluster.pod_subnets.some((s: string) => s === c.info.NODE_POD_CIDR || s === c.info.CLUSTER_CIDR), `pod subnets ${st.cluster.pod_subnets}`);
+    t.equal(st.root?.tun_device ? 'tun' : 'none', 'tun', 'TUN device up');
+  });
+
+  await t.test('curl, dig and redis-cli by name, cluster IP and pod IP', async (t) => {
+    for (const host of ['echo', `echo.${ns}`, `echo.${ns}.svc.cluster.local`]) {
+      const r = await c.laptop('curl', ['-sS', '--max-time', '10', `http://${host}/by-name`]);
+      t.equal(JSON.parse(r.stdout).name, 'echo', `curl http://${host}/`);
+    }
+    const svc = await c.kubectlJson<{ spec: { clusterIP: string } }>(['-n', ns, 'get', 'svc', 'echo']);
+    const byIp = await c.laptop('curl', ['-sS', '--max-time', '10', `http://${svc.spec.clusterIP}/by-ip`]);
+    t.equal(JSON.parse(byIp.stdout).name, 'echo', 'by cluster IP');
+    const pods = await c.kubectlJson<{ items: { status: { podIP: string } }[] }>(['-n', ns, 'get', 'pods', '-l', 'app=echo']);
+    const pod = await c.laptop('curl', ['-sS', '--max-time', '10', `http://${pods.items[0].status.podIP}:8080/by-pod-ip`]);
+    t.equal(JSON.parse(pod.stdout).name, 'echo', 'by pod IP');
+    const dig = await c.laptop('dig', ['+short', '+time=3', `echo.${ns}.svc.cluster.local`]);
+    t.equal(dig.stdout.trim(), svc.spec.clusterIP, 'dig A of the full name');
+    const digShort = await c.laptop('dig', ['+short', '+time=3', '+search', 'echo']);
+    t.equal(digShort.stdout.trim(), svc.spec.clusterIP, 'dig of the short name through the search path');
+    const set = await c.laptop('redis-cli', ['-h', 'redis', 'SET', 'rdbg-key', 'through-the-tunnel']);
+    t.equal(set.stdout.trim(), 'OK');
+    const get = await c.laptop('redis-cli', ['-h', `redis.${ns}`, 'GET', 'rdbg-key']);
+    t.equal(get.stdout.trim(), 'through-the-tunnel', 'redis-cli against the Redis pod');
+  });
+
+  await t.test('header intercept across 3 replicas; the rest still reaches the pods', async (t) => {
+    // The local copy: same program, another name, on port 9091.
+    c.laptopSpawn(t, 'env', ['NAME=echo-on-laptop', 'PORT=9091', 'node', join(repoRoot(), 'test', 'cluster', 'apps', 'echo-http.js')]);
+    await waitFor('local copy listening', async () => (await c.laptop('curl', ['-s', 'http://127.0.0.1:9091/healthz'], { check: false })).stdout === 'ok\n', 10_000);
+    const envFile = join(admin.home, 'echo.env');
+    const r = await admin.rdbg(['intercept', 'echo', '--port', '9091:80', '--header', 'x-dev=me', '--env-file', envFile]);
+    t.match(r.stdout, /Intercepting port 8080 of echo/, r.stdout + r.stderr);
+    t.match(r.stdout, /3 agent/, 'all three agents took it');
+    const env = (await c.laptop('cat', [envFile])).stdout;
+    t.match(env, /^GREETING=from-the-cluster$/m, 'the pod\'s environment in --env-file');
+    const pods = await c.kubectlJson<{ items: { metadata: { name: string }; status: { podIP: string }; spec: { containers: { name: string }[] } }[] }>(['-n', ns, 'get', 'pods', '-l', 'app=echo']);
+    t.equal(pods.items.length, 3);
+    for (const p of pods.items) t.ok(p.spec.containers.some((x) => x.name === 'rdbg-agent'), `${p.metadata.name} carries the agent`);
+    // Every replica honours the intercept: ask each pod's agent directly (the port the Service's "http" now names).
+    for (const p of pods.items) {
+      const hit = await fromPod(c, ns, `http://${p.status.podIP}:9900/direct`, { 'x-dev': 'me' });
+      t.equal(hit.name, 'echo-on-laptop', `${p.metadata.name}: with the header -> laptop`);
+      const miss = await fromPod(c, ns, `http://${p.status.podIP}:9900/direct`);
+      t.equal(miss.name, 'echo', `${p.metadata.name}: without it -> the app`);
+    }
+    const viaSvc = await fromPod(c, ns, 'http://echo/', { 'x-dev': 'me' });
+    t.equal(viaSvc.name, 'echo-on-laptop', 'through the Service with the header');
+    const other = await fromPod(c, ns, 'http://echo/', { 'x-dev': 'someone-else' });
+    t.equal(other.name, 'echo', 'another header value reaches the cluster');
+
+    // Switching intercepts off and on again restarts no pod.
+    const before = pods.items.map((p) => p.metadata.name).sort();
+    await admin.rdbg(['leave', 'echo']);
+    t.equal((await fromPod(c, ns, 'http://echo/', { 'x-dev': 'me' })).name, 'echo', 'after leave the header reaches the cluster');
+    await admin.rdbg(['intercept', 'echo', '--port', '9091:80', '--header', 'x-dev=me']);
+    t.equal((await fromPod(c, ns, 'http://echo/', { 'x-dev': 'me' })).name, 'echo-on-laptop', 'intercepted again');
+    const after = (await c.kubectlJson<{ items: { metadata: { name: string } }[] }>(['-n', ns, 'get', 'pods', '-l', 'app=echo'])).items.map((p) => p.metadata.name).sort();
+    t.same(after, before, 'no pod restarted');
+    await admin.rdbg(['leave', 'echo']);
+  });
+
+  await t.test('a StatefulSet behind a numeric targetPort', async (t) => {
+    c.laptopSpawn(t, 'env', ['NAME=store-on-laptop', 'PORT=9092', 'node', join(repoRoot(), 'test', 'cluster', 'apps', 'echo-http.js')]);
+    await waitFor('local copy listening', async () => (await c.laptop('curl', ['-s', 'http://127.0.0.1:9092/healthz'], { check: false })).stdout === 'ok\n', 10_000);
+    const r = await admin.rdbg(['intercept', 'store', '--port', '9092:80', '--header', 'x-dev=me']);
+    t.match(r.stdout, /Intercepting port 8080 of store/, r.stdout + r.stderr);
+    t.equal((await fromPod(c, ns, 'http://store/', { 'x-dev': 'me' })).name, 'store-on-laptop', 'with the header -> laptop');
+    t.equal((await fromPod(c, ns, 'http://store/')).name, 'store', 'without -> the StatefulSet pod');
+    await admin.rdbg(['leave', 'store']);
+  });
+
+  await t.test('the manager pod deleted mid-session: rdbg recovers by itself', async (t) => {
+    c.laptopSpawn(t, 'env', ['NAME=echo-on-laptop', 'PORT=9093', 'node', join(repoRoot(), 'test', 'cluster', 'apps', 'echo-http.js')]);
+    await waitFor('local copy listening', async () => (await c.laptop('curl', ['-s', 'http://127.0.0.1:9093/healthz'], { check: false })).stdout === 'ok\n', 10_000);
+    await admin.rdbg(['intercept', 'echo', '--port', '9093:80', '--header', 'x-dev=me']);
+    const st0 = JSON.parse((await admin.rdbg(['status', '-o', 'json'])).stdout);
+    await c.kubectl(['-n', MNS, 'delete', 'pod', '-l', 'app.kubernetes.io/component=manager', '--wait=false']);
+    await waitFor('a new session', async () => {
+      const st = JSON.parse((await admin.rdbg(['status', '-o', 'json'])).stdout);
+      return st.state === 'CONNECTED' && st.session_id !== st0.session_id && st.reconnects > st0.reconnects;
+    }, 120_000, 1000);
+    const curl = await waitFor('curl by name again', async () => {
+      const r = await c.laptop('curl', ['-sS', '--max-time', '5', 'http://echo/after-restart'], { check: false });
+      return r.code === 0 && JSON.parse(r.stdout).name === 'echo' ? r : undefined;
+    }, 60_000, 1000);
+    t.ok(curl, 'the cluster is reachable again');
+    const back = await waitFor('the intercept restored on the new manager', async () => {
+      const hit = await fromPod(c, ns, 'http://echo/', { 'x-dev': 'me' });
+      return hit.name === 'echo-on-laptop' ? hit : undefined;
+    }, 90_000, 1000);
+    t.ok(back, 'the intercept works again without any command');
+    await admin.rdbg(['leave', 'echo']);
+  });
+
+  await t.test('RBAC: a namespace-scoped user', async (t) => {
+    const user = laptop(c, t, c.info.USER_KUBECONFIG);
+    const denied = await user.rdbg(['connect', '--socks', '1081'], { check: false });
+    t.not(denied.code, 0, 'no rights in the manager namespace: connect refused');
+    t.match(denied.stderr, /forbidden|may not|rights/i, denied.stderr);
+    // The admin lets the user reach the manager (what the chart's rdbg-client role grants).
+    const grant = list(
+      { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata: { name: 'rdbg-client-test', namespace: MNS },
+        rules: [{ apiGroups: [''], resources: ['pods'], verbs: ['get', 'list'] }, { apiGroups: [''], resources: ['pods/portforward'], verbs: ['create'] }] },
+      { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'RoleBinding', metadata: { name: 'rdbg-client-test', namespace: MNS },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'rdbg-client-test' }, subjects: [{ kind: 'User', name: c.info.USER_NAME, apiGroup: 'rbac.authorization.k8s.io' }] },
+    );
+    await c.kubectl(['apply', '-f', '-'], { input: grant });
+    t.teardown(() => c.kubectl(['-n', MNS, 'delete', 'role,rolebinding', 'rdbg-client-test', '--ignore-not-found'], { check: false }));
+    const ok = await user.rdbg(['connect', '--socks', '1081', '--namespace', c.info.USER_NAMESPACE]);
+    t.match(ok.stdout, /Connected/, 'connect allowed with port-forward rights');
+    // Intercepting a workload the user may not patch is refused; one in the user's own namespace is allowed.
+    const refused = await user.rdbg(['intercept', 'echo', '-n', ns, '--port', '9094:80', '--header', 'x-dev=u'], { check: false });
+    t.not(refused.code, 0);
+    t.match(refused.stderr, /forbidden|may not|permission/i, refused.stderr);
+    await c.apply(c.info.USER_NAMESPACE, list(deployment('mine', 1, { name: 'http', number: 8080 }), service('mine', 80, 'http')).replace(/"IMAGE"/g, JSON.stringify(echoImg)));
+    t.teardown(() => c.kubectl(['-n', c.info.USER_NAMESPACE, 'delete', 'deploy,svc', 'mine', '--ignore-not-found'], { check: false }));
+    await c.rollout(c.info.USER_NAMESPACE, 'mine');
+    const allowed = await user.rdbg(['intercept', 'mine', '--port', '9094:80', '--header', 'x-dev=u'], { check: false });
+    t.equal(allowed.code, 0, allowed.stderr);
+    await user.rdbg(['leave', 'mine'], { check: false });
+    await user.rdbg(['uninstall', 'mine', '-n', c.info.USER_NAMESPACE], { check: false });
+  });
+
+  await t.test('a pod without rights cannot use the manager', async (t) => {
+    const script = `
+      const grpc = require('@grpc/grpc-js'); const loader = require('@grpc/proto-loader');
+      const def = loader.loadSync('rdbg/v1/manager.proto', { includeDirs: ['/app/proto'], keepCase: true, longs: Number, defaults: true });
+      const M = grpc.loadPackageDefinition(def).rdbg.v1.Manager;
+      const m = new M('rdbg-manager.${MNS}:8081', grpc.credentials.createInsecure());
+      const out = {};
+      m.Arrive({ client_version: '0', protocol: 1, user: 'intruder' }, { deadline: Date.now() + 8000 }, (e) => {
+        out.arrive = e ? e.code + ' ' + e.details : 'ACCEPTED';
+        m.AgentArrive({ info: { version: '0', protocol: 1, workload: 'echo', namespace: '${ns}', pod_name: 'x', token: 'not-a-token' } }, { deadline: Date.now() + 8000 }, (e2) => {
+          out.agent = e2 ? e2.code + ' ' + e2.details : 'ACCEPTED';
+          console.log(JSON.stringify(out)); process.exit(0);
+        });
+      });`;
+    await c.kubectl(['-n', ns, 'run', 'intruder', `--image=${image}`, '--image-pull-policy=Never', '--restart=Never', '--command', '--', 'node', '-e', script]);
+    const logs = await waitFor('the intruder finished', async () => {
+      const r = await c.kubectl(['-n', ns, 'logs', 'intruder'], { check: false });
+      return r.stdout.includes('{') ? r.stdout : undefined;
+    }, 90_000, 1000);
+    const out = JSON.parse(logs.trim().split('\n').pop()!);
+    t.match(out.arrive, /^7 /, `Arrive from a pod: PERMISSION_DENIED (${out.arrive})`);
+    t.match(out.agent, /^(16|7) /, `AgentArrive with a bogus token: refused (${out.agent})`);
+  });
+
+  await t.test('rdbg uninstall WORKLOAD restores the pod template exactly', async (t) => {
+    const st = await c.kubectlJson<{ spec: { template: object } }>(['-n', ns, 'get', 'deploy', 'echo']);
+    t.ok(JSON.stringify(st.spec.template).includes('rdbg.dev/inject'), 'marked before');
+    await admin.rdbg(['uninstall', 'echo', '-n', ns]);
+    const after = await c.kubectlJson<{ spec: { template: { metadata: { labels: object; annotations?: object } } }; metadata: { annotations?: Record<string, string> } }>(['-n', ns, 'get', 'deploy', 'echo']);
+    t.same(after.spec.template.metadata.labels, { app: 'echo' }, 'labels as before');
+    t.notOk(after.spec.template.metadata.annotations, 'no annotations left on the template');
+    t.notOk(Object.keys(after.metadata.annotations ?? {}).some((k) => k.startsWith('rdbg.dev/')), 'no claims left');
+    const pods = await c.kubectlJson<{ items: { spec: { containers: { name: string }[] } }[] }>(['-n', ns, 'get', 'pods', '-l', 'app=echo']);
+    t.ok(pods.items.every((p) => p.spec.containers.every((x) => x.name !== 'rdbg-agent')), 'pods run without the agent');
+  });
+});

@@ -88,8 +88,9 @@ export class ManagerServer {
     );
     enlargeServerWindows(this.server);
     if (this.config.dataListen !== '') {
-      const { host } = splitHostPort(this.config.listen, '--listen');
-      const data = this.config.dataListen ? splitHostPort(this.config.dataListen, '--data-listen') : { host, port: this.port + 1 };
+      const { host, port } = splitHostPort(this.config.listen, '--listen');
+      // Next to the gRPC port; an ephemeral gRPC port (0) gets an ephemeral data port (its +1 may be taken).
+      const data = this.config.dataListen ? splitHostPort(this.config.dataListen, '--data-listen') : { host, port: port === 0 ? 0 : this.port + 1 };
       await this.data.listen(data.host, data.port);
     }
     log.info('traffic manager listening', {

@@ -17,7 +17,13 @@ const DEFAULT_TTL = 5;
 export class ClusterDNS {
   private readonly resolver = new dns.Resolver({ timeout: 2000, tries: 2 });
 
-  constructor(private readonly domain: string) {}
+  /** `servers`: the cluster DNS (Kubernetes mode: from the pod's resolv.conf); default: this host's resolver. */
+  constructor(
+    private readonly domain: string,
+    servers?: string[],
+  ) {
+    if (servers?.length) this.resolver.setServers(servers);
+  }
 
   searchPath(namespace: string): string[] {
     return [`${namespace}.svc.${this.domain}`, `svc.${this.domain}`, this.domain];

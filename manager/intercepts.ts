@@ -6,6 +6,7 @@ import { PROTOCOL, VERSION } from '../src/core/version';
 import { describeRule, isGlobal, ruleKey } from '../src/intercept/rules';
 import type { ManagerHandlers } from '../src/gen/rdbg/v1/Manager';
 import type { AgentInfo__Output } from '../src/gen/rdbg/v1/AgentInfo';
+import type { AgentSession } from '../src/gen/rdbg/v1/AgentSession';
 import type { DivertRequest } from '../src/gen/rdbg/v1/DivertRequest';
 import type { InterceptInfo } from '../src/gen/rdbg/v1/InterceptInfo';
 import type { InterceptSnapshot } from '../src/gen/rdbg/v1/InterceptSnapshot';
@@ -44,6 +45,15 @@ type PendingFlow = { intercept: Intercept; timer: NodeJS.Timeout } & (
   | { kind: 'h2'; agentStream: http2.ServerHttp2Stream }
 );
 
+/** A refusal from an authorization hook (Kubernetes mode: TokenReview, intercept claims). */
+export type Refusal = { code: grpc.status; details: string };
+
+/** Checks an agent's credential; undefined when it may arrive. */
+export type AgentAuthorizer = (info: AgentInfo__Output) => Promise<Refusal | undefined>;
+
+/** Checks that a session may intercept a workload; undefined when it may. */
+export type ClaimCheck = (sessionId: string, workload: string, namespace: string) => Promise<Refusal | undefined>;
+
 type ClientHandlerNames = 'CreateIntercept' | 'RemoveIntercept' | 'ListIntercepts' | 'WatchDiversions';
 type AgentHandlerNames = 'AgentArrive' | 'AgentHeartbeat' | 'AgentDepart' | 'WatchIntercepts';
 
@@ -76,13 +86,17 @@ export class InterceptRegistry implements DivertBroker, H2DivertBroker {
     return [...this.agents.values()].filter((a) => a.info.workload === workload && a.info.namespace === namespace);
   }
 
-  private info(i: Intercept): InterceptInfo {
+  /**
+   * An intercept as `viewer` (a session id) may see it: the session id is the
+   * owner's credential on the data plane, so only the owner gets it back.
+   */
+  private info(i: Intercept, viewer?: string): InterceptInfo {
     const agents = this.agentsFor(i.spec.workload, i.spec.namespace);
     return {
       id: i.id,
       spec: i.spec,
       owner: i.owner,
-      session_id: i.sessionId,
+      session_id: viewer === i.sessionId ? i.sessionId : '',
       state: agents.length > 0 ? 'ACTIVE' : 'WAITING_FOR_AGENT',
       requests: i.requests,
       env: agents[0]?.info.env ?? {},
@@ -161,7 +175,7 @@ export class InterceptRegistry implements DivertBroker, H2DivertBroker {
       if (o.sessionId === sessionId && ruleKey(o.spec) === ruleKey(spec) && o.spec.mirror === spec.mirror) {
         o.spec = spec; // the same client asking again (e.g. after a reconnect): refresh it
         this.notifyAgents(spec.workload, spec.namespace);
-        return this.info(o);
+        return this.info(o, sessionId);
       }
       if (o.spec.mirror !== spec.mirror) continue;
       if (isGlobal(o.spec) || isGlobal(spec) || ruleKey(o.spec) === ruleKey(spec)) {
@@ -176,15 +190,26 @@ export class InterceptRegistry implements DivertBroker, H2DivertBroker {
     this.intercepts.set(i.id, i);
     log.info('intercept created', { intercept: i.id, owner: i.owner, workload: spec.workload, rule: describeRule(spec) });
     this.notifyAgents(spec.workload, spec.namespace);
-    return this.info(i);
+    return this.info(i, sessionId);
   }
 
-  clientHandlers(): Pick<ManagerHandlers, ClientHandlerNames> {
+  /** `claimCheck`: in Kubernetes mode, the session must have claimed the workload (see manager/kube/claims.ts). */
+  clientHandlers(claimCheck?: ClaimCheck): Pick<ManagerHandlers, ClientHandlerNames> {
     return {
       CreateIntercept: (call, cb) => {
-        const r = this.create(call.request.session_id, call.request.spec ?? ({} as InterceptSpec__Output));
-        if (r instanceof Error) cb(r);
-        else cb(null, r);
+        const { session_id: sessionId } = call.request;
+        const spec = call.request.spec ?? ({} as InterceptSpec__Output);
+        const session = this.sessions.get(sessionId);
+        const create = (): void => {
+          const r = this.create(sessionId, spec);
+          if (r instanceof Error) cb(r);
+          else cb(null, r);
+        };
+        if (!claimCheck || !session || !spec.workload) return create();
+        claimCheck(sessionId, spec.workload, spec.namespace || session.namespace).then(
+          (refusal) => (refusal ? cb(refusal) : create()),
+          (err: Error) => cb({ code: grpc.status.INTERNAL, details: `checking the intercept claim failed: ${err.message}` }),
+        );
       },
       RemoveIntercept: (call, cb) => {
         const r = call.request;
@@ -208,7 +233,7 @@ export class InterceptRegistry implements DivertBroker, H2DivertBroker {
           cb({ code: grpc.status.NOT_FOUND, details: 'no such session: reconnect' });
           return;
         }
-        const list = [...this.intercepts.values()].filter((i) => r.all || i.sessionId === r.session_id).map((i) => this.info(i));
+        const list = [...this.intercepts.values()].filter((i) => r.all || i.sessionId === r.session_id).map((i) => this.info(i, r.session_id));
         cb(null, { intercepts: list });
       },
       WatchDiversions: (call) => {
@@ -227,27 +252,19 @@ export class InterceptRegistry implements DivertBroker, H2DivertBroker {
     };
   }
 
-  agentHandlers(checkToken: (token: string) => boolean, dataPort: () => number = () => 0): Pick<ManagerHandlers, AgentHandlerNames> {
+  agentHandlers(authorize: AgentAuthorizer, dataPort: () => number = () => 0): Pick<ManagerHandlers, AgentHandlerNames> {
     return {
       AgentArrive: (call, cb) => {
         const info = call.request;
-        if (!checkToken(info.token)) {
-          cb({ code: grpc.status.UNAUTHENTICATED, details: 'the traffic manager requires a valid agent token' });
-          return;
-        }
         const mismatch = versionMismatch({ version: info.version, protocol: info.protocol }, 'agent');
-        if (mismatch) {
-          cb({ code: grpc.status.FAILED_PRECONDITION, details: mismatch });
-          return;
-        }
+        if (mismatch) return cb({ code: grpc.status.FAILED_PRECONDITION, details: mismatch });
         if (!info.workload || !info.namespace) {
-          cb({ code: grpc.status.INVALID_ARGUMENT, details: 'an agent must name its workload and namespace' });
-          return;
+          return cb({ code: grpc.status.INVALID_ARGUMENT, details: 'an agent must name its workload and namespace' });
         }
-        const a: Agent = { id: randomUUID(), info: { ...info, token: '' }, lastSeen: Date.now(), watchers: new Set() };
-        this.agents.set(a.id, a);
-        log.info('agent arrived', { agent: a.id, workload: info.workload, namespace: info.namespace, pod: info.pod_name });
-        cb(null, { agent_id: a.id, manager: { version: VERSION, protocol: PROTOCOL }, lease_seconds: this.agentLeaseMs / 1000, data_port: dataPort() });
+        authorize(info).then(
+          (refusal) => (refusal ? cb(refusal) : this.arrive(info, dataPort(), cb)),
+          (err: Error) => cb({ code: grpc.status.INTERNAL, details: `checking the agent's credential failed: ${err.message}` }),
+        );
       },
       AgentHeartbeat: (call, cb) => {
         const a = this.agents.get(call.request.agent_id);
@@ -282,6 +299,14 @@ export class InterceptRegistry implements DivertBroker, H2DivertBroker {
         this.pushSnapshot(a);
       },
     };
+  }
+
+  private arrive(info: AgentInfo__Output, dataPort: number, cb: grpc.sendUnaryData<AgentSession>): void {
+    // The agent id is its credential on the data plane: random (122 bits), never shown to clients.
+    const a: Agent = { id: randomUUID(), info: { ...info, token: '' }, lastSeen: Date.now(), watchers: new Set() };
+    this.agents.set(a.id, a);
+    log.info('agent arrived', { agent: a.id, workload: info.workload, namespace: info.namespace, pod: info.pod_name });
+    cb(null, { agent_id: a.id, manager: { version: VERSION, protocol: PROTOCOL }, lease_seconds: this.agentLeaseMs / 1000, data_port: dataPort });
   }
 
   // Diverted flows: an agent opens one for an intercept; the owner's laptop accepts it.

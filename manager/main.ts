@@ -1,19 +1,32 @@
 import { parse, asList, splitHostPort } from '../src/cli/args';
 import { parseCidr } from '../src/core/cidr';
+import { Codes, RdbgError } from '../src/core/errors';
 import { raiseFileLimit } from '../src/core/rlimit';
 import { startProfile, stopProfile } from '../src/core/profile';
 import { logger, toggleDebugOnSignal } from '../src/core/log';
 import { ManagerServer } from './server';
+import { KubeMode } from './kube/mode';
 
 const log = logger('manager');
 
 export const MANAGER_USAGE = `rdbg manager serve --listen HOST:PORT [--data-listen HOST:PORT|none] [--service-cidr CIDR]... [--pod-cidr CIDR]...
                    [--cluster-domain cluster.local] [--namespace rdbg] [--cluster-namespace NS]... [--lease-seconds 15]
+rdbg manager serve --kubernetes [--kubeconfig FILE] [--resolv-conf FILE] [--cluster-domain D] [--namespace NS] [--listen HOST:PORT]
 
-Runs the traffic manager without Kubernetes ("standalone"): it dials destinations
-and resolves names with the network and resolver of wherever it runs.
-The data plane (raw HTTP/2 flows) listens on the next port unless --data-listen says otherwise.
-The token, when set in RDBG_MANAGER_TOKEN, must be presented by clients and agents.`;
+Runs the traffic manager. It dials destinations and resolves names with the
+network and resolver of wherever it runs. The data plane (raw HTTP/2 flows)
+listens on the next port unless --data-listen says otherwise.
+
+Standalone (without --kubernetes): subnets and namespaces come from the flags;
+the token, when set in RDBG_MANAGER_TOKEN, must be presented by clients and agents.
+
+--kubernetes: runs in the cluster (the rdbg-manager Deployment). Service and pod
+subnets and namespaces come from the apiserver (watched); the cluster domain,
+DNS server and own namespace from the pod's resolv.conf and service account.
+Clients may only call over port-forward (loopback); agents present a projected
+service-account token (TokenReview); intercepts need the workload's claim.
+--kubeconfig runs it outside a pod (tests); --resolv-conf names the file that
+gives the cluster DNS server and search path (default /etc/resolv.conf).`;
 
 export async function managerMain(argv: string[]): Promise<void> {
   const [sub, ...rest] = argv;
@@ -27,22 +40,39 @@ export async function managerMain(argv: string[]): Promise<void> {
     'data-listen': { type: 'string' },
     'service-cidr': { type: 'string', multiple: true },
     'pod-cidr': { type: 'string', multiple: true },
-    'cluster-domain': { type: 'string', default: 'cluster.local' },
-    namespace: { type: 'string', default: 'rdbg' },
+    'cluster-domain': { type: 'string' },
+    namespace: { type: 'string' },
+    kubernetes: { type: 'boolean', default: false },
+    kubeconfig: { type: 'string' },
+    'resolv-conf': { type: 'string' },
     'cluster-namespace': { type: 'string', multiple: true },
     'lease-seconds': { type: 'string', default: '15' },
   });
   splitHostPort(values.listen!, '--listen');
+  const stripDots = (d: string): string => d.replace(/^\.|\.$/g, '');
+  const kube = values.kubernetes
+    ? new KubeMode({
+        kubeconfig: values.kubeconfig,
+        resolvConf: values['resolv-conf'],
+        clusterDomain: values['cluster-domain'] && stripDots(values['cluster-domain']),
+        namespace: values.namespace,
+      })
+    : undefined;
+  if (!kube && (values.kubeconfig || values['resolv-conf'])) {
+    throw new RdbgError(Codes.BAD_ARGUMENT, '--kubeconfig and --resolv-conf go with --kubernetes', 'run "rdbg manager --help"');
+  }
+  if (kube && process.env.RDBG_MANAGER_TOKEN) log.warn('RDBG_MANAGER_TOKEN is ignored in Kubernetes mode (clients come over port-forward, agents by TokenReview)');
   const server = new ManagerServer({
     listen: values.listen!,
     dataListen: values['data-listen'] === 'none' ? '' : values['data-listen'],
     serviceSubnets: asList(values['service-cidr']).map((c) => parseCidr(c).text),
     podSubnets: asList(values['pod-cidr']).map((c) => parseCidr(c).text),
-    clusterDomain: values['cluster-domain']!.replace(/^\.|\.$/g, ''),
-    namespace: values.namespace!,
+    clusterDomain: kube?.clusterDomain ?? stripDots(values['cluster-domain'] ?? 'cluster.local'),
+    namespace: kube?.namespace ?? values.namespace ?? 'rdbg',
     namespaces: asList(values['cluster-namespace']).length ? asList(values['cluster-namespace']) : ['default'],
     leaseSeconds: Math.max(3, Number(values['lease-seconds'])),
-    token: process.env.RDBG_MANAGER_TOKEN || undefined,
+    token: kube ? undefined : process.env.RDBG_MANAGER_TOKEN || undefined,
+    kube,
   });
   raiseFileLimit();
   startProfile();

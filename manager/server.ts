@@ -10,9 +10,10 @@ import type { ClusterInfo } from '../src/gen/rdbg/v1/ClusterInfo';
 import { ClusterDNS } from './cluster-dns';
 import { SessionRegistry } from './sessions';
 import { TunnelHandler, type TunnelCall } from './tunnel-handler';
-import { InterceptRegistry } from './intercepts';
+import { InterceptRegistry, type AgentAuthorizer } from './intercepts';
 import { DataPlane } from './data-plane';
 import { splitHostPort } from '../src/cli/args';
+import type { KubeMode } from './kube/mode';
 
 const log = logger('manager');
 
@@ -25,7 +26,9 @@ export interface ManagerConfig {
   namespace: string; // where the manager runs
   namespaces?: string[]; // the cluster's namespaces (standalone: from flags)
   leaseSeconds: number;
-  token?: string; // when set, clients and agents must present it
+  token?: string; // standalone: when set, clients and agents must present it
+  /** Kubernetes mode: subnets and namespaces from the apiserver, agents by TokenReview, clients over port-forward only. */
+  kube?: KubeMode;
 }
 
 export function versionMismatch(theirs: { version: string; protocol: number }, who: 'client' | 'agent'): string | undefined {
@@ -50,36 +53,44 @@ export class ManagerServer {
 
   constructor(readonly config: ManagerConfig) {
     this.sessions = new SessionRegistry(config.leaseSeconds * 1000);
-    this.dns = new ClusterDNS(config.clusterDomain);
+    this.dns = new ClusterDNS(config.clusterDomain, config.kube?.nameservers);
     this.tunnels = new TunnelHandler(this.sessions, this.dns);
     this.intercepts = new InterceptRegistry(this.sessions, config.leaseSeconds * 1000);
     this.tunnels.broker = this.intercepts;
     this.data = new DataPlane(this.sessions, this.dns, this.tunnels.stats);
     this.data.broker = this.intercepts;
+    if (config.kube) {
+      const kube = config.kube;
+      this.tunnels.clientGuard = (call) => kube.clientRefusal(call);
+    }
     this.server.addService(managerPackage().Manager.service, this.handlers());
   }
 
   clusterInfo(namespace: string): ClusterInfo {
+    const found = this.config.kube?.discovery;
     return {
-      service_subnets: this.config.serviceSubnets,
-      pod_subnets: this.config.podSubnets,
+      service_subnets: found ? found.serviceSubnets : this.config.serviceSubnets,
+      pod_subnets: found ? found.podSubnets : this.config.podSubnets,
       cluster_domain: this.config.clusterDomain,
       dns_search: this.dns.searchPath(namespace),
       dns_server: this.dns.servers()[0] ?? '',
       manager_namespace: this.config.namespace,
-      namespaces: this.config.namespaces ?? ['default'],
+      namespaces: found ? found.namespaces : this.config.namespaces ?? ['default'],
     };
   }
 
   async start(): Promise<number> {
+    // Discovery first: a manager that cannot read the cluster says so before it takes clients.
+    await this.config.kube?.start();
     const creds = grpc.ServerCredentials.createInsecure();
     this.port = await new Promise<number>((resolve, reject) =>
       this.server.bindAsync(this.config.listen, creds, (err, port) => (err ? reject(err) : resolve(port))),
     );
     enlargeServerWindows(this.server);
     if (this.config.dataListen !== '') {
-      const { host } = splitHostPort(this.config.listen, '--listen');
-      const data = this.config.dataListen ? splitHostPort(this.config.dataListen, '--data-listen') : { host, port: this.port + 1 };
+      const { host, port } = splitHostPort(this.config.listen, '--listen');
+      // Next to the gRPC port; an ephemeral gRPC port (0) gets an ephemeral data port (its +1 may be taken).
+      const data = this.config.dataListen ? splitHostPort(this.config.dataListen, '--data-listen') : { host, port: port === 0 ? 0 : this.port + 1 };
       await this.data.listen(data.host, data.port);
     }
     log.info('traffic manager listening', {
@@ -87,14 +98,16 @@ export class ManagerServer {
       port: this.port,
       dataPort: this.data.port,
       version: VERSION,
-      serviceSubnets: this.config.serviceSubnets,
-      podSubnets: this.config.podSubnets,
+      mode: this.config.kube ? 'kubernetes' : 'standalone',
+      serviceSubnets: this.clusterInfo(this.config.namespace).service_subnets,
+      podSubnets: this.clusterInfo(this.config.namespace).pod_subnets,
       dns: this.dns.servers(),
     });
     return this.port;
   }
 
   async stop(): Promise<void> {
+    this.config.kube?.stop();
     this.sessions.close();
     this.intercepts.close();
     this.data.close();
@@ -115,6 +128,23 @@ export class ManagerServer {
   }
 
   private handlers(): ManagerHandlers {
+    const kube = this.config.kube;
+    const all = this.baseHandlers();
+    if (!kube) return all;
+    // Kubernetes mode: every client call must come over port-forward (a loopback peer).
+    const guarded = { ...all };
+    for (const name of CLIENT_CALLS) guarded[name] = guardClient(all[name], (call) => kube.clientRefusal(call)) as never;
+    return guarded;
+  }
+
+  private agentAuthorizer(): AgentAuthorizer {
+    const kube = this.config.kube;
+    if (kube) return (info) => kube.authorizeAgent(info);
+    return (info) =>
+      Promise.resolve(this.checkToken(info.token) ? undefined : { code: grpc.status.UNAUTHENTICATED, details: 'the traffic manager requires a valid agent token' });
+  }
+
+  private baseHandlers(): ManagerHandlers {
     const manager = { version: VERSION, protocol: PROTOCOL };
     const noSession = (cb: grpc.sendUnaryData<never>): void =>
       cb({ code: grpc.status.NOT_FOUND, details: 'no such session (it expired, or the manager restarted): reconnect' });
@@ -172,10 +202,28 @@ export class ManagerServer {
         );
       },
       Tunnel: (call) => this.tunnels.handle(call as TunnelCall),
-      ...this.intercepts.clientHandlers(),
-      ...this.intercepts.agentHandlers((token) => this.checkToken(token), () => this.data.port),
+      ...this.intercepts.clientHandlers(this.config.kube && ((...a) => this.config.kube!.checkClaim(...a))),
+      ...this.intercepts.agentHandlers(this.agentAuthorizer(), () => this.data.port),
     };
   }
+}
+
+/** The RPCs only clients make (Tunnel is guarded per flow: agents open diverted flows on it too). */
+const CLIENT_CALLS = [
+  'Arrive', 'Heartbeat', 'Depart', 'GetClusterInfo', 'LookupDNS', 'CreateIntercept', 'RemoveIntercept', 'ListIntercepts', 'WatchDiversions',
+] as const;
+
+type AnyCall = { getPeer(): string; emit?: (e: string, v: unknown) => boolean };
+
+/** Wraps a unary or server-streaming handler so that it refuses calls `refusal` objects to. */
+function guardClient<H>(handler: H, refusal: (call: AnyCall) => string | undefined): H {
+  return ((call: AnyCall, cb?: grpc.sendUnaryData<unknown>) => {
+    const why = refusal(call);
+    if (!why) return (handler as (c: AnyCall, cb?: grpc.sendUnaryData<unknown>) => void)(call, cb);
+    const err = { code: grpc.status.PERMISSION_DENIED, details: why };
+    if (cb) cb(err);
+    else call.emit?.('error', err);
+  }) as H;
 }
 
 export function defaultUser(): string {

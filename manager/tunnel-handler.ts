@@ -34,6 +34,8 @@ export interface TunnelStats extends ByteCounters {
 export class TunnelHandler {
   readonly stats: TunnelStats = { bytesIn: 0, bytesOut: 0, flowsOpened: 0, flowsFailed: 0, flowsActive: 0 };
   broker?: DivertBroker;
+  /** Kubernetes mode: why a client (not an agent) may not open flows from this call's peer, if it may not. */
+  clientGuard?: (call: TunnelCall) => string | undefined;
 
   constructor(
     private readonly sessions: SessionRegistry,
@@ -54,6 +56,8 @@ export class TunnelHandler {
       const open = msg.open;
       try {
         if (open.intercept_id) return this.requireBroker(stream)?.fromAgent(open, stream);
+        const refused = this.clientGuard?.(call);
+        if (refused) return reject(stream, 'DENIED', refused);
         if (!this.sessions.get(open.session_id)) {
           reject(stream, 'DENIED', 'no such session (it expired, or the manager restarted): reconnect');
           return;

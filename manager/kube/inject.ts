@@ -16,6 +16,8 @@ export const TOKEN_AUDIENCE = 'rdbg';
 export const AGENT_ENV_LIST = 'RDBG_AGENT_ENV';
 /** Set by the rdbg image or the runtime for the agent's own process, not the app's. */
 const IMAGE_ENV = ['PATH', 'NODE_ENV', 'HOME'];
+/** In the rdbg image: iptables with the nf_tables backend (NET_ADMIN is enough; the legacy one needs NET_RAW too). */
+const IPTABLES = '/usr/sbin/iptables';
 
 export interface InjectSettings {
   /** The agent's image: the manager's own. */
@@ -185,7 +187,7 @@ export function injectPod(pod: Pod, namespace: string, s: InjectSettings): Injec
       image: s.image,
       imagePullPolicy: s.pullPolicy,
       // -C first: an init container that runs again in the same network namespace must not add a second rule.
-      command: ['/bin/sh', '-c', `iptables -t nat -C PREROUTING ${rule} 2>/dev/null || iptables -t nat -A PREROUTING ${rule}`],
+      command: ['/bin/sh', '-c', `${IPTABLES} -t nat -C PREROUTING ${rule} 2>/dev/null || ${IPTABLES} -t nat -A PREROUTING ${rule}`],
       securityContext: {
         runAsNonRoot: false,
         runAsUser: 0,

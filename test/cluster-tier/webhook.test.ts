@@ -70,8 +70,8 @@ function marked(name: string, port: string): { labels: Record<string, string>; a
   };
 }
 
-/** A Deployment of echo-http (+ a Service to targetPort) as JSON manifests. */
-function echoApp(name: string, opts: { targetPort: string | number; marks?: boolean; probePort: string | number }): string {
+/** A Deployment of echo-http and a Service to targetPort, as JSON manifests. */
+function echoApp(name: string, opts: { targetPort: string | number; marks?: boolean; probePort: string | number }): { deployment: string; service: string } {
   const meta = opts.marks ? marked(name, String(opts.targetPort)) : { labels: { app: name }, annotations: {} };
   const app: Container = {
     name: 'app',
@@ -106,7 +106,7 @@ function echoApp(name: string, opts: { targetPort: string | number; marks?: bool
     metadata: { name },
     spec: { selector: { app: name }, ports: [{ name: 'web', port: 80, targetPort: opts.targetPort }] },
   };
-  return `${JSON.stringify(deployment)}\n---\n${JSON.stringify(service)}\n`;
+  return { deployment: JSON.stringify(deployment), service: JSON.stringify(service) };
 }
 
 async function podOf(app: string): Promise<Pod & { status: { podIP: string; containerStatuses: { name: string; ready: boolean; restartCount: number }[] } }> {
@@ -178,9 +178,15 @@ t.test('the apiserver calls the webhook; marked pods run with the agent', async 
   }, 30_000, 500);
   t.same(dry.spec!.containers!.map((x) => x.name), ['app', 'rdbg-agent']);
 
-  await c.apply(ns, echoApp('named', { targetPort: 'http', marks: true, probePort: 'http' }));
-  await c.apply(ns, echoApp('numeric', { targetPort: 8080, marks: true, probePort: 8080 }));
-  await c.apply(ns, echoApp('plain', { targetPort: 'http', probePort: 'http' }));
+  const apps = [
+    echoApp('named', { targetPort: 'http', marks: true, probePort: 'http' }),
+    echoApp('numeric', { targetPort: 8080, marks: true, probePort: 8080 }),
+    echoApp('plain', { targetPort: 'http', probePort: 'http' }),
+  ];
+  // Services first: each container gets the service-link variables of the Services that exist when
+  // it starts, and the app and the agent must see the same set.
+  await c.apply(ns, apps.map((a) => a.service).join('\n---\n'));
+  await c.apply(ns, apps.map((a) => a.deployment).join('\n---\n'));
   const t0 = Date.now();
   await Promise.all(['named', 'numeric', 'plain'].map((d) => c.rollout(ns, d, 180)));
   t.comment(`three Deployments Ready in ${Date.now() - t0} ms`);
@@ -241,6 +247,16 @@ t.test('the agent has the app\'s env (ConfigMap, downward API, resource limits) 
   const claims = JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString()) as { aud: string[]; 'kubernetes.io'?: { pod?: { name: string } } };
   t.same(claims.aud, ['rdbg'], 'audience rdbg');
   t.equal(claims['kubernetes.io']?.pod?.name, pod.metadata!.name, 'bound to the pod');
+  // What the agent reports as the app's environment (the function it runs, in its own process env)
+  // is exactly the app container's environment, apart from what each image sets for itself.
+  const envOf = async (container: string, cmd: string[]): Promise<Record<string, string>> => {
+    const out = (await c.kubectl(['-n', ns, 'exec', pod.metadata!.name!, '-c', container, '--', ...cmd])).stdout;
+    return Object.fromEntries(out.trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+  };
+  const reported = await envOf('rdbg-agent', ['node', '-e', "for (const [k, v] of Object.entries(require('/app/dist/agent/traffic-agent').appEnvironment(process.env))) console.log(k + '=' + v)"]);
+  const appEnv = await envOf('app', ['env']);
+  for (const k of ['PATH', 'HOME']) delete appEnv[k]; // the app image's and the runtime's, not the pod spec's
+  t.same(reported, appEnv, 'the reported env equals the app container\'s');
   const id = (await c.kubectl(['-n', ns, 'exec', pod.metadata!.name!, '-c', 'rdbg-agent', '--', 'id', '-u'])).stdout.trim();
   t.equal(id, '65532', 'the agent runs as 65532');
 });

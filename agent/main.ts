@@ -1,5 +1,6 @@
+import { readFileSync } from 'node:fs';
 import { parse, splitHostPort } from '../src/cli/args';
-import { Codes, RdbgError } from '../src/core/errors';
+import { Codes, errorMessage, RdbgError } from '../src/core/errors';
 import { logger, toggleDebugOnSignal } from '../src/core/log';
 import { appEnvironment, TrafficAgent } from './traffic-agent';
 
@@ -11,7 +12,9 @@ export const AGENT_USAGE = `rdbg agent run --manager HOST:PORT --workload NAME -
 Runs the traffic agent (the sidecar of an intercepted pod): it listens on the
 port the Service targets (Q) and forwards to the app (P); requests that match
 an intercept go to the laptop that owns it. RDBG_MANAGER may stand for
---manager, RDBG_AGENT_TOKEN carries the agent credential, and
+--manager, RDBG_AGENT_TOKEN carries the agent credential (or
+RDBG_AGENT_TOKEN_FILE names a file holding it, read again at every
+re-arrival: a projected service-account token rotates), and
 RDBG_AGENT_TRANSPORT=grpc keeps diverted flows on the Tunnel RPC instead of
 the manager's HTTP/2 data plane.`;
 
@@ -21,6 +24,31 @@ function port(text: string | undefined, flag: string): number {
   const n = Number(text);
   if (!text || !Number.isInteger(n) || n < 1 || n > 65535) throw new RdbgError(Codes.BAD_ARGUMENT, `${flag} "${text ?? ''}" must be a port number`, HINT);
   return n;
+}
+
+/**
+ * The agent credential: the file RDBG_AGENT_TOKEN_FILE names (read anew each
+ * time: the kubelet rewrites a projected token before it expires), else
+ * RDBG_AGENT_TOKEN. An unreadable file gives '' and a warning once per
+ * distinct error; the manager then refuses the arrival and the agent retries.
+ */
+export function tokenSource(env: NodeJS.ProcessEnv): () => string {
+  const file = env.RDBG_AGENT_TOKEN_FILE;
+  const fixed = env.RDBG_AGENT_TOKEN ?? '';
+  if (!file) return () => fixed;
+  let lastError = '';
+  return () => {
+    try {
+      const token = readFileSync(file, 'utf8').trim();
+      lastError = '';
+      return token;
+    } catch (err) {
+      const msg = errorMessage(err);
+      if (msg !== lastError) log.warn('cannot read the agent token', { file, err: msg });
+      lastError = msg;
+      return fixed;
+    }
+  };
 }
 
 /** `rdbg agent run ...`: the traffic agent sidecar. */
@@ -53,7 +81,7 @@ export async function agentMain(argv: string[]): Promise<void> {
     listenPort: port(values['listen-port'], '--listen-port'),
     podName: values['pod-name'] ?? process.env.POD_NAME,
     podIp: process.env.POD_IP,
-    token: process.env.RDBG_AGENT_TOKEN ?? '',
+    token: tokenSource(process.env),
     env: appEnvironment(process.env),
     transport: process.env.RDBG_AGENT_TRANSPORT === 'grpc' ? 'grpc' : 'auto',
   });

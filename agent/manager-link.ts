@@ -28,6 +28,11 @@ export interface ManagerLinkOptions {
    * when it has one (several times faster), 'grpc' always the Tunnel RPC.
    */
   transport?: 'auto' | 'grpc';
+  /**
+   * The credential, asked again at every (re-)arrival: a projected
+   * service-account token is rotated on disk while the agent runs.
+   */
+  token?: () => string;
 }
 
 /**
@@ -135,8 +140,9 @@ export class ManagerLink extends EventEmitter {
   }
 
   private arrive(): Promise<AgentSession__Output> {
+    const info = this.opts.token ? { ...this.opts.info, token: this.opts.token() } : this.opts.info;
     return new Promise((resolve, reject) =>
-      this.client.AgentArrive(this.opts.info, { deadline: Date.now() + CALL_DEADLINE_MS }, (err, res) =>
+      this.client.AgentArrive(info, { deadline: Date.now() + CALL_DEADLINE_MS }, (err, res) =>
         err || !res ? reject(err ?? new Error('empty answer')) : resolve(res),
       ),
     );

@@ -18,7 +18,8 @@ export interface AgentOptions {
   listenHost?: string; // default all interfaces
   podName?: string;
   podIp?: string;
-  token?: string;
+  /** The agent credential, or a function read at every (re-)arrival (a rotating token file). */
+  token?: string | (() => string);
   /** The app's environment, reported to the owner of an intercept. */
   env?: Record<string, string>;
   sniffTimeoutMs?: number;
@@ -30,9 +31,17 @@ export interface AgentOptions {
 /** Variables of the agent's own making, not the app's. */
 const INTERNAL_ENV = /^(RDBG_|NODE_OPTIONS$|_$)/;
 
+/**
+ * The app's environment as the agent can see it. Injected into a pod, the
+ * agent runs with a copy of the app container's env and envFrom; the webhook
+ * lists in RDBG_AGENT_ENV the names that are the agent's own (POD_NAME and
+ * POD_IP when the app has no such variable, and what the rdbg image sets:
+ * PATH, NODE_ENV, HOME), so they are left out of the report.
+ */
 export function appEnvironment(env: NodeJS.ProcessEnv): Record<string, string> {
+  const own = new Set((env.RDBG_AGENT_ENV ?? '').split(',').map((s) => s.trim()).filter(Boolean));
   const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(env)) if (v !== undefined && !INTERNAL_ENV.test(k)) out[k] = v;
+  for (const [k, v] of Object.entries(env)) if (v !== undefined && !INTERNAL_ENV.test(k) && !own.has(k)) out[k] = v;
   return out;
 }
 
@@ -61,6 +70,7 @@ export class TrafficAgent {
       heartbeatMs: opts.heartbeatMs,
       transport: opts.transport,
       info: {},
+      token: typeof opts.token === 'function' ? opts.token : undefined,
     });
     this.pools = new DivertPools(this.link);
     this.proxy = new PortProxy({ table: this.table, link: this.link, app: this.app, pools: this.pools }, { sniffTimeoutMs: opts.sniffTimeoutMs });
@@ -79,7 +89,7 @@ export class TrafficAgent {
       pod_ip: o.podIp || firstPodIp(),
       ports: [{ name: '', app_port: o.appPort, listen_port: this.listenPort, service_port: 0 }],
       env: o.env ?? {},
-      token: o.token ?? '',
+      token: typeof o.token === 'string' ? o.token : '',
     });
     this.link.on('intercepts', (list) => {
       const gone = this.table.update(list);

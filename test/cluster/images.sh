@@ -157,8 +157,25 @@ build_redis() {
   echo "$key" >"$out.key"; log "image localhost/redis:$IMAGE_TAG -> $out"
 }
 
+# The machine's iptables (nf_tables backend: needs only NET_ADMIN, no
+# NET_RAW) for the agent's init container, which redirects a numeric
+# targetPort to the agent: the multi-call binary, its libraries and the
+# xtables extensions (REDIRECT, tcp, comment, ...).
+add_iptables() { # ROOT
+  local bin; bin=$(readlink -f "$(command -v xtables-nft-multi)") || die "xtables-nft-multi not found (apt-get install iptables)"
+  mkdir -p "$1/usr/sbin"
+  cp "$bin" "$1/usr/sbin/xtables-nft-multi"
+  ln -sf xtables-nft-multi "$1/usr/sbin/iptables"
+  local lib have; have=$(ldd "$(readlink -f "$(command -v node)")") # already in the base layer
+  for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do
+    grep -qF "$lib" <<<"$have" || { mkdir -p "$1$(dirname "$lib")"; cp -L "$lib" "$1$lib"; }
+  done
+  local ext; ext=$(dirname "$(readlink -f "$(ldd "$bin" | grep -o '/[^ ]*libxtables[^ ]*')")")/xtables
+  mkdir -p "$1$ext"; cp -L "$ext"/*.so "$1$ext/"
+}
+
 # The rdbg image: Node plus the built package (package.json, dist/, proto/
-# and the production node_modules). One image for the manager and the agent:
+# and the production node_modules), and iptables (add_iptables). One image for the manager and the agent:
 # the pod spec picks the program, e.g. args ["dist/manager/main.js"]; default dist/bin/rdbg.js.
 build_rdbg() {
   local out=$IMAGE_CACHE/rdbg.image
@@ -168,10 +185,11 @@ build_rdbg() {
     return
   fi
   local base; base=$(base_layer)
-  local key; key=$( (cat "$base.key"; cd "$REPO_DIR" && find package.json dist proto -type f -printf '%p %s %T@\n' 2>/dev/null | sort) | sha256sum | cut -c1-16)-$IMAGE_TAG
+  local key; key=$( (cat "$base.key"; sha "$(readlink -f "$(command -v xtables-nft-multi)")"; cd "$REPO_DIR" && find package.json dist proto -type f -printf '%p %s %T@\n' 2>/dev/null | sort) | sha256sum | cut -c1-16)-$IMAGE_TAG
   up_to_date "$out" "$key" && return
   local r; r=$(mktemp -d)
   mkdir -p "$r/app"
+  add_iptables "$r"
   cp "$REPO_DIR/package.json" "$r/app/"
   cp -a "$REPO_DIR/dist" "$r/app/dist"
   rm -rf "$r/app/dist/test" "$r/app/dist/bench"

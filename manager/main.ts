@@ -6,6 +6,8 @@ import { startProfile, stopProfile } from '../src/core/profile';
 import { logger, toggleDebugOnSignal } from '../src/core/log';
 import { ManagerServer } from './server';
 import { KubeMode } from './kube/mode';
+import { DEFAULT_TLS_DIR, WebhookServer } from './kube/webhook-server';
+import { VERSION } from '../src/core/version';
 
 const log = logger('manager');
 
@@ -26,7 +28,10 @@ DNS server and own namespace from the pod's resolv.conf and service account.
 Clients may only call over port-forward (loopback); agents present a projected
 service-account token (TokenReview); intercepts need the workload's claim.
 --kubeconfig runs it outside a pod (tests); --resolv-conf names the file that
-gives the cluster DNS server and search path (default /etc/resolv.conf).`;
+gives the cluster DNS server and search path (default /etc/resolv.conf).
+It also serves the agent-injection webhook on --webhook-listen (0.0.0.0:8443;
+"none" for no webhook) with the certificate in --tls-dir (${DEFAULT_TLS_DIR});
+injected agents run the image in RDBG_AGENT_IMAGE (the manager's own).`;
 
 export async function managerMain(argv: string[]): Promise<void> {
   const [sub, ...rest] = argv;
@@ -47,6 +52,8 @@ export async function managerMain(argv: string[]): Promise<void> {
     'resolv-conf': { type: 'string' },
     'cluster-namespace': { type: 'string', multiple: true },
     'lease-seconds': { type: 'string', default: '15' },
+    'webhook-listen': { type: 'string', default: '0.0.0.0:8443' },
+    'tls-dir': { type: 'string', default: DEFAULT_TLS_DIR },
   });
   splitHostPort(values.listen!, '--listen');
   const stripDots = (d: string): string => d.replace(/^\.|\.$/g, '');
@@ -78,10 +85,34 @@ export async function managerMain(argv: string[]): Promise<void> {
   startProfile();
   toggleDebugOnSignal();
   await server.start();
+  const webhook = kube && values['webhook-listen'] !== 'none' ? webhookServer(kube.namespace, values['webhook-listen']!, values['tls-dir']!) : undefined;
+  await webhook?.start();
   const stop = (signal: string): void => {
     log.info('stopping', { signal });
-    void server.stop().then(() => stopProfile('manager')).then(() => process.exit(0));
+    void Promise.all([server.stop(), webhook?.stop()]).then(() => stopProfile('manager')).then(() => process.exit(0));
   };
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));
+}
+
+/** The agent-injection webhook of a manager in namespace ns (docs/kubernetes.md, "Injection"). */
+function webhookServer(ns: string, listen: string, tlsDir: string): WebhookServer {
+  const image = process.env.RDBG_AGENT_IMAGE;
+  if (!image) {
+    throw new RdbgError(Codes.BAD_ARGUMENT, 'the webhook needs the agent image in RDBG_AGENT_IMAGE', 'the rdbg-manager Deployment sets it; or pass --webhook-listen none');
+  }
+  const { host, port } = splitHostPort(listen, '--webhook-listen');
+  return new WebhookServer({
+    settings: {
+      image,
+      managerNamespace: ns,
+      managerAddress: `rdbg-manager.${ns}:8081`,
+      agentPortBase: 9900,
+      version: VERSION,
+      pullPolicy: process.env.RDBG_AGENT_PULL_POLICY || 'IfNotPresent',
+    },
+    tlsDir,
+    host,
+    port,
+  });
 }

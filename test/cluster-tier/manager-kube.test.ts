@@ -107,7 +107,7 @@ t.test('manager serve --kubernetes on the real apiserver', async (t) => {
   const rdbg = join(repoRoot(), 'dist', 'bin', 'rdbg.js');
   const probeJs = join(__dirname, 'manager-kube-probe.js');
   const child: ChildProcess = spawn('nsenter', [
-    `--net=/run/netns/${env.NODE_NS}`, '--', process.execPath, rdbg, 'manager', 'serve', '--kubernetes',
+    `--net=/run/netns/${env.NODE_NS}`, '--', process.execPath, rdbg, 'manager', 'serve', '--kubernetes', '--webhook-listen', 'none',
     '--kubeconfig', kubeconfig, '--resolv-conf', resolvConf, '--listen', '0.0.0.0:0', '--namespace', ns, '--lease-seconds', '300',
   ], { stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';

@@ -31,6 +31,9 @@ export async function managerMain(argv: string[]): Promise<void> {
     namespace: { type: 'string', default: 'rdbg' },
     'cluster-namespace': { type: 'string', multiple: true },
     'lease-seconds': { type: 'string', default: '15' },
+    // placeholder until the Kubernetes mode lands: accepted, serve runs with defaults
+    kubernetes: { type: 'boolean' },
+    kubeconfig: { type: 'string' },
   });
   splitHostPort(values.listen!, '--listen');
   const server = new ManagerServer({

@@ -2,6 +2,7 @@ import { RdbgError } from '../core/errors';
 import { VERSION } from '../core/version';
 import { CONNECT_USAGE, connectCommand, quitCommand, statusCommand } from './commands/connect';
 import { INTERCEPT_USAGE, interceptCommand, leaveCommand, listCommand } from './commands/intercept';
+import { MANAGER_ADMIN_USAGE, managerAdminCommand, uninstallCommand } from './commands/manager-admin';
 import { say } from './output';
 
 const USAGE = `rdbg ${VERSION}: run and debug one service on your laptop as if it were inside the cluster.
@@ -14,14 +15,20 @@ Commands:
   list        intercepts with their rules and counters          rdbg list [-o json] [--all]
   quit        end the session and stop the daemon               rdbg quit
   version     print the version                                 rdbg version
-  manager     run the traffic manager                           rdbg manager serve --listen 0.0.0.0:8081
+  manager     install, upgrade or run the traffic manager       rdbg manager install [--namespace rdbg]
+  uninstall   take rdbg out of the cluster (agents and manager) rdbg uninstall --all
   agent       run a traffic agent beside an app                 rdbg agent run --manager HOST:PORT ...
 
 Add --debug to any command for stack traces.
 
 ${CONNECT_USAGE}
 
-${INTERCEPT_USAGE}`;
+${INTERCEPT_USAGE}
+
+${MANAGER_ADMIN_USAGE}`;
+
+/** "rdbg manager SUB" runs here for these; the other manager subcommands (serve) run the component. */
+export const CLI_MANAGER_SUBCOMMANDS = ['install', 'upgrade'];
 
 const commands: Record<string, (argv: string[]) => Promise<void>> = {
   connect: connectCommand,
@@ -30,6 +37,8 @@ const commands: Record<string, (argv: string[]) => Promise<void>> = {
   intercept: interceptCommand,
   leave: leaveCommand,
   list: listCommand,
+  manager: managerAdminCommand,
+  uninstall: uninstallCommand,
   version: async () => say(`rdbg ${VERSION}`),
   help: async () => say(USAGE),
 };

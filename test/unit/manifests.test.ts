@@ -1,6 +1,7 @@
 // The objects of `rdbg manager install` (docs/kubernetes.md, "Objects"), the
 // webhook certificate, the patch that removes rdbg's marks, and the Helm
 // chart rendering the same objects as `--dry-run`.
+/* eslint-disable @typescript-eslint/no-explicit-any -- the tests walk rendered Kubernetes objects of any shape */
 import { execFileSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';

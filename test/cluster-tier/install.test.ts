@@ -9,7 +9,7 @@
 import { randomBytes, X509Certificate } from 'node:crypto';
 import { join } from 'node:path';
 import t from 'tap';
-import { cluster, repoRoot, sampleApp, waitFor, type Cluster } from './cluster-helper';
+import { cluster, exec, repoRoot, sampleApp, waitFor, type Cluster } from './cluster-helper';
 
 const SYSTEM_NAMESPACES = ['default', 'kube-system', 'kube-public', 'kube-node-lease'];
 
@@ -162,10 +162,13 @@ t.test('install, install again, upgrade, uninstall --all twice: the cluster is a
   t.ok(crt2.verify(new X509Certificate(Buffer.from(secret2.data['ca.crt'], 'base64')).publicKey), 'new cert signed by the new CA');
   const mwc2 = await c.kubectlJson<any>(['get', 'mutatingwebhookconfiguration', `rdbg-agent-injector-${ns}`]);
   t.equal(mwc2.webhooks[0].clientConfig.caBundle, secret2.data['ca.crt'], 'the webhook trusts the new CA');
-  const pods2 = (await c.kubectlJson<any>(['-n', ns, 'get', 'pods', '-l', 'app.kubernetes.io/component=manager'])).items;
-  t.equal(pods2.length, 1, 'one manager pod after the rollout');
+  // (the old pod may still be terminating: rolled out means the new one is ready)
+  const pods2 = (await c.kubectlJson<any>(['-n', ns, 'get', 'pods', '-l', 'app.kubernetes.io/component=manager'])).items
+    .filter((p: any) => !p.metadata.deletionTimestamp);
+  t.equal(pods2.length, 1, 'one live manager pod after the rollout');
+  t.ok(pods2[0].status.conditions.some((x: any) => x.type === 'Ready' && x.status === 'True'), 'and it is ready');
   t.notOk(podBefore.includes(pods2[0].metadata.name), 'the manager was rolled');
-  const served = await c.execIn(ns, 'deploy/rdbg-manager', ['cat', '/var/run/rdbg/tls/tls.crt']);
+  const served = await c.execIn(ns, pods2[0].metadata.name, ['cat', '/var/run/rdbg/tls/tls.crt']);
   t.equal(served.stdout, Buffer.from(secret2.data['tls.crt'], 'base64').toString(), 'the new pod mounts the new certificate');
 
   // uninstall --all, twice
@@ -217,4 +220,31 @@ t.test('uninstall --all takes rdbg\'s marks off a workload: the template is as b
   });
   const again = await rdbg(c, ['uninstall', '--all', '--namespace', `${ns}-none`, '--agent-namespace', ns]);
   t.match(again.stdout, /Nothing to remove/, 'a second uninstall finds nothing');
+});
+
+t.test('the Helm chart installs a working manager that rdbg uninstall --all removes', async (t) => {
+  const c = await cluster();
+  const ns = `rdbg-install-helm-${randomBytes(3).toString('hex')}`;
+  const helm = (await exec('bash', [join(repoRoot(), 'scripts/helm.sh')], { timeoutMs: 900_000 })).stdout.trim().split('\n').pop()!;
+  const image = imageOf(c);
+  const h = (args: string[]): ReturnType<Cluster['laptop']> =>
+    c.laptop(helm, ['--kubeconfig', c.info.ADMIN_KUBECONFIG, ...args], { timeoutMs: 180_000 });
+  t.teardown(async () => {
+    await c.laptop(helm, ['--kubeconfig', c.info.ADMIN_KUBECONFIG, 'uninstall', 'rdbg', '-n', ns], { check: false });
+    await c.kubectl(['delete', 'namespace', ns, '--wait=false', '--ignore-not-found'], { check: false });
+  });
+  await h(['install', 'rdbg', join(repoRoot(), 'charts/rdbg'), '-n', ns, '--create-namespace', '--wait', '--timeout', '120s',
+    '--set', `image.repository=${image.slice(0, image.lastIndexOf(':'))}`, '--set', `image.tag=${image.slice(image.lastIndexOf(':') + 1)}`]);
+  const dep = await c.kubectlJson<any>(['-n', ns, 'get', 'deployment', 'rdbg-manager']);
+  t.equal(dep.status.readyReplicas, 1, 'helm install: the manager is ready');
+  const secret = await c.kubectlJson<any>(['-n', ns, 'get', 'secret', 'rdbg-webhook-tls']);
+  const mwc = await c.kubectlJson<any>(['get', 'mutatingwebhookconfiguration', `rdbg-agent-injector-${ns}`]);
+  t.equal(mwc.webhooks[0].clientConfig.caBundle, secret.data['ca.crt'], 'helm: caBundle = the Secret\'s ca.crt');
+
+  const un = await rdbg(c, ['uninstall', '--all', '--namespace', ns, '--agent-namespace', ns]);
+  t.match(un.stdout, /7 manager object\(s\)/, 'all but the namespace, which helm made');
+  const left = await c.kubectl(['get', `clusterrole/rdbg-manager-${ns}`, `clusterrolebinding/rdbg-manager-${ns}`,
+    `mutatingwebhookconfiguration/rdbg-agent-injector-${ns}`, '--ignore-not-found', '-o', 'name']);
+  t.equal(left.stdout.trim(), '', 'no cluster-scoped objects left');
+  t.equal((await c.kubectl(['get', 'namespace', ns], { check: false })).code, 0, 'the namespace rdbg did not create stays');
 });

@@ -91,8 +91,15 @@ function printObjects(objects: KubeObject[], format: string): void {
   }
 }
 
-const isOurs = (o: KubeObject | undefined): boolean =>
-  o?.metadata.labels?.['app.kubernetes.io/managed-by'] === MANAGED_BY['app.kubernetes.io/managed-by'];
+/**
+ * Made by rdbg: `rdbg manager install`, or the chart (Helm replaces the
+ * managed-by label with its own "Helm" on the live objects).
+ */
+const isOurs = (o: KubeObject | undefined): boolean => {
+  const l = o?.metadata.labels ?? {};
+  const by = l['app.kubernetes.io/managed-by'];
+  return by === MANAGED_BY['app.kubernetes.io/managed-by'] || (by === 'Helm' && l['app.kubernetes.io/name'] === 'rdbg');
+};
 
 async function installOrUpgrade(kube: Kube, mode: 'install' | 'upgrade',
   o: { namespace: string; image?: string; pullPolicy: InstallOptions['pullPolicy']; timeoutMs: number }): Promise<void> {

@@ -2,7 +2,7 @@
 // ("node --": Node 20 takes an --env-file argument anywhere on its command line as its own option.)
 // The one rdbg binary: the CLI, and every component as a subcommand, so that
 // one package (and one image) serves the laptop, the manager and the agent.
-import { cliMain } from '../src/cli/main';
+import { CLI_MANAGER_SUBCOMMANDS, cliMain } from '../src/cli/main';
 import { RdbgError } from '../src/core/errors';
 import { managerMain } from '../manager/main';
 import { userDaemonMain } from '../daemon/user/main';
@@ -18,7 +18,9 @@ const components: Record<string, (argv: string[]) => Promise<void>> = {
 
 async function main(argv: string[]): Promise<void> {
   const run = components[argv[0]];
-  if (run) return run(argv.slice(1));
+  // "manager install|upgrade" are CLI commands; "manager serve" is the component
+  const cliManager = argv[0] === 'manager' && CLI_MANAGER_SUBCOMMANDS.includes(argv[1]);
+  if (run && !cliManager) return run(argv.slice(1));
   return cliMain(argv);
 }
 

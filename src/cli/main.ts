@@ -3,6 +3,7 @@ import { VERSION } from '../core/version';
 import { CONNECT_USAGE, connectCommand, quitCommand, statusCommand } from './commands/connect';
 import { INTERCEPT_USAGE, interceptCommand, leaveCommand, listCommand } from './commands/intercept';
 import { DOCTOR_USAGE, doctorCommand } from './commands/doctor';
+import { MANAGER_ADMIN_USAGE, managerAdminCommand, uninstallCommand } from './commands/manager-admin';
 import { say } from './output';
 
 const USAGE = `rdbg ${VERSION}: run and debug one service on your laptop as if it were inside the cluster.
@@ -16,7 +17,8 @@ Commands:
   quit        end the session and stop the daemon               rdbg quit
   doctor      what would fail, checked before changing anything  rdbg doctor [-n NS]
   version     print the version                                 rdbg version
-  manager     run the traffic manager                           rdbg manager serve --listen 0.0.0.0:8081
+  manager     install, upgrade or run the traffic manager       rdbg manager install [--namespace rdbg]
+  uninstall   take rdbg out of the cluster (agents and manager) rdbg uninstall --all
   agent       run a traffic agent beside an app                 rdbg agent run --manager HOST:PORT ...
 
 Add --debug to any command for stack traces.
@@ -25,7 +27,12 @@ ${CONNECT_USAGE}
 
 ${INTERCEPT_USAGE}
 
-${DOCTOR_USAGE}`;
+${DOCTOR_USAGE}
+
+${MANAGER_ADMIN_USAGE}`;
+
+/** "rdbg manager SUB" runs here for these; the other manager subcommands (serve) run the component. */
+export const CLI_MANAGER_SUBCOMMANDS = ['install', 'upgrade'];
 
 const commands: Record<string, (argv: string[]) => Promise<void>> = {
   connect: connectCommand,
@@ -35,6 +42,8 @@ const commands: Record<string, (argv: string[]) => Promise<void>> = {
   leave: leaveCommand,
   list: listCommand,
   doctor: doctorCommand,
+  manager: managerAdminCommand,
+  uninstall: uninstallCommand,
   version: async () => say(`rdbg ${VERSION}`),
   help: async () => say(USAGE),
 };

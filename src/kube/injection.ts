@@ -5,6 +5,8 @@
 // left alone, so switching intercepts on and off never restarts pods.
 import * as k8s from '@kubernetes/client-node';
 import { Codes, RdbgError } from '../core/errors';
+import { Kube } from './apply';
+import { unmarkPatch, type MarkedWorkload } from './marks';
 import {
   AGENT_PORT_ANNOTATION,
   apiVersionOf,
@@ -87,15 +89,16 @@ export async function ensureAgent(ws: Workloads, t: InterceptTarget, progress: P
 /** Removes the marks and every claim: the pod template is as it was before rdbg. */
 export async function removeAgent(ws: Workloads, w: WorkloadRef, progress: Progress, wait = true): Promise<boolean> {
   const obj = await ws.read(w).catch((err) => Promise.reject(kubeError(err, `reading ${describe(w)}`)));
-  const claims = Object.keys(obj.metadata?.annotations ?? {}).filter((k) => k.startsWith(CLAIM_PREFIX));
-  if (claims.length > 0 && w.kind !== 'Pod') {
-    await mergePatch(ws, w, { metadata: { annotations: Object.fromEntries(claims.map((k) => [k, null])) } }, 'removing the claims from');
-  }
   const meta = templateMeta(w, obj);
-  if (meta.labels?.[INJECT_LABEL] === undefined && meta.annotations?.[AGENT_PORT_ANNOTATION] === undefined) return false;
+  const marked = meta.labels?.[INJECT_LABEL] !== undefined || meta.annotations?.[AGENT_PORT_ANNOTATION] !== undefined;
+  if (w.kind !== 'Pod') {
+    // exactly the marks and claims, nothing else (the same patch as "rdbg uninstall --all")
+    const ops = unmarkPatch(obj as MarkedWorkload);
+    if (ops.length > 0) await new Kube(ws.kc).patchWorkload(w.kind, w.namespace, w.name, ops);
+  }
+  if (!marked) return false;
   progress(`removing the rdbg agent from ${describe(w)}; its pods restart once`);
   if (w.kind === 'Pod') await recreatePod(ws, w, obj, null);
-  else await mergePatch(ws, w, marksPatch(w, null), 'unmarking');
   if (w.kind === 'ReplicaSet') await replaceReplicaSetPods(ws, w, false);
   if (wait) await waitForRollout(ws, w, progress, 300_000, false);
   return true;

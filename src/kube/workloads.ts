@@ -7,10 +7,9 @@ import * as k8s from '@kubernetes/client-node';
 import { createHash } from 'node:crypto';
 import { Codes, RdbgError } from '../core/errors';
 
-export const INJECT_LABEL = 'rdbg.dev/inject';
-export const AGENT_PORT_ANNOTATION = 'rdbg.dev/agent-port';
-export const WORKLOAD_ANNOTATION = 'rdbg.dev/workload';
-export const CLAIM_PREFIX = 'rdbg.dev/claim-';
+import { kubeError as apiError, statusOf } from './apply';
+import { CLAIM_PREFIX } from './marks';
+export { AGENT_PORT_ANNOTATION, CLAIM_PREFIX, INJECT_LABEL, WORKLOAD_ANNOTATION } from './marks';
 
 export type WorkloadKind = 'Deployment' | 'StatefulSet' | 'ReplicaSet' | 'DaemonSet' | 'Pod';
 const KINDS: WorkloadKind[] = ['Deployment', 'StatefulSet', 'ReplicaSet', 'DaemonSet'];
@@ -58,25 +57,11 @@ export function claimFor(sessionId: string): { key: string; value: string } {
   return { key: CLAIM_PREFIX + value.slice(0, 12), value };
 }
 
-function httpCode(err: unknown): number | undefined {
-  const e = err as { code?: number; statusCode?: number; response?: { statusCode?: number } };
-  return e?.code ?? e?.statusCode ?? e?.response?.statusCode;
-}
+const FORBIDDEN = 'ask a cluster admin for the right, or see what "rdbg doctor" says';
 
 /** A Kubernetes API failure as the user should read it. */
 export function kubeError(err: unknown, what: string): RdbgError {
-  if (err instanceof RdbgError) return err;
-  const code = httpCode(err);
-  const body = (err as { body?: unknown }).body;
-  let detail = '';
-  try {
-    detail = (typeof body === 'string' ? JSON.parse(body) : (body as { message?: string }))?.message ?? '';
-  } catch {
-    detail = typeof body === 'string' ? body.slice(0, 200) : '';
-  }
-  if (code === 403) return new RdbgError(Codes.PERMISSION, `${what}: forbidden: ${detail}`, 'ask a cluster admin for the right, or check "rdbg doctor"');
-  if (code === 404) return new RdbgError(Codes.INTERCEPT_NOT_FOUND, `${what}: not found${detail ? `: ${detail}` : ''}`);
-  return new RdbgError('RDBG_KUBERNETES', `${what}: ${detail || (err as Error)?.message || String(err)}`);
+  return apiError(err, what, FORBIDDEN);
 }
 
 export class Workloads {
@@ -96,7 +81,7 @@ export class Workloads {
     try {
       return await this.read(w);
     } catch (err) {
-      if (httpCode(err) === 404) return undefined;
+      if (statusOf(err) === 404) return undefined;
       throw kubeError(err, `reading ${describe(w)}`);
     }
   }
@@ -133,7 +118,7 @@ export class Workloads {
     try {
       svc = await this.core.readNamespacedService({ name, namespace });
     } catch (err) {
-      if (httpCode(err) !== 404) throw kubeError(err, `reading service ${name} in namespace ${namespace}`);
+      if (statusOf(err) !== 404) throw kubeError(err, `reading service ${name} in namespace ${namespace}`);
     }
     if (svc) return this.targetOfService(svc, namespace, port);
     for (const kind of KINDS) {

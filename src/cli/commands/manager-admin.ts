@@ -1,0 +1,255 @@
+// rdbg manager install | upgrade and rdbg uninstall --all: put the traffic
+// manager into a cluster, renew it, and take rdbg out of the cluster again.
+import { dumpYaml } from '@kubernetes/client-node';
+import { Codes, RdbgError } from '../../core/errors';
+import { VERSION } from '../../core/version';
+import { Kube, kubeError, loadKubeConfig, type WorkloadKind } from '../../kube/apply';
+import { generateWebhookTls, reusableTls, type WebhookTls } from '../../kube/certs';
+import {
+  CREATED_NAMESPACE, DEFAULT_IMAGE, DEFAULT_NAMESPACE, MANAGED_BY, MANAGER, TLS_SECRET, objectRef, renderObjects,
+  type InstallOptions, type KubeObject,
+} from '../../kube/manifests';
+import { claimKeys, isMarked, unmarkPatch, type MarkedWorkload } from '../../kube/marks';
+import { asList, parse } from '../args';
+import { uninstallWorkload } from './uninstall-workload';
+import { progress, say } from '../output';
+
+export const MANAGER_ADMIN_USAGE = `rdbg manager install [--namespace rdbg] [--image IMG] [--pull-policy IfNotPresent] [--timeout 180]
+                     [--dry-run [-o yaml|json]] [--kubeconfig FILE] [--context NAME]
+  Installs the traffic manager (needs cluster-admin): namespace, service account,
+  read-only cluster role, webhook certificate, Deployment, Service and the agent
+  injector webhook; waits until the manager is ready. Running it again changes nothing.
+  --dry-run prints the objects and touches no cluster.
+rdbg manager upgrade [--namespace rdbg] [--image IMG] [...]
+  Applies this version's objects, renews the webhook certificate and rolls the manager.
+rdbg uninstall WORKLOAD [-n NS] [--kubeconfig FILE] [--context NAME]
+  Takes the agent out of one workload (KIND/NAME or a name): its pod template is
+  restored exactly and its pods restart once, without the agent.
+rdbg uninstall --all [--namespace rdbg] [--agent-namespace NS]... [--kubeconfig FILE] [--context NAME]
+  Removes rdbg's marks from every workload (or those in --agent-namespace), which
+  restores their pod templates, then deletes the manager's objects.`;
+
+const KUBE_OPTIONS = {
+  namespace: { type: 'string', short: 'n', default: DEFAULT_NAMESPACE },
+  kubeconfig: { type: 'string' },
+  context: { type: 'string' },
+  timeout: { type: 'string', default: '180' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+const PULL_POLICIES = ['Always', 'IfNotPresent', 'Never'] as const;
+
+function seconds(t0: number): string {
+  return `${((Date.now() - t0) / 1000).toFixed(1)} s`;
+}
+
+function timeoutMs(text: string): number {
+  const s = Number(text);
+  if (!Number.isFinite(s) || s <= 0) throw new RdbgError(Codes.BAD_ARGUMENT, `--timeout "${text}" must be a number of seconds`);
+  return s * 1000;
+}
+
+function checkNamespace(ns: string): void {
+  if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(ns)) {
+    throw new RdbgError(Codes.BAD_ARGUMENT, `--namespace "${ns}" is not a valid namespace name`);
+  }
+}
+
+/** rdbg manager install|upgrade */
+export async function managerAdminCommand(argv: string[]): Promise<void> {
+  const [sub, ...rest] = argv;
+  const { values } = parse(`manager ${sub}`, rest, {
+    ...KUBE_OPTIONS,
+    image: { type: 'string' },
+    'pull-policy': { type: 'string', default: 'IfNotPresent' },
+    'dry-run': { type: 'boolean' },
+    output: { type: 'string', short: 'o' },
+  });
+  if (values.help) { say(MANAGER_ADMIN_USAGE); return; }
+  const ns = values.namespace!;
+  checkNamespace(ns);
+  const pullPolicy = values['pull-policy'] as InstallOptions['pullPolicy'];
+  if (!PULL_POLICIES.includes(pullPolicy)) {
+    throw new RdbgError(Codes.BAD_ARGUMENT, `--pull-policy must be one of ${PULL_POLICIES.join(', ')}`);
+  }
+  if (values['dry-run']) {
+    if (sub !== 'install') throw new RdbgError(Codes.BAD_ARGUMENT, '--dry-run goes with "manager install"');
+    printObjects(renderObjects({
+      namespace: ns, image: values.image ?? DEFAULT_IMAGE, version: VERSION, pullPolicy,
+      tls: generateWebhookTls(ns), withNamespace: true,
+    }), values.output ?? 'yaml');
+    return;
+  }
+  if (values.output) throw new RdbgError(Codes.BAD_ARGUMENT, '-o goes with --dry-run');
+  const kube = new Kube(loadKubeConfig(values.kubeconfig, values.context));
+  await installOrUpgrade(kube, sub as 'install' | 'upgrade', { namespace: ns, image: values.image, pullPolicy, timeoutMs: timeoutMs(values.timeout!) });
+}
+
+function printObjects(objects: KubeObject[], format: string): void {
+  if (format === 'json') {
+    say(JSON.stringify({ apiVersion: 'v1', kind: 'List', items: objects }, null, 2));
+  } else if (format === 'yaml') {
+    process.stdout.write(objects.map((o) => dumpYaml(o)).join('---\n'));
+  } else {
+    throw new RdbgError(Codes.BAD_ARGUMENT, `-o "${format}": use yaml or json`);
+  }
+}
+
+/**
+ * Made by rdbg: `rdbg manager install`, or the chart (Helm replaces the
+ * managed-by label with its own "Helm" on the live objects).
+ */
+const isOurs = (o: KubeObject | undefined): boolean => {
+  const l = o?.metadata.labels ?? {};
+  const by = l['app.kubernetes.io/managed-by'];
+  return by === MANAGED_BY['app.kubernetes.io/managed-by'] || (by === 'Helm' && l['app.kubernetes.io/name'] === 'rdbg');
+};
+
+async function installOrUpgrade(kube: Kube, mode: 'install' | 'upgrade',
+  o: { namespace: string; image?: string; pullPolicy: InstallOptions['pullPolicy']; timeoutMs: number }): Promise<void> {
+  const t0 = Date.now();
+  const ns = o.namespace;
+  const live = await kube.read({ apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: MANAGER, namespace: ns } });
+  if (live && !isOurs(live)) {
+    throw new RdbgError(Codes.BAD_ARGUMENT, `Deployment/${ns}/${MANAGER} exists and was not made by rdbg`, 'pick another --namespace');
+  }
+  if (mode === 'upgrade' && !live) {
+    throw new RdbgError(Codes.BAD_ARGUMENT, `the rdbg manager is not installed in namespace ${ns}`, `run "rdbg manager install --namespace ${ns}"`);
+  }
+  // A namespace that existed before rdbg stays untouched, and stays after uninstall.
+  const nsLive = await kube.read({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns } });
+  const withNamespace = !nsLive || nsLive.metadata.annotations?.[CREATED_NAMESPACE] === 'true';
+  const liveImage = (live?.spec as { template?: { spec?: { containers?: { image?: string }[] } } } | undefined)?.template?.spec?.containers?.[0]?.image;
+  const image = o.image ?? liveImage ?? DEFAULT_IMAGE;
+
+  let tls: WebhookTls | undefined;
+  if (mode === 'install') tls = await storedTls(kube, ns);
+  const renewed = !tls;
+  tls ??= generateWebhookTls(ns);
+
+  const objects = renderObjects({ namespace: ns, image, version: VERSION, pullPolicy: o.pullPolicy, tls, withNamespace });
+  const webhook = objects.filter((x) => x.kind === 'MutatingWebhookConfiguration');
+  say(`${mode === 'install' ? 'Installing' : 'Upgrading'} the rdbg manager ${VERSION} in namespace ${ns} (image ${image})`);
+  if (renewed) progress(`webhook certificate: new, for ${MANAGER}.${ns}.svc, valid 1 year`);
+  await kube.apply(objects.filter((x) => !webhook.includes(x)), progress);
+  await kube.waitRollout(ns, MANAGER, o.timeoutMs, progress);
+  // The injector last: by now the manager that serves it is ready.
+  await kube.apply(webhook, progress);
+  say(`rdbg manager ${mode === 'install' ? 'installed' : 'upgraded'} in ${seconds(t0)}`);
+}
+
+/** The Secret's TLS material when it can be kept (a repeated install must not roll the manager). */
+async function storedTls(kube: Kube, ns: string): Promise<WebhookTls | undefined> {
+  const s = await kube.read({ apiVersion: 'v1', kind: 'Secret', metadata: { name: TLS_SECRET, namespace: ns } });
+  const data = (s as { data?: Record<string, string> } | undefined)?.data ?? {};
+  const text = (k: string): string | undefined => (data[k] ? Buffer.from(data[k], 'base64').toString() : undefined);
+  const tls = { caCrt: text('ca.crt'), tlsCrt: text('tls.crt'), tlsKey: text('tls.key') };
+  return isOurs(s) && reusableTls(tls, ns) ? tls : undefined;
+}
+
+/** rdbg uninstall --all */
+export async function uninstallCommand(argv: string[]): Promise<void> {
+  const { values, positionals } = parse('uninstall', argv, {
+    ...KUBE_OPTIONS,
+    all: { type: 'boolean' },
+    'agent-namespace': { type: 'string', multiple: true },
+  }, true);
+  if (values.help) { say(MANAGER_ADMIN_USAGE); return; }
+  if (!values.all && positionals.length === 1) {
+    // -n is the workload's namespace here; without it, the kubeconfig context's
+    const explicit = argv.some((a) => a === '-n' || a === '--namespace' || a.startsWith('--namespace='));
+    await uninstallWorkload(positionals[0], { namespace: explicit ? values.namespace : undefined, kubeconfig: values.kubeconfig, context: values.context });
+    return;
+  }
+  if (!values.all || positionals.length) {
+    throw new RdbgError(Codes.BAD_ARGUMENT, 'uninstall takes one WORKLOAD, or --all', 'run "rdbg uninstall WORKLOAD [-n NS]" or "rdbg uninstall --all [--namespace NS]"');
+  }
+  checkNamespace(values.namespace!);
+  const t0 = Date.now();
+  const kube = new Kube(loadKubeConfig(values.kubeconfig, values.context));
+  const unmarked = await removeMarks(kube, asList(values['agent-namespace']));
+  const deleted = await removeManager(kube, values.namespace!, timeoutMs(values.timeout!));
+  if (!unmarked && !deleted) {
+    say(`Nothing to remove: no rdbg manager in namespace ${values.namespace} and no workload carries rdbg marks.`);
+    return;
+  }
+  say(`Removed rdbg marks from ${unmarked} workload(s) and ${deleted} manager object(s) in ${seconds(t0)}`);
+}
+
+const WORKLOAD_KINDS: WorkloadKind[] = ['Deployment', 'StatefulSet', 'DaemonSet', 'ReplicaSet'];
+
+async function listWorkloads(kube: Kube, kind: WorkloadKind, namespace?: string): Promise<MarkedWorkload[]> {
+  const apps = kube.apps;
+  try {
+    const list = namespace
+      ? await ({
+        Deployment: () => apps.listNamespacedDeployment({ namespace }),
+        StatefulSet: () => apps.listNamespacedStatefulSet({ namespace }),
+        DaemonSet: () => apps.listNamespacedDaemonSet({ namespace }),
+        ReplicaSet: () => apps.listNamespacedReplicaSet({ namespace }),
+      })[kind]()
+      : await ({
+        Deployment: () => apps.listDeploymentForAllNamespaces(),
+        StatefulSet: () => apps.listStatefulSetForAllNamespaces(),
+        DaemonSet: () => apps.listDaemonSetForAllNamespaces(),
+        ReplicaSet: () => apps.listReplicaSetForAllNamespaces(),
+      })[kind]();
+    return list.items.map((w) => ({ ...w, kind }) as MarkedWorkload);
+  } catch (err) {
+    throw kubeError(err, `listing ${kind}s`);
+  }
+}
+
+/** Takes rdbg's marks off every marked workload; returns how many were patched. */
+async function removeMarks(kube: Kube, namespaces: string[]): Promise<number> {
+  let count = 0;
+  for (const kind of WORKLOAD_KINDS) {
+    const lists = namespaces.length ? await Promise.all(namespaces.map((n) => listWorkloads(kube, kind, n))) : [await listWorkloads(kube, kind)];
+    for (const w of lists.flat()) {
+      // a ReplicaSet with an owner belongs to its Deployment, which is unmarked instead
+      if (kind === 'ReplicaSet' && w.metadata?.ownerReferences?.length) continue;
+      if (!isMarked(w) && !claimKeys(w).length) continue;
+      const ref = `${kind}/${w.metadata?.namespace}/${w.metadata?.name}`;
+      await unmarkOne(kube, kind, w);
+      progress(`${ref}: rdbg marks removed`);
+      count++;
+    }
+  }
+  return count;
+}
+
+/** Patches one workload, re-reading it when it changed since it was listed. */
+async function unmarkOne(kube: Kube, kind: WorkloadKind, w: MarkedWorkload): Promise<void> {
+  const namespace = w.metadata!.namespace!;
+  const name = w.metadata!.name!;
+  for (let attempt = 1; ; attempt++) {
+    const ops = unmarkPatch(w);
+    if (!ops.length) return;
+    try {
+      await kube.patchWorkload(kind, namespace, name, ops);
+      return;
+    } catch (err) {
+      // 422: the resourceVersion test failed (the workload changed meanwhile)
+      if (attempt >= 5 || !/answered 422/.test((err as Error).message)) throw err;
+      const fresh = (await kube.read({ apiVersion: 'apps/v1', kind, metadata: { name, namespace } })) as MarkedWorkload | undefined;
+      if (!fresh) return;
+      w = { ...fresh, kind };
+    }
+  }
+}
+
+/** Deletes the manager's objects in a namespace (only those rdbg made); returns how many. */
+async function removeManager(kube: Kube, ns: string, timeout: number): Promise<number> {
+  const empty = { caCrt: '', tlsCrt: '', tlsKey: '' };
+  const wanted = renderObjects({ namespace: ns, image: '', version: VERSION, pullPolicy: 'IfNotPresent', tls: empty, withNamespace: true }).reverse();
+  const doomed: KubeObject[] = [];
+  for (const o of wanted) {
+    const live = await kube.read(o);
+    if (!live || !isOurs(live)) continue;
+    if (o.kind === 'Namespace' && live.metadata.annotations?.[CREATED_NAMESPACE] !== 'true') continue;
+    doomed.push(o);
+  }
+  if (!doomed.length) return 0;
+  progress(`deleting ${doomed.map(objectRef).join(', ')}`);
+  return (await kube.deleteAndWait(doomed, timeout, progress)).length;
+}

@@ -1,0 +1,182 @@
+// The objects `rdbg manager install` creates (docs/kubernetes.md, "Objects"),
+// rendered as plain objects from a few options. charts/rdbg renders the same
+// set; test/unit/manifests.test.ts and the cluster tier compare the two.
+import { createHash } from 'node:crypto';
+import type { WebhookTls } from './certs';
+
+export interface KubeObject {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string>; [k: string]: unknown };
+  [k: string]: unknown;
+}
+
+export interface InstallOptions {
+  namespace: string;
+  image: string;
+  version: string;
+  pullPolicy: 'Always' | 'IfNotPresent' | 'Never';
+  tls: WebhookTls;
+  /** render the Namespace object (install creates it, or created it before) */
+  withNamespace: boolean;
+}
+
+export const DEFAULT_NAMESPACE = 'rdbg';
+export const DEFAULT_IMAGE = 'localhost/rdbg:dev';
+export const MANAGER = 'rdbg-manager';
+export const TLS_SECRET = 'rdbg-webhook-tls';
+export const INJECTOR = 'rdbg-agent-injector';
+export const TLS_DIR = '/var/run/rdbg/tls';
+export const MANAGER_UID = 65532;
+export const CREATED_NAMESPACE = 'rdbg.dev/created-namespace';
+/** on the pod template: a new certificate changes it, so the manager rolls and loads it */
+export const TLS_CHECKSUM = 'rdbg.dev/tls-checksum';
+export const MANAGED_BY = { 'app.kubernetes.io/managed-by': 'rdbg' } as const;
+export const PORTS = { grpc: 8081, data: 8082, webhook: 8443 } as const;
+
+/** Cluster-scoped objects carry the namespace in their name unless it is the default one. */
+export function clusterScopedName(base: string, namespace: string): string {
+  return namespace === DEFAULT_NAMESPACE ? base : `${base}-${namespace}`;
+}
+
+export function labels(version: string): Record<string, string> {
+  return { 'app.kubernetes.io/name': 'rdbg', ...MANAGED_BY, 'app.kubernetes.io/version': version };
+}
+
+/** The manager pods' selector: stable across versions (a Deployment's selector is immutable). */
+export const SELECTOR = { 'app.kubernetes.io/name': 'rdbg', 'app.kubernetes.io/component': 'manager' };
+
+/** Read-only access to what the manager watches; token and access reviews for agents and clients. */
+export const MANAGER_RULES = [
+  { apiGroups: [''], resources: ['nodes', 'namespaces', 'services', 'pods'], verbs: ['get', 'list', 'watch'] },
+  { apiGroups: ['discovery.k8s.io'], resources: ['endpointslices'], verbs: ['get', 'list', 'watch'] },
+  { apiGroups: ['apps'], resources: ['deployments', 'statefulsets', 'replicasets', 'daemonsets'], verbs: ['get', 'list', 'watch'] },
+  { apiGroups: ['networking.k8s.io'], resources: ['servicecidrs'], verbs: ['get', 'list', 'watch'] },
+  { apiGroups: ['authentication.k8s.io'], resources: ['tokenreviews'], verbs: ['create'] },
+  { apiGroups: ['authorization.k8s.io'], resources: ['subjectaccessreviews'], verbs: ['create'] },
+];
+
+export function tlsChecksum(tlsCrt: string): string {
+  return createHash('sha256').update(tlsCrt).digest('hex');
+}
+
+const b64 = (s: string): string => Buffer.from(s).toString('base64');
+
+/** All objects, in the order they are applied (the webhook last: it points at a ready manager). */
+export function renderObjects(o: InstallOptions): KubeObject[] {
+  const ns = o.namespace;
+  const meta = (name: string, namespaced = true): KubeObject['metadata'] => ({
+    name, ...(namespaced ? { namespace: ns } : {}), labels: labels(o.version),
+  });
+  const clusterRole = clusterScopedName(MANAGER, ns);
+  const objects: KubeObject[] = [];
+  if (o.withNamespace) {
+    objects.push({ apiVersion: 'v1', kind: 'Namespace', metadata: { ...meta(ns, false), annotations: { [CREATED_NAMESPACE]: 'true' } } });
+  }
+  objects.push(
+    { apiVersion: 'v1', kind: 'ServiceAccount', metadata: meta(MANAGER) },
+    { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRole', metadata: meta(clusterRole, false), rules: MANAGER_RULES },
+    {
+      apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRoleBinding', metadata: meta(clusterRole, false),
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: clusterRole },
+      subjects: [{ kind: 'ServiceAccount', name: MANAGER, namespace: ns }],
+    },
+    {
+      apiVersion: 'v1', kind: 'Secret', metadata: meta(TLS_SECRET), type: 'kubernetes.io/tls',
+      data: { 'tls.crt': b64(o.tls.tlsCrt), 'tls.key': b64(o.tls.tlsKey), 'ca.crt': b64(o.tls.caCrt) },
+    },
+    {
+      apiVersion: 'v1', kind: 'Service', metadata: meta(MANAGER),
+      spec: {
+        type: 'ClusterIP', selector: SELECTOR,
+        ports: [
+          { name: 'grpc', port: PORTS.grpc, targetPort: PORTS.grpc, protocol: 'TCP' },
+          { name: 'data', port: PORTS.data, targetPort: PORTS.data, protocol: 'TCP' },
+          { name: 'webhook', port: 443, targetPort: PORTS.webhook, protocol: 'TCP' },
+        ],
+      },
+    },
+    deployment(o, meta(MANAGER)),
+    webhookConfiguration(o, meta(clusterScopedName(INJECTOR, ns), false)),
+  );
+  return objects;
+}
+
+function deployment(o: InstallOptions, metadata: KubeObject['metadata']): KubeObject {
+  return {
+    apiVersion: 'apps/v1', kind: 'Deployment', metadata,
+    spec: {
+      replicas: 1,
+      selector: { matchLabels: SELECTOR },
+      template: {
+        metadata: { labels: { ...labels(o.version), ...SELECTOR }, annotations: { [TLS_CHECKSUM]: tlsChecksum(o.tls.tlsCrt) } },
+        spec: {
+          serviceAccountName: MANAGER,
+          // the restricted Pod Security profile
+          securityContext: {
+            runAsNonRoot: true, runAsUser: MANAGER_UID, runAsGroup: MANAGER_UID, fsGroup: MANAGER_UID,
+            seccompProfile: { type: 'RuntimeDefault' },
+          },
+          containers: [{
+            name: 'manager',
+            image: o.image,
+            imagePullPolicy: o.pullPolicy,
+            command: ['/usr/bin/node', '/app/dist/bin/rdbg.js'],
+            args: ['manager', 'serve', '--kubernetes'],
+            env: [
+              // the injected agents run the manager's own image
+              { name: 'RDBG_AGENT_IMAGE', value: o.image },
+              { name: 'RDBG_AGENT_PULL_POLICY', value: o.pullPolicy },
+              { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
+            ],
+            ports: [
+              { name: 'grpc', containerPort: PORTS.grpc, protocol: 'TCP' },
+              { name: 'data', containerPort: PORTS.data, protocol: 'TCP' },
+              { name: 'webhook', containerPort: PORTS.webhook, protocol: 'TCP' },
+            ],
+            readinessProbe: { tcpSocket: { port: PORTS.grpc }, periodSeconds: 2 },
+            resources: { requests: { cpu: '50m', memory: '64Mi' }, limits: { memory: '512Mi' } },
+            securityContext: {
+              allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, runAsNonRoot: true,
+              capabilities: { drop: ['ALL'] },
+            },
+            volumeMounts: [
+              { name: 'tls', mountPath: TLS_DIR, readOnly: true },
+              { name: 'tmp', mountPath: '/tmp' },
+            ],
+          }],
+          volumes: [
+            { name: 'tls', secret: { secretName: TLS_SECRET, defaultMode: 0o440 } },
+            { name: 'tmp', emptyDir: { sizeLimit: '64Mi' } },
+          ],
+        },
+      },
+    },
+  };
+}
+
+function webhookConfiguration(o: InstallOptions, metadata: KubeObject['metadata']): KubeObject {
+  return {
+    apiVersion: 'admissionregistration.k8s.io/v1', kind: 'MutatingWebhookConfiguration', metadata,
+    webhooks: [{
+      name: 'agent-injector.rdbg.dev',
+      admissionReviewVersions: ['v1'],
+      clientConfig: { service: { name: MANAGER, namespace: o.namespace, path: '/inject', port: 443 }, caBundle: b64(o.tls.caCrt) },
+      rules: [{ operations: ['CREATE'], apiGroups: [''], apiVersions: ['v1'], resources: ['pods'], scope: 'Namespaced' }],
+      failurePolicy: 'Ignore',
+      sideEffects: 'None',
+      timeoutSeconds: 5,
+      reinvocationPolicy: 'Never',
+      matchPolicy: 'Equivalent',
+      objectSelector: { matchLabels: { 'rdbg.dev/inject': 'enabled' } },
+      namespaceSelector: {
+        matchExpressions: [{ key: 'kubernetes.io/metadata.name', operator: 'NotIn', values: ['kube-system', o.namespace] }],
+      },
+    }],
+  };
+}
+
+/** Identifies an object in messages and comparisons: Kind/namespace/name. */
+export function objectRef(o: { kind: string; metadata: { name: string; namespace?: string } }): string {
+  return `${o.kind}/${o.metadata.namespace ? `${o.metadata.namespace}/` : ''}${o.metadata.name}`;
+}

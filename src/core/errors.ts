@@ -23,6 +23,12 @@ export const Codes = {
   NO_SESSION: 'RDBG_NO_SESSION',
   PERMISSION: 'RDBG_PERMISSION',
   SUBNET_CONFLICT: 'RDBG_SUBNET_CONFLICT',
+  // Kubernetes: kubeconfig, apiserver, port-forward.
+  KUBECONFIG: 'RDBG_KUBECONFIG',
+  APISERVER_UNREACHABLE: 'RDBG_APISERVER_UNREACHABLE',
+  POD_NOT_FOUND: 'RDBG_POD_NOT_FOUND',
+  NO_READY_POD: 'RDBG_NO_READY_POD',
+  PORT_FORWARD: 'RDBG_PORT_FORWARD',
 } as const;
 
 export function errorMessage(err: unknown): string {

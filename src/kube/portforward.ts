@@ -1,0 +1,198 @@
+/**
+ * One TCP connection to a pod port through the apiserver's pods/portforward
+ * subresource, as a Duplex.
+ *
+ * Protocol: WebSocket subprotocol `v4.channel.k8s.io`, which the apiserver
+ * passes through to the kubelet/CRI streaming server untranslated (kubectl's
+ * newer `SPDY/3.1+portforward.k8s.io` makes the apiserver translate every
+ * frame). Every message starts with a channel byte: 0 = data, 1 = error for
+ * the one port we ask for. The server's first message on each channel starts
+ * with the port number (2 bytes, little endian), which we skip.
+ *
+ * Half-close: the protocol has no way to say "no more data" on one channel
+ * (the v5 CLOSE signal exists for exec only), so the pod never sees our EOF.
+ * After the local side ends, the connection stays open while the pod keeps
+ * sending and is closed once the pod has been quiet for `halfCloseLingerMs`
+ * (or closes first). kubectl over SPDY does no better: the runtime tears the
+ * pod connection down about 1 s after the client's half-close. In the other
+ * direction the pod's FIN arrives as the end of the stream, after all data.
+ */
+import { Duplex } from 'node:stream';
+import type WebSocket from 'ws';
+import { Codes, RdbgError, errorMessage } from '../core/errors';
+import { ApiStatusError, openWebSocket } from './apiserver';
+import type { Kube } from './config';
+
+export const PORT_FORWARD_PROTOCOL = 'v4.channel.k8s.io';
+
+const DATA = 0;
+const ERROR = 1;
+const DATA_HEADER = Buffer.from([DATA]);
+/** The largest message we send; the kubelet's reader refuses messages over 32 MiB. */
+const MAX_FRAME = 1024 * 1024;
+/** Above this many bytes queued in ws, writes wait for the socket to take them. */
+const SEND_HIGH_WATER = 1024 * 1024;
+
+export interface PortForwardTarget {
+  namespace: string;
+  pod: string;
+  port: number;
+}
+
+export interface PortForwardOptions {
+  handshakeTimeoutMs?: number;
+  /** after the local side ends: close once the pod has sent nothing for this long (default 1000 ms) */
+  halfCloseLingerMs?: number;
+}
+
+/** Opens a port-forward connection; rejects with a clear RdbgError when the apiserver refuses it. */
+export async function openPortForward(kube: Kube, target: PortForwardTarget, opts: PortForwardOptions = {}): Promise<PortForwardStream> {
+  const path = `/api/v1/namespaces/${encodeURIComponent(target.namespace)}/pods/${encodeURIComponent(target.pod)}/portforward?ports=${target.port}`;
+  let ws: WebSocket;
+  try {
+    ws = await openWebSocket(kube, path, [PORT_FORWARD_PROTOCOL], { handshakeTimeoutMs: opts.handshakeTimeoutMs });
+  } catch (err) {
+    throw refusal(kube, target, err);
+  }
+  return new PortForwardStream(ws, target, opts.halfCloseLingerMs ?? 1000);
+}
+
+/** Turns an apiserver refusal into what the user must know (RBAC verb, gone pod). */
+function refusal(kube: Kube, t: PortForwardTarget, err: unknown): unknown {
+  if (!(err instanceof ApiStatusError)) return err;
+  const where = `pod ${t.namespace}/${t.pod}`;
+  if (err.status === 403) {
+    return new RdbgError(Codes.PERMISSION,
+      `not allowed to port-forward to ${where}: the user of context "${kube.context}" lacks "create" on "pods/portforward" in namespace "${t.namespace}"`,
+      `ask your cluster admin for it (check with: kubectl auth can-i create pods/portforward -n ${t.namespace})`, { cause: err });
+  }
+  if (err.status === 404) {
+    return new RdbgError(Codes.POD_NOT_FOUND, `${where} does not exist (any more): ${err.message}`, undefined, { cause: err });
+  }
+  if (err.status === 401) {
+    return new RdbgError(Codes.PERMISSION, `the apiserver ${kube.server} did not accept the credentials of context "${kube.context}": ${err.message}`,
+      'refresh your login (e.g. run `kubectl get pods` once)', { cause: err });
+  }
+  return new RdbgError(Codes.PORT_FORWARD, `port-forward to ${where} port ${t.port} refused: HTTP ${err.status}: ${err.message}`, undefined, { cause: err });
+}
+
+/** Summarises the kubelet's error text (which names netns paths and sandbox ids) for a user. */
+export function describeForwardError(t: PortForwardTarget, text: string): string {
+  const where = `port-forward to pod ${t.namespace}/${t.pod} port ${t.port}`;
+  if (/connection refused/i.test(text)) return `${where}: connection refused (nothing listens on port ${t.port} in the pod)`;
+  if (/no such container|not found|not running/i.test(text)) return `${where}: the pod is not running (${text.trim()})`;
+  return `${where} failed: ${text.trim()}`;
+}
+
+export class PortForwardStream extends Duplex {
+  bytesIn = 0;
+  bytesOut = 0;
+  /** the kubelet's raw error text, when the error channel spoke */
+  remoteError = '';
+
+  private readonly skip = [2, 2];
+  private lingerTimer?: NodeJS.Timeout;
+  private lastInput = Date.now();
+
+  constructor(private readonly ws: WebSocket, readonly target: PortForwardTarget, private readonly lingerMs: number) {
+    super({ allowHalfOpen: true, readableHighWaterMark: 256 * 1024, writableHighWaterMark: 256 * 1024 });
+    ws.on('message', (data: Buffer) => this.onMessage(data));
+    ws.on('close', () => this.onClose());
+    ws.on('error', (err) => this.destroy(new RdbgError(Codes.PORT_FORWARD,
+      `port-forward to pod ${target.namespace}/${target.pod} port ${target.port}: ${errorMessage(err)}`, undefined, { cause: err })));
+  }
+
+  private onMessage(data: Buffer): void {
+    if (data.length === 0) return;
+    const channel = data[0];
+    let payload = data.subarray(1);
+    if (channel > ERROR) return;
+    if (this.skip[channel] > 0) {
+      const n = Math.min(this.skip[channel], payload.length);
+      this.skip[channel] -= n;
+      payload = payload.subarray(n);
+    }
+    if (payload.length === 0) return;
+    if (channel === ERROR) {
+      this.remoteError += payload.toString('utf8');
+      const err = new RdbgError(Codes.PORT_FORWARD, describeForwardError(this.target, this.remoteError));
+      this.destroy(Object.assign(err, { detail: this.remoteError }));
+      return;
+    }
+    this.bytesIn += payload.length;
+    this.lastInput = Date.now();
+    if (!this.push(payload)) this.ws.pause();
+  }
+
+  private onClose(): void {
+    clearTimeout(this.lingerTimer);
+    if (this.destroyed) return;
+    // Everything the pod sent has been emitted before 'close': this is its FIN.
+    this.push(null);
+  }
+
+  override _read(): void {
+    if (this.ws.isPaused) this.ws.resume();
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    this.send([chunk], cb);
+  }
+
+  override _writev(chunks: Array<{ chunk: Buffer }>, cb: (err?: Error | null) => void): void {
+    this.send(chunks.map((c) => c.chunk), cb);
+  }
+
+  /** Frames chunks into as few messages as MAX_FRAME allows; calls back once ws can take more. */
+  private send(chunks: Buffer[], cb: (err?: Error | null) => void): void {
+    if (this.ws.readyState !== this.ws.OPEN) {
+      cb(Object.assign(new Error(`port-forward to pod ${this.target.namespace}/${this.target.pod} is closed`), { code: 'EPIPE' }));
+      return;
+    }
+    const total = chunks.reduce((n, c) => n + c.length, 0);
+    let frame: Buffer[] = [DATA_HEADER];
+    let size = 0;
+    let sent = 0;
+    let waiting = false;
+    for (const chunk of chunks) {
+      for (let off = 0; off < chunk.length;) {
+        const n = Math.min(chunk.length - off, MAX_FRAME - size);
+        frame.push(n === chunk.length ? chunk : chunk.subarray(off, off + n));
+        size += n;
+        off += n;
+        sent += n;
+        if (size < MAX_FRAME && sent < total) continue;
+        // The last message's callback releases the writer when ws had too much queued.
+        const last = sent === total;
+        this.ws.send(Buffer.concat(frame, size + 1), { binary: true }, last ? (err) => { if (waiting) cb(err); } : undefined);
+        this.bytesOut += size;
+        frame = [DATA_HEADER];
+        size = 0;
+      }
+    }
+    if (this.ws.bufferedAmount > SEND_HIGH_WATER && total > 0) waiting = true;
+    else cb();
+  }
+
+  override _final(cb: (err?: Error | null) => void): void {
+    // No half-close on the wire (see the file comment): linger while the pod talks.
+    const check = (): void => {
+      const quiet = Date.now() - this.lastInput;
+      if (this.ws.isPaused || this.readableLength > 0 || quiet < this.lingerMs) {
+        this.lingerTimer = setTimeout(check, Math.max(10, this.lingerMs - quiet));
+        return;
+      }
+      this.ws.close(1000);
+    };
+    if (this.readableEnded || this.ws.readyState !== this.ws.OPEN) this.ws.close(1000);
+    else this.lingerTimer = setTimeout(check, this.lingerMs);
+    cb();
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    clearTimeout(this.lingerTimer);
+    if (err) this.ws.terminate();
+    else if (this.ws.readyState === this.ws.OPEN) this.ws.close(1000);
+    cb(err);
+  }
+}

@@ -13,7 +13,7 @@ import { isIP } from 'node:net';
 import { Codes, RdbgError } from '../../src/core/errors';
 import { logger } from '../../src/core/log';
 import { splitHostPort } from '../../src/cli/args';
-import { loadKube, type KubeTarget } from '../../src/kube/config';
+import { kubeconfigFiles, loadKube, type KubeOptions } from '../../src/kube/config';
 import { PodForwarder } from '../../src/kube/forwarder';
 import { kubeError, Workloads } from '../../src/kube/workloads';
 import { setClaim } from '../../src/kube/injection';
@@ -66,14 +66,14 @@ async function checkManager(kc: k8s.KubeConfig, ns: string, context: string): Pr
   }
 }
 
-export async function openKubeTransport(target: KubeTarget, managerNamespace: string, direct?: string): Promise<KubeTransport> {
+export async function openKubeTransport(target: KubeOptions, managerNamespace: string, direct?: string): Promise<KubeTransport> {
   const kube = loadKube(target);
   await checkManager(kube.kc, managerNamespace, kube.context);
   const forwarders: PodForwarder[] = [];
   const forward = async (port: number): Promise<string> => {
-    const f = new PodForwarder(kube.kc, { namespace: managerNamespace, selector: MANAGER_SELECTOR, port });
+    const f = await PodForwarder.start(kube, { namespace: managerNamespace, selector: MANAGER_SELECTOR, port, name: `manager:${port}` });
     forwarders.push(f);
-    return `127.0.0.1:${await f.listen('127.0.0.1', 0)}`;
+    return f.address;
   };
   const control = await forward(MANAGER_GRPC_PORT);
   let data: string;
@@ -87,7 +87,7 @@ export async function openKubeTransport(target: KubeTarget, managerNamespace: st
   log.info('kubernetes transport ready', { context: kube.context, managerNamespace, control, data, apiserver: kube.server });
   return {
     context: kube.context,
-    kubeconfig: kube.kubeconfigPath ?? '',
+    kubeconfig: kubeconfigFiles(target).join(':'),
     namespace: kube.namespace,
     managerNamespace,
     control,

@@ -15,22 +15,6 @@ export const KubeCodes = { API: 'RDBG_KUBE_API', ROLLOUT: 'RDBG_ROLLOUT' } as co
 export type Progress = (line: string) => void;
 
 /** --kubeconfig, else $KUBECONFIG, else ~/.kube/config (or in-cluster); --context picks a context. */
-export function loadKubeConfig(file?: string, context?: string): KubeConfig {
-  const kc = new KubeConfig();
-  try {
-    if (file) kc.loadFromFile(file);
-    else kc.loadFromDefault();
-    if (context) kc.setCurrentContext(context);
-  } catch (err) {
-    throw new RdbgError(Codes.BAD_ARGUMENT, `cannot load the kubeconfig${file ? ` ${file}` : ''}: ${(err as Error).message}`,
-      'pass --kubeconfig FILE or set KUBECONFIG');
-  }
-  if (!kc.getCurrentCluster()) {
-    throw new RdbgError(Codes.BAD_ARGUMENT, 'the kubeconfig names no current cluster', 'pass --kubeconfig FILE or --context NAME');
-  }
-  return kc;
-}
-
 /** The status code of an apiserver answer, or undefined for a transport failure. */
 export function statusOf(err: unknown): number | undefined {
   return err instanceof ApiException ? err.code : undefined;
@@ -62,7 +46,8 @@ export function kubeError(err: unknown, what: string, forbiddenHint = 'installin
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-export class Kube {
+/** The typed API clients rdbg's cluster commands use. */
+export class KubeClient {
   readonly objects: KubernetesObjectApi;
   readonly apps: AppsV1Api;
   readonly core: CoreV1Api;

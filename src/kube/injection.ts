@@ -5,7 +5,7 @@
 // left alone, so switching intercepts on and off never restarts pods.
 import * as k8s from '@kubernetes/client-node';
 import { Codes, RdbgError } from '../core/errors';
-import { Kube } from './apply';
+import { KubeClient } from './apply';
 import { unmarkPatch, type MarkedWorkload } from './marks';
 import {
   AGENT_PORT_ANNOTATION,
@@ -94,7 +94,7 @@ export async function removeAgent(ws: Workloads, w: WorkloadRef, progress: Progr
   if (w.kind !== 'Pod') {
     // exactly the marks and claims, nothing else (the same patch as "rdbg uninstall --all")
     const ops = unmarkPatch(obj as MarkedWorkload);
-    if (ops.length > 0) await new Kube(ws.kc).patchWorkload(w.kind, w.namespace, w.name, ops);
+    if (ops.length > 0) await new KubeClient(ws.kc).patchWorkload(w.kind, w.namespace, w.name, ops);
   }
   if (!marked) return false;
   progress(`removing the rdbg agent from ${describe(w)}; its pods restart once`);

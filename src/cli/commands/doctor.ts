@@ -11,7 +11,7 @@ import { planRoutes, type Route } from '../../core/route-plan';
 import { PROTOCOL, VERSION } from '../../core/version';
 import { hostname, userInfo } from 'node:os';
 import { managerPackage, type ManagerClient } from '../../rpc/services';
-import { loadKube } from '../../kube/config';
+import { loadKube, type Kube } from '../../kube/config';
 import { PodForwarder } from '../../kube/forwarder';
 import { AGENT_CONTAINER } from '../../kube/injection';
 import { MANAGER_GRPC_PORT, MANAGER_NAME, MANAGER_SELECTOR } from '../../kube/names';
@@ -41,6 +41,7 @@ interface Check {
 const MARK = { ok: 'ok  ', warn: 'WARN', fail: 'FAIL', skip: 'skip' } as const;
 
 interface Ctx {
+  kube: Kube;
   kc: k8s.KubeConfig;
   ns: string;
   mns: string;
@@ -158,8 +159,8 @@ async function checkInjection(ctx: Ctx, managerUp: boolean): Promise<void> {
 }
 
 async function clusterInfo(ctx: Ctx): Promise<ClusterInfo__Output | undefined> {
-  const fwd = new PodForwarder(ctx.kc, { namespace: ctx.mns, selector: MANAGER_SELECTOR, port: MANAGER_GRPC_PORT });
-  const port = await fwd.listen('127.0.0.1', 0);
+  const fwd = await PodForwarder.start(ctx.kube, { namespace: ctx.mns, selector: MANAGER_SELECTOR, port: MANAGER_GRPC_PORT });
+  const port = fwd.port;
   const Manager = managerPackage().Manager;
   const client = new Manager(`127.0.0.1:${port}`, grpc.credentials.createInsecure()) as unknown as ManagerClient;
   const opts = (): grpc.CallOptions => ({ deadline: Date.now() + 8000 });
@@ -236,7 +237,7 @@ export async function doctorCommand(argv: string[]): Promise<void> {
   });
   if (values.help) return say(DOCTOR_USAGE);
   const kube = loadKube({ kubeconfig: values.kubeconfig, context: values.context, namespace: values.namespace });
-  const ctx: Ctx = { kc: kube.kc, ns: values.namespace ?? kube.namespace, mns: values['manager-namespace']!, checks: [] };
+  const ctx: Ctx = { kube, kc: kube.kc, ns: values.namespace ?? kube.namespace, mns: values['manager-namespace']!, checks: [] };
   try {
     const v = await kube.kc.makeApiClient(k8s.VersionApi).getCode();
     add(ctx, 'apiserver', 'ok', `${kube.server} (context ${kube.context}) answers: Kubernetes ${v.gitVersion}`);

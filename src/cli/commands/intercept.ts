@@ -42,7 +42,7 @@ function parsePort(text: string): { local: number; remote: number; remoteText?: 
  * the agent is injected (once) before the manager is asked.
  */
 async function prepareOnKubernetes(st: DaemonStatus__Output, name: string, namespace: string, remote?: string): Promise<InterceptTarget> {
-  const { kc } = loadKube({ kubeconfig: st.kubeconfig || undefined, context: st.kube_context });
+  const { kc } = loadKube({ context: st.kube_context, env: { ...process.env, KUBECONFIG: st.kubeconfig || process.env.KUBECONFIG } });
   const ws = new Workloads(kc);
   const target = await ws.resolve(name, namespace, remote);
   progress(`${target.service ? `service ${target.service} is served by ` : ''}${describe(target.workload)}, container ${target.container}, port ${target.agentPort}`);

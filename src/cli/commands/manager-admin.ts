@@ -3,7 +3,8 @@
 import { dumpYaml } from '@kubernetes/client-node';
 import { Codes, RdbgError } from '../../core/errors';
 import { VERSION } from '../../core/version';
-import { Kube, kubeError, loadKubeConfig, type WorkloadKind } from '../../kube/apply';
+import { KubeClient, kubeError, type WorkloadKind } from '../../kube/apply';
+import { loadKube } from '../../kube/config';
 import { generateWebhookTls, reusableTls, type WebhookTls } from '../../kube/certs';
 import {
   CREATED_NAMESPACE, DEFAULT_IMAGE, DEFAULT_NAMESPACE, MANAGED_BY, MANAGER, TLS_SECRET, objectRef, renderObjects,
@@ -81,7 +82,7 @@ export async function managerAdminCommand(argv: string[]): Promise<void> {
     return;
   }
   if (values.output) throw new RdbgError(Codes.BAD_ARGUMENT, '-o goes with --dry-run');
-  const kube = new Kube(loadKubeConfig(values.kubeconfig, values.context));
+  const kube = new KubeClient(loadKube({ kubeconfig: values.kubeconfig, context: values.context }).kc);
   await installOrUpgrade(kube, sub as 'install' | 'upgrade', { namespace: ns, image: values.image, pullPolicy, timeoutMs: timeoutMs(values.timeout!) });
 }
 
@@ -105,7 +106,7 @@ const isOurs = (o: KubeObject | undefined): boolean => {
   return by === MANAGED_BY['app.kubernetes.io/managed-by'] || (by === 'Helm' && l['app.kubernetes.io/name'] === 'rdbg');
 };
 
-async function installOrUpgrade(kube: Kube, mode: 'install' | 'upgrade',
+async function installOrUpgrade(kube: KubeClient, mode: 'install' | 'upgrade',
   o: { namespace: string; image?: string; pullPolicy: InstallOptions['pullPolicy']; timeoutMs: number }): Promise<void> {
   const t0 = Date.now();
   const ns = o.namespace;
@@ -139,7 +140,7 @@ async function installOrUpgrade(kube: Kube, mode: 'install' | 'upgrade',
 }
 
 /** The Secret's TLS material when it can be kept (a repeated install must not roll the manager). */
-async function storedTls(kube: Kube, ns: string): Promise<WebhookTls | undefined> {
+async function storedTls(kube: KubeClient, ns: string): Promise<WebhookTls | undefined> {
   const s = await kube.read({ apiVersion: 'v1', kind: 'Secret', metadata: { name: TLS_SECRET, namespace: ns } });
   const data = (s as { data?: Record<string, string> } | undefined)?.data ?? {};
   const text = (k: string): string | undefined => (data[k] ? Buffer.from(data[k], 'base64').toString() : undefined);
@@ -166,7 +167,7 @@ export async function uninstallCommand(argv: string[]): Promise<void> {
   }
   checkNamespace(values.namespace!);
   const t0 = Date.now();
-  const kube = new Kube(loadKubeConfig(values.kubeconfig, values.context));
+  const kube = new KubeClient(loadKube({ kubeconfig: values.kubeconfig, context: values.context }).kc);
   const unmarked = await removeMarks(kube, asList(values['agent-namespace']));
   const deleted = await removeManager(kube, values.namespace!, timeoutMs(values.timeout!));
   if (!unmarked && !deleted) {
@@ -178,7 +179,7 @@ export async function uninstallCommand(argv: string[]): Promise<void> {
 
 const WORKLOAD_KINDS: WorkloadKind[] = ['Deployment', 'StatefulSet', 'DaemonSet', 'ReplicaSet'];
 
-async function listWorkloads(kube: Kube, kind: WorkloadKind, namespace?: string): Promise<MarkedWorkload[]> {
+async function listWorkloads(kube: KubeClient, kind: WorkloadKind, namespace?: string): Promise<MarkedWorkload[]> {
   const apps = kube.apps;
   try {
     const list = namespace
@@ -201,7 +202,7 @@ async function listWorkloads(kube: Kube, kind: WorkloadKind, namespace?: string)
 }
 
 /** Takes rdbg's marks off every marked workload; returns how many were patched. */
-async function removeMarks(kube: Kube, namespaces: string[]): Promise<number> {
+async function removeMarks(kube: KubeClient, namespaces: string[]): Promise<number> {
   let count = 0;
   for (const kind of WORKLOAD_KINDS) {
     const lists = namespaces.length ? await Promise.all(namespaces.map((n) => listWorkloads(kube, kind, n))) : [await listWorkloads(kube, kind)];
@@ -219,7 +220,7 @@ async function removeMarks(kube: Kube, namespaces: string[]): Promise<number> {
 }
 
 /** Patches one workload, re-reading it when it changed since it was listed. */
-async function unmarkOne(kube: Kube, kind: WorkloadKind, w: MarkedWorkload): Promise<void> {
+async function unmarkOne(kube: KubeClient, kind: WorkloadKind, w: MarkedWorkload): Promise<void> {
   const namespace = w.metadata!.namespace!;
   const name = w.metadata!.name!;
   for (let attempt = 1; ; attempt++) {
@@ -239,7 +240,7 @@ async function unmarkOne(kube: Kube, kind: WorkloadKind, w: MarkedWorkload): Pro
 }
 
 /** Deletes the manager's objects in a namespace (only those rdbg made); returns how many. */
-async function removeManager(kube: Kube, ns: string, timeout: number): Promise<number> {
+async function removeManager(kube: KubeClient, ns: string, timeout: number): Promise<number> {
   const empty = { caCrt: '', tlsCrt: '', tlsKey: '' };
   const wanted = renderObjects({ namespace: ns, image: '', version: VERSION, pullPolicy: 'IfNotPresent', tls: empty, withNamespace: true }).reverse();
   const doomed: KubeObject[] = [];

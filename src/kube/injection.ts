@@ -44,7 +44,7 @@ function marksPatch(w: WorkloadRef, agentPort: string | null): object {
 async function mergePatch(ws: Workloads, w: WorkloadRef, body: object, what: string): Promise<void> {
   try {
     await ws.objects.patch(
-      { apiVersion: apiVersionOf(w.kind), kind: w.kind, metadata: { name: w.name, namespace: w.namespace }, ...body },
+      { ...body, apiVersion: apiVersionOf(w.kind), kind: w.kind, metadata: { ...(body as { metadata?: object }).metadata, name: w.name, namespace: w.namespace } },
       undefined,
       undefined,
       'rdbg',

@@ -33,6 +33,8 @@ export interface KubeTransport {
   describe(dataPlane: boolean): string;
   /** writes the session's claim on the workload with the user's credentials (docs/kubernetes.md) */
   claim: ClaimHook;
+  /** why the last forwarded connection failed (RBAC, no ready pod...), if one did */
+  lastError(): string | undefined;
   close(): void;
 }
 
@@ -101,6 +103,7 @@ export async function openKubeTransport(target: KubeOptions, managerNamespace: s
       const w = await ws.find(spec.workload ?? '', spec.namespace || kube.namespace);
       await setClaim(ws, w, sessionId, on);
     },
+    lastError: () => forwarders.map((f) => f.stats().lastError).find((e) => e),
     close: () => forwarders.forEach((f) => f.close()),
   };
 }

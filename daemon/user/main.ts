@@ -81,7 +81,14 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
   const link = new ManagerLink({ address: opts.manager, namespace: opts.namespace, token: process.env.RDBG_MANAGER_TOKEN });
   const intercepts = new LocalIntercepts(link, opts.kube?.claim);
   const diverts = new DivertAcceptor(link, counters, () => flows.dataPlane());
-  await link.start(10_000);
+  try {
+    await link.start(10_000);
+  } catch (err) {
+    // Through port-forward, the forwarder knows the real reason (RBAC, no ready pod); the gRPC error only says "reset".
+    const why = opts.kube?.lastError();
+    if (why) throw new RdbgError(Codes.MANAGER_UNREACHABLE, `cannot reach the traffic manager through the apiserver: ${why}`, '"rdbg doctor" checks your rights and the manager');
+    throw err;
+  }
   diverts.start();
 
   let socksAddress = '';

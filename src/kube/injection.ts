@@ -163,7 +163,7 @@ export function hasAgent(p: k8s.V1Pod): boolean {
 }
 
 /** The live pods of a workload, found through its selector and ownership. */
-export async function podsOf(ws: Workloads, w: WorkloadRef): Promise<k8s.V1Pod[]> {
+export async function podsOf(ws: Workloads, w: WorkloadRef, terminating = false): Promise<k8s.V1Pod[]> {
   if (w.kind === 'Pod') {
     try {
       return [await ws.core.readNamespacedPod({ name: w.name, namespace: w.namespace })];
@@ -175,7 +175,7 @@ export async function podsOf(ws: Workloads, w: WorkloadRef): Promise<k8s.V1Pod[]
   const sel = obj.spec?.selector?.matchLabels ?? {};
   const labelSelector = Object.entries(sel).map(([k, v]) => `${k}=${v}`).join(',');
   const items = (await ws.core.listNamespacedPod({ namespace: w.namespace, labelSelector })).items;
-  return items.filter((p) => !p.metadata?.deletionTimestamp);
+  return terminating ? items : items.filter((p) => !p.metadata?.deletionTimestamp);
 }
 
 function ready(p: k8s.V1Pod): boolean {
@@ -189,9 +189,11 @@ export async function waitForRollout(ws: Workloads, w: WorkloadRef, progress: Pr
   for (;;) {
     const obj = await ws.read(w).catch(() => undefined);
     const want = w.kind === 'Pod' ? 1 : w.kind === 'DaemonSet' ? (obj?.status?.desiredNumberScheduled ?? 1) : (obj?.spec?.replicas ?? 1);
-    const pods = await podsOf(ws, w).catch(() => [] as k8s.V1Pod[]);
+    const all = await podsOf(ws, w, true).catch(() => [] as k8s.V1Pod[]);
+    const pods = all.filter((p) => !p.metadata?.deletionTimestamp);
     const good = pods.filter((p) => ready(p) && hasAgent(p) === withAgent).length;
-    const stale = pods.filter((p) => hasAgent(p) !== withAgent).length;
+    // terminating pods of the old shape still answer requests: the rollout is done when they are gone
+    const stale = all.filter((p) => hasAgent(p) !== withAgent).length;
     const line = `rollout of ${w.kind.toLowerCase()}/${w.name}: ${good} of ${want} pods ready ${withAgent ? 'with' : 'without'} the agent${stale ? `, ${stale} old pods still running` : ''}`;
     if (line !== last) progress(line);
     last = line;

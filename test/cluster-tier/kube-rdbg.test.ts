@@ -27,6 +27,7 @@ function laptop(c: Cluster, t: TestLike, kubeconfig = c.info.ADMIN_KUBECONFIG): 
   };
   t.teardown(async () => {
     await l.rdbg(['quit'], { check: false });
+    if (process.env.RDBG_KEEP_LOGS) return;
     rmSync(home, { recursive: true, force: true });
   });
   return l;
@@ -72,7 +73,8 @@ function list(...objs: object[]): string {
 /** A request from inside the cluster (a pod of the namespace), as a caller of the service would make it. */
 async function fromPod(c: Cluster, ns: string, url: string, headers: Record<string, string> = {}): Promise<{ name: string; pod: string }> {
   const h = Object.entries(headers).map(([k, v]) => `--header=${k}: ${v}`);
-  const r = await c.execIn(ns, 'deploy/caller', ['wget', '-qO-', '-T', '10', ...h, url]);
+  // (busybox wget's -T crashes in these images; kubectl exec is bounded by the helper's timeout)
+  const r = await c.execIn(ns, 'deploy/caller', ['wget', '-qO-', ...h, url], { timeoutMs: 20_000 });
   return JSON.parse(r.stdout) as { name: string; pod: string };
 }
 
@@ -225,7 +227,7 @@ t.test('rdbg on Kubernetes', async (t) => {
     // The admin lets the user reach the manager (what the chart's rdbg-client role grants).
     const grant = list(
       { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata: { name: 'rdbg-client-test', namespace: MNS },
-        rules: [{ apiGroups: [''], resources: ['pods'], verbs: ['get', 'list'] }, { apiGroups: [''], resources: ['pods/portforward'], verbs: ['create'] }] },
+        rules: [{ apiGroups: [''], resources: ['pods'], verbs: ['get', 'list'] }, { apiGroups: [''], resources: ['pods/portforward'], verbs: ['get', 'create'] }] },
       { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'RoleBinding', metadata: { name: 'rdbg-client-test', namespace: MNS },
         roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'rdbg-client-test' }, subjects: [{ kind: 'User', name: c.info.USER_NAME, apiGroup: 'rbac.authorization.k8s.io' }] },
     );
@@ -253,9 +255,9 @@ t.test('rdbg on Kubernetes', async (t) => {
       const M = grpc.loadPackageDefinition(def).rdbg.v1.Manager;
       const m = new M('rdbg-manager.${MNS}:8081', grpc.credentials.createInsecure());
       const out = {};
-      m.Arrive({ client_version: '0', protocol: 1, user: 'intruder' }, { deadline: Date.now() + 8000 }, (e) => {
+      m.Arrive({ client_version: '0.1.0', protocol: 1, user: 'intruder' }, { deadline: Date.now() + 8000 }, (e) => {
         out.arrive = e ? e.code + ' ' + e.details : 'ACCEPTED';
-        m.AgentArrive({ info: { version: '0', protocol: 1, workload: 'echo', namespace: '${ns}', pod_name: 'x', token: 'not-a-token' } }, { deadline: Date.now() + 8000 }, (e2) => {
+        m.AgentArrive({ version: '0.1.0', protocol: 1, workload: 'echo', namespace: '${ns}', pod_name: 'x', token: 'not-a-token' }, { deadline: Date.now() + 8000 }, (e2) => {
           out.agent = e2 ? e2.code + ' ' + e2.details : 'ACCEPTED';
           console.log(JSON.stringify(out)); process.exit(0);
         });

@@ -65,6 +65,7 @@ async function can(kc: k8s.KubeConfig, attrs: k8s.V1ResourceAttributes): Promise
 const RIGHTS: { why: string; ns: 'ns' | 'mns'; attrs: k8s.V1ResourceAttributes; needed: boolean }[] = [
   { why: 'connect: find the manager pod', ns: 'mns', attrs: { verb: 'list', resource: 'pods' }, needed: true },
   { why: 'connect: port-forward to the manager', ns: 'mns', attrs: { verb: 'create', resource: 'pods', subresource: 'portforward' }, needed: true },
+  { why: 'connect: port-forward over WebSocket (a GET)', ns: 'mns', attrs: { verb: 'get', resource: 'pods', subresource: 'portforward' }, needed: true },
   { why: 'intercept: read services', ns: 'ns', attrs: { verb: 'get', resource: 'services' }, needed: true },
   { why: 'intercept: list pods', ns: 'ns', attrs: { verb: 'list', resource: 'pods' }, needed: true },
   { why: 'intercept: mark and claim deployments', ns: 'ns', attrs: { verb: 'patch', group: 'apps', resource: 'deployments' }, needed: true },

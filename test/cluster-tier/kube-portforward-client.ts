@@ -30,12 +30,14 @@ interface Args {
 /** Everything a connection saw: bytes, whether it ended or was reset, and when. */
 interface Seen { data: Buffer; ended: boolean; error?: string; ms: number }
 
-function converse(port: number, send: Buffer | string, opts: { end?: boolean; waitMs?: number } = {}): Promise<Seen> {
+/** One connection: sends, then collects until the end, an error, `until` bytes or waitMs. */
+function converse(port: number, send: Buffer | string, opts: { end?: boolean; waitMs?: number; until?: number } = {}): Promise<Seen> {
   const t0 = Date.now();
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     let ended = false;
     let error: string | undefined;
+    let got = 0;
     const s = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
     const done = (): void => {
       clearTimeout(timer);
@@ -43,7 +45,11 @@ function converse(port: number, send: Buffer | string, opts: { end?: boolean; wa
       resolve({ data: Buffer.concat(chunks), ended, error, ms: Date.now() - t0 });
     };
     const timer = setTimeout(done, opts.waitMs ?? 15_000);
-    s.on('data', (d: Buffer) => chunks.push(d));
+    s.on('data', (d: Buffer) => {
+      chunks.push(d);
+      got += d.length;
+      if (opts.until !== undefined && got >= opts.until) done();
+    });
     s.on('end', () => { ended = true; done(); });
     s.on('error', (err: NodeJS.ErrnoException) => { error = err.code ?? err.message; done(); });
     s.on('connect', () => { if (opts.end) s.end(send); else s.write(send); });
@@ -80,17 +86,20 @@ async function main(): Promise<unknown> {
   try {
     switch (mode) {
       case 'bulk': {
-        const r = await bulkEcho(f.port, (a.mib ?? 64) * 1024 * 1024);
-        return { ...r, stats: f.stats(), failures };
+        try {
+          const r = await bulkEcho(f.port, (a.mib ?? 64) * 1024 * 1024);
+          return { ...r, stats: f.stats(), failures };
+        } catch (err) {
+          return { error: errorMessage(err), failures };
+        }
       }
       case 'concurrent': {
         // n connections at once, each with its own pattern, each checked byte for byte.
         const results = await Promise.all(Array.from({ length: a.n ?? 50 }, async (_, i) => {
           const payload = Buffer.alloc(256 * 1024, `conn-${i}-`);
-          const seen = await converse(f.port, payload, { waitMs: 60_000 }).catch((err: unknown) => ({ data: Buffer.alloc(0), error: errorMessage(err) }));
-          return { i, same: seen.data.subarray(0, payload.length).equals(payload), got: seen.data.length, error: seen.error };
+          const seen = await converse(f.port, payload, { waitMs: 60_000, until: payload.length });
+          return { i, same: seen.data.equals(payload), got: seen.data.length, error: seen.error };
         }));
-        // converse() waits for an end that an echo never sends; `same` is what counts.
         return { ok: results.filter((r) => r.same).length, bad: results.filter((r) => !r.same), stats: f.stats(), failures };
       }
       case 'half-close': {

@@ -66,6 +66,11 @@ export async function probeApiserver(kube: Kube, timeoutMs = 10_000): Promise<{ 
 export interface WebSocketOptions {
   /** how long the TCP+TLS+upgrade handshake may take */
   handshakeTimeoutMs?: number;
+  /**
+   * Called with the socket before any event: ws may emit the first messages in
+   * the same tick as 'open', before the returned promise's callbacks run.
+   */
+  onCreate?: (ws: WebSocket) => void;
 }
 
 /**
@@ -88,6 +93,7 @@ export async function openWebSocket(kube: Kube, path: string, protocols: string[
   await kube.kc.applyToHTTPSOptions(wsOpts);
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url, protocols, wsOpts);
+    opts.onCreate?.(ws);
     let settled = false;
     const fail = (err: Error): void => {
       if (settled) return;

@@ -1,0 +1,143 @@
+/**
+ * rdbg's PodForwarder against `kubectl port-forward`, to the same tcp-echo
+ * pod in the same run, both from the rdbg-laptop netns of the test cluster
+ * (re-executes itself there). Each forwarder runs in its own process, as it
+ * would in real use. Prints a Markdown table and writes
+ * bench/results/kube-forward.{json,md}. Figures are medians over alternating
+ * rounds (BENCH_ROUNDS, default 3): the machine is shared and noisy.
+ *
+ *   node dist/bench/kube-forward.js
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { loadKube } from '../src/kube/config';
+import { PodForwarder } from '../src/kube/forwarder';
+import { Cluster, readClusterEnv, sampleApp } from '../test/cluster-tier/cluster-helper';
+import { bulkEcho, firstByte, percentile, pingPong } from '../test/helpers/echo-load';
+import type { BenchRow } from './row';
+
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const BULK_BYTES = Number(process.env.BENCH_BULK_MIB ?? 64) * 1024 * 1024;
+const PINGS = Number(process.env.BENCH_PINGS ?? 2000);
+const CONNECTS = 20;
+
+const median = (xs: number[]): number => percentile(xs, 50);
+
+function inNetns(name: string): boolean {
+  try {
+    return statSync('/proc/self/ns/net').ino === statSync(`/run/netns/${name}`).ino;
+  } catch {
+    return false;
+  }
+}
+
+/** Child mode: a PodForwarder in its own process; prints its port, runs until stdin closes. */
+async function serveForwarder(kubeconfig: string, namespace: string, selector: string, port: number): Promise<void> {
+  const f = await PodForwarder.start(loadKube({ kubeconfig }), { namespace, selector, port });
+  process.stdout.write(`${JSON.stringify({ port: f.port })}\n`);
+  process.stdin.resume();
+  process.stdin.on('end', () => void f.close().then(() => process.exit(0)));
+}
+
+/** Starts a child and resolves with the local port it reports on stdout or stderr. */
+function startForwarder(cmd: string, args: string[], portOf: (out: string) => number | undefined): Promise<{ child: ChildProcess; port: number }> {
+  const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '';
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${cmd}: no port after 30 s: ${out}`)), 30_000);
+    const onData = (d: Buffer): void => {
+      out += d.toString();
+      const port = portOf(out);
+      if (port) { clearTimeout(timer); resolve({ child, port }); }
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    child.on('exit', (code) => reject(new Error(`${cmd} exited (${code}): ${out}`)));
+  });
+}
+
+interface PathFigures { mbps: number[]; p50: number[]; p99: number[]; connect: number[] }
+
+async function measure(port: number, into: PathFigures): Promise<void> {
+  const bulk = await bulkEcho(port, BULK_BYTES);
+  if (bulk.sentSha !== bulk.gotSha) throw new Error('bulk echo: checksum mismatch');
+  into.mbps.push(bulk.mbps);
+  const rtt = await pingPong(port, PINGS);
+  into.p50.push(percentile(rtt, 50));
+  into.p99.push(percentile(rtt, 99));
+  const conns: number[] = [];
+  for (let i = 0; i < CONNECTS; i++) conns.push(await firstByte(port));
+  into.connect.push(median(conns));
+}
+
+async function main(): Promise<void> {
+  const info = readClusterEnv();
+  if (!inNetns(info.LAPTOP_NS)) {
+    const r = spawnSync('ip', ['netns', 'exec', info.LAPTOP_NS, process.execPath, __filename, ...process.argv.slice(2)], { stdio: 'inherit' });
+    process.exit(r.status ?? 1);
+  }
+  const c = new Cluster(info);
+  const ns = `pf-bench-${randomBytes(3).toString('hex')}`;
+  const children: ChildProcess[] = [];
+  await c.kubectl(['create', 'namespace', ns]);
+  try {
+    await c.apply(ns, sampleApp({ name: 'tcp-echo', image: c.image('tcp-echo'), port: 9000 }));
+    await c.rollout(ns, 'tcp-echo');
+    const pods = await c.kubectlJson<{ items: Array<{ metadata: { name: string } }> }>(['-n', ns, 'get', 'pods', '-l', 'app=tcp-echo']);
+    const pod = pods.items[0].metadata.name;
+
+    const kubectl = await startForwarder(info.KUBECTL, ['--kubeconfig', info.ADMIN_KUBECONFIG, '-n', ns, 'port-forward', `pod/${pod}`, ':9000'],
+      (out) => Number(/Forwarding from 127\.0\.0\.1:(\d+)/.exec(out)?.[1]) || undefined);
+    children.push(kubectl.child);
+    const rdbg = await startForwarder(process.execPath, [__filename, '--serve', info.ADMIN_KUBECONFIG, ns, 'app=tcp-echo', '9000'],
+      (out) => Number(/"port":(\d+)/.exec(out)?.[1]) || undefined);
+    children.push(rdbg.child);
+
+    const figures = { rdbg: { mbps: [], p50: [], p99: [], connect: [] } as PathFigures, kubectl: { mbps: [], p50: [], p99: [], connect: [] } as PathFigures };
+    for (const port of [kubectl.port, rdbg.port]) await pingPong(port, 200); // warm both paths up
+    for (let r = 0; r < ROUNDS; r++) {
+      const order = r % 2 === 0 ? (['kubectl', 'rdbg'] as const) : (['rdbg', 'kubectl'] as const);
+      for (const path of order) {
+        process.stderr.write(`round ${r + 1}/${ROUNDS}: ${path}\n`);
+        await measure(path === 'rdbg' ? rdbg.port : kubectl.port, figures[path]);
+      }
+    }
+
+    const m = (p: 'rdbg' | 'kubectl', k: keyof PathFigures): number => median(figures[p][k]);
+    const tput = m('rdbg', 'mbps') / m('kubectl', 'mbps');
+    const lat50 = m('rdbg', 'p50') / m('kubectl', 'p50');
+    const lat99 = m('rdbg', 'p99') / m('kubectl', 'p99');
+    const rows: BenchRow[] = [
+      { metric: `echo throughput, ${BULK_BYTES >> 20} MiB each way at once (MB/s)`, path: 'pods/portforward', value: m('rdbg', 'mbps'), reference: m('kubectl', 'mbps'), vs: `${Math.round(tput * 100)}%`, goal: '>= 90%', pass: tput >= 0.9 },
+      { metric: '1-byte round trip, median (us)', path: 'pods/portforward', value: m('rdbg', 'p50'), reference: m('kubectl', 'p50'), vs: `${Math.round((lat50 - 1) * 100)}%`, goal: '<= +10%', pass: lat50 <= 1.1 },
+      { metric: '1-byte round trip, p99 (us)', path: 'pods/portforward', value: m('rdbg', 'p99'), reference: m('kubectl', 'p99'), vs: `${Math.round((lat99 - 1) * 100)}%`, goal: '<= +10%', pass: lat99 <= 1.1 },
+      { metric: 'new connection to first echoed byte, median (us)', path: 'pods/portforward', value: m('rdbg', 'connect'), reference: m('kubectl', 'connect'), vs: `${Math.round((m('rdbg', 'connect') / m('kubectl', 'connect') - 1) * 100)}%`, goal: 'report', pass: true },
+    ];
+    const fmt = (n: number): string => (n >= 100 ? n.toFixed(0) : n.toFixed(1));
+    const table = [
+      '| metric | path | rdbg PodForwarder | kubectl port-forward | rdbg vs kubectl | goal | met |',
+      '|---|---|---|---|---|---|---|',
+      ...rows.map((r) => `| ${r.metric} | ${r.path} | ${fmt(r.value)} | ${fmt(r.reference)} | ${r.vs} | ${r.goal} | ${r.pass ? 'yes' : 'NO'} |`),
+    ].join('\n');
+    process.stdout.write(`\n${table}\n\nrounds: ${ROUNDS}; raw: ${JSON.stringify(figures)}\n`);
+    const dir = join(__dirname, '../../bench/results');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'kube-forward.json'), JSON.stringify({ date: new Date().toISOString(), rounds: ROUNDS, bulkBytes: BULK_BYTES, pings: PINGS, rows, raw: figures }, null, 2) + '\n');
+    writeFileSync(join(dir, 'kube-forward.md'), table + '\n');
+  } finally {
+    for (const child of children) child.kill('SIGTERM');
+    await c.kubectl(['delete', 'namespace', ns, '--wait=false'], { check: false });
+  }
+}
+
+if (process.argv[2] === '--serve') {
+  const [kubeconfig, ns, selector, port] = process.argv.slice(3);
+  void serveForwarder(kubeconfig, ns, selector, Number(port));
+} else {
+  main().catch((err: unknown) => {
+    process.stderr.write(`kube-forward bench: ${err instanceof Error ? err.stack : String(err)}\n`);
+    process.exit(1);
+  });
+}

@@ -73,8 +73,8 @@ function refusal(kube: Kube, t: PortForwardTarget, err: unknown): unknown {
   const where = `pod ${t.namespace}/${t.pod}`;
   if (err.status === 403) {
     return new RdbgError(Codes.PERMISSION,
-      `not allowed to port-forward to ${where}: the user of context "${kube.context}" lacks "create" on "pods/portforward" in namespace "${t.namespace}"`,
-      `ask your cluster admin for it (check with: kubectl auth can-i create pods/portforward -n ${t.namespace})`, { cause: err });
+      `not allowed to port-forward to ${where}: the user of context "${kube.context}" lacks "get" and "create" on "pods/portforward" in namespace "${t.namespace}" (a WebSocket port-forward needs both)`,
+      `ask your cluster admin for them (check with: kubectl auth can-i get pods/portforward -n ${t.namespace}; and the same with create)`, { cause: err });
   }
   if (err.status === 404) {
     return new RdbgError(Codes.POD_NOT_FOUND, `${where} does not exist (any more): ${err.message}`, undefined, { cause: err });

@@ -92,8 +92,8 @@ t.test('PodForwarder through the apiserver', async (t) => {
     const refused = await client<{ ok: boolean; code?: string; message: string; hint?: string }>(c, 'open', { ...userArgs, namespace: ns, pod });
     t.equal(refused.ok, false);
     t.equal(refused.code, 'RDBG_PERMISSION');
-    t.match(refused.message, `lacks "create" on "pods/portforward" in namespace "${ns}"`);
-    t.match(refused.hint ?? '', 'kubectl auth can-i create pods/portforward');
+    t.match(refused.message, `lacks "get" and "create" on "pods/portforward" in namespace "${ns}"`);
+    t.match(refused.hint ?? '', 'kubectl auth can-i get pods/portforward');
 
     const listing = await client<{ error?: string; failures: string[] }>(c, 'bulk', { ...userArgs, namespace: ns, selector: 'app=echo', mib: 1 });
     t.match(listing.error ?? '', 'ECONNRESET', 'the forwarder resets the connection it cannot forward');

@@ -52,7 +52,9 @@ is_running() {
 
 if is_running; then
   log "cluster already running; reusing it"
-  "$CLUSTER_DIR/images.sh" sync
+  # RDBG_CLUSTER_NO_SYNC=1: keep the images as they are (a second checkout,
+  # e.g. a git worktree, must not replace the shared localhost/rdbg:dev)
+  [ -n "${RDBG_CLUSTER_NO_SYNC:-}" ] || "$CLUSTER_DIR/images.sh" sync
   print_info
   exit 0
 fi

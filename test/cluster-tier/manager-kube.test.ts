@@ -4,8 +4,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { existsSync } from 'node:fs';
-import { Cluster, cluster, readClusterEnv, repoRoot, stateDir, waitFor } from './cluster-helper';
+import { type Cluster, cluster, repoRoot, waitFor } from './cluster-helper';
 import { PROTOCOL, VERSION } from '../../src/core/version';
 
 // The traffic manager's Kubernetes mode against the real apiserver: it runs as
@@ -44,7 +43,7 @@ function podSpec(opts: { labelled: boolean; image: string }): object {
 t.test('manager serve --kubernetes on the real apiserver', async (t) => {
   // A running cluster is used as it is: up.sh would also rebuild and import
   // localhost/rdbg:dev from this checkout, which other sessions rely on.
-  const c: Cluster = existsSync(join(stateDir(), 'cluster.env')) ? new Cluster(readClusterEnv()) : await cluster();
+  const c: Cluster = await cluster();
   const env = c.info;
   const ns = await c.namespace(t, 'mgrkube');
   const dir = mkdtempSync(join(tmpdir(), 'mgrkube-'));

@@ -6,7 +6,7 @@
 // named and for a numeric targetPort; probes keep the pods Ready; unmarked
 // pods are untouched; with the webhook down, pods are still created.
 //
-// The image is localhost/rdbg:webhook (or $RDBG_WEBHOOK_IMAGE): rdbg built
+// The image is localhost/rdbg:<IMAGE_TAG> (or $RDBG_WEBHOOK_IMAGE): rdbg built
 // from this tree, with iptables (test/cluster/images.sh). No traffic manager
 // runs: the agents keep retrying and forward everything to the app.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -18,10 +18,11 @@ import t from 'tap';
 import type { InjectSettings } from '../../manager/kube/inject';
 import type { Container, Pod } from '../../manager/kube/pod';
 import { makeCA, makeServing } from '../helpers/certs';
-import { Cluster, exec, readClusterEnv, waitFor } from './cluster-helper';
+import { cluster, type Cluster, exec, waitFor } from './cluster-helper';
 
-const IMAGE = process.env.RDBG_WEBHOOK_IMAGE ?? 'localhost/rdbg:webhook';
-const ECHO = 'localhost/echo-http:dev';
+let IMAGE = '';
+let ECHO = '';
+
 
 const root = t;
 let c: Cluster;
@@ -129,13 +130,12 @@ async function fetchFrom(client: string, url: string): Promise<Echo> {
 const agentLogs = async (pod: string): Promise<string> => (await c.kubectl(['-n', ns, 'logs', pod, '-c', 'rdbg-agent'])).stdout;
 
 t.test('the apiserver calls the webhook; marked pods run with the agent', async (t) => {
-  // The cluster is shared and already running: cluster() would run up.sh, whose image sync rebuilds
-  // localhost/rdbg:dev from this tree (and fails in a git worktree, where npm ls sees a symlinked node_modules).
-  c = new Cluster(readClusterEnv());
-  await c.kubectl(['get', '--raw', '/readyz']);
+  c = await cluster();
+  IMAGE = process.env.RDBG_WEBHOOK_IMAGE ?? c.image('rdbg');
+  ECHO = c.image('echo-http');
   const images = await exec('ctr', ['--address', c.info.CONTAINERD_SOCK, '-n', 'k8s.io', 'images', 'ls', '-q']);
   if (!images.stdout.split('\n').includes(IMAGE)) {
-    throw new Error(`image ${IMAGE} is not in the cluster: build it with RDBG_IMAGE_TAG=webhook bash test/cluster/images.sh all rdbg (after npx tsc)`);
+    throw new Error(`image ${IMAGE} is not in the cluster: build it with bash test/cluster/images.sh all rdbg (after make build)`);
   }
   ns = await c.namespace(root, 'webhook-helper'); // lives as long as the file, not this subtest
   const ca = makeCA('rdbg webhook-helper test CA');

@@ -1,4 +1,5 @@
 import { RdbgError } from '../core/errors';
+import { setLevel } from '../core/log';
 import { VERSION } from '../core/version';
 import { CONNECT_USAGE, connectCommand, quitCommand, statusCommand } from './commands/connect';
 import { INTERCEPT_USAGE, interceptCommand, leaveCommand, listCommand } from './commands/intercept';
@@ -50,6 +51,8 @@ const commands: Record<string, (argv: string[]) => Promise<void>> = {
 
 export async function cliMain(argv: string[]): Promise<void> {
   const debug = argv.includes('--debug');
+  // The CLI talks to people: its components' info logs (port-forwards, API calls) are noise here.
+  if (!process.env.RDBG_LOG_LEVEL) setLevel(debug ? 'debug' : 'warn');
   const args = argv.filter((a) => a !== '--debug');
   const name = args[0] ?? 'help';
   const run = commands[name === '--help' || name === '-h' ? 'help' : name];

@@ -272,6 +272,25 @@ t.test('rdbg on Kubernetes', async (t) => {
     t.match(out.agent, /^(16|7) /, `AgentArrive with a bogus token: refused (${out.agent})`);
   });
 
+  await t.test('rdbg doctor: what would fail, before anything changes', async (t) => {
+    const ok = await admin.rdbg(['doctor', '-n', ns], { check: false });
+    t.equal(ok.code, 0, ok.stdout);
+    t.match(ok.stdout, /ok +webhook +a pod marked for injection \(named port\) gets the agent/, 'the apiserver reaches the webhook (dry run)');
+    t.match(ok.stdout, /ok +dns +cluster DNS through the manager: kubernetes\.default\.svc\.cluster\.local -> 10\.96\.0\.1/);
+    t.match(ok.stdout, /Nothing in the way/);
+    const strict = await c.namespace(t, 'doctor-psa');
+    await c.kubectl(['label', 'ns', strict, 'pod-security.kubernetes.io/enforce=restricted']);
+    const psa = await admin.rdbg(['doctor', '-n', strict], { check: false });
+    t.match(psa.stdout, /ok +webhook +a pod marked for injection \(named port\) gets the agent .*enforce: restricted/, 'the agent passes the restricted profile');
+    t.match(psa.stdout, /WARN +pod security .*numeric port.*NET_ADMIN/, 'a numeric targetPort needs NET_ADMIN, which restricted rejects');
+    const user = laptop(c, t, c.info.USER_KUBECONFIG);
+    const denied = await user.rdbg(['doctor', '-n', ns], { check: false });
+    t.equal(denied.code, 1, 'the namespace-scoped user: exit 1');
+    t.match(denied.stdout, /FAIL +rbac +you may not create pods\/portforward in rdbg/);
+    t.match(denied.stdout, /FAIL +rbac +you may not patch deployments\.apps in /);
+    t.match(denied.stdout, /problem\(s\) would make rdbg fail here/);
+  });
+
   await t.test('rdbg uninstall WORKLOAD restores the pod template exactly', async (t) => {
     const st = await c.kubectlJson<{ spec: { template: object } }>(['-n', ns, 'get', 'deploy', 'echo']);
     t.ok(JSON.stringify(st.spec.template).includes('rdbg.dev/inject'), 'marked before');

@@ -150,7 +150,8 @@ async function checkInjection(ctx: Ctx, managerUp: boolean): Promise<void> {
     } catch (err) {
       const e = kubeError(err, `dry-run of an injected pod (${kind}) in ${ctx.ns}`);
       if (/PodSecurity|violates/i.test(e.message)) {
-        add(ctx, 'pod security', 'fail', `namespace ${ctx.ns} (enforce: ${enforce}) would reject the agent for a ${kind}: ${e.message.replace(/^.*?forbidden: /, '')}`,
+        // a numeric targetPort needs NET_ADMIN; a named one needs nothing, so only the latter is fatal
+        add(ctx, 'pod security', kind === 'numeric port' ? 'warn' : 'fail', `namespace ${ctx.ns} (enforce: ${enforce}) would reject the agent for a ${kind}: ${e.message.replace(/^.*?forbidden: /, '')}`,
           kind === 'numeric port' ? 'give the Service a named targetPort (the agent then needs no NET_ADMIN), or relax the namespace to privileged' : 'ask an admin to relax the namespace\'s pod-security.kubernetes.io/enforce label');
       } else {
         add(ctx, 'webhook', 'skip', e.message);

@@ -18,7 +18,7 @@ import { PodForwarder } from '../../src/kube/forwarder';
 import { kubeError, Workloads } from '../../src/kube/workloads';
 import { setClaim } from '../../src/kube/injection';
 import type { ClaimHook } from './intercepts';
-import { MANAGER_GRPC_PORT, MANAGER_DATA_PORT, MANAGER_SELECTOR } from '../../src/kube/names';
+import { MANAGER_SELECTOR, PORTS } from '../../src/kube/manifests';
 
 const log = logger('userd.kube');
 
@@ -77,13 +77,13 @@ export async function openKubeTransport(target: KubeOptions, managerNamespace: s
     forwarders.push(f);
     return f.address;
   };
-  const control = await forward(MANAGER_GRPC_PORT);
+  const control = await forward(PORTS.grpc);
   let data: string;
   if (direct) {
     const { host } = splitHostPort(direct, '--manager');
-    data = `${host.includes(':') ? `[${host}]` : host}:${MANAGER_DATA_PORT}`;
+    data = `${host.includes(':') ? `[${host}]` : host}:${PORTS.data}`;
   } else {
-    data = await forward(MANAGER_DATA_PORT);
+    data = await forward(PORTS.data);
   }
   const neverRoute = await addressesOf(kube.server);
   log.info('kubernetes transport ready', { context: kube.context, managerNamespace, control, data, apiserver: kube.server });

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { claimAnnotation } from '../../src/kube/marks';
 import * as grpc from '@grpc/grpc-js';
 import { logger } from '../../src/core/log';
 import { apiReason, apiStatus, type KubeApi } from './api';
@@ -6,11 +6,7 @@ import type { AuthError } from './auth';
 
 const log = logger('manager.claims');
 
-/** The annotation a client puts on a workload to show it may intercept it: key and value for one session. */
-export function claimAnnotation(sessionId: string): { key: string; value: string } {
-  const hash = createHash('sha256').update(sessionId).digest('hex');
-  return { key: `rdbg.dev/claim-${hash.slice(0, 12)}`, value: hash };
-}
+export { claimAnnotation };
 
 type Reader = (name: string, namespace: string) => Promise<{ metadata?: { annotations?: Record<string, string> } }>;
 

@@ -3,9 +3,8 @@
 // reason it is left alone. The webhook server only transports the answer.
 import { pointerToken, type Container, type ContainerPort, type EnvVar, type PatchOp, type Pod, type ProbeLike } from './pod';
 
-export const INJECT_LABEL = 'rdbg.dev/inject';
-export const AGENT_PORT_ANNOTATION = 'rdbg.dev/agent-port';
-export const WORKLOAD_ANNOTATION = 'rdbg.dev/workload';
+import { AGENT_PORT_ANNOTATION, INJECT_LABEL, WORKLOAD_ANNOTATION } from '../../src/kube/marks';
+export { AGENT_PORT_ANNOTATION, INJECT_LABEL, WORKLOAD_ANNOTATION };
 export const INJECTED_ANNOTATION = 'rdbg.dev/injected';
 export const AGENT_CONTAINER = 'rdbg-agent';
 export const INIT_CONTAINER = 'rdbg-agent-init';

@@ -6,12 +6,11 @@
 import * as k8s from '@kubernetes/client-node';
 import { Codes, RdbgError } from '../core/errors';
 import { KubeClient } from './apply';
-import { unmarkPatch, type MarkedWorkload } from './marks';
+import { claimAnnotation, unmarkPatch, type MarkedWorkload } from './marks';
 import {
   AGENT_PORT_ANNOTATION,
   apiVersionOf,
   CLAIM_PREFIX,
-  claimFor,
   describe,
   INJECT_LABEL,
   kubeError,
@@ -106,7 +105,7 @@ export async function removeAgent(ws: Workloads, w: WorkloadRef, progress: Progr
 
 /** The claim that lets this session intercept the workload (needs patch rights on it). */
 export async function setClaim(ws: Workloads, w: WorkloadRef, sessionId: string, on: boolean): Promise<void> {
-  const { key, value } = claimFor(sessionId);
+  const { key, value } = claimAnnotation(sessionId);
   await mergePatch(ws, w, { metadata: { annotations: { [key]: on ? value : null } } }, on ? 'claiming' : 'releasing the claim on');
 }
 

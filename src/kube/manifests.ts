@@ -45,6 +45,8 @@ export function labels(version: string): Record<string, string> {
 
 /** The manager pods' selector: stable across versions (a Deployment's selector is immutable). */
 export const SELECTOR = { 'app.kubernetes.io/name': 'rdbg', 'app.kubernetes.io/component': 'manager' };
+/** The same, as a label selector: how the CLI finds the manager pod to port-forward to. */
+export const MANAGER_SELECTOR = Object.entries(SELECTOR).map(([k, v]) => `${k}=${v}`).join(',');
 
 /** Read-only access to what the manager watches; token and access reviews for agents and clients. */
 export const MANAGER_RULES = [

@@ -1,6 +1,7 @@
 // The marks rdbg puts on a workload (docs/kubernetes.md, "Injection" and
 // "Intercept permission") and the JSON patch that takes exactly those off
 // again, so that the pod template is as it was before rdbg touched it.
+import { createHash } from 'node:crypto';
 import type { JsonPatchOp } from './apply';
 
 export const INJECT_LABEL = 'rdbg.dev/inject';
@@ -8,6 +9,16 @@ export const INJECT_VALUE = 'enabled';
 export const AGENT_PORT_ANNOTATION = 'rdbg.dev/agent-port';
 export const WORKLOAD_ANNOTATION = 'rdbg.dev/workload';
 export const CLAIM_PREFIX = 'rdbg.dev/claim-';
+
+/**
+ * The annotation a client puts on a workload to show it may intercept it, for
+ * one session: the session id is a secret of the client and the manager, its
+ * hash reveals nothing (docs/kubernetes.md, "Intercept permission").
+ */
+export function claimAnnotation(sessionId: string): { key: string; value: string } {
+  const hash = createHash('sha256').update(sessionId).digest('hex');
+  return { key: CLAIM_PREFIX + hash.slice(0, 12), value: hash };
+}
 
 export interface MarkedWorkload {
   kind: string;

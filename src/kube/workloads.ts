@@ -4,11 +4,9 @@
 // (docs/kubernetes.md, "Injection"); and the claim that proves the user may
 // patch the workload ("Intercept permission").
 import * as k8s from '@kubernetes/client-node';
-import { createHash } from 'node:crypto';
 import { Codes, RdbgError } from '../core/errors';
 
 import { kubeError as apiError, statusOf } from './apply';
-import { CLAIM_PREFIX } from './marks';
 export { AGENT_PORT_ANNOTATION, CLAIM_PREFIX, INJECT_LABEL, WORKLOAD_ANNOTATION } from './marks';
 
 export type WorkloadKind = 'Deployment' | 'StatefulSet' | 'ReplicaSet' | 'DaemonSet' | 'Pod';
@@ -51,11 +49,6 @@ export function describe(w: WorkloadRef): string {
   return `${w.kind.toLowerCase()}/${w.name} in namespace ${w.namespace}`;
 }
 
-/** The claim annotation of a session: its key and value (docs/kubernetes.md). */
-export function claimFor(sessionId: string): { key: string; value: string } {
-  const value = createHash('sha256').update(sessionId).digest('hex');
-  return { key: CLAIM_PREFIX + value.slice(0, 12), value };
-}
 
 const FORBIDDEN = 'ask a cluster admin for the right, or see what "rdbg doctor" says';
 

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Cluster, cluster, repoRoot, waitFor } from './cluster-helper';
 import { PROTOCOL, VERSION } from '../../src/core/version';
+import { MANAGER_RULES } from '../../src/kube/manifests';
 
 // The traffic manager's Kubernetes mode against the real apiserver: it runs as
 // a process in the node's network namespace with a least-privilege service
@@ -17,14 +18,8 @@ type Reply = { ok: true; res: Record<string, unknown> } | { ok: false; code: num
 
 const GRPC = { OK: 0, NOT_FOUND: 5, PERMISSION_DENIED: 7, UNAUTHENTICATED: 16 };
 
-const ROLE_RULES = [
-  { apiGroups: [''], resources: ['nodes', 'namespaces', 'services', 'pods'], verbs: ['get', 'list', 'watch'] },
-  { apiGroups: ['discovery.k8s.io'], resources: ['endpointslices'], verbs: ['get', 'list', 'watch'] },
-  { apiGroups: ['apps'], resources: ['deployments', 'statefulsets', 'replicasets', 'daemonsets'], verbs: ['get', 'list', 'watch'] },
-  { apiGroups: ['networking.k8s.io'], resources: ['servicecidrs'], verbs: ['get', 'list', 'watch'] },
-  { apiGroups: ['authentication.k8s.io'], resources: ['tokenreviews'], verbs: ['create'] },
-  { apiGroups: ['authorization.k8s.io'], resources: ['subjectaccessreviews'], verbs: ['create'] },
-];
+// the manager's own ClusterRole, as installed: the test proves it is enough
+const ROLE_RULES = MANAGER_RULES;
 
 function podSpec(opts: { labelled: boolean; image: string }): object {
   return {

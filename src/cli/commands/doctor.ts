@@ -14,7 +14,7 @@ import { managerPackage, type ManagerClient } from '../../rpc/services';
 import { loadKube, type Kube } from '../../kube/config';
 import { PodForwarder } from '../../kube/forwarder';
 import { AGENT_CONTAINER } from '../../kube/injection';
-import { MANAGER_GRPC_PORT, MANAGER_NAME, MANAGER_SELECTOR } from '../../kube/names';
+import { MANAGER as MANAGER_NAME, MANAGER_SELECTOR, PORTS } from '../../kube/manifests';
 import { AGENT_PORT_ANNOTATION, INJECT_LABEL, WORKLOAD_ANNOTATION, kubeError } from '../../kube/workloads';
 import type { ClusterInfo__Output } from '../../gen/rdbg/v1/ClusterInfo';
 import type { DNSResponse__Output } from '../../gen/rdbg/v1/DNSResponse';
@@ -161,7 +161,7 @@ async function checkInjection(ctx: Ctx, managerUp: boolean): Promise<void> {
 }
 
 async function clusterInfo(ctx: Ctx): Promise<ClusterInfo__Output | undefined> {
-  const fwd = await PodForwarder.start(ctx.kube, { namespace: ctx.mns, selector: MANAGER_SELECTOR, port: MANAGER_GRPC_PORT });
+  const fwd = await PodForwarder.start(ctx.kube, { namespace: ctx.mns, selector: MANAGER_SELECTOR, port: PORTS.grpc });
   const port = fwd.port;
   const Manager = managerPackage().Manager;
   const client = new Manager(`127.0.0.1:${port}`, grpc.credentials.createInsecure()) as unknown as ManagerClient;

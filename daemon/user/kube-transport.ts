@@ -85,7 +85,9 @@ export async function openKubeTransport(target: KubeOptions, managerNamespace: s
   } else {
     data = await forward(PORTS.data);
   }
+  // the apiserver carries the port-forwards and the direct address the data plane: neither may go into the TUN
   const neverRoute = await addressesOf(kube.server);
+  if (direct) neverRoute.push(splitHostPort(direct, '--manager').host.replace(/^\[|\]$/g, ''));
   log.info('kubernetes transport ready', { context: kube.context, managerNamespace, control, data, apiserver: kube.server });
   return {
     context: kube.context,

@@ -157,7 +157,11 @@ export class RootEngine extends EventEmitter {
       lookup: (name, qtype) => this.h2!.dns(name, qtype).catch(() => this.session!.lookup(name, qtype)),
     });
     await this.dns.start();
-    this.session.on('grant', (g: SessionGrant__Output) => g.cluster && this.dns?.update(g.cluster));
+    this.session.on('grant', (g: SessionGrant__Output) => {
+      if (!g.cluster) return;
+      this.dns?.update(g.cluster);
+      this.followSubnets(g);
+    });
     // Without the user daemon there is no session to carry flows: after a grace
     // period (a restart of the user daemon) give the laptop back its network.
     let orphaned: NodeJS.Timeout | undefined;
@@ -169,6 +173,43 @@ export class RootEngine extends EventEmitter {
       orphaned = undefined;
     });
     log.info('root daemon ready', { tun: this.tun.name, address: this.tunIp, routes: this.routes, dns: this.dns.mode });
+  }
+
+  /** The manager saw the cluster's subnets change (a new ServiceCIDR, a new node): route what is new, drop what is gone. */
+  private followSubnets(g: SessionGrant__Output): void {
+    let plan;
+    try {
+      plan = planRoutes({
+        serviceSubnets: g.cluster!.service_subnets,
+        podSubnets: g.cluster!.pod_subnets,
+        alsoProxy: this.opts.alsoProxy,
+        neverProxy: this.opts.neverProxy,
+        managerAddresses: g.manager_addresses,
+        existing: this.platform.routes().filter((r) => r.dev !== this.opts.tunName),
+        tunName: this.opts.tunName,
+        allowConflicts: this.opts.allowConflicts,
+      });
+    } catch (err) {
+      log.warn('the cluster\'s new subnets are not routed', { err: errorMessage(err) });
+      return;
+    }
+    const wanted = plan.routes.filter((c) => c.family === 4 || this.tunIp6).map((c) => c.text);
+    for (const cidr of wanted.filter((c) => !this.routes.includes(c))) {
+      this.record({ id: `route:${cidr}`, kind: 'route', data: { cidr, dev: this.tun!.name } });
+      this.platform.addRoute(cidr, this.tun!.name);
+      this.routes.push(cidr);
+      log.info('route added: the cluster grew', { cidr });
+    }
+    for (const cidr of this.routes.filter((c) => !wanted.includes(c))) {
+      try {
+        this.platform.deleteRoute(cidr, this.tun!.name);
+      } catch (err) {
+        log.warn('could not remove a route', { cidr, err: errorMessage(err) });
+      }
+      this.journal.remove(`route:${cidr}`);
+      this.routes.splice(this.routes.indexOf(cidr), 1);
+      log.info('route removed: the cluster shrank', { cidr });
+    }
   }
 
   private async openUdp(host: string, port: number, source: string): Promise<DatagramChannel> {

@@ -194,9 +194,11 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
     send();
     link.on('session', send);
     link.on('lost', send);
+    link.on('cluster', send);
     call.on('cancelled', () => {
       link.removeListener('session', send);
       link.removeListener('lost', send);
+      link.removeListener('cluster', send);
     });
     call.on('error', () => undefined);
   };

@@ -15,6 +15,8 @@ const RPC_DEADLINE_MS = 5_000;
 const RETRY_MIN_MS = 250;
 const RETRY_MAX_MS = 2_000;
 const MAX_EVENTS = 20;
+/** The manager watches the cluster's subnets and namespaces; the link asks for them every this many heartbeats. */
+const CLUSTER_INFO_EVERY = 5;
 
 export type LinkState = 'CONNECTING' | 'CONNECTED' | 'RECONNECTING' | 'DISCONNECTED';
 
@@ -54,6 +56,7 @@ export class ManagerLink extends EventEmitter {
   private timer?: NodeJS.Timeout;
   private closed = false;
   private retryMs = RETRY_MIN_MS;
+  private beats = 0;
 
   constructor(readonly opts: LinkOptions) {
     super();
@@ -140,7 +143,10 @@ export class ManagerLink extends EventEmitter {
           resolve(!err);
         }),
       );
-      if (ok) return this.scheduleHeartbeat();
+      if (ok) {
+        if (++this.beats % CLUSTER_INFO_EVERY === 0) this.refreshCluster();
+        return this.scheduleHeartbeat();
+      }
     }
     try {
       await this.arrive();
@@ -156,6 +162,17 @@ export class ManagerLink extends EventEmitter {
       this.retryMs = Math.min(RETRY_MAX_MS, this.retryMs * 2);
       this.scheduleHeartbeat(this.retryMs);
     }
+  }
+
+  /** Emits 'cluster' when the subnets, domain or namespaces the manager announces have changed. */
+  private refreshCluster(): void {
+    this.client.getClusterInfo({ session_id: this.sessionId }, deadline(), (err, info) => {
+      if (err || !info || JSON.stringify(info) === JSON.stringify(this.cluster)) return;
+      log.info('the cluster changed', { serviceSubnets: info.service_subnets, podSubnets: info.pod_subnets, namespaces: info.namespaces.length });
+      this.event(`cluster changed: subnets ${[...info.service_subnets, ...info.pod_subnets].join(', ')}`);
+      this.cluster = info;
+      this.emit('cluster', info);
+    });
   }
 
   /** Called by anyone who sees the transport fail, to start reconnecting at once. */

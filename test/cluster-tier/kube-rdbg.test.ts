@@ -129,6 +129,17 @@ t.test('rdbg on Kubernetes', async (t) => {
     t.equal(st.root?.tun_device ? 'tun' : 'none', 'tun', 'TUN device up');
   });
 
+  await t.test('a new service range in the cluster is routed without reconnecting', async (t) => {
+    const extra = { apiVersion: 'networking.k8s.io/v1', kind: 'ServiceCIDR', metadata: { name: 'rdbg-test-extra' }, spec: { cidrs: ['10.97.0.0/24'] } };
+    await c.kubectl(['apply', '-f', '-'], { input: JSON.stringify(extra) });
+    t.teardown(() => c.kubectl(['delete', 'servicecidr', 'rdbg-test-extra', '--ignore-not-found', '--wait=false'], { check: false }));
+    const routes = async (): Promise<string[]> => (JSON.parse((await admin.rdbg(['status', '-o', 'json'])).stdout).root?.routes ?? []).map((r: { cidr: string }) => r.cidr);
+    t.ok(await waitFor('the new range routed', async () => (await routes()).includes('10.97.0.0/24'), 60_000, 1000), 'routed into the TUN');
+    await c.kubectl(['delete', 'servicecidr', 'rdbg-test-extra', '--wait=true', '--timeout=60s']);
+    t.ok(await waitFor('the range unrouted', async () => !(await routes()).includes('10.97.0.0/24'), 60_000, 1000), 'and removed when it is gone');
+    t.ok((await routes()).includes(c.info.SERVICE_CIDR), 'the original range stays');
+  });
+
   await t.test('curl, dig and redis-cli by name, cluster IP and pod IP', async (t) => {
     for (const host of ['echo', `echo.${ns}`, `echo.${ns}.svc.cluster.local`]) {
       const r = await c.laptop('curl', ['-sS', '--max-time', '10', `http://${host}/by-name`]);

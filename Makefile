@@ -48,6 +48,8 @@ test: deps build cluster-build
 
 bench: deps build
 	node dist/bench/run.js
+	bash test/cluster/up.sh
+	node dist/bench/kube.js
 
 # rdbg end to end in network namespaces: connect, DNS, a header intercept.
 demo: deps build cluster-build

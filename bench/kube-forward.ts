@@ -10,7 +10,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadKube } from '../src/kube/config';
 import { PodForwarder } from '../src/kube/forwarder';
@@ -24,6 +24,32 @@ const PINGS = Number(process.env.BENCH_PINGS ?? 2000);
 const CONNECTS = 20;
 
 const median = (xs: number[]): number => percentile(xs, 50);
+
+/** The cluster processes on the data path, by a word of their command line. */
+const CLUSTER_PROCS = { apiserver: 'kube-apiserver', kubelet: 'kubelet', containerd: 'containerd' } as const;
+type CpuWho = keyof typeof CLUSTER_PROCS | 'forwarder' | 'client';
+
+function findPid(word: string): number | undefined {
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const argv = readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0');
+      if (argv.slice(0, 3).some((a) => a === word || a.endsWith(`/${word}`))) return Number(d);
+    } catch { /* gone */ }
+  }
+  return undefined;
+}
+
+/** CPU seconds (user + system) a process has used so far. */
+function cpuSeconds(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
 
 function inNetns(name: string): boolean {
   try {
@@ -58,12 +84,15 @@ function startForwarder(cmd: string, args: string[], portOf: (out: string) => nu
   });
 }
 
-interface PathFigures { mbps: number[]; p50: number[]; p99: number[]; connect: number[] }
+interface PathFigures { mbps: number[]; p50: number[]; p99: number[]; connect: number[]; cpu: Array<Partial<Record<CpuWho, number>>> }
 
-async function measure(port: number, into: PathFigures): Promise<void> {
+/** Runs every measurement once; `pids` are the processes whose CPU time the bulk echo is charged. */
+async function measure(port: number, into: PathFigures, pids: Partial<Record<CpuWho, number>>): Promise<void> {
+  const before = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuSeconds(pid)]));
   const bulk = await bulkEcho(port, BULK_BYTES);
   if (bulk.sentSha !== bulk.gotSha) throw new Error('bulk echo: checksum mismatch');
   into.mbps.push(bulk.mbps);
+  into.cpu.push(Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, +(cpuSeconds(pid) - before[k]).toFixed(2)])));
   const rtt = await pingPong(port, PINGS);
   into.p50.push(percentile(rtt, 50));
   into.p99.push(percentile(rtt, 99));
@@ -91,21 +120,26 @@ async function main(): Promise<void> {
     const kubectl = await startForwarder(info.KUBECTL, ['--kubeconfig', info.ADMIN_KUBECONFIG, '-n', ns, 'port-forward', `pod/${pod}`, ':9000'],
       (out) => Number(/Forwarding from 127\.0\.0\.1:(\d+)/.exec(out)?.[1]) || undefined);
     children.push(kubectl.child);
-    const rdbg = await startForwarder(process.execPath, [__filename, '--serve', info.ADMIN_KUBECONFIG, ns, 'app=tcp-echo', '9000'],
+    // BENCH_FORWARDER_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", profiles the forwarder.
+    const nodeArgs = (process.env.BENCH_FORWARDER_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    const rdbg = await startForwarder(process.execPath, [...nodeArgs, __filename, '--serve', info.ADMIN_KUBECONFIG, ns, 'app=tcp-echo', '9000'],
       (out) => Number(/"port":(\d+)/.exec(out)?.[1]) || undefined);
     children.push(rdbg.child);
 
-    const figures = { rdbg: { mbps: [], p50: [], p99: [], connect: [] } as PathFigures, kubectl: { mbps: [], p50: [], p99: [], connect: [] } as PathFigures };
+    const figures = { rdbg: { mbps: [], p50: [], p99: [], connect: [], cpu: [] } as PathFigures, kubectl: { mbps: [], p50: [], p99: [], connect: [], cpu: [] } as PathFigures };
+    const shared: Partial<Record<CpuWho, number>> = { client: process.pid };
+    for (const [k, word] of Object.entries(CLUSTER_PROCS)) shared[k as CpuWho] = findPid(word);
     for (const port of [kubectl.port, rdbg.port]) await pingPong(port, 200); // warm both paths up
     for (let r = 0; r < ROUNDS; r++) {
       const order = r % 2 === 0 ? (['kubectl', 'rdbg'] as const) : (['rdbg', 'kubectl'] as const);
       for (const path of order) {
         process.stderr.write(`round ${r + 1}/${ROUNDS}: ${path}\n`);
-        await measure(path === 'rdbg' ? rdbg.port : kubectl.port, figures[path]);
+        const forwarder = (path === 'rdbg' ? rdbg : kubectl).child.pid;
+        await measure(path === 'rdbg' ? rdbg.port : kubectl.port, figures[path], { ...shared, forwarder });
       }
     }
 
-    const m = (p: 'rdbg' | 'kubectl', k: keyof PathFigures): number => median(figures[p][k]);
+    const m = (p: 'rdbg' | 'kubectl', k: Exclude<keyof PathFigures, 'cpu'>): number => median(figures[p][k]);
     const tput = m('rdbg', 'mbps') / m('kubectl', 'mbps');
     const lat50 = m('rdbg', 'p50') / m('kubectl', 'p50');
     const lat99 = m('rdbg', 'p99') / m('kubectl', 'p99');
@@ -121,13 +155,24 @@ async function main(): Promise<void> {
       '|---|---|---|---|---|---|---|',
       ...rows.map((r) => `| ${r.metric} | ${r.path} | ${fmt(r.value)} | ${fmt(r.reference)} | ${r.vs} | ${r.goal} | ${r.pass ? 'yes' : 'NO'} |`),
     ].join('\n');
-    process.stdout.write(`\n${table}\n\nrounds: ${ROUNDS}; raw: ${JSON.stringify(figures)}\n`);
+    // Where the CPU goes during one bulk echo (median seconds per process): the machine's cores are the limit.
+    const cpuTable = (['rdbg', 'kubectl'] as const).map((p) => {
+      const who = Object.keys(figures[p].cpu[0] ?? {}) as CpuWho[];
+      return `${p}: ${who.map((w) => `${w} ${median(figures[p].cpu.map((c) => c[w] ?? 0)).toFixed(2)}`).join(', ')}`;
+    }).join('\n');
+    process.stdout.write(`\n${table}\n\nCPU s per bulk echo (median):\n${cpuTable}\n\nrounds: ${ROUNDS}; raw: ${JSON.stringify(figures)}\n`);
     const dir = join(__dirname, '../../bench/results');
     mkdirSync(dir, { recursive: true });
     writeFileSync(join(dir, 'kube-forward.json'), JSON.stringify({ date: new Date().toISOString(), rounds: ROUNDS, bulkBytes: BULK_BYTES, pings: PINGS, rows, raw: figures }, null, 2) + '\n');
     writeFileSync(join(dir, 'kube-forward.md'), table + '\n');
   } finally {
-    for (const child of children) child.kill('SIGTERM');
+    // Our forwarder exits cleanly when its stdin closes (so --cpu-prof can write); kubectl needs a signal.
+    await Promise.all(children.map((child) => new Promise<void>((resolve) => {
+      if (child.exitCode !== null) { resolve(); return; }
+      const timer = setTimeout(() => { child.kill('SIGTERM'); resolve(); }, 3000);
+      child.once('exit', () => { clearTimeout(timer); resolve(); });
+      child.stdin?.end();
+    })));
     await c.kubectl(['delete', 'namespace', ns, '--wait=false'], { check: false });
   }
 }

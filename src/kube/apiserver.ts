@@ -5,6 +5,8 @@
  * and client certificates, bearer tokens and the cluster CA all apply.
  */
 import * as https from 'node:https';
+import * as net from 'node:net';
+import * as tls from 'node:tls';
 import WebSocket from 'ws';
 import { Codes, RdbgError, errorMessage } from '../core/errors';
 import type { Kube } from './config';
@@ -63,6 +65,46 @@ export async function probeApiserver(kube: Kube, timeoutMs = 10_000): Promise<{ 
   });
 }
 
+/**
+ * What a new TLS connection to one apiserver can reuse: the parsed
+ * credentials (building a SecureContext parses the CA, certificate and key)
+ * and the last session ticket, so that the next handshake is a resumption.
+ * Port-forwards open a connection per forwarded TCP connection, so this is
+ * on the time-to-first-byte of every one of them.
+ */
+interface TlsReuse {
+  material: Array<unknown>;
+  context: tls.SecureContext;
+  session?: Buffer;
+}
+const tlsReuse = new WeakMap<Kube, TlsReuse>();
+
+/** A ws createConnection that reuses the SecureContext and session of earlier connections to the same apiserver. */
+function reusingTlsConnect(kube: Kube): (opts: tls.ConnectionOptions & { host?: string }) => tls.TLSSocket {
+  return (opts) => {
+    const material = [opts.ca, opts.cert, opts.key, opts.pfx, opts.passphrase];
+    let reuse = tlsReuse.get(kube);
+    // Credentials can change (a rotated client certificate): then start over.
+    if (!reuse || reuse.material.some((m, i) => !sameMaterial(m, material[i]))) {
+      reuse = { material, context: tls.createSecureContext({ ca: opts.ca, cert: opts.cert, key: opts.key, pfx: opts.pfx, passphrase: opts.passphrase }) };
+      tlsReuse.set(kube, reuse);
+    }
+    const entry = reuse;
+    // As ws does: no SNI for an IP address (RFC 6066).
+    const servername = opts.servername ?? (opts.host && !net.isIP(opts.host) ? opts.host : '');
+    const socket = tls.connect({ ...opts, path: undefined, servername, secureContext: entry.context, session: entry.session });
+    socket.on('session', (session: Buffer) => { entry.session = session; });
+    return socket;
+  };
+}
+
+function sameMaterial(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (Buffer.isBuffer(a) && Buffer.isBuffer(b)) return a.equals(b);
+  if (Array.isArray(a) && Array.isArray(b)) return a.length === b.length && a.every((x, i) => sameMaterial(x, b[i]));
+  return false;
+}
+
 export interface WebSocketOptions {
   /** how long the TCP+TLS+upgrade handshake may take */
   handshakeTimeoutMs?: number;
@@ -91,6 +133,12 @@ export async function openWebSocket(kube: Kube, path: string, protocols: string[
     maxPayload: 64 * 1024 * 1024,
   };
   await kube.kc.applyToHTTPSOptions(wsOpts);
+  // client-node hands a new https.Agent per call, which neither keeps sessions nor parsed
+  // credentials; replace it unless it is a proxy's agent.
+  if (url.startsWith('wss:') && !kube.kc.getCurrentCluster()?.proxyUrl) {
+    delete wsOpts.agent;
+    wsOpts.createConnection = reusingTlsConnect(kube) as unknown as WebSocket.ClientOptions['createConnection'];
+  }
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url, protocols, wsOpts);
     opts.onCreate?.(ws);

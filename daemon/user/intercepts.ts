@@ -5,6 +5,8 @@ import type { InterceptSpec } from '../../src/gen/rdbg/v1/InterceptSpec';
 import type { ManagerLink } from './manager-link';
 
 const log = logger('userd.intercepts');
+const RESTORE_RETRY_MS = 2_000;
+const RESTORE_TRIES = 30;
 
 /** Kubernetes mode: proves (or drops) this session's right to intercept a workload before the manager is asked. */
 export type ClaimHook = (spec: InterceptSpec, sessionId: string, on: boolean) => Promise<void>;
@@ -16,6 +18,9 @@ export type ClaimHook = (spec: InterceptSpec, sessionId: string, on: boolean) =>
 export class LocalIntercepts {
   /** By the id the manager gave; a restored intercept gets a new id. */
   private readonly held = new Map<string, InterceptSpec>();
+  /** Intercepts to take again after a reconnect that did not work yet. */
+  private pending: { spec: InterceptSpec; tries: number }[] = [];
+  private retry?: NodeJS.Timeout;
 
   constructor(
     private readonly link: ManagerLink,
@@ -25,7 +30,7 @@ export class LocalIntercepts {
   }
 
   get count(): number {
-    return this.held.size;
+    return this.held.size + this.pending.length;
   }
 
   async create(spec: InterceptSpec): Promise<InterceptInfo__Output> {
@@ -54,6 +59,7 @@ export class LocalIntercepts {
     for (const [k, spec] of [...this.held]) {
       if (id ? k === id : spec.workload === workload && spec.namespace === ns) this.held.delete(k);
     }
+    this.pending = this.pending.filter((p) => !(p.spec.workload === released.workload && p.spec.namespace === released.namespace));
     return new Promise<void>((resolve, reject) =>
       this.link.client.removeIntercept(
         { session_id: this.link.sessionId, workload, namespace: ns, id },
@@ -69,21 +75,45 @@ export class LocalIntercepts {
   }
 
   async removeAll(): Promise<void> {
+    clearTimeout(this.retry);
+    this.pending = [];
     for (const [id, spec] of [...this.held]) {
       await this.remove(spec.workload!, spec.namespace!, id).catch(() => undefined);
     }
   }
 
+  /**
+   * Asks the (new) manager for every intercept again. One that fails (the
+   * manager is still starting, a port-forward is being re-established, the
+   * apiserver hiccups) is retried every 2 s for a minute before it is given
+   * up with a warning: a reconnect must not silently lose an intercept.
+   */
   private async restore(): Promise<void> {
-    const specs = [...this.held.values()];
+    clearTimeout(this.retry);
+    const specs = [...[...this.held.values()].map((spec) => ({ spec, tries: 0 })), ...this.pending];
     this.held.clear();
-    for (const spec of specs) {
-      try {
-        await this.create(spec);
-        log.info('intercept restored after reconnect', { workload: spec.workload });
-      } catch (err) {
-        log.warn('could not restore intercept', { workload: spec.workload, err: (err as grpc.ServiceError).details });
+    this.pending = [];
+    for (const p of specs) {
+      if (this.link.state !== 'CONNECTED') {
+        this.pending.push(p);
+        continue;
       }
+      try {
+        await this.create(p.spec);
+        log.info('intercept restored after reconnect', { workload: p.spec.workload, attempts: p.tries + 1 });
+      } catch (err) {
+        const e = err as grpc.ServiceError;
+        if (p.tries + 1 >= RESTORE_TRIES) {
+          log.error('intercept given up after reconnect', { workload: p.spec.workload, err: e.details ?? e.message });
+          continue;
+        }
+        log.warn('could not restore intercept yet; retrying', { workload: p.spec.workload, err: e.details ?? e.message });
+        this.pending.push({ spec: p.spec, tries: p.tries + 1 });
+      }
+    }
+    if (this.pending.length > 0) {
+      this.retry = setTimeout(() => void this.restore(), RESTORE_RETRY_MS);
+      this.retry.unref();
     }
   }
 }

@@ -5,7 +5,7 @@
 // StatefulSet behind a numeric targetPort, RBAC for users and pods, and
 // recovery after the manager pod is deleted.
 import t from 'tap';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cluster, repoRoot, waitFor, type Cluster, type ExecResult, type TestLike } from './cluster-helper';
@@ -257,6 +257,38 @@ t.test('rdbg on Kubernetes', async (t) => {
     t.equal(allowed.code, 0, allowed.stderr);
     await user.rdbg(['leave', 'mine'], { check: false });
     await user.rdbg(['uninstall', 'mine', '-n', c.info.USER_NAMESPACE], { check: false });
+  });
+
+  await t.test('an exec credential plugin; a missing manager is named with its fix', async (t) => {
+    // A kubeconfig whose user is an exec plugin (as with cloud CLIs): the plugin prints the admin's
+    // client certificate as an ExecCredential, and rdbg must run it to reach the cluster.
+    const adminCfg = (await c.laptop('cat', [c.info.ADMIN_KUBECONFIG])).stdout;
+    const field = (name: string): string => new RegExp(`${name}: (\\S+)`).exec(adminCfg)![1];
+    const dir = mkdtempSync(join(tmpdir(), 'rdbg-exec-'));
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    const plugin = join(dir, 'credential-plugin.sh');
+    const cred = { apiVersion: 'client.authentication.k8s.io/v1', kind: 'ExecCredential', status: {
+      clientCertificateData: Buffer.from(field('client-certificate-data'), 'base64').toString(),
+      clientKeyData: Buffer.from(field('client-key-data'), 'base64').toString() } };
+    writeFileSync(plugin, `#!/bin/sh\necho ran >> ${dir}/plugin-ran\ncat <<'EOF'\n${JSON.stringify(cred)}\nEOF\n`, { mode: 0o755 });
+    const execCfg = join(dir, 'exec.kubeconfig');
+    writeFileSync(execCfg, JSON.stringify({
+      apiVersion: 'v1', kind: 'Config', 'current-context': 'exec',
+      clusters: [{ name: 'c', cluster: { server: c.info.APISERVER_URL, 'certificate-authority-data': field('certificate-authority-data') } }],
+      users: [{ name: 'u', user: { exec: { apiVersion: 'client.authentication.k8s.io/v1', command: plugin, interactiveMode: 'Never' } } }],
+      contexts: [{ name: 'exec', context: { cluster: 'c', user: 'u', namespace: ns } }],
+    }));
+    const viaExec = laptop(c, t, execCfg);
+    const r = await viaExec.rdbg(['connect', '--socks', '1083']);
+    t.match(r.stdout, /Connected to traffic manager .* in context exec/, r.stdout + r.stderr);
+    const curl = await c.laptop('curl', ['-sS', '--max-time', '10', '--socks5-hostname', '127.0.0.1:1083', 'http://echo/via-exec-plugin']);
+    t.equal(JSON.parse(curl.stdout).name, 'echo', 'the cluster through a session opened with exec credentials');
+    t.ok((await c.laptop('cat', [join(dir, 'plugin-ran')])).stdout.includes('ran'), 'the plugin ran');
+    await viaExec.rdbg(['quit']);
+    const missing = await viaExec.rdbg(['connect', '--socks', '1083', '--manager-namespace', 'no-such-rdbg'], { check: false });
+    t.not(missing.code, 0);
+    t.match(missing.stderr, /no traffic manager in namespace no-such-rdbg/, missing.stderr);
+    t.match(missing.stderr, /rdbg manager install --namespace no-such-rdbg/, 'the command that fixes it');
   });
 
   await t.test('a pod without rights cannot use the manager', async (t) => {

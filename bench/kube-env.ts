@@ -6,11 +6,11 @@
  * and only that pod through (the cluster isolates the laptop link; see
  * test/cluster/up.sh).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { exec, repoRoot, type Cluster, type ExecResult } from '../test/cluster-tier/cluster-helper';
+import { exec, repoRoot, type Cluster, type ClusterInfo, type ExecResult } from '../test/cluster-tier/cluster-helper';
 
 /** Routes the bench adds carry this protocol number, so a run killed outright leaves nothing the next run misses. */
 export const ROUTE_PROTO = '199';
@@ -115,4 +115,17 @@ export function stop(child: ChildProcess): Promise<void> {
     child.kill('SIGTERM');
     setTimeout(() => child.kill('SIGKILL'), 3000).unref();
   });
+}
+
+/** Runs this bench inside the laptop network namespace (re-executing itself there when needed), as a laptop would. */
+export function inLaptopNetns(info: ClusterInfo): void {
+  let inside = false;
+  try {
+    inside = statSync('/proc/self/ns/net').ino === statSync(`/run/netns/${info.LAPTOP_NS}`).ino;
+  } catch {
+    inside = false;
+  }
+  if (inside) return;
+  const r = spawnSync('ip', ['netns', 'exec', info.LAPTOP_NS, process.execPath, process.argv[1], ...process.argv.slice(2)], { stdio: 'inherit' });
+  process.exit(r.status ?? 1);
 }

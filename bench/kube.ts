@@ -29,15 +29,15 @@
  *   node dist/bench/kube.js   (BENCH_ROUNDS=3 BENCH_BULK_MIB=256 BENCH_PINGS=2000
  *                              BENCH_MANAGER_NAMESPACE=rdbg BENCH_IMAGE=...)
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as http from 'node:http';
-import { mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { Cluster, readClusterEnv, type ExecResult } from '../test/cluster-tier/cluster-helper';
 import { CALLER_SOURCE, DOWNLOAD_PORT, ECHO_PORT, SERVER_SOURCE, download, oneRequest, percentile, pingPong } from './kube-load';
-import { Rdbg, Undo, openNodeForward, removeLeftovers, routePod, stop } from './kube-env';
+import { Rdbg, Undo, inLaptopNetns, openNodeForward, removeLeftovers, routePod, stop } from './kube-env';
 import type { BenchRow } from './row';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -51,14 +51,6 @@ const TARGET = 'bench-target';
 const median = (xs: number[]): number => percentile(xs, 50);
 const now = (): number => Number(process.hrtime.bigint()) / 1e6;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-function inNetns(name: string): boolean {
-  try {
-    return statSync('/proc/self/ns/net').ino === statSync(`/run/netns/${name}`).ino;
-  } catch {
-    return false;
-  }
-}
 
 function manifests(ns: string, serverImage: string, appImage: string): string {
   const server = {
@@ -182,10 +174,7 @@ interface Path {
 
 async function main(): Promise<void> {
   const info = readClusterEnv();
-  if (!inNetns(info.LAPTOP_NS)) {
-    const r = spawnSync('ip', ['netns', 'exec', info.LAPTOP_NS, process.execPath, __filename, ...process.argv.slice(2)], { stdio: 'inherit' });
-    process.exit(r.status ?? 1);
-  }
+  inLaptopNetns(info);
   const c = new Cluster(info);
   const undo = new Undo();
   for (const sig of ['SIGINT', 'SIGTERM'] as const) {

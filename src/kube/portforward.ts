@@ -48,15 +48,24 @@ export interface PortForwardOptions {
   halfCloseLingerMs?: number;
 }
 
-/** Opens a port-forward connection; rejects with a clear RdbgError when the apiserver refuses it. */
+/** Opens a v4 port-forward connection; rejects with a clear RdbgError when the apiserver refuses it. */
 export async function openPortForward(kube: Kube, target: PortForwardTarget, opts: PortForwardOptions = {}): Promise<PortForwardStream> {
+  const { ws, early } = await openPortForwardSocket(kube, target, [PORT_FORWARD_PROTOCOL], opts);
+  return new PortForwardStream(ws, target, opts.halfCloseLingerMs ?? 1000, early);
+}
+
+/**
+ * The WebSocket to the pod's portforward subresource, with whatever the
+ * server sent along with the upgrade (port prefixes, even data).
+ */
+export async function openPortForwardSocket(kube: Kube, target: PortForwardTarget, protocols: string[], opts: PortForwardOptions = {}): Promise<{ ws: WebSocket; early: Buffer[] }> {
+  // `ports` is for v4 (the SPDY path names the port per stream); harmless for SPDY.
   const path = `/api/v1/namespaces/${encodeURIComponent(target.namespace)}/pods/${encodeURIComponent(target.pod)}/portforward?ports=${target.port}`;
-  // The server's first messages (the port prefixes, even data) can arrive with the upgrade.
   const early: Buffer[] = [];
   const keep = (data: Buffer): void => { early.push(data); };
   let ws: WebSocket;
   try {
-    ws = await openWebSocket(kube, path, [PORT_FORWARD_PROTOCOL], {
+    ws = await openWebSocket(kube, path, protocols, {
       handshakeTimeoutMs: opts.handshakeTimeoutMs,
       onCreate: (socket) => socket.on('message', keep),
     });
@@ -64,7 +73,7 @@ export async function openPortForward(kube: Kube, target: PortForwardTarget, opt
     throw refusal(kube, target, err);
   }
   ws.off('message', keep);
-  return new PortForwardStream(ws, target, opts.halfCloseLingerMs ?? 1000, early);
+  return { ws, early };
 }
 
 /** Turns an apiserver refusal into what the user must know (RBAC verb, gone pod). */

@@ -315,21 +315,29 @@ export const SPDY3_DICTIONARY: Buffer = (() => {
 export class HeaderCodec {
   private readonly z: zlib.Deflate | zlib.Inflate;
   private failed?: Error;
+  /** calls not yet answered: a zlib error fails them all (zlib calls back no more after one) */
+  private readonly waiting = new Set<(err: Error) => void>();
 
   constructor(readonly mode: 'deflate' | 'inflate') {
     this.z = mode === 'deflate'
       ? zlib.createDeflate({ dictionary: SPDY3_DICTIONARY })
       : zlib.createInflate({ dictionary: SPDY3_DICTIONARY });
-    this.z.on('error', (err) => { this.failed = err; });
+    this.z.on('error', (err) => {
+      this.failed = new SpdyProtocolError(`header block: ${err.message}`);
+      for (const reject of this.waiting) reject(this.failed);
+      this.waiting.clear();
+    });
   }
 
   /** Compresses (or decompresses) one header block. */
   process(input: Buffer): Promise<Buffer> {
     return new Promise((resolve, reject) => {
       if (this.failed) { reject(this.failed); return; }
+      this.waiting.add(reject);
       this.z.write(input);
       this.z.flush(zlib.constants.Z_SYNC_FLUSH, () => {
-        if (this.failed) { reject(new SpdyProtocolError(`header block: ${this.failed.message}`)); return; }
+        this.waiting.delete(reject);
+        if (this.failed) { reject(this.failed); return; }
         const out: Buffer[] = [];
         for (let b = this.z.read() as Buffer | null; b !== null; b = this.z.read() as Buffer | null) out.push(b);
         resolve(Buffer.concat(out));

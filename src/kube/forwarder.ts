@@ -179,7 +179,8 @@ export class PodForwarder extends EventEmitter {
         const opening = openPodConnection(this.kube, target, { ...pf, idleMs: this.opts.tunnelIdleMs });
         tunnel = opening.then((c) => (c.kind === 'spdy' ? c.tunnel : undefined));
         this.tunnels.set(pod, tunnel);
-        tunnel.then((t) => this.track(pod, tunnel!, t), () => this.tunnels.delete(pod));
+        const entry = tunnel;
+        tunnel.then((t) => this.track(pod, entry, t), () => { if (this.tunnels.get(pod) === entry) this.tunnels.delete(pod); });
         const c = await opening;
         if (c.kind === 'v4') {
           log.info('the apiserver offers no SPDY tunnel: one WebSocket per connection (v4)', { name: this.name });

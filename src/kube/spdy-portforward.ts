@@ -29,6 +29,13 @@ export interface TunnelOptions {
   replyTimeoutMs?: number;
   /** close the tunnel after this long without streams (default 60 s; 0 = never) */
   idleMs?: number;
+  /**
+   * PING the kubelet this often while connections are open (default 30 s; 0 =
+   * never): keeps the runtime's idle timeout away from quiet connections and
+   * finds a dead tunnel (no answer within the interval) so new connections get
+   * a new one.
+   */
+  keepaliveMs?: number;
 }
 
 export type PodConnection = { kind: 'spdy'; tunnel: PortForwardTunnel } | { kind: 'v4'; stream: PortForwardStream };
@@ -50,6 +57,7 @@ export class PortForwardTunnel {
   readonly session: SpdySession;
   private requestId = 0;
   private idleTimer?: NodeJS.Timeout;
+  private keepalive?: NodeJS.Timeout;
   private readonly streams = new Set<SpdyPortForwardStream>();
 
   constructor(private readonly ws: WebSocket, readonly namespace: string, readonly pod: string, private readonly opts: TunnelOptions = {}, early: Buffer[] = []) {
@@ -64,6 +72,19 @@ export class PortForwardTunnel {
     ws.on('message', (data: Buffer) => this.session.receive(data));
     ws.on('close', (code, reason) => this.session.end(new Error(`the port-forward tunnel to pod ${namespace}/${pod} closed (${code}${reason.length ? ` ${reason.toString()}` : ''})`)));
     ws.on('error', (err) => this.session.end(err));
+    this.session.once('close', () => { clearTimeout(this.idleTimer); clearInterval(this.keepalive); });
+    const every = opts.keepaliveMs ?? 30_000;
+    if (every > 0) {
+      this.keepalive = setInterval(() => {
+        if (this.streams.size === 0) return;
+        this.session.ping(every).catch((err: unknown) => {
+          if (this.session.closed) return;
+          this.session.end(new Error(`the port-forward tunnel to pod ${namespace}/${pod} stopped answering PINGs: ${errorMessage(err)}`));
+          ws.terminate();
+        });
+      }, every);
+      this.keepalive.unref();
+    }
     this.armIdle();
   }
 
@@ -96,6 +117,7 @@ export class PortForwardTunnel {
 
   close(): void {
     clearTimeout(this.idleTimer);
+    clearInterval(this.keepalive);
     for (const s of this.streams) s.destroy();
     this.session.close();
   }

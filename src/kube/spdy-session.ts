@@ -264,10 +264,17 @@ export class SpdySession extends EventEmitter {
     const msg = this.out.length === 1 ? this.out[0] : Buffer.concat(this.out, this.outLength);
     this.out = [];
     this.outLength = 0;
-    const waiters = this.waiters;
-    this.waiters = [];
-    this.transport.send(msg, waiters.length > 0 ? () => { for (const w of waiters) w(); } : undefined);
+    this.transport.send(msg, this.onSent);
   }
+
+  /**
+   * Writers held above the high-water mark go on once the transport is below
+   * it again. A held writer implies bytes in flight, so a send completes later.
+   */
+  private readonly onSent = (): void => {
+    if (this.waiters.length === 0 || this.transport.bufferedAmount + this.outLength > this.highWater) return;
+    for (const w of this.waiters.splice(0)) w();
+  };
 
   writeData(stream: SpdyStream, chunks: Buffer[], fin: boolean, cb: (err?: Error | null) => void): void {
     if (this.closed || stream.closed || stream.localFin) {

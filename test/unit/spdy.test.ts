@@ -115,10 +115,15 @@ class FakeTransport implements SpdyTransport {
   paused = false;
   closed = false;
   sends = 0;
+  /** what bufferedAmount becomes once a send completes */
+  afterSend?: number;
   send(data: Buffer, cb?: (err?: Error) => void): void {
     this.sends++;
     this.peer.r.push(data);
-    if (cb) setImmediate(cb);
+    setImmediate(() => {
+      if (this.afterSend !== undefined) this.bufferedAmount = this.afterSend;
+      cb?.();
+    });
   }
   pause(): void { this.paused = true; }
   resume(): void { this.paused = false; }
@@ -263,6 +268,32 @@ t.test('flow control: once the peer speaks it, its windows bound what we send', 
   t.equal(tr.peer.got.data.at(-1)!.fin, true, 'FIN on the last frame');
   t.equal(stream.sendWindow, 10_000 + 10_000 + 50_000 - 25_000);
   t.equal(s.sendWindow, DEFAULT_WINDOW - 25_000, 'the session window is spent too');
+});
+
+t.test('backpressure: a writer held above the high-water mark goes on when the transport drains, with nothing else to send', async (t) => {
+  const tr = new FakeTransport();
+  const s = new SpdySession(tr, { sendHighWater: 1024 * 1024 });
+  const stream = await openedStream(tr, s);
+  tr.bufferedAmount = 2 * 1024 * 1024;
+  let done = false;
+  // Exactly one full frame: it is flushed inside the write, before the writer is held.
+  stream.write([Buffer.alloc(64 * 1024)], false, () => { done = true; });
+  t.notOk(done, 'held while the transport is over the mark');
+  await tick();
+  t.notOk(done, 'still held: the transport has not drained');
+  tr.bufferedAmount = 0;
+  tr.afterSend = 0;
+  stream.write([Buffer.alloc(10)], false, () => undefined);
+  await tick();
+  await tick();
+  t.ok(done, 'released by the next completed send once below the mark');
+  tr.bufferedAmount = 2 * 1024 * 1024;
+  tr.afterSend = 100;
+  done = false;
+  stream.write([Buffer.alloc(64 * 1024)], false, () => { done = true; });
+  await tick();
+  await tick();
+  t.ok(done, 'released by the completion of its own send (no other frame queued)');
 });
 
 t.test('backpressure: a full reader pauses the transport until it reads', async (t) => {

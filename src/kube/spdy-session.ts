@@ -3,8 +3,10 @@
  * WebSocket tunnel): opens streams, multiplexes their frames, answers PINGs,
  * and keeps the flow-control books.
  *
- * Flow control: we grant the peer window as our readers consume (a
- * WINDOW_UPDATE per half window, per stream and for the session). The peer's
+ * Flow control: we announce larger receive windows than SPDY/3.1's 64 KiB
+ * (SETTINGS for streams, a WINDOW_UPDATE for the session) and grant them back
+ * as our readers consume, a WINDOW_UPDATE per half window: with 64 KiB that
+ * was two tiny frames (and transport messages) per 32 KiB of data. The peer's
  * windows are honoured once it shows it does flow control (a WINDOW_UPDATE
  * or a SETTINGS initial window). moby/spdystream, the peer in Kubernetes,
  * never sends either and never looks at ours, so against it our sends are
@@ -15,7 +17,7 @@
 import { EventEmitter } from 'node:events';
 import {
   DEFAULT_WINDOW, FLAG_FIN, FrameReader, FrameType, HeaderCodec, MAX_FRAME_LENGTH, RstStatus, SETTINGS_INITIAL_WINDOW_SIZE,
-  SpdyProtocolError, dataFrameHeader, decodeHeaderBlock, encodeHeaderBlock, goAwayFrame, pingFrame, rstStreamFrame, synStreamFrame,
+  SpdyProtocolError, dataFrameHeader, decodeHeaderBlock, encodeHeaderBlock, goAwayFrame, pingFrame, rstStreamFrame, settingsFrame, synStreamFrame,
   windowUpdateFrame, type ControlFrame, type Headers,
 } from './spdy-frames';
 
@@ -36,6 +38,9 @@ export interface SpdySessionOptions {
   sendHighWater?: number;
   /** how long open() waits for the SYN_REPLY (default 15 s) */
   replyTimeoutMs?: number;
+  /** receive window we announce per stream (default 1 MiB) and for the session (default 16 MiB) */
+  streamWindow?: number;
+  sessionWindow?: number;
 }
 
 /** What a stream's owner hears. */
@@ -68,7 +73,7 @@ export class SpdyStream {
   /** what the peer lets us send (only enforced when it does flow control) */
   sendWindow: number;
   /** what we have let the peer send and it has not sent yet */
-  recvWindow = DEFAULT_WINDOW;
+  recvWindow: number;
   /** bytes our reader consumed that we have not granted back yet */
   private unacked = 0;
   handler: StreamHandler = noop;
@@ -79,6 +84,7 @@ export class SpdyStream {
 
   constructor(private readonly session: SpdySession, readonly id: number, readonly headers: Headers) {
     this.sendWindow = session.peerInitialWindow;
+    this.recvWindow = session.streamWindow;
   }
 
   /** Sends data (and FIN when `fin`); `cb` runs once the transport can take more. */
@@ -100,7 +106,7 @@ export class SpdyStream {
   consumed(n: number): void {
     if (this.closed || this.remoteFin) return;
     this.unacked += n;
-    if (this.unacked >= DEFAULT_WINDOW / 2) {
+    if (this.unacked >= this.session.streamWindow / 2) {
       this.recvWindow += this.unacked;
       this.session.queue(windowUpdateFrame(this.id, this.unacked));
       this.unacked = 0;
@@ -134,7 +140,9 @@ export class SpdySession extends EventEmitter {
   peerInitialWindow = DEFAULT_WINDOW;
   /** the peer's session window, and ours */
   sendWindow = DEFAULT_WINDOW;
-  recvWindow = DEFAULT_WINDOW;
+  recvWindow: number;
+  readonly streamWindow: number;
+  readonly sessionWindow: number;
   private sessionUnacked = 0;
   goneAway = false;
   closed = false;
@@ -145,6 +153,12 @@ export class SpdySession extends EventEmitter {
     this.maxData = Math.min(opts.maxDataFrame ?? 64 * 1024, MAX_FRAME_LENGTH);
     this.highWater = opts.sendHighWater ?? 1024 * 1024;
     this.replyTimeoutMs = opts.replyTimeoutMs ?? 15_000;
+    this.streamWindow = opts.streamWindow ?? 1024 * 1024;
+    this.sessionWindow = opts.sessionWindow ?? 16 * 1024 * 1024;
+    this.recvWindow = this.sessionWindow;
+    // Announced before the first stream, so it covers all of them.
+    if (this.streamWindow !== DEFAULT_WINDOW) this.queue(settingsFrame([{ id: SETTINGS_INITIAL_WINDOW_SIZE, value: this.streamWindow }]));
+    if (this.sessionWindow > DEFAULT_WINDOW) this.queue(windowUpdateFrame(0, this.sessionWindow - DEFAULT_WINDOW));
     this.reader = new FrameReader({
       control: (f) => this.onControl(f),
       data: (id, payload, fin) => this.onData(id, payload, fin),
@@ -369,7 +383,7 @@ export class SpdySession extends EventEmitter {
     this.recvWindow -= n;
     // The session window is ours to grant back as soon as bytes are handed to a stream.
     this.sessionUnacked += n;
-    if (this.sessionUnacked >= DEFAULT_WINDOW / 2) {
+    if (this.sessionUnacked >= this.sessionWindow / 2) {
       this.recvWindow += this.sessionUnacked;
       this.queue(windowUpdateFrame(0, this.sessionUnacked));
       this.sessionUnacked = 0;

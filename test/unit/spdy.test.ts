@@ -166,7 +166,7 @@ t.test('session: streams open with the port-forward headers and settle on the re
   await synsSent(tr, 2);
   const server = await serverSide(tr, s);
   t.same(server.synHeaders, [{ streamtype: 'data', port: '9000', requestid: '0' }, { streamtype: 'error', port: '9000', requestid: '1' }]);
-  t.same(tr.peer.got.control.map((f) => f.type === FrameType.SYN_STREAM && f.streamId), [1, 3], 'client stream ids are odd and rising');
+  t.same(tr.peer.got.control.flatMap((f) => (f.type === FrameType.SYN_STREAM ? [f.streamId] : [])), [1, 3], 'client stream ids are odd and rising');
   await server.reply(1);
   s.receive(Buffer.concat([dataFrameHeader(1, 5), Buffer.from('hello'), dataFrameHeader(1, 0, true)]));
   const stream = await opening;
@@ -209,9 +209,28 @@ async function openedStream(tr: FakeTransport, s: SpdySession, handler?: StreamH
   return opening;
 }
 
+t.test('flow control: the session announces its receive windows before any stream', async (t) => {
+  const tr = new FakeTransport();
+  const s = new SpdySession(tr, { streamWindow: 1 << 20, sessionWindow: 16 << 20 });
+  await tick();
+  t.same(tr.peer.got.control.slice(0, 2), [
+    { type: FrameType.SETTINGS, flags: 0, settings: [{ flags: 0, id: SETTINGS_INITIAL_WINDOW_SIZE, value: 1 << 20 }] },
+    { type: FrameType.WINDOW_UPDATE, flags: 0, streamId: 0, delta: (16 << 20) - DEFAULT_WINDOW },
+  ]);
+  t.equal(s.recvWindow, 16 << 20);
+  const stream = await openedStream(tr, s);
+  t.equal(stream.recvWindow, 1 << 20);
+  stream.consumed(512 * 1024 - 1);
+  await tick();
+  t.equal(tr.peer.got.control.filter((f) => f.type === FrameType.WINDOW_UPDATE).length, 1, 'no grant below half the stream window');
+  stream.consumed(1);
+  await tick();
+  t.match(tr.peer.got.control.at(-1), { type: FrameType.WINDOW_UPDATE, streamId: 1, delta: 512 * 1024 });
+});
+
 t.test('flow control: consumed bytes are granted back a half window at a time, per stream and for the session', async (t) => {
   const tr = new FakeTransport();
-  const s = new SpdySession(tr);
+  const s = new SpdySession(tr, { streamWindow: DEFAULT_WINDOW, sessionWindow: DEFAULT_WINDOW });
   const stream = await openedStream(tr, s);
   const updates = (): Array<{ streamId: number; delta: number }> => tr.peer.got.control.filter((f) => f.type === FrameType.WINDOW_UPDATE) as never;
   s.receive(Buffer.concat([dataFrameHeader(1, 20_000), Buffer.alloc(20_000)]));

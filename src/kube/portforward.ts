@@ -1,13 +1,16 @@
 /**
  * One TCP connection to a pod port through the apiserver's pods/portforward
- * subresource, as a Duplex.
+ * subresource, as a Duplex: the v4 path, a WebSocket per connection. rdbg
+ * prefers SPDY tunnelled over one WebSocket per pod (spdy-portforward.ts) and
+ * uses this where the apiserver does not offer it.
  *
  * Protocol: WebSocket subprotocol `v4.channel.k8s.io`, which the apiserver
- * passes through to the kubelet/CRI streaming server untranslated (kubectl's
- * newer `SPDY/3.1+portforward.k8s.io` makes the apiserver translate every
- * frame). Every message starts with a channel byte: 0 = data, 1 = error for
- * the one port we ask for. The server's first message on each channel starts
- * with the port number (2 bytes, little endian), which we skip.
+ * passes through to the kubelet/CRI streaming server, whose WebSocket frame
+ * decoder costs the runtime about twice the CPU of the SPDY path
+ * (bench/kube-forward.ts). Every message starts with a channel byte: 0 =
+ * data, 1 = error for the one port we ask for. The server's first message on
+ * each channel starts with the port number (2 bytes, little endian), which we
+ * skip.
  *
  * Half-close: the protocol has no way to say "no more data" on one channel
  * (the v5 CLOSE signal exists for exec only), so the pod never sees our EOF.

@@ -147,6 +147,9 @@ export class SpdyPortForwardStream extends Duplex {
   private lingerTimer?: NodeJS.Timeout;
   private endTimer?: NodeJS.Timeout;
   private lastInput = Date.now();
+  /** until start() returns, nobody listens: an error then (the kubelet can answer with the replies) waits */
+  private started = false;
+  private earlyError?: Error;
 
   constructor(private readonly session: SpdySession, readonly target: PortForwardTarget, private readonly lingerMs: number) {
     super({ allowHalfOpen: true, readableHighWaterMark: 256 * 1024, writableHighWaterMark: 256 * 1024 });
@@ -183,6 +186,9 @@ export class SpdyPortForwardStream extends Duplex {
     }
     // We never write on the error stream.
     this.error!.end();
+    this.started = true;
+    // After the caller's continuation (microtasks) has attached its listeners.
+    if (this.earlyError) setImmediate(() => this.fail(this.earlyError!));
   }
 
   private onData(payload: Buffer): void {
@@ -218,6 +224,7 @@ export class SpdyPortForwardStream extends Duplex {
 
   private fail(err: Error): void {
     if (this.destroyed) return;
+    if (!this.started) { this.earlyError ??= err; return; }
     this.destroy(err instanceof RdbgError ? err : new RdbgError(Codes.PORT_FORWARD,
       `port-forward to pod ${this.target.namespace}/${this.target.pod} port ${this.target.port}: ${errorMessage(err)}`, undefined, { cause: err }));
   }

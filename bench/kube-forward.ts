@@ -5,6 +5,9 @@
  * would in real use. Prints a Markdown table and writes
  * bench/results/kube-forward.{json,md}. Figures are medians over alternating
  * rounds (BENCH_ROUNDS, default 3): the machine is shared and noisy.
+ * rdbg uses its default protocol (SPDY tunnelled over WebSocket when the
+ * apiserver offers it); BENCH_V4=1 also measures rdbg forced to v4 (one
+ * WebSocket per connection), in the same rounds, for comparison.
  *
  *   node dist/bench/kube-forward.js
  */
@@ -60,8 +63,8 @@ function inNetns(name: string): boolean {
 }
 
 /** Child mode: a PodForwarder in its own process; prints its port, runs until stdin closes. */
-async function serveForwarder(kubeconfig: string, namespace: string, selector: string, port: number): Promise<void> {
-  const f = await PodForwarder.start(loadKube({ kubeconfig }), { namespace, selector, port });
+async function serveForwarder(kubeconfig: string, namespace: string, selector: string, port: number, protocol: 'auto' | 'v4'): Promise<void> {
+  const f = await PodForwarder.start(loadKube({ kubeconfig }), { namespace, selector, port, protocol });
   process.stdout.write(`${JSON.stringify({ port: f.port })}\n`);
   process.stdin.resume();
   process.stdin.on('end', () => void f.close().then(() => process.exit(0)));
@@ -83,6 +86,8 @@ function startForwarder(cmd: string, args: string[], portOf: (out: string) => nu
     child.on('exit', (code) => reject(new Error(`${cmd} exited (${code}): ${out}`)));
   });
 }
+
+type Path = 'kubectl' | 'rdbg' | 'rdbg-v4';
 
 interface PathFigures { mbps: number[]; p50: number[]; p99: number[]; connect: number[]; cpu: Array<Partial<Record<CpuWho, number>>> }
 
@@ -122,24 +127,31 @@ async function main(): Promise<void> {
     children.push(kubectl.child);
     // BENCH_FORWARDER_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", profiles the forwarder.
     const nodeArgs = (process.env.BENCH_FORWARDER_NODE_ARGS ?? '').split(' ').filter(Boolean);
-    const rdbg = await startForwarder(process.execPath, [...nodeArgs, __filename, '--serve', info.ADMIN_KUBECONFIG, ns, 'app=tcp-echo', '9000'],
+    const serve = (protocol: string): Promise<{ child: ChildProcess; port: number }> => startForwarder(process.execPath,
+      [...nodeArgs, __filename, '--serve', info.ADMIN_KUBECONFIG, ns, 'app=tcp-echo', '9000', protocol],
       (out) => Number(/"port":(\d+)/.exec(out)?.[1]) || undefined);
-    children.push(rdbg.child);
+    const forwarders: Partial<Record<Path, { child: ChildProcess; port: number }>> = { kubectl, rdbg: await serve('auto') };
+    children.push(forwarders.rdbg!.child);
+    if (process.env.BENCH_V4 === '1') {
+      forwarders['rdbg-v4'] = await serve('v4');
+      children.push(forwarders['rdbg-v4'].child);
+    }
+    const paths = Object.keys(forwarders) as Path[];
 
-    const figures = { rdbg: { mbps: [], p50: [], p99: [], connect: [], cpu: [] } as PathFigures, kubectl: { mbps: [], p50: [], p99: [], connect: [], cpu: [] } as PathFigures };
+    const figures = Object.fromEntries(paths.map((p) => [p, { mbps: [], p50: [], p99: [], connect: [], cpu: [] }])) as unknown as Record<Path, PathFigures>;
     const shared: Partial<Record<CpuWho, number>> = { client: process.pid };
     for (const [k, word] of Object.entries(CLUSTER_PROCS)) shared[k as CpuWho] = findPid(word);
-    for (const port of [kubectl.port, rdbg.port]) await pingPong(port, 200); // warm both paths up
+    for (const p of paths) await pingPong(forwarders[p]!.port, 200); // warm every path up
     for (let r = 0; r < ROUNDS; r++) {
-      const order = r % 2 === 0 ? (['kubectl', 'rdbg'] as const) : (['rdbg', 'kubectl'] as const);
+      // Rotate the order: no path always runs first (or after the same one).
+      const order = paths.map((_, i) => paths[(i + r) % paths.length]);
       for (const path of order) {
         process.stderr.write(`round ${r + 1}/${ROUNDS}: ${path}\n`);
-        const forwarder = (path === 'rdbg' ? rdbg : kubectl).child.pid;
-        await measure(path === 'rdbg' ? rdbg.port : kubectl.port, figures[path], { ...shared, forwarder });
+        await measure(forwarders[path]!.port, figures[path], { ...shared, forwarder: forwarders[path]!.child.pid });
       }
     }
 
-    const m = (p: 'rdbg' | 'kubectl', k: Exclude<keyof PathFigures, 'cpu'>): number => median(figures[p][k]);
+    const m = (p: Path, k: Exclude<keyof PathFigures, 'cpu'>): number => median(figures[p][k]);
     const tput = m('rdbg', 'mbps') / m('kubectl', 'mbps');
     const lat50 = m('rdbg', 'p50') / m('kubectl', 'p50');
     const lat99 = m('rdbg', 'p99') / m('kubectl', 'p99');
@@ -149,6 +161,14 @@ async function main(): Promise<void> {
       { metric: '1-byte round trip, p99 (us)', path: 'pods/portforward', value: m('rdbg', 'p99'), reference: m('kubectl', 'p99'), vs: `${Math.round((lat99 - 1) * 100)}%`, goal: '<= +10%', pass: lat99 <= 1.1 },
       { metric: 'new connection to first echoed byte, median (us)', path: 'pods/portforward', value: m('rdbg', 'connect'), reference: m('kubectl', 'connect'), vs: `${Math.round((m('rdbg', 'connect') / m('kubectl', 'connect') - 1) * 100)}%`, goal: 'report', pass: true },
     ];
+    if (figures['rdbg-v4']) {
+      const v = (k: Exclude<keyof PathFigures, 'cpu'>): number => m('rdbg-v4', k);
+      rows.push(
+        { metric: 'v4 (one WebSocket per connection): echo throughput (MB/s)', path: 'pods/portforward v4', value: v('mbps'), reference: m('kubectl', 'mbps'), vs: `${Math.round(v('mbps') / m('kubectl', 'mbps') * 100)}%`, goal: 'report', pass: true },
+        { metric: 'v4: 1-byte round trip, median (us)', path: 'pods/portforward v4', value: v('p50'), reference: m('kubectl', 'p50'), vs: `${Math.round((v('p50') / m('kubectl', 'p50') - 1) * 100)}%`, goal: 'report', pass: true },
+        { metric: 'v4: new connection to first echoed byte, median (us)', path: 'pods/portforward v4', value: v('connect'), reference: m('kubectl', 'connect'), vs: `${Math.round((v('connect') / m('kubectl', 'connect') - 1) * 100)}%`, goal: 'report', pass: true },
+      );
+    }
     const fmt = (n: number): string => (n >= 100 ? n.toFixed(0) : n.toFixed(1));
     const table = [
       '| metric | path | rdbg PodForwarder | kubectl port-forward | rdbg vs kubectl | goal | met |',
@@ -156,7 +176,7 @@ async function main(): Promise<void> {
       ...rows.map((r) => `| ${r.metric} | ${r.path} | ${fmt(r.value)} | ${fmt(r.reference)} | ${r.vs} | ${r.goal} | ${r.pass ? 'yes' : 'NO'} |`),
     ].join('\n');
     // Where the CPU goes during one bulk echo (median seconds per process): the machine's cores are the limit.
-    const cpuTable = (['rdbg', 'kubectl'] as const).map((p) => {
+    const cpuTable = paths.map((p) => {
       const who = Object.keys(figures[p].cpu[0] ?? {}) as CpuWho[];
       return `${p}: ${who.map((w) => `${w} ${median(figures[p].cpu.map((c) => c[w] ?? 0)).toFixed(2)}`).join(', ')}`;
     }).join('\n');
@@ -178,8 +198,8 @@ async function main(): Promise<void> {
 }
 
 if (process.argv[2] === '--serve') {
-  const [kubeconfig, ns, selector, port] = process.argv.slice(3);
-  void serveForwarder(kubeconfig, ns, selector, Number(port));
+  const [kubeconfig, ns, selector, port, protocol] = process.argv.slice(3);
+  void serveForwarder(kubeconfig, ns, selector, Number(port), protocol === 'v4' ? 'v4' : 'auto');
 } else {
   main().catch((err: unknown) => {
     process.stderr.write(`kube-forward bench: ${err instanceof Error ? err.stack : String(err)}\n`);

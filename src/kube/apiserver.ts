@@ -139,8 +139,24 @@ export async function openWebSocket(kube: Kube, path: string, protocols: string[
     delete wsOpts.agent;
     wsOpts.createConnection = reusingTlsConnect(kube) as unknown as WebSocket.ClientOptions['createConnection'];
   }
+  // ws takes only RFC 7230 tokens as subprotocols, and Kubernetes' SPDY tunnel is
+  // `SPDY/3.1+portforward.k8s.io`: such a list goes in the header as is, and the
+  // server's choice is taken (and checked) before ws would refuse it.
+  const tokens = protocols.every((p) => /^[!#$%&'*+\-.0-9A-Z^_`|a-z~]+$/.test(p));
+  if (!tokens) wsOpts.headers = { ...wsOpts.headers, 'Sec-WebSocket-Protocol': protocols.join(', ') };
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, protocols, wsOpts);
+    const ws = new WebSocket(url, tokens ? protocols : [], wsOpts);
+    if (!tokens) {
+      ws.once('upgrade', (res) => {
+        const chosen = res.headers['sec-websocket-protocol'];
+        delete res.headers['sec-websocket-protocol'];
+        if (chosen === undefined || !protocols.includes(chosen)) {
+          fail(new Error(`the apiserver chose WebSocket subprotocol "${chosen ?? ''}", not one of ${protocols.join(', ')}`));
+          return;
+        }
+        Object.defineProperty(ws, 'protocol', { value: chosen });
+      });
+    }
     opts.onCreate?.(ws);
     let settled = false;
     const fail = (err: Error): void => {

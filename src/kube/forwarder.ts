@@ -10,6 +10,7 @@ import { Codes, RdbgError, errorMessage } from '../core/errors';
 import { logger } from '../core/log';
 import type { Kube } from './config';
 import { openPortForward, type PortForwardOptions, type PortForwardStream } from './portforward';
+import { openPodConnection, type PortForwardTunnel, type SpdyPortForwardStream } from './spdy-portforward';
 import { waitForReadyPod, type PodQuery } from './ready-pod';
 
 const log = logger('kube-forward');
@@ -27,7 +28,18 @@ export interface PodForwarderOptions extends PodQuery {
   /** how long a resolved pod is trusted before it is listed again (default 5 s) */
   podTtlMs?: number;
   portForward?: PortForwardOptions;
+  /**
+   * `auto` (default): SPDY tunnelled over WebSocket, one tunnel per pod, if
+   * the apiserver offers it (chosen at the first connection), else v4 with one
+   * WebSocket per connection. `spdy` / `v4` force one.
+   */
+  protocol?: 'auto' | 'spdy' | 'v4';
+  /** close a pod's SPDY tunnel after this long without connections (default 60 s) */
+  tunnelIdleMs?: number;
 }
+
+/** A forwarded connection, over either protocol. */
+export type ForwardStream = PortForwardStream | SpdyPortForwardStream;
 
 export interface ForwarderStats {
   name: string;
@@ -40,6 +52,9 @@ export interface ForwarderStats {
   bytesIn: number;
   bytesOut: number;
   lastError?: string;
+  /** the protocol in use: spdy, v4, or auto before the first connection */
+  protocol: string;
+  tunnels: number;
 }
 
 /**
@@ -48,7 +63,10 @@ export interface ForwarderStats {
  */
 export class PodForwarder extends EventEmitter {
   private readonly server = net.createServer({ noDelay: true, pauseOnConnect: true, allowHalfOpen: true });
-  private readonly streams = new Set<PortForwardStream>();
+  private readonly streams = new Set<ForwardStream>();
+  /** SPDY tunnels by pod; resolves to undefined when the apiserver chose v4 */
+  private readonly tunnels = new Map<string, Promise<PortForwardTunnel | undefined>>();
+  private protocol: 'auto' | 'spdy' | 'v4';
   private readonly sockets = new Set<net.Socket>();
   private cached?: { pod: string; at: number };
   private resolving?: Promise<string>;
@@ -59,6 +77,7 @@ export class PodForwarder extends EventEmitter {
 
   private constructor(private readonly kube: Kube, readonly opts: PodForwarderOptions) {
     super();
+    this.protocol = opts.protocol ?? 'auto';
     this.server.on('connection', (sock) => void this.forward(sock));
   }
 
@@ -103,7 +122,7 @@ export class PodForwarder extends EventEmitter {
     return {
       name: this.name, listen: this.address, target: this.target, pod: this.cached?.pod,
       connections: this.counters.connections, active: this.sockets.size, failures: this.counters.failures,
-      bytesIn, bytesOut, lastError: this.lastError,
+      bytesIn, bytesOut, lastError: this.lastError, protocol: this.protocol, tunnels: this.tunnels.size,
     };
   }
 
@@ -131,12 +150,12 @@ export class PodForwarder extends EventEmitter {
   }
 
   /** A port-forward to a ready pod; one retry on another pod when the first is gone or broken. */
-  private async dial(): Promise<PortForwardStream> {
+  private async dial(): Promise<ForwardStream> {
     let avoid: string | undefined;
     for (let attempt = 0; ; attempt++) {
       const pod = await this.pod(avoid);
       try {
-        return await openPortForward(this.kube, { namespace: this.opts.namespace, pod, port: this.opts.port }, this.opts.portForward);
+        return await this.dialPod(pod);
       } catch (err) {
         // Permission and reachability do not depend on the pod: retrying would only hide them.
         const podFault = err instanceof RdbgError && (err.code === Codes.POD_NOT_FOUND || err.code === Codes.PORT_FORWARD);
@@ -146,6 +165,47 @@ export class PodForwarder extends EventEmitter {
         avoid = pod;
       }
     }
+  }
+
+  /** A connection to the pod: a stream pair on its SPDY tunnel, or a v4 WebSocket. */
+  private async dialPod(pod: string): Promise<ForwardStream> {
+    const target = { namespace: this.opts.namespace, pod, port: this.opts.port };
+    const pf = this.opts.portForward ?? {};
+    if (this.protocol === 'v4') return openPortForward(this.kube, target, pf);
+    for (let fresh = false; ; fresh = true) {
+      let tunnel = this.tunnels.get(pod);
+      if (!tunnel) {
+        // The first connection to a pod opens its tunnel; on a v4-only apiserver it is the connection.
+        const opening = openPodConnection(this.kube, target, { ...pf, idleMs: this.opts.tunnelIdleMs });
+        tunnel = opening.then((c) => (c.kind === 'spdy' ? c.tunnel : undefined));
+        this.tunnels.set(pod, tunnel);
+        const entry = tunnel;
+        tunnel.then((t) => this.track(pod, entry, t), () => { if (this.tunnels.get(pod) === entry) this.tunnels.delete(pod); });
+        const c = await opening;
+        if (c.kind === 'v4') {
+          log.info('the apiserver offers no SPDY tunnel: one WebSocket per connection (v4)', { name: this.name });
+          this.protocol = 'v4';
+          return c.stream;
+        }
+        this.protocol = 'spdy';
+      }
+      const t = await tunnel;
+      if (!t) return openPortForward(this.kube, target, pf);
+      try {
+        return await t.open(this.opts.port, pf);
+      } catch (err) {
+        // A tunnel that died under us (apiserver restart, idle close) is replaced once before the pod is blamed.
+        if (!t.closed || fresh) throw err;
+        if (this.tunnels.get(pod) === tunnel) this.tunnels.delete(pod);
+      }
+    }
+  }
+
+  /** Forgets a tunnel once it closes. */
+  private track(pod: string, entry: Promise<PortForwardTunnel | undefined>, t: PortForwardTunnel | undefined): void {
+    if (!t) { if (this.tunnels.get(pod) === entry) this.tunnels.delete(pod); return; }
+    t.session.once('close', () => { if (this.tunnels.get(pod) === entry) this.tunnels.delete(pod); });
+    if (this.closed) t.close();
   }
 
   private fail(err: unknown): void {
@@ -160,7 +220,7 @@ export class PodForwarder extends EventEmitter {
     this.sockets.add(sock);
     sock.on('error', () => sock.destroy());
     sock.once('close', () => this.sockets.delete(sock));
-    let stream: PortForwardStream;
+    let stream: ForwardStream;
     try {
       stream = await this.dial();
     } catch (err) {
@@ -200,6 +260,8 @@ export class PodForwarder extends EventEmitter {
     const closing = new Promise<void>((r) => this.server.close(() => r()));
     for (const s of this.sockets) s.destroy();
     for (const s of this.streams) s.destroy();
+    for (const t of this.tunnels.values()) void t.then((tunnel) => tunnel?.close(), () => undefined);
+    this.tunnels.clear();
     await closing;
     log.info('stopped', { ...this.stats() });
   }

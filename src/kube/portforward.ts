@@ -1,13 +1,16 @@
 /**
  * One TCP connection to a pod port through the apiserver's pods/portforward
- * subresource, as a Duplex.
+ * subresource, as a Duplex: the v4 path, a WebSocket per connection. rdbg
+ * prefers SPDY tunnelled over one WebSocket per pod (spdy-portforward.ts) and
+ * uses this where the apiserver does not offer it.
  *
  * Protocol: WebSocket subprotocol `v4.channel.k8s.io`, which the apiserver
- * passes through to the kubelet/CRI streaming server untranslated (kubectl's
- * newer `SPDY/3.1+portforward.k8s.io` makes the apiserver translate every
- * frame). Every message starts with a channel byte: 0 = data, 1 = error for
- * the one port we ask for. The server's first message on each channel starts
- * with the port number (2 bytes, little endian), which we skip.
+ * passes through to the kubelet/CRI streaming server, whose WebSocket frame
+ * decoder costs the runtime about twice the CPU of the SPDY path
+ * (bench/kube-forward.ts). Every message starts with a channel byte: 0 =
+ * data, 1 = error for the one port we ask for. The server's first message on
+ * each channel starts with the port number (2 bytes, little endian), which we
+ * skip.
  *
  * Half-close: the protocol has no way to say "no more data" on one channel
  * (the v5 CLOSE signal exists for exec only), so the pod never sees our EOF.
@@ -48,15 +51,24 @@ export interface PortForwardOptions {
   halfCloseLingerMs?: number;
 }
 
-/** Opens a port-forward connection; rejects with a clear RdbgError when the apiserver refuses it. */
+/** Opens a v4 port-forward connection; rejects with a clear RdbgError when the apiserver refuses it. */
 export async function openPortForward(kube: Kube, target: PortForwardTarget, opts: PortForwardOptions = {}): Promise<PortForwardStream> {
+  const { ws, early } = await openPortForwardSocket(kube, target, [PORT_FORWARD_PROTOCOL], opts);
+  return new PortForwardStream(ws, target, opts.halfCloseLingerMs ?? 1000, early);
+}
+
+/**
+ * The WebSocket to the pod's portforward subresource, with whatever the
+ * server sent along with the upgrade (port prefixes, even data).
+ */
+export async function openPortForwardSocket(kube: Kube, target: PortForwardTarget, protocols: string[], opts: PortForwardOptions = {}): Promise<{ ws: WebSocket; early: Buffer[] }> {
+  // `ports` is for v4 (the SPDY path names the port per stream); harmless for SPDY.
   const path = `/api/v1/namespaces/${encodeURIComponent(target.namespace)}/pods/${encodeURIComponent(target.pod)}/portforward?ports=${target.port}`;
-  // The server's first messages (the port prefixes, even data) can arrive with the upgrade.
   const early: Buffer[] = [];
   const keep = (data: Buffer): void => { early.push(data); };
   let ws: WebSocket;
   try {
-    ws = await openWebSocket(kube, path, [PORT_FORWARD_PROTOCOL], {
+    ws = await openWebSocket(kube, path, protocols, {
       handshakeTimeoutMs: opts.handshakeTimeoutMs,
       onCreate: (socket) => socket.on('message', keep),
     });
@@ -64,7 +76,7 @@ export async function openPortForward(kube: Kube, target: PortForwardTarget, opt
     throw refusal(kube, target, err);
   }
   ws.off('message', keep);
-  return new PortForwardStream(ws, target, opts.halfCloseLingerMs ?? 1000, early);
+  return { ws, early };
 }
 
 /** Turns an apiserver refusal into what the user must know (RBAC verb, gone pod). */

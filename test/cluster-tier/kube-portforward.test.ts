@@ -35,7 +35,8 @@ t.test('PodForwarder through the apiserver', async (t) => {
   const echo = { namespace: ns, selector: 'app=echo', port: 9000 };
 
   t.test('64 MiB each way, byte for byte', async (t) => {
-    const r = await client<{ sentSha: string; gotSha: string; bytes: number; mbps: number; stats: { bytesIn: number; bytesOut: number; connections: number; failures: number } }>(c, 'bulk', { ...echo, mib: 64 });
+    const r = await client<{ sentSha: string; gotSha: string; bytes: number; mbps: number; stats: { bytesIn: number; bytesOut: number; connections: number; failures: number; protocol: string; tunnels: number } }>(c, 'bulk', { ...echo, mib: 64 });
+    t.equal(r.stats.protocol, 'spdy', 'a v1.34 apiserver offers the SPDY tunnel (KEP-4006)');
     t.equal(r.bytes, 64 * 1024 * 1024);
     t.equal(r.gotSha, r.sentSha, 'the echo is the same bytes (sha256)');
     t.equal(r.stats.bytesOut, r.bytes, 'bytes to the pod counted');
@@ -45,20 +46,23 @@ t.test('PodForwarder through the apiserver', async (t) => {
   });
 
   t.test('50 concurrent connections', async (t) => {
-    const r = await client<{ ok: number; bad: unknown[]; stats: { connections: number; failures: number } }>(c, 'concurrent', { ...echo, n: 50 });
+    const r = await client<{ ok: number; bad: unknown[]; stats: { connections: number; failures: number; tunnels: number } }>(c, 'concurrent', { ...echo, n: 50 });
     t.equal(r.ok, 50, `every connection echoed its own 256 KiB: ${JSON.stringify(r.bad).slice(0, 500)}`);
     t.equal(r.stats.connections, 50);
+    t.equal(r.stats.tunnels, 1, 'all 50 share one tunnel to the pod');
     t.equal(r.stats.failures, 0);
   });
 
   t.test('half-close from the laptop: the reply arrives whole, then the connection ends', async (t) => {
-    // The protocol cannot carry the FIN to the pod (see src/kube/portforward.ts):
-    // the connection lingers while the pod sends and ends once it is quiet.
+    // The FIN never reaches the pod as a half-close: v4 cannot carry it, and over SPDY
+    // containerd closes the pod connection 1 s after the FIN whatever the pod still sends
+    // (measured: a FIN sent at once ends the connection 1.0 s later, tcp-echo never sees EOF).
+    // So the forwarder lingers while the pod sends, then FINs: about 1 s + 1 s.
     const r = await client<{ sent: number; got: number; same: boolean; ended: boolean; error?: string; ms: number }>(c, 'half-close', echo);
     t.equal(r.got, r.sent, 'all echoed bytes arrived after our FIN');
     t.ok(r.same, 'byte for byte');
     t.ok(r.ended, `the connection ended (error: ${r.error})`);
-    t.ok(r.ms < 10_000, `ended in ${r.ms} ms`);
+    t.ok(r.ms < 5000, `ended in ${r.ms} ms`);
   });
 
   t.test('the pod closes: the whole answer arrives, then the end', async (t) => {

@@ -11,15 +11,16 @@
  *
  *   node dist/bench/kube-forward.js
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadKube } from '../src/kube/config';
 import { PodForwarder } from '../src/kube/forwarder';
 import { Cluster, readClusterEnv, sampleApp } from '../test/cluster-tier/cluster-helper';
 import { bulkEcho, firstByte, percentile, pingPong } from '../test/helpers/echo-load';
 import type { BenchRow } from './row';
+import { inLaptopNetns } from './kube-env';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const BULK_BYTES = Number(process.env.BENCH_BULK_MIB ?? 64) * 1024 * 1024;
@@ -51,14 +52,6 @@ function cpuSeconds(pid: number): number {
     return (Number(f[11]) + Number(f[12])) / 100;
   } catch {
     return 0;
-  }
-}
-
-function inNetns(name: string): boolean {
-  try {
-    return statSync('/proc/self/ns/net').ino === statSync(`/run/netns/${name}`).ino;
-  } catch {
-    return false;
   }
 }
 
@@ -108,10 +101,7 @@ async function measure(port: number, into: PathFigures, pids: Partial<Record<Cpu
 
 async function main(): Promise<void> {
   const info = readClusterEnv();
-  if (!inNetns(info.LAPTOP_NS)) {
-    const r = spawnSync('ip', ['netns', 'exec', info.LAPTOP_NS, process.execPath, __filename, ...process.argv.slice(2)], { stdio: 'inherit' });
-    process.exit(r.status ?? 1);
-  }
+  inLaptopNetns(info);
   const c = new Cluster(info);
   const ns = `pf-bench-${randomBytes(3).toString('hex')}`;
   const children: ChildProcess[] = [];

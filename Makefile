@@ -50,6 +50,7 @@ bench: deps build
 	node dist/bench/run.js
 	bash test/cluster/up.sh
 	node dist/bench/kube.js
+	node dist/bench/kube-forward.js
 
 # rdbg end to end in network namespaces: connect, DNS, a header intercept.
 demo: deps build cluster-build

@@ -43,7 +43,6 @@ trap cleanup EXIT
 
 step "Starting the local Kubernetes cluster (built on first use: about 25 minutes; then cached)"
 bash test/cluster/up.sh
-bash test/cluster/images.sh >/dev/null
 
 step "Deploying the sample app: frontend -> backend, passing the x-dev header on"
 laptop "kubectl create namespace $NS"

@@ -2,26 +2,26 @@
 // ("node --": Node 20 takes an --env-file argument anywhere on its command line as its own option.)
 // The one rdbg binary: the CLI, and every component as a subcommand, so that
 // one package (and one image) serves the laptop, the manager and the agent.
-import { CLI_MANAGER_SUBCOMMANDS, cliMain } from '../src/cli/main';
 import { RdbgError } from '../src/core/errors';
-import { managerMain } from '../manager/main';
-import { userDaemonMain } from '../daemon/user/main';
-import { agentMain } from '../agent/main';
-import { rootDaemonMain } from '../daemon/root/main';
 
-const components: Record<string, (argv: string[]) => Promise<void>> = {
-  manager: managerMain,
-  agent: agentMain,
-  'daemon-user': userDaemonMain,
-  'daemon-root': rootDaemonMain,
+// Each process loads only its own part: the root daemon and the agent must not
+// carry the CLI's Kubernetes client (tens of MB of heap in a daemon whose
+// memory budget is 150 MB at 10,000 connections).
+const components: Record<string, () => Promise<(argv: string[]) => Promise<void>>> = {
+  manager: async () => (await import('../manager/main')).managerMain,
+  agent: async () => (await import('../agent/main')).agentMain,
+  'daemon-user': async () => (await import('../daemon/user/main')).userDaemonMain,
+  'daemon-root': async () => (await import('../daemon/root/main')).rootDaemonMain,
 };
 
+/** "rdbg manager SUB" runs the CLI for these; the other manager subcommands (serve) run the component. */
+const CLI_MANAGER_SUBCOMMANDS = ['install', 'upgrade'];
+
 async function main(argv: string[]): Promise<void> {
-  const run = components[argv[0]];
-  // "manager install|upgrade" are CLI commands; "manager serve" is the component
+  const load = components[argv[0]];
   const cliManager = argv[0] === 'manager' && CLI_MANAGER_SUBCOMMANDS.includes(argv[1]);
-  if (run && !cliManager) return run(argv.slice(1));
-  return cliMain(argv);
+  if (load && !cliManager) return (await load())(argv.slice(1));
+  return (await import('../src/cli/main')).cliMain(argv);
 }
 
 main(process.argv.slice(2)).catch((err: unknown) => {

@@ -17,7 +17,7 @@ import { LocalIntercepts } from './intercepts';
 import { ManagerLink } from './manager-link';
 import { SocksServer } from './socks-server';
 import { FlowOpener } from './flows';
-import { openKubeTransport, type KubeTransport } from './kube-transport';
+import type { KubeTransport } from './kube-transport';
 
 const log = logger('userd');
 
@@ -43,7 +43,12 @@ export async function userDaemonMain(argv: string[]): Promise<void> {
   toggleDebugOnSignal();
   try {
     const kube = values.kubernetes
-      ? await openKubeTransport({ kubeconfig: values.kubeconfig, context: values.context, namespace: values.namespace }, values['manager-namespace']!, values.manager)
+      ? // loaded only in Kubernetes mode: the Kubernetes client is tens of MB of heap
+        await (await import('./kube-transport')).openKubeTransport(
+          { kubeconfig: values.kubeconfig, context: values.context, namespace: values.namespace },
+          values['manager-namespace']!,
+          values.manager,
+        )
       : undefined;
     await runUserDaemon({
       manager: kube?.control ?? values.manager!,

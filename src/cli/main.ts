@@ -32,9 +32,6 @@ ${DOCTOR_USAGE}
 
 ${MANAGER_ADMIN_USAGE}`;
 
-/** "rdbg manager SUB" runs here for these; the other manager subcommands (serve) run the component. */
-export const CLI_MANAGER_SUBCOMMANDS = ['install', 'upgrade'];
-
 const commands: Record<string, (argv: string[]) => Promise<void>> = {
   connect: connectCommand,
   status: statusCommand,

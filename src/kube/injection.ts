@@ -31,11 +31,11 @@ function templateMeta(w: WorkloadRef, obj: Obj): k8s.V1ObjectMeta {
   return (w.kind === 'Pod' ? obj.metadata : obj.spec?.template?.metadata) ?? {};
 }
 
-/** The patch that adds (value) or removes (null) the marks on the pod template. */
-function marksPatch(w: WorkloadRef, agentPort: string | null): object {
+/** The merge patch that puts the marks on the pod template (unmarkPatch takes them off). */
+function marksPatch(w: WorkloadRef, agentPort: string): object {
   const meta = {
-    labels: { [INJECT_LABEL]: agentPort === null ? null : 'enabled' },
-    annotations: { [AGENT_PORT_ANNOTATION]: agentPort, [WORKLOAD_ANNOTATION]: agentPort === null ? null : `${w.kind}/${w.name}` },
+    labels: { [INJECT_LABEL]: 'enabled' },
+    annotations: { [AGENT_PORT_ANNOTATION]: agentPort, [WORKLOAD_ANNOTATION]: `${w.kind}/${w.name}` },
   };
   return w.kind === 'Pod' ? { metadata: meta } : { spec: { template: { metadata: meta } } };
 }
@@ -67,7 +67,7 @@ export async function ensureAgent(ws: Workloads, t: InterceptTarget, progress: P
   const marked = meta.labels?.[INJECT_LABEL] === 'enabled';
   const current = meta.annotations?.[AGENT_PORT_ANNOTATION];
   if (marked && current === t.agentPort) {
-    await waitForAgents(ws, w, progress, timeoutMs);
+    await waitForRollout(ws, w, progress, timeoutMs, true);
     return { restarted: false };
   }
   if (marked && current !== t.agentPort) {
@@ -81,7 +81,7 @@ export async function ensureAgent(ws: Workloads, t: InterceptTarget, progress: P
   if (w.kind === 'Pod') await recreatePod(ws, w, obj, t.agentPort);
   else await mergePatch(ws, w, marksPatch(w, t.agentPort), 'marking');
   if (w.kind === 'ReplicaSet') await replaceReplicaSetPods(ws, w, true);
-  await waitForAgents(ws, w, progress, timeoutMs);
+  await waitForRollout(ws, w, progress, timeoutMs, true);
   return { restarted: true };
 }
 
@@ -211,8 +211,4 @@ export async function waitForRollout(ws: Workloads, w: WorkloadRef, progress: Pr
     }
     await sleep(1000);
   }
-}
-
-async function waitForAgents(ws: Workloads, w: WorkloadRef, progress: Progress, timeoutMs: number): Promise<void> {
-  await waitForRollout(ws, w, progress, timeoutMs, true);
 }

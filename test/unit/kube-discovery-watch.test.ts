@@ -5,6 +5,18 @@ import * as k8s from '@kubernetes/client-node';
 import { ListWatch, type KubeObject } from '../../manager/kube/list-watch';
 import { ClusterDiscovery } from '../../manager/kube/discovery';
 
+/** A kubeconfig pointing at the scripted apiserver. */
+function kubeConfigFor(server: http.Server): k8s.KubeConfig {
+  const kc = new k8s.KubeConfig();
+  kc.loadFromOptions({
+    clusters: [{ name: 'c', server: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, skipTLSVerify: true }],
+    users: [{ name: 'u' }],
+    contexts: [{ name: 'c', cluster: 'c', user: 'u' }],
+    currentContext: 'c',
+  });
+  return kc;
+}
+
 // The list-then-watch loop against a scripted apiserver: a watch that breaks
 // (apiserver restart) resumes from the last resourceVersion, and a 410 Gone
 // makes it list again.
@@ -44,13 +56,7 @@ t.test('a watch resumes after a broken connection and re-lists after 410 Gone', 
     server.closeAllConnections();
     server.close();
   });
-  const kc = new k8s.KubeConfig();
-  kc.loadFromOptions({
-    clusters: [{ name: 'c', server: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, skipTLSVerify: true }],
-    users: [{ name: 'u' }],
-    contexts: [{ name: 'c', cluster: 'c', user: 'u' }],
-    currentContext: 'c',
-  });
+  const kc = kubeConfigFor(server);
   const core = kc.makeApiClient(k8s.CoreV1Api);
   const snapshots: string[] = [];
   const w: ListWatch<KubeObject> = new ListWatch<KubeObject>(kc, 'namespaces', '/api/v1/namespaces', () => core.listNamespace() as never, () =>
@@ -93,13 +99,7 @@ t.test('discovery falls back to covering prefixes when the cluster publishes no 
     if (url.pathname === '/api/v1/services') res.write(JSON.stringify({ type: 'ADDED', object: svc('new', ['10.0.200.1']) }) + '\n');
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const kc = new k8s.KubeConfig();
-  kc.loadFromOptions({
-    clusters: [{ name: 'c', server: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, skipTLSVerify: true }],
-    users: [{ name: 'u' }],
-    contexts: [{ name: 'c', cluster: 'c', user: 'u' }],
-    currentContext: 'c',
-  });
+  const kc = kubeConfigFor(server);
     const d = new ClusterDiscovery({
     kc, server: 'fake', core: kc.makeApiClient(k8s.CoreV1Api), apps: kc.makeApiClient(k8s.AppsV1Api),
     networking: kc.makeApiClient(k8s.NetworkingV1Api), authn: kc.makeApiClient(k8s.AuthenticationV1Api),

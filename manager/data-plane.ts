@@ -7,6 +7,7 @@ import {
   DatagramFramer, H, H2_SETTINGS, MAX_SESSION_MEMORY, PATH, WINDOW, dialCodeFrom, decodeMessage, encodeMessage, header, joinSocket,
 } from '../src/tunnel/h2-flows';
 import { dialCodeForErrno, type DialCode } from '../src/tunnel/messages';
+import { formatReply, joinSockets, parseRequest, RAW_MAGIC, readLine } from '../src/tunnel/raw-flow';
 import type { ClusterDNS } from './cluster-dns';
 import type { SessionRegistry } from './sessions';
 import type { TunnelStats } from './tunnel-handler';
@@ -54,8 +55,56 @@ export class DataPlane {
     });
     this.server.on('stream', (stream, headers) => this.onStream(stream, headers));
     this.server.on('sessionError', () => undefined);
-    // Our own listener, so that every connection gets TCP_NODELAY before HTTP/2 takes it.
-    this.tcp = net.createServer({ noDelay: true }, (sock) => this.server.emit('connection', sock));
+    // Our own listener, so that every connection gets TCP_NODELAY before HTTP/2 takes it,
+    // and raw flows (src/tunnel/raw-flow.ts) are told apart from HTTP/2 by their first byte.
+    this.tcp = net.createServer({ noDelay: true, allowHalfOpen: true, highWaterMark: SOCKET_HWM } as net.ServerOpts, (sock) => this.onConnection(sock));
+  }
+
+  private onConnection(sock: net.Socket): void {
+    sock.on('error', () => undefined);
+    const silent = (): void => void sock.destroy();
+    sock.setTimeout(DIAL_TIMEOUT_MS, silent);
+    sock.once('data', (first: Buffer) => {
+      sock.pause();
+      sock.unshift(first);
+      sock.setTimeout(0);
+      sock.removeListener('timeout', silent);
+      if (first[0] === RAW_MAGIC.charCodeAt(0)) return void this.onRawFlow(sock);
+      // Left paused: HTTP/2 reads what is buffered with socket.read(), then consumes the handle.
+      sock.allowHalfOpen = false;
+      this.server.emit('connection', sock);
+    });
+  }
+
+  /** A raw flow: one request line, one reply line, then the connection is the flow. */
+  private async onRawFlow(sock: net.Socket): Promise<void> {
+    const reply = (code: DialCode, address: string, message: string): void => {
+      if (code === 'OK') return void sock.write(formatReply(code, address, message));
+      sock.end(formatReply(code, address, message));
+    };
+    let line: string;
+    try {
+      line = await readLine(sock, Buffer.alloc(0), DIAL_TIMEOUT_MS);
+    } catch (err) {
+      log.debug('raw flow without a request', { err: (err as Error).message });
+      return void sock.destroy();
+    }
+    const req = parseRequest(line);
+    if (typeof req === 'string') return reply('FAILED', '', req);
+    const session = this.sessions.get(req.session);
+    if (!session) return reply('DENIED', '', 'no such session (it expired, or the manager restarted): reconnect');
+    if (req.protocol !== 'tcp') return reply('FAILED', '', `raw flows carry tcp, not "${req.protocol.slice(0, 20)}"`);
+    const address = net.isIP(req.host) ? req.host : (await this.dns.addresses(req.host, session.namespace).catch(() => [] as string[]))[0];
+    if (!address) return reply('NAME_ERROR', '', `no such host "${req.host}" in the cluster`);
+    this.connectFlow(
+      sock,
+      () => sock.destroyed,
+      address,
+      req.port,
+      (code, message) => reply(code, address, message),
+      // a = the destination, as joinSocket counts for HTTP/2 flows.
+      (up, onDone) => joinSockets(up, sock, this.stats, onDone),
+    );
   }
 
   listen(host: string, port: number): Promise<number> {
@@ -132,28 +181,51 @@ export class DataPlane {
   private async dialTcp(stream: http2.ServerHttp2Stream, host: string, port: number, namespace: string): Promise<void> {
     const address = await this.resolve(stream, host, namespace);
     if (!address) return;
-    const sock = net.connect({ host: address, port, allowHalfOpen: true, noDelay: true, highWaterMark: SOCKET_HWM } as net.NetConnectOpts);
-    sock.setTimeout(DIAL_TIMEOUT_MS);
+    this.connectFlow(
+      stream,
+      () => stream.destroyed || stream.closed,
+      address,
+      port,
+      (code, message) => answer(stream, code, message, address),
+      (up, onDone) => joinSocket(up, stream, this.stats, onDone),
+    );
+  }
+
+  /**
+   * Dial a TCP destination for a flow whose opener (an HTTP/2 stream or a raw
+   * connection) waits: `answer` tells it the dial's result, `join` then
+   * carries the flow. Closing the opener abandons the dial.
+   */
+  private connectFlow(
+    opener: NodeJS.EventEmitter,
+    gone: () => boolean,
+    address: string,
+    port: number,
+    answer: (code: DialCode, message: string) => void,
+    join: (up: net.Socket, onDone: (err?: string) => void) => void,
+  ): void {
+    const up = net.connect({ host: address, port, allowHalfOpen: true, noDelay: true, highWaterMark: SOCKET_HWM } as net.NetConnectOpts);
+    up.setTimeout(DIAL_TIMEOUT_MS);
     const fail = (err: NodeJS.ErrnoException): void => {
-      sock.destroy();
+      up.destroy();
       this.stats.flowsFailed++;
-      answer(stream, dialCodeForErrno(err.code), `${address}:${port}: ${describeErrno(err)}`, address);
+      answer(dialCodeForErrno(err.code), `${address}:${port}: ${describeErrno(err)}`);
     };
-    sock.once('error', fail);
-    sock.once('timeout', () => fail(Object.assign(new Error('connect timed out'), { code: 'ETIMEDOUT' })));
-    const cancelled = (): void => void sock.destroy();
-    stream.once('close', cancelled);
-    sock.once('connect', () => {
-      sock.removeListener('error', fail);
-      stream.removeListener('close', cancelled);
-      sock.removeAllListeners('timeout');
-      sock.setTimeout(0);
-      sock.setKeepAlive(true, 30_000);
-      if (stream.destroyed || stream.closed) return void sock.destroy();
+    up.once('error', fail);
+    up.once('timeout', () => fail(Object.assign(new Error('connect timed out'), { code: 'ETIMEDOUT' })));
+    const cancelled = (): void => void up.destroy();
+    opener.once('close', cancelled);
+    up.once('connect', () => {
+      up.removeListener('error', fail);
+      opener.removeListener('close', cancelled);
+      up.removeAllListeners('timeout');
+      up.setTimeout(0);
+      up.setKeepAlive(true, 30_000);
+      if (gone()) return void up.destroy();
       this.stats.flowsOpened++;
       this.stats.flowsActive++;
-      answer(stream, 'OK', '', address);
-      joinSocket(sock, stream, this.stats, (err) => {
+      answer('OK', '');
+      join(up, (err) => {
         this.stats.flowsActive--;
         if (err) log.debug('flow ended', { dst: `${address}:${port}`, err });
       });

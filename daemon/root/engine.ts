@@ -3,6 +3,8 @@ import { bigIntToIp, type Cidr } from '../../src/core/cidr';
 import { Codes, RdbgError, errorMessage } from '../../src/core/errors';
 import { logger } from '../../src/core/log';
 import { H2FlowClient } from '../../src/tunnel/h2-client';
+import { openRawFlow, RawFlowBudget } from '../../src/tunnel/raw-flow';
+import { openFileLimit } from '../../src/core/rlimit';
 import { datagramChannel, joinSocket, type DatagramChannel } from '../../src/tunnel/h2-flows';
 import type { RootStatus } from '../../src/gen/rdbg/v1/RootStatus';
 import type { SessionGrant__Output } from '../../src/gen/rdbg/v1/SessionGrant';
@@ -124,6 +126,7 @@ export class RootEngine extends EventEmitter {
         this.h2 = new H2FlowClient(g.data_address, () => ({ 'rdbg-session': this.session?.grant?.session_id ?? '' }));
       }
     });
+    const rawBudget = RawFlowBudget.forThisProcess(openFileLimit());
     const write = (pkt: Buffer): boolean => this.tun!.write(pkt);
     const fakes = (c: Cidr | undefined, count: number): string[] => (c ? Array.from({ length: count }, (_, i) => nth(c, i + 2)) : []);
     this.nat = new TcpNat({
@@ -135,6 +138,11 @@ export class RootEngine extends EventEmitter {
       write,
       dialer: {
         dial: async (host, port, source) => {
+          const release = grant.raw_flows ? rawBudget.take() : undefined;
+          if (release) {
+            const session = this.session?.grant?.session_id ?? '';
+            return openRawFlow(grant.data_address, { session, protocol: 'tcp', host, port, source }, release);
+          }
           const stream = await this.h2!.open('tcp', host, port, source);
           return { join: (sock, onDone) => joinSocket(sock, stream, undefined, onDone), cancel: () => stream.close() };
         },

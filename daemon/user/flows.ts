@@ -3,6 +3,8 @@ import { H2FlowClient } from '../../src/tunnel/h2-client';
 import { datagramChannel, joinSocket, type DatagramChannel } from '../../src/tunnel/h2-flows';
 import { pipeFlow } from '../../src/tunnel/flow-pipe';
 import { DialError } from '../../src/tunnel/messages';
+import { openRawFlow, RawFlowBudget } from '../../src/tunnel/raw-flow';
+import { openFileLimit } from '../../src/core/rlimit';
 import type { Counters } from './counters';
 import type { ManagerLink } from './manager-link';
 import { openFlow } from './tunnel-client';
@@ -17,17 +19,21 @@ export interface TcpFlow {
 export type UdpFlow = DatagramChannel;
 
 /**
- * Opens flows to cluster destinations: over the manager's HTTP/2 data plane
- * when it has one (the fast path), else over the gRPC Tunnel RPC.
+ * Opens flows to cluster destinations: TCP as raw flows on the manager's data
+ * port where it is reached directly (the fastest path), otherwise over its
+ * HTTP/2 data plane, else over the gRPC Tunnel RPC.
  */
 export class FlowOpener {
   private h2?: H2FlowClient;
   private h2Address = '';
+  readonly rawBudget = RawFlowBudget.forThisProcess(openFileLimit());
 
   constructor(
     private readonly link: ManagerLink,
     private readonly counters: Counters,
     private readonly dataAddressOf: () => string | undefined,
+    /** whether TCP flows may open connections of their own to the data port (not over port-forward) */
+    readonly rawFlows: boolean,
   ) {}
 
   dataAddress(): string | undefined {
@@ -48,6 +54,16 @@ export class FlowOpener {
 
   async tcp(host: string, port: number, source: string): Promise<TcpFlow> {
     const h2 = this.dataPlane();
+    const release = h2 && this.rawFlows ? this.rawBudget.take() : undefined;
+    if (release) {
+      try {
+        this.requireConnected();
+      } catch (err) {
+        release();
+        throw err;
+      }
+      return openRawFlow(this.h2Address, { session: this.link.sessionId, protocol: 'tcp', host, port, source }, release, this.counters);
+    }
     if (h2) {
       this.requireConnected();
       const stream = await h2.open('tcp', host, port, source);

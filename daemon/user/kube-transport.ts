@@ -29,6 +29,7 @@ export interface KubeTransport {
   managerNamespace: string;
   control: string; // host:port the gRPC link dials
   data: string; // host:port of the data plane
+  rawFlows: boolean; // TCP flows on connections of their own (direct transport only: see src/tunnel/raw-flow.ts)
   neverRoute: string[]; // the apiserver's addresses: never into the TUN
   describe(dataPlane: boolean): string;
   /** writes the session's claim on the workload with the user's credentials (docs/kubernetes.md) */
@@ -96,10 +97,11 @@ export async function openKubeTransport(target: KubeOptions, managerNamespace: s
     managerNamespace,
     control,
     data,
+    rawFlows: Boolean(direct),
     neverRoute,
     describe: (dataPlane) =>
       `port-forward through ${kube.server} (context ${kube.context}) to the manager in namespace ${managerNamespace}` +
-      (dataPlane ? `; HTTP/2 data plane ${direct ? `direct at ${data}` : 'over port-forward'}` : '; gRPC tunnel'),
+      (dataPlane ? (direct ? `; data plane direct at ${data} (raw TCP flows)` : '; HTTP/2 data plane over port-forward') : '; gRPC tunnel'),
     claim: async (spec, sessionId, on) => {
       const ws = new Workloads(kube.kc);
       const w = await ws.find(spec.workload ?? '', spec.namespace || kube.namespace);

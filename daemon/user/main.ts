@@ -100,6 +100,7 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
   const { host: managerHost } = splitHostPort(opts.manager, '--manager');
   const flows = new FlowOpener(link, counters, () =>
     link.dataPort ? (opts.dataAddress ?? `${managerHost.includes(':') ? `[${managerHost}]` : managerHost}:${link.dataPort}`) : undefined,
+    opts.kube ? opts.kube.rawFlows : true,
   );
   const socks = new SocksServer(flows, counters);
   if (opts.socks) {
@@ -154,7 +155,7 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
         events: link.events,
         connected_since: link.connectedSince?.toISOString() ?? '',
         pid: process.pid,
-        transport: opts.kube ? opts.kube.describe(link.dataPort > 0) : link.dataPort ? `HTTP/2 data plane at ${flows.dataPlane() ? 'port ' + link.dataPort : '-'}, gRPC control at ${opts.manager}` : `gRPC tunnel to ${opts.manager}`,
+        transport: opts.kube ? opts.kube.describe(link.dataPort > 0) : link.dataPort ? `data plane at port ${link.dataPort} (${flows.rawBudget.max > 0 ? `TCP flows on connections of their own, up to ${flows.rawBudget.max}, then ` : ''}HTTP/2), gRPC control at ${opts.manager}` : `gRPC tunnel to ${opts.manager}`,
         intercepts: intercepts.count,
         kube_context: opts.kube?.context ?? '',
         kubeconfig: opts.kube?.kubeconfig ?? '',
@@ -191,6 +192,7 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
     state: link.state,
     session_id: link.sessionId,
     data_address: flows.dataAddress() ?? '',
+    raw_flows: flows.rawFlows,
     cluster: link.cluster ?? null,
     manager_addresses: [managerHost, ...(opts.kube?.neverRoute ?? [])],
   });

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 /** The wire protocol generation. Clients and managers interoperate only when equal. */
-export const PROTOCOL = 1;
+export const PROTOCOL = 2;
 
 function readVersion(): string {
   // dist/src/core/version.js -> package.json three levels up; src/core/version.ts two levels up.

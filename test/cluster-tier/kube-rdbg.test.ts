@@ -9,6 +9,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cluster, repoRoot, waitFor, type Cluster, type ExecResult, type TestLike } from './cluster-helper';
+import { PROTOCOL, VERSION } from '../../src/core/version';
 
 const RDBG = (): string => join(repoRoot(), 'dist', 'bin', 'rdbg.js');
 const MNS = 'rdbg';
@@ -298,9 +299,9 @@ t.test('rdbg on Kubernetes', async (t) => {
       const M = grpc.loadPackageDefinition(def).rdbg.v1.Manager;
       const m = new M('rdbg-manager.${MNS}:8081', grpc.credentials.createInsecure());
       const out = {};
-      m.Arrive({ client_version: '0.1.0', protocol: 1, user: 'intruder' }, { deadline: Date.now() + 8000 }, (e) => {
+      m.Arrive({ client_version: '${VERSION}', protocol: ${PROTOCOL}, user: 'intruder' }, { deadline: Date.now() + 8000 }, (e) => {
         out.arrive = e ? e.code + ' ' + e.details : 'ACCEPTED';
-        m.AgentArrive({ version: '0.1.0', protocol: 1, workload: 'echo', namespace: '${ns}', pod_name: 'x', token: 'not-a-token' }, { deadline: Date.now() + 8000 }, (e2) => {
+        m.AgentArrive({ version: '${VERSION}', protocol: ${PROTOCOL}, workload: 'echo', namespace: '${ns}', pod_name: 'x', token: 'not-a-token' }, { deadline: Date.now() + 8000 }, (e2) => {
           out.agent = e2 ? e2.code + ' ' + e2.details : 'ACCEPTED';
           console.log(JSON.stringify(out)); process.exit(0);
         });

@@ -110,14 +110,18 @@ async function main(): Promise<unknown> {
       // Open n idle connections, report, then hold them for --hold ms.
       const socks: net.Socket[] = [];
       let failed = 0;
+      const errors = new Set<string>();
       for (let i = 0; i < n; i += 200) {
         const batch = await Promise.allSettled(Array.from({ length: Math.min(200, n - i) }, () => connect()));
         for (const b of batch) {
           if (b.status === 'fulfilled') socks.push(b.value);
-          else failed++;
+          else {
+            failed++;
+            errors.add((b.reason as Error).message);
+          }
         }
       }
-      process.stdout.write(JSON.stringify({ held: socks.length, failed, ms: Date.now() - start }) + '\n');
+      process.stdout.write(JSON.stringify({ held: socks.length, failed, errors: [...errors].slice(0, 5), ms: Date.now() - start }) + '\n');
       await new Promise((r) => setTimeout(r, Number(values.hold)));
       for (const s of socks) s.destroy();
       return { done: true };

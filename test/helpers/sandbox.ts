@@ -27,7 +27,8 @@ export interface Laptop {
   ns: Netns;
   home: string; // RDBG_HOME of this laptop's rdbg
   managerAddress: string;
-  rdbg(args: string[], timeoutMs?: number): Promise<{ code: number; stdout: string; stderr: string; ms: number }>;
+  /** `env` adds variables (NAME=VALUE) for this command and the daemons it starts. */
+  rdbg(args: string[], timeoutMs?: number, env?: string[]): Promise<{ code: number; stdout: string; stderr: string; ms: number }>;
 }
 
 /**
@@ -105,7 +106,7 @@ export class Sandbox {
       ns,
       home,
       managerAddress,
-      rdbg: (args, timeoutMs = 60_000) => ns.run('env', [`RDBG_HOME=${home}`, `RDBG_ROOT_HOME=${home}/root`, 'node', '--', RDBG, ...args], timeoutMs),
+      rdbg: (args, timeoutMs = 60_000, env = []) => ns.run('env', [`RDBG_HOME=${home}`, `RDBG_ROOT_HOME=${home}/root`, ...env, 'node', '--', RDBG, ...args], timeoutMs),
     };
     this.laptops.push(laptop);
     return laptop;

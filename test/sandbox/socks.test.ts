@@ -11,7 +11,7 @@ let basePids: number[] = [];
 const SOCKS = '127.0.0.1:1080';
 
 t.before(async () => {
-  sb = await Sandbox.create();
+  sb = await Sandbox.create({ laptops: 2 });
   basePids = sb.laptop.ns.pids(); // the laptop's own resolver
   const r = await sb.laptop.rdbg(['connect', '--manager', sb.laptop.managerAddress, '--socks', SOCKS]);
   if (r.code !== 0) throw new Error(`connect failed: ${r.stderr}`);
@@ -48,6 +48,7 @@ t.test('status reports a healthy session with subnets and counters', async (t) =
   t.same(st.cluster.pod_subnets, [CLUSTER.podCidr]);
   t.ok(st.counters.flows_opened > 0, 'flows counted');
   t.ok(st.counters.bytes_in > 0, 'bytes counted');
+  t.match(st.transport, /TCP flows on connections of their own, up to \d+/, 'how flows travel');
   const text = await sb.laptop.rdbg(['status']);
   t.match(text.stdout, /Session:\s+connected/);
 });
@@ -99,6 +100,27 @@ t.test('an unknown name fails as a name error', async (t) => {
   t.match(r.stderr, /unreachable|\(4\)/i, r.stderr);
   const log = await sb.laptop.rdbg(['status', '-o', 'json']);
   t.ok(JSON.parse(log.stdout).counters.flows_failed > 0, 'counted as a failed flow');
+});
+
+t.test('with raw flows turned off (RDBG_RAW_FLOWS_MAX=0) TCP flows share the HTTP/2 connection and behave the same', async (t) => {
+  const lap = sb.laptops[1];
+  const socks = '127.0.0.1:1081';
+  const c = await lap.rdbg(['connect', '--manager', lap.managerAddress, '--socks', socks], 60_000, ['RDBG_RAW_FLOWS_MAX=0']);
+  t.equal(c.code, 0, c.stderr);
+  t.teardown(() => lap.rdbg(['quit']));
+  const st = JSON.parse((await lap.rdbg(['status', '-o', 'json'])).stdout);
+  t.notMatch(st.transport, /connections of their own/, `transport: ${st.transport}`);
+  const n = 64 * 1024 * 1024;
+  const [expected, got] = await Promise.all([
+    patternSha256(n, 'h2'),
+    lap.ns.run('bash', ['-c', `curl -sS --socks5-hostname ${socks} 'http://echo.default/bytes?n=${n}&seed=h2' | sha256sum`], 120_000),
+  ]);
+  t.equal(got.stdout.split(' ')[0], expected, '64 MiB download checksum');
+  const run = (mode: string, dst: string, extra: string[] = []) =>
+    lap.ns.run('node', [NETCLIENT, mode, '--socks', socks, '--dst', dst, ...extra], 120_000).then((r) => JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}'));
+  t.equal((await run('halfclose', 'echo.default:7')).received, 'hello, half-closed world\nclosed after 25 bytes\n', 'half-close');
+  t.match(String((await run('connect', `${CLUSTER.echoIp}:${CLUSTER.closedPort}`)).error), /ConnectionRefused/, 'refused');
+  t.equal((await run('concurrent', 'echo.default:7', ['--n', '200'])).ok, 200, '200 concurrent connections');
 });
 
 t.test('rdbg quit leaves no process or socket file behind', async (t) => {

@@ -136,5 +136,5 @@ t.test('a client of another protocol generation is refused with a clear message'
     client.arrive({ client_version: '9.0.0', protocol: PROTOCOL + 1, user: 'future' }, (e) => resolve(e!)),
   );
   t.equal(err.code, grpc.status.FAILED_PRECONDITION);
-  t.match(err.details, /rdbg client 9\.0\.0 speaks protocol 2, but the traffic manager .* speaks protocol 1: upgrade the traffic manager/);
+  t.match(err.details, new RegExp(`rdbg client 9\\.0\\.0 speaks protocol ${PROTOCOL + 1}, but the traffic manager .* speaks protocol ${PROTOCOL}: upgrade the traffic manager`));
 });

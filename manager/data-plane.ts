@@ -7,7 +7,7 @@ import {
   DatagramFramer, H, H2_SETTINGS, MAX_SESSION_MEMORY, PATH, WINDOW, dialCodeFrom, decodeMessage, encodeMessage, header, joinSocket,
 } from '../src/tunnel/h2-flows';
 import { dialCodeForErrno, type DialCode } from '../src/tunnel/messages';
-import { formatReply, joinSockets, parseRequest, RAW_MAGIC, readLine } from '../src/tunnel/raw-flow';
+import { formatReply, joinSockets, KEEPALIVE_MS, parseRequest, RAW_MAGIC, readLine } from '../src/tunnel/raw-flow';
 import type { ClusterDNS } from './cluster-dns';
 import type { SessionRegistry } from './sessions';
 import type { TunnelStats } from './tunnel-handler';
@@ -102,8 +102,11 @@ export class DataPlane {
       address,
       req.port,
       (code, message) => reply(code, address, message),
-      // a = the destination, as joinSocket counts for HTTP/2 flows.
-      (up, onDone) => joinSockets(up, sock, this.stats, onDone),
+      (up, onDone) => {
+        sock.setKeepAlive(true, KEEPALIVE_MS);
+        // a = the destination, as joinSocket counts for HTTP/2 flows.
+        joinSockets(up, sock, this.stats, onDone);
+      },
     );
   }
 

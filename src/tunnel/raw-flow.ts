@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import * as net from 'node:net';
 import { DialError, type DialCode } from './messages';
 import { SOCKET_HWM, dialCodeFrom, decodeMessage, encodeMessage } from './h2-flows';
@@ -22,6 +23,8 @@ import { SOCKET_HWM, dialCodeFrom, decodeMessage, encodeMessage } from './h2-flo
  * the apiserver and kubelet (milliseconds) and one multiplexed connection wins.
  */
 export const RAW_MAGIC = 'RDBG-FLOW/1';
+/** TCP keepalive on raw flows, both ends (HTTP/2 flows have the connection's PINGs instead). */
+export const KEEPALIVE_MS = 30_000;
 /** The longest request or reply line either side accepts. */
 export const MAX_LINE = 2048;
 
@@ -131,7 +134,11 @@ export function openRawTcp(dataAddress: string, req: RawFlowRequest, timeoutMs: 
   return readLine(sock, Buffer.alloc(0), timeoutMs).then(
     (replyLine) => {
       const reply = parseReply(replyLine);
-      if (reply.code === 'OK') return sock;
+      if (reply.code === 'OK') {
+        // An idle flow must outlive NAT and firewall timeouts between the laptop and the manager.
+        sock.setKeepAlive(true, KEEPALIVE_MS);
+        return sock;
+      }
       sock.destroy();
       throw new DialError(reply.code, reply.message || reply.code);
     },
@@ -202,32 +209,56 @@ export function joinSockets(a: net.Socket, b: net.Socket, counters?: JoinCounter
   b.resume();
 }
 
+/** How long a closed connection's port stays in TIME_WAIT on Linux (2 x MSL, fixed at 60 s). */
+const TIME_WAIT_MS = 60_000;
+
 /**
- * How many raw flows a process holds at once. A raw flow costs a descriptor
- * more than a flow on the shared HTTP/2 connection, so past a quarter of the
- * open-file limit new flows go over HTTP/2 instead: 10,000 connections then
- * still fit under a limit of 20,000 with room for everything else.
+ * How many raw flows a process opens, at once and per minute; past either
+ * limit new flows go over the shared HTTP/2 connection instead.
+ *
+ * At once: a raw flow costs a descriptor more than a flow on the HTTP/2
+ * connection, so at most a quarter of the open-file limit (10,000
+ * connections then still fit under a limit of 20,000).
+ *
+ * Per minute: every raw flow that the laptop side closes first leaves its
+ * local port in TIME_WAIT towards the manager's one address for a minute,
+ * and connect() has only about half of the ephemeral range (the even
+ * ports) before it slows down and then fails with EADDRNOTAVAIL. Measured
+ * here: past about 14,000 flows in a minute, new connections took 0.4-1 s.
+ * So at most a quarter of the range per minute (about 7,000, over 100 new
+ * flows a second sustained).
  */
 export class RawFlowBudget {
   private used = 0;
+  /** raw flows opened per second over the last minute (a ring of 60 counters) */
+  private readonly opened = new Array<number>(60).fill(0);
+  private openedTotal = 0;
+  private lastSecond = 0;
 
-  constructor(readonly max: number) {}
+  constructor(
+    readonly max: number,
+    readonly maxPerMinute = Infinity,
+    private readonly now: () => number = Date.now,
+  ) {}
 
-  static forFileLimit(limit: number): RawFlowBudget {
-    return new RawFlowBudget(Math.max(0, Math.floor((limit - 512) / 4)));
+  static forLimits(fileLimit: number, ephemeralPorts: number): RawFlowBudget {
+    return new RawFlowBudget(Math.max(0, Math.floor((fileLimit - 512) / 4)), Math.floor(ephemeralPorts / 4));
   }
 
-  /** RDBG_RAW_FLOWS_MAX=N sets the budget (0: every flow over HTTP/2); else a quarter of the file limit. */
+  /** RDBG_RAW_FLOWS_MAX=N sets the number at once (0: every flow over HTTP/2). */
   static forThisProcess(fileLimit: number, env = process.env): RawFlowBudget {
+    const b = RawFlowBudget.forLimits(fileLimit, ephemeralPortCount());
     const set = env.RDBG_RAW_FLOWS_MAX;
-    if (set !== undefined && /^\d+$/.test(set)) return new RawFlowBudget(Number(set));
-    return RawFlowBudget.forFileLimit(fileLimit);
+    return set !== undefined && /^\d+$/.test(set) ? new RawFlowBudget(Number(set), b.maxPerMinute) : b;
   }
 
   /** Take one raw flow, if there is room; `release` gives it back (once). */
   take(): (() => void) | undefined {
-    if (this.used >= this.max) return undefined;
+    this.advance();
+    if (this.used >= this.max || this.openedTotal >= this.maxPerMinute) return undefined;
     this.used++;
+    this.opened[this.lastSecond % 60]++;
+    this.openedTotal++;
     let released = false;
     return () => {
       if (released) return;
@@ -236,9 +267,35 @@ export class RawFlowBudget {
     };
   }
 
+  /** Forget the seconds that left the window. */
+  private advance(): void {
+    const second = Math.floor(this.now() / 1000);
+    if (second - this.lastSecond >= TIME_WAIT_MS / 1000) {
+      this.opened.fill(0);
+      this.openedTotal = 0;
+    } else {
+      for (let s = this.lastSecond + 1; s <= second; s++) {
+        this.openedTotal -= this.opened[s % 60];
+        this.opened[s % 60] = 0;
+      }
+    }
+    this.lastSecond = second;
+  }
+
   get inUse(): number {
     return this.used;
   }
+}
+
+/** The size of the ephemeral port range connect() draws from (Linux's default where it cannot be read). */
+export function ephemeralPortCount(read: () => string = () => readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8')): number {
+  try {
+    const [lo, hi] = read().trim().split(/\s+/).map(Number);
+    if (Number.isInteger(lo) && Number.isInteger(hi) && hi >= lo) return hi - lo + 1;
+  } catch {
+    // not Linux: take Linux's default range
+  }
+  return 60999 - 32768 + 1;
 }
 
 /** A flow whose dial succeeded, waiting for its local socket. */

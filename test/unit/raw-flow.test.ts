@@ -6,7 +6,7 @@ import { CHANNEL_OPTIONS, managerPackage, type ManagerClient } from '../../src/r
 import { PROTOCOL, VERSION } from '../../src/core/version';
 import { H2FlowClient } from '../../src/tunnel/h2-client';
 import { DialError } from '../../src/tunnel/messages';
-import { RawFlowBudget, formatRequest, openRawFlow, openRawTcp, parseRequest, readLine } from '../../src/tunnel/raw-flow';
+import { RawFlowBudget, ephemeralPortCount, formatRequest, openRawFlow, openRawTcp, parseRequest, readLine } from '../../src/tunnel/raw-flow';
 
 // Raw flows on the manager's data port (src/tunnel/raw-flow.ts), against a real
 // manager and real TCP servers on loopback.
@@ -193,12 +193,32 @@ t.test('the budget: raw flows up to the limit, each given back once', async (t) 
   t.equal(b.inUse, 1, 'a second release does not count');
   t.ok(b.take(), 'room again');
   r2();
-  t.equal(RawFlowBudget.forFileLimit(20_000).max, 4872, 'a quarter of what the file limit leaves');
+  t.equal(RawFlowBudget.forLimits(20_000, 28_232).max, 4872, 'at once: a quarter of what the file limit leaves');
+  t.equal(RawFlowBudget.forLimits(20_000, 28_232).maxPerMinute, 7058, 'per minute: a quarter of the ephemeral ports');
   t.equal(RawFlowBudget.forThisProcess(20_000, { RDBG_RAW_FLOWS_MAX: '0' }).max, 0, 'RDBG_RAW_FLOWS_MAX=0 turns raw flows off');
   t.equal(RawFlowBudget.forThisProcess(20_000, { RDBG_RAW_FLOWS_MAX: 'lots' }).max, 4872, 'a malformed value is ignored');
+  t.equal(ephemeralPortCount(() => '32768\t60999\n'), 28232, 'the range as Linux writes it');
+  t.equal(ephemeralPortCount(() => 'garbage'), 28232, "Linux's default when it cannot be read");
   let released = 0;
   await t.rejects(openRawFlow(data, to(closedPort), () => released++), { code: 'REFUSED' });
   t.equal(released, 1, 'a failed dial gives its place back');
+});
+
+t.test('the budget per minute: ports in TIME_WAIT come back after a minute', async (t) => {
+  let now = 1_000_000;
+  const b = new RawFlowBudget(1000, 3, () => now);
+  for (let i = 0; i < 3; i++) b.take()!(); // opened and closed at once: their ports linger
+  t.equal(b.take(), undefined, 'three opened this minute: the fourth goes over HTTP/2');
+  now += 30_000;
+  t.equal(b.take(), undefined, 'still within the minute');
+  now += 30_000;
+  t.ok(b.take(), 'a minute later there is room again');
+  now += 10_000;
+  t.ok(b.take(), 'and again');
+  t.ok(b.take());
+  t.equal(b.take(), undefined, 'three in the last minute');
+  now += 10 * 60_000;
+  t.ok(b.take(), 'a long pause forgets everything');
 });
 
 t.test('readLine puts back what follows the line', async (t) => {

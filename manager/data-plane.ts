@@ -7,7 +7,7 @@ import {
   DatagramFramer, H, H2_SETTINGS, MAX_SESSION_MEMORY, PATH, WINDOW, dialCodeFrom, decodeMessage, encodeMessage, header, joinSocket,
 } from '../src/tunnel/h2-flows';
 import { dialCodeForErrno, type DialCode } from '../src/tunnel/messages';
-import { formatReply, joinSockets, KEEPALIVE_MS, parseRequest, RAW_MAGIC, readLine } from '../src/tunnel/raw-flow';
+import { connectFlowSocket, formatReply, joinSockets, KEEPALIVE_MS, parseRequest, RAW_MAGIC, readLine } from '../src/tunnel/raw-flow';
 import type { ClusterDNS } from './cluster-dns';
 import type { SessionRegistry } from './sessions';
 import type { TunnelStats } from './tunnel-handler';
@@ -107,6 +107,7 @@ export class DataPlane {
         // a = the destination, as joinSocket counts for HTTP/2 flows.
         joinSockets(up, sock, this.stats, onDone);
       },
+      true,
     );
   }
 
@@ -191,6 +192,7 @@ export class DataPlane {
       port,
       (code, message) => answer(stream, code, message, address),
       (up, onDone) => joinSocket(up, stream, this.stats, onDone),
+      false,
     );
   }
 
@@ -206,8 +208,11 @@ export class DataPlane {
     port: number,
     answer: (code: DialCode, message: string) => void,
     join: (up: net.Socket, onDone: (err?: string) => void) => void,
+    fast: boolean,
   ): void {
-    const up = net.connect({ host: address, port, allowHalfOpen: true, noDelay: true, highWaterMark: SOCKET_HWM } as net.NetConnectOpts);
+    const opts = { host: address, port, allowHalfOpen: true, noDelay: true, highWaterMark: SOCKET_HWM } as net.NetConnectOpts;
+    // joinSockets reads fast readers; joinSocket (HTTP/2) takes 'data' events
+    const up = fast ? connectFlowSocket(opts) : net.connect(opts);
     up.setTimeout(DIAL_TIMEOUT_MS);
     const fail = (err: NodeJS.ErrnoException): void => {
       up.destroy();

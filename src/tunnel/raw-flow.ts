@@ -67,6 +67,60 @@ export function parseReply(line: string): { code: DialCode; address: string; mes
 }
 
 /**
+ * Sockets that read into a buffer of their own (node's `onread`), 1 MiB at a
+ * time, instead of a fresh 64 KB buffer per read pushed through a Readable:
+ * a relay then makes a sixteenth of the reads and no allocations, which
+ * measured +50% through two relays on this machine (620 -> 935 MB/s). The
+ * buffer is reused, so a chunk is valid only while its sink runs: a sink
+ * writes it and pauses the socket until that write is done, or copies it.
+ * Only FAST_READERS_MAX sockets at once get one, from a pool (allocating
+ * 1 MiB per connection cut the connection rate to a third): the rest read as
+ * usual, so the buffers cost at most 4 MiB however many flows there are.
+ */
+const FAST_READ_BYTES = 1 << 20;
+const FAST_READERS_MAX = 4;
+let fastReaders = 0;
+const fastBuffers: Buffer[] = [];
+
+interface FastRead {
+  /** Takes a chunk that is valid only during the call; false pauses the socket. */
+  sink?: (chunk: Buffer) => boolean;
+  /** Copies of what came while there was no sink. */
+  stash: Buffer[];
+  /** Called when the stash grows; true: keep reading. */
+  wake?: () => boolean;
+}
+
+const fastReads = new WeakMap<net.Socket, FastRead>();
+
+/** Connect a socket that carries a flow: a fast reader while there are free ones (see FAST_READ_BYTES). */
+export function connectFlowSocket(opts: net.NetConnectOpts): net.Socket {
+  if (fastReaders >= FAST_READERS_MAX) return net.connect(opts);
+  fastReaders++;
+  const fr: FastRead = { stash: [] };
+  const buffer = fastBuffers.pop() ?? Buffer.allocUnsafeSlow(FAST_READ_BYTES);
+  const sock = net.connect({
+    ...opts,
+    onread: {
+      buffer,
+      callback: (n: number, buf: Buffer): boolean => {
+        const chunk = buf.subarray(0, n);
+        if (fr.sink) return fr.sink(chunk);
+        fr.stash.push(Buffer.from(chunk));
+        // nobody takes the bytes yet: read no more until someone does, unless a reader wants more
+        return fr.wake?.() ?? false;
+      },
+    },
+  } as net.NetConnectOpts);
+  sock.once('close', () => {
+    fastReaders--;
+    fastBuffers.push(buffer); // nothing reads into it any more
+  });
+  fastReads.set(sock, fr);
+  return sock;
+}
+
+/**
  * Read one newline-terminated line from a paused or fresh socket. Bytes after
  * the newline are put back (unshift), so they reach whoever reads next.
  */
@@ -83,7 +137,7 @@ export function readLine(sock: net.Socket, head: Buffer, timeoutMs: number): Pro
       if (err) reject(err);
       else resolve(line!);
     };
-    const check = (): boolean => {
+    let check = (): boolean => {
       const nl = buf.indexOf(0x0a);
       if (nl === -1) {
         if (buf.length > MAX_LINE) done(new Error(`no newline in the first ${MAX_LINE} bytes`));
@@ -102,6 +156,39 @@ export function readLine(sock: net.Socket, head: Buffer, timeoutMs: number): Pro
     const onEnd = (): void => done(new Error('the connection closed before a whole line came'));
     const onError = (err: Error): void => done(err);
     const timer = setTimeout(() => done(new Error(`no line within ${timeoutMs / 1000} s`)), timeoutMs);
+    const fr = fastReads.get(sock);
+    if (fr) {
+      // A fast reader: its bytes come to the stash; what follows the line goes back there.
+      const take = (): void => {
+        const got = fr.stash.splice(0);
+        if (got.length) onData(Buffer.concat(got));
+      };
+      let settled = false;
+      fr.wake = () => {
+        if (!settled) take();
+        return !settled;
+      };
+      check = (): boolean => {
+        const nl = buf.indexOf(0x0a);
+        if (nl === -1 && buf.length <= MAX_LINE) return false;
+        settled = true;
+        fr.wake = undefined;
+        if (nl === -1) done(new Error(`no newline in the first ${MAX_LINE} bytes`));
+        else {
+          const rest = buf.subarray(nl + 1);
+          if (rest.length) fr.stash.unshift(Buffer.from(rest));
+          done(undefined, buf.subarray(0, nl).toString('latin1'));
+        }
+        return true;
+      };
+      take();
+      if (check()) return;
+      sock.once('end', onEnd);
+      sock.once('close', onEnd);
+      sock.once('error', onError);
+      sock.resume();
+      return;
+    }
     if (check()) return;
     sock.on('data', onData);
     sock.once('end', onEnd);
@@ -119,9 +206,10 @@ function splitHostPort(address: string): { host: string; port: number } {
 /**
  * Open a raw flow through the manager's data port at `dataAddress` and wait
  * for its dial. Resolves with the connected socket (paused, allowHalfOpen),
- * ready to be joined; rejects with the manager's DialError.
+ * ready to be joined; rejects with the manager's DialError. A `fast` socket
+ * (see connectFlowSocket) emits no 'data' events: only joinSockets reads it.
  */
-export function openRawTcp(dataAddress: string, req: RawFlowRequest, timeoutMs: number): Promise<net.Socket> {
+export function openRawTcp(dataAddress: string, req: RawFlowRequest, timeoutMs: number, fast = false): Promise<net.Socket> {
   let line: string;
   try {
     line = formatRequest(req);
@@ -129,7 +217,8 @@ export function openRawTcp(dataAddress: string, req: RawFlowRequest, timeoutMs: 
     return Promise.reject(err);
   }
   const { host, port } = splitHostPort(dataAddress);
-  const sock = net.connect({ host, port, noDelay: true, allowHalfOpen: true, highWaterMark: SOCKET_HWM } as net.NetConnectOpts);
+  const opts = { host, port, noDelay: true, allowHalfOpen: true, highWaterMark: SOCKET_HWM } as net.NetConnectOpts;
+  const sock = fast ? connectFlowSocket(opts) : net.connect(opts);
   sock.write(line);
   return readLine(sock, Buffer.alloc(0), timeoutMs).then(
     (replyLine) => {
@@ -180,11 +269,36 @@ export function joinSockets(a: net.Socket, b: net.Socket, counters?: JoinCounter
     finish(why);
   };
   const carry = (from: net.Socket, to: net.Socket, count: (n: number) => void): void => {
-    from.on('data', (d: Buffer) => {
-      count(d.length);
-      if (!to.write(d)) from.pause();
-    });
-    to.on('drain', () => from.resume());
+    const fr = fastReads.get(from);
+    if (!fr) {
+      from.on('data', (d: Buffer) => {
+        count(d.length);
+        if (!to.write(d)) from.pause();
+      });
+      to.on('drain', () => from.resume());
+      return;
+    }
+    // A fast reader's chunk lives in its buffer: when its write does not complete at once,
+    // read again only after that very write is done (earlier writes may finish first).
+    let seq = 0;
+    let waitingFor = 0;
+    fr.sink = (chunk: Buffer): boolean => {
+      count(chunk.length);
+      const id = ++seq;
+      to.write(chunk, () => {
+        if (waitingFor !== id) return;
+        waitingFor = 0;
+        from.resume();
+      });
+      if (to.writableLength === 0) return true;
+      waitingFor = id;
+      return false;
+    };
+    fr.wake = undefined;
+    for (const c of fr.stash.splice(0)) {
+      count(c.length);
+      to.write(c); // copies: they may wait in the queue
+    }
   };
   carry(a, b, (n) => counters && (counters.bytesOut += n));
   carry(b, a, (n) => counters && (counters.bytesIn += n));
@@ -314,7 +428,7 @@ export async function openRawFlow(
 ): Promise<JoinableFlow> {
   let remote: net.Socket;
   try {
-    remote = await openRawTcp(dataAddress, req, timeoutMs);
+    remote = await openRawTcp(dataAddress, req, timeoutMs, true);
   } catch (err) {
     release();
     throw err;

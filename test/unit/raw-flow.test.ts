@@ -183,6 +183,65 @@ t.test('joinSockets: a local half-close reaches the far end, which still answers
   t.equal(result, undefined, 'the flow ended cleanly');
 });
 
+/** A local app's socket joined through openRawFlow (the fast reader path) to a server on `port`. */
+async function viaFlow(port: number): Promise<{ app: net.Socket; done: Promise<string | undefined> }> {
+  const front = net.createServer({ allowHalfOpen: true });
+  servers.push(front);
+  await new Promise<void>((r) => front.listen(0, '127.0.0.1', r));
+  const done = new Promise<string | undefined>((resolve) =>
+    front.once('connection', async (a) => {
+      const flow = await openRawFlow(data, to(port), () => undefined);
+      flow.join(a, resolve);
+    }),
+  );
+  const app = net.connect({ port: (front.address() as net.AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true });
+  return { app, done };
+}
+
+function pattern(n: number): Buffer {
+  const b = Buffer.alloc(n);
+  for (let i = 0; i < n; i++) b[i] = (i * 131 + (i >> 16)) & 0xff;
+  return b;
+}
+
+t.test('a download through a flow arrives byte-exact to a reader that keeps pausing', async (t) => {
+  const big = pattern(24 * 1024 * 1024);
+  const port = await serve((s) => s.end(big));
+  const { app, done } = await viaFlow(port);
+  const got: Buffer[] = [];
+  app.on('data', (d: Buffer) => {
+    got.push(Buffer.from(d));
+    // a slow program: every chunk stops the reading for a moment, so the relay must wait
+    app.pause();
+    setTimeout(() => app.resume(), 1);
+  });
+  await new Promise((r) => app.on('end', r));
+  const all = Buffer.concat(got);
+  t.equal(all.length, big.length, 'every byte');
+  t.ok(all.equals(big), 'in order, none overwritten');
+  app.end();
+  t.equal(await done, undefined, 'the flow ended cleanly');
+});
+
+t.test('an upload and a download at once through a flow both arrive byte-exact', async (t) => {
+  const up = pattern(16 * 1024 * 1024);
+  const port = await serve((s) => s.pipe(s));
+  const { app } = await viaFlow(port);
+  t.ok((await exchange(app, up)).equals(up), 'echoed byte-exact');
+});
+
+t.test('a banner that comes with the dial reply reaches the program first', async (t) => {
+  const port = await serve((s) => {
+    s.write('220 ready\n');
+    s.on('end', () => s.end('221 bye\n'));
+  });
+  const { app, done } = await viaFlow(port);
+  const first = await new Promise<string>((r) => app.once('data', (d: Buffer) => r(d.toString())));
+  t.equal(first, '220 ready\n');
+  t.equal((await exchange(app, Buffer.alloc(0))).toString(), '221 bye\n', 'and the goodbye after our FIN');
+  t.equal(await done, undefined, 'the flow ended cleanly');
+});
+
 t.test('the budget: raw flows up to the limit, each given back once', async (t) => {
   const b = new RawFlowBudget(2);
   const r1 = b.take()!;

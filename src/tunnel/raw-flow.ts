@@ -280,24 +280,29 @@ export function joinSockets(a: net.Socket, b: net.Socket, counters?: JoinCounter
     }
     // A fast reader's chunk lives in its buffer: when its write does not complete at once,
     // read again only after that very write is done (earlier writes may finish first).
-    let seq = 0;
+    // Writes complete in order: counting them tells when a given one is done.
+    let sent = 0;
+    let written = 0;
     let waitingFor = 0;
+    const onWritten = (): void => {
+      written++;
+      if (waitingFor === 0 || written < waitingFor) return;
+      waitingFor = 0;
+      from.resume();
+    };
     fr.sink = (chunk: Buffer): boolean => {
       count(chunk.length);
-      const id = ++seq;
-      to.write(chunk, () => {
-        if (waitingFor !== id) return;
-        waitingFor = 0;
-        from.resume();
-      });
+      sent++;
+      to.write(chunk, onWritten);
       if (to.writableLength === 0) return true;
-      waitingFor = id;
+      waitingFor = sent;
       return false;
     };
     fr.wake = undefined;
     for (const c of fr.stash.splice(0)) {
       count(c.length);
-      to.write(c); // copies: they may wait in the queue
+      sent++;
+      to.write(c, onWritten); // copies: they may wait in the queue
     }
   };
   carry(a, b, (n) => counters && (counters.bytesOut += n));

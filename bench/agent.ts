@@ -6,7 +6,8 @@
  *                                            vs  caller -> laptop server
  * The manager, the agent and the laptop's daemon stand-in (FakeLaptop) run as
  * separate processes, as they would in real life; the caller and both servers
- * share this one. Everything is on 127.0.0.1. About 30 s.
+ * share this one. Everything is on 127.0.0.1. Medians of 5 rounds (the
+ * figures move by +-50 us between runs on this shared machine). About 40 s.
  *
  * `node dist/bench/agent.js` prints the figures as JSON; `benchAgent()` returns them.
  */
@@ -17,7 +18,7 @@ import { resolve } from 'node:path';
 import { FakeLaptop } from '../test/helpers/fake-laptop';
 
 const RDBG = resolve(__dirname, '../bin/rdbg.js');
-const ROUNDS = 3;
+const ROUNDS = 5;
 const LATENCY_N = 300;
 const WARMUP_N = 3000;
 const BIG = 64 * 1024 * 1024;

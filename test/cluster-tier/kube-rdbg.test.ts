@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cluster, repoRoot, waitFor, type Cluster, type ExecResult, type TestLike } from './cluster-helper';
 import { PROTOCOL, VERSION } from '../../src/core/version';
+import { MANAGER_SELECTOR } from '../../src/kube/manifests';
 
 const RDBG = (): string => join(repoRoot(), 'dist', 'bin', 'rdbg.js');
 const MNS = 'rdbg';
@@ -160,6 +161,42 @@ t.test('rdbg on Kubernetes', async (t) => {
     t.equal(set.stdout.trim(), 'OK');
     const get = await c.laptop('redis-cli', ['-h', `redis.${ns}`, 'GET', 'rdbg-key']);
     t.equal(get.stdout.trim(), 'through-the-tunnel', 'redis-cli against the Redis pod');
+  });
+
+  await t.test('the direct transport: the session over port-forward, TCP flows straight to the manager pod', async (t) => {
+    // A laptop that can reach pod addresses: a route to the manager's pod through the node, which
+    // otherwise isolates the laptop link (test/cluster/up.sh), and forwarding for that one pod.
+    const mgr = await c.kubectlJson<{ items: { status: { podIP?: string } }[] }>(['-n', MNS, 'get', 'pods', '-l', MANAGER_SELECTOR]);
+    const ip = mgr.items.map((p) => p.status.podIP).find((a) => a)!;
+    const laptopIp = c.info.LINK_LAPTOP_IP;
+    const rules = [
+      ['FORWARD', '-i', 'laptop0', '-o', 'cni0', '-s', `${laptopIp}/32`, '-d', `${ip}/32`, '-j', 'ACCEPT'],
+      ['FORWARD', '-i', 'cni0', '-o', 'laptop0', '-s', `${ip}/32`, '-d', `${laptopIp}/32`, '-j', 'ACCEPT'],
+    ];
+    const route = [`${ip}/32`, 'via', c.info.LINK_NODE_IP];
+    try {
+      for (const r of rules) await c.node('iptables', ['-w', '-I', r[0], '1', ...r.slice(1)]);
+      await c.laptop('ip', ['route', 'add', ...route]);
+      await admin.rdbg(['quit']);
+      const r = await admin.rdbg(['connect', '--namespace', ns, '--kubernetes', '--manager', `${ip}:8081`, '--never-proxy', `${ip}/32`]);
+      t.match(r.stdout, /Connected/, r.stdout + r.stderr);
+      const st = JSON.parse((await admin.rdbg(['status', '-o', 'json'])).stdout);
+      t.match(st.transport, new RegExp(`direct at ${ip.replace(/\./g, '\\.')}:8082 \\(raw TCP flows\\)`), st.transport);
+      const body = 'x'.repeat(256 * 1024);
+      const post = await c.laptop('curl', ['-sS', '--max-time', '20', '--data-binary', '@-', `http://echo.${ns}/direct`], { input: body });
+      t.equal(JSON.parse(post.stdout).body.length, body.length, 'a 256 KiB request and its echo through the direct transport');
+      const pods = await c.kubectlJson<{ items: { status: { podIP: string } }[] }>(['-n', ns, 'get', 'pods', '-l', 'app=echo']);
+      const t0 = Date.now();
+      const refused = await c.laptop('curl', ['-sS', '--max-time', '10', `http://${pods.items[0].status.podIP}:8081/`], { check: false });
+      t.equal(refused.code, 7, `a closed port in the cluster is refused on the laptop: ${refused.stderr}`);
+      t.ok(Date.now() - t0 < 5000, 'at once');
+    } finally {
+      await admin.rdbg(['quit'], { check: false });
+      await c.laptop('ip', ['route', 'del', ...route], { check: false });
+      for (const r of rules) await c.node('iptables', ['-w', '-D', ...r], { check: false });
+      // back to the plain port-forward session for what follows
+      await admin.rdbg(['connect', '--namespace', ns]);
+    }
   });
 
   await t.test('header intercept across 3 replicas; the rest still reaches the pods', async (t) => {

@@ -94,7 +94,7 @@ export class DataPlane {
     const session = this.sessions.get(req.session);
     if (!session) return reply('DENIED', '', 'no such session (it expired, or the manager restarted): reconnect');
     if (req.protocol !== 'tcp') return reply('FAILED', '', `raw flows carry tcp, not "${req.protocol.slice(0, 20)}"`);
-    const address = net.isIP(req.host) ? req.host : (await this.dns.addresses(req.host, session.namespace).catch(() => [] as string[]))[0];
+    const address = await this.addressOf(req.host, session.namespace);
     if (!address) return reply('NAME_ERROR', '', `no such host "${req.host}" in the cluster`);
     this.connectFlow(
       sock,
@@ -176,10 +176,15 @@ export class DataPlane {
   }
 
   private async resolve(stream: http2.ServerHttp2Stream, host: string, namespace: string): Promise<string | undefined> {
+    const address = await this.addressOf(host, namespace);
+    if (!address) answer(stream, 'NAME_ERROR', `no such host "${host}" in the cluster`);
+    return address;
+  }
+
+  /** The address a flow to `host` dials: itself when it is one, else its first in the cluster. */
+  private async addressOf(host: string, namespace: string): Promise<string | undefined> {
     if (net.isIP(host)) return host;
-    const addrs = await this.dns.addresses(host, namespace).catch(() => [] as string[]);
-    if (addrs.length === 0) answer(stream, 'NAME_ERROR', `no such host "${host}" in the cluster`);
-    return addrs[0];
+    return (await this.dns.addresses(host, namespace).catch(() => [] as string[]))[0];
   }
 
   private async dialTcp(stream: http2.ServerHttp2Stream, host: string, port: number, namespace: string): Promise<void> {

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { splitHostPort } from '../cli/args';
 import * as net from 'node:net';
 import { DialError, type DialCode } from './messages';
 import { SOCKET_HWM, dialCodeFrom, decodeMessage, encodeMessage } from './h2-flows';
@@ -124,13 +125,18 @@ export function connectFlowSocket(opts: net.NetConnectOpts): net.Socket {
 
 /**
  * Read one newline-terminated line from a paused or fresh socket. Bytes after
- * the newline are put back (unshift), so they reach whoever reads next.
+ * the newline are put back (unshift, or a fast reader's stash), so they reach
+ * whoever reads next.
  */
 export function readLine(sock: net.Socket, head: Buffer, timeoutMs: number): Promise<string> {
   return new Promise((resolve, reject) => {
+    const fr = fastReads.get(sock);
     let buf = head;
+    let settled = false;
     const done = (err?: Error, line?: string): void => {
+      settled = true;
       clearTimeout(timer);
+      if (fr) fr.wake = undefined;
       sock.removeListener('data', onData);
       sock.removeListener('end', onEnd);
       sock.removeListener('error', onError);
@@ -139,17 +145,18 @@ export function readLine(sock: net.Socket, head: Buffer, timeoutMs: number): Pro
       if (err) reject(err);
       else resolve(line!);
     };
-    let check = (): boolean => {
+    const check = (): void => {
       const nl = buf.indexOf(0x0a);
       if (nl === -1) {
         if (buf.length > MAX_LINE) done(new Error(`no newline in the first ${MAX_LINE} bytes`));
-        return buf.length > MAX_LINE;
+        return;
       }
       // Stop reading first: an unshift while flowing would hand the rest straight back to onData.
       done(undefined, buf.subarray(0, nl).toString('latin1'));
       const rest = buf.subarray(nl + 1);
-      if (rest.length) sock.unshift(rest);
-      return true;
+      if (!rest.length) return;
+      if (fr) fr.stash.unshift(Buffer.from(rest));
+      else sock.unshift(rest);
     };
     const onData = (d: Buffer): void => {
       buf = buf.length ? Buffer.concat([buf, d]) : d;
@@ -158,51 +165,26 @@ export function readLine(sock: net.Socket, head: Buffer, timeoutMs: number): Pro
     const onEnd = (): void => done(new Error('the connection closed before a whole line came'));
     const onError = (err: Error): void => done(err);
     const timer = setTimeout(() => done(new Error(`no line within ${timeoutMs / 1000} s`)), timeoutMs);
-    const fr = fastReads.get(sock);
+    // A fast reader's bytes come to its stash instead of 'data' events.
+    const take = (): void => {
+      const got = fr!.stash.splice(0);
+      if (got.length) onData(Buffer.concat(got));
+    };
     if (fr) {
-      // A fast reader: its bytes come to the stash; what follows the line goes back there.
-      const take = (): void => {
-        const got = fr.stash.splice(0);
-        if (got.length) onData(Buffer.concat(got));
-      };
-      let settled = false;
       fr.wake = () => {
-        if (!settled) take();
+        take();
         return !settled;
       };
-      check = (): boolean => {
-        const nl = buf.indexOf(0x0a);
-        if (nl === -1 && buf.length <= MAX_LINE) return false;
-        settled = true;
-        fr.wake = undefined;
-        if (nl === -1) done(new Error(`no newline in the first ${MAX_LINE} bytes`));
-        else {
-          const rest = buf.subarray(nl + 1);
-          if (rest.length) fr.stash.unshift(Buffer.from(rest));
-          done(undefined, buf.subarray(0, nl).toString('latin1'));
-        }
-        return true;
-      };
       take();
-      if (check()) return;
-      sock.once('end', onEnd);
-      sock.once('close', onEnd);
-      sock.once('error', onError);
-      sock.resume();
-      return;
     }
-    if (check()) return;
-    sock.on('data', onData);
+    if (!settled) check();
+    if (settled) return;
+    if (!fr) sock.on('data', onData);
     sock.once('end', onEnd);
     sock.once('close', onEnd);
     sock.once('error', onError);
     sock.resume();
   });
-}
-
-function splitHostPort(address: string): { host: string; port: number } {
-  const i = address.lastIndexOf(':');
-  return { host: address.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(address.slice(i + 1)) };
 }
 
 /**
@@ -213,12 +195,14 @@ function splitHostPort(address: string): { host: string; port: number } {
  */
 export function openRawTcp(dataAddress: string, req: RawFlowRequest, timeoutMs: number, fast = false): Promise<net.Socket> {
   let line: string;
+  let host: string;
+  let port: number;
   try {
     line = formatRequest(req);
+    ({ host, port } = splitHostPort(dataAddress, "the manager's data address"));
   } catch (err) {
     return Promise.reject(err);
   }
-  const { host, port } = splitHostPort(dataAddress);
   const opts = { host, port, noDelay: true, allowHalfOpen: true, highWaterMark: SOCKET_HWM } as net.NetConnectOpts;
   const sock = fast ? connectFlowSocket(opts) : net.connect(opts);
   sock.write(line);

@@ -17,7 +17,7 @@ const curl = (url: string, extra: string[] = []) => run('curl', ['-sS', '--max-t
 const dig = (args: string[]) => run('dig', ['+time=3', '+tries=1', ...args]);
 
 t.before(async () => {
-  sb = await Sandbox.create({ extraServers: true });
+  sb = await Sandbox.create({ extraServers: true, laptops: 2 });
   routesBefore = sb.laptop.ns.exec('ip', ['route', 'show']);
   resolvBefore = readFileSync(resolvPath(), 'utf8');
   // The IPv6 service address is outside the announced subnets: --also-proxy adds it.
@@ -118,6 +118,26 @@ t.test('malformed packets into the TUN are dropped; the daemon keeps serving', a
   t.equal(ok.code, 0, 'service traffic still flows');
   const r = await run('node', [NETCLIENT, 'concurrent', '--dst', `${CLUSTER.echoIp}:7`, '--n', '100'], 60_000);
   t.match(JSON.parse(r.stdout.trim().split('\n').pop()!), { ok: 100 });
+});
+
+t.test('the TUN device is read on the event loop; the poll-thread fallback (RDBG_TUN_READER=poll) carries the same traffic', async (t) => {
+  const rootLog = (home: string): string => readFileSync(join(home, 'root-daemon.log'), 'utf8');
+  t.match(rootLog(sb.laptop.home), /TUN reader: event loop/, 'the default reader');
+  const lap = sb.laptops[1];
+  const c = await lap.rdbg(['connect', '--manager', lap.managerAddress], 60_000, ['RDBG_TUN_READER=poll']);
+  t.equal(c.code, 0, c.stderr);
+  t.teardown(() => lap.rdbg(['quit']));
+  t.match(rootLog(lap.home), /TUN reader: poll thread/, 'the fallback reader');
+  const hello = await lap.ns.run('curl', ['-sS', '--max-time', '20', 'http://echo.default/'], 30_000);
+  t.equal(hello.stdout, `hello from ${CLUSTER.echoIp}\n`, `curl by name: ${hello.stderr}`);
+  const n = 64 * 1024 * 1024;
+  const [expected, got] = await Promise.all([
+    patternSha256(n, 'poll'),
+    lap.ns.run('bash', ['-c', `curl -sS 'http://echo.default/bytes?n=${n}&seed=poll' | sha256sum`], 120_000),
+  ]);
+  t.equal(got.stdout.split(' ')[0], expected, '64 MiB download checksum');
+  const r = await lap.ns.run('node', [NETCLIENT, 'concurrent', '--dst', `${CLUSTER.echoIp}:7`, '--n', '200'], 60_000);
+  t.match(JSON.parse(r.stdout.trim().split('\n').pop()!), { ok: 200, failed: 0 }, '200 concurrent connections');
 });
 
 t.test('kill -9 of the root daemon, then rdbg quit: routes and resolv.conf are as before', async (t) => {

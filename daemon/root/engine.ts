@@ -4,6 +4,7 @@ import { Codes, RdbgError, errorMessage } from '../../src/core/errors';
 import { logger } from '../../src/core/log';
 import { H2FlowClient } from '../../src/tunnel/h2-client';
 import { openRawFlow, RawFlowBudget } from '../../src/tunnel/raw-flow';
+import { openPooledFlow, RawConnectionPool } from '../../src/tunnel/raw-pool';
 import { openFileLimit } from '../../src/core/rlimit';
 import { datagramChannel, joinSocket, type DatagramChannel } from '../../src/tunnel/h2-flows';
 import type { RootStatus } from '../../src/gen/rdbg/v1/RootStatus';
@@ -54,6 +55,7 @@ export class RootEngine extends EventEmitter {
   private nat?: TcpNat;
   private udp?: UdpRelay;
   private h2?: H2FlowClient;
+  private pool?: RawConnectionPool;
   private dns?: HostDns;
   private routes: string[] = [];
   private malformed = 0;
@@ -119,14 +121,19 @@ export class RootEngine extends EventEmitter {
     }
 
     this.h2 = new H2FlowClient(grant.data_address, () => ({ 'rdbg-session': this.session?.grant?.session_id ?? '' }));
+    const rawBudget = RawFlowBudget.forThisProcess(openFileLimit());
+    const poolFor = (g: SessionGrant__Output): RawConnectionPool | undefined =>
+      !g.raw_flows && g.raw_flow_pool > 0 ? new RawConnectionPool(g.data_address, rawBudget, g.raw_flow_pool) : undefined;
+    this.pool = poolFor(grant);
     this.session.on('grant', (g: SessionGrant__Output) => {
       if (g.data_address && g.data_address !== grant.data_address) {
         this.h2?.close();
+        this.pool?.close();
         grant = g;
         this.h2 = new H2FlowClient(g.data_address, () => ({ 'rdbg-session': this.session?.grant?.session_id ?? '' }));
+        this.pool = poolFor(g);
       }
     });
-    const rawBudget = RawFlowBudget.forThisProcess(openFileLimit());
     const write = (pkt: Buffer): boolean => this.tun!.write(pkt);
     const fakes = (c: Cidr | undefined, count: number): string[] => (c ? Array.from({ length: count }, (_, i) => nth(c, i + 2)) : []);
     this.nat = new TcpNat({
@@ -143,6 +150,9 @@ export class RootEngine extends EventEmitter {
             const session = this.session?.grant?.session_id ?? '';
             return openRawFlow(grant.data_address, { session, protocol: 'tcp', host, port, source }, release);
           }
+          const session = this.session?.grant?.session_id ?? '';
+          const pooled = this.pool && (await openPooledFlow(this.pool, { session, protocol: 'tcp', host, port, source }));
+          if (pooled) return pooled;
           const stream = await this.h2!.open('tcp', host, port, source);
           return { join: (sock, onDone) => joinSocket(sock, stream, undefined, onDone), cancel: () => stream.close() };
         },
@@ -262,6 +272,7 @@ export class RootEngine extends EventEmitter {
     this.udp?.close();
     this.nat?.close();
     this.h2?.close();
+    this.pool?.close();
     this.session?.close();
     for (const cidr of this.routes.reverse()) {
       try {

@@ -4,6 +4,7 @@ import { datagramChannel, joinSocket, type DatagramChannel } from '../../src/tun
 import { pipeFlow } from '../../src/tunnel/flow-pipe';
 import { DialError } from '../../src/tunnel/messages';
 import { openRawFlow, RawFlowBudget } from '../../src/tunnel/raw-flow';
+import { openPooledFlow, RawConnectionPool } from '../../src/tunnel/raw-pool';
 import { openFileLimit } from '../../src/core/rlimit';
 import type { Counters } from './counters';
 import type { ManagerLink } from './manager-link';
@@ -34,7 +35,11 @@ export class FlowOpener {
     private readonly dataAddressOf: () => string | undefined,
     /** whether TCP flows may open connections of their own to the data port (not over port-forward) */
     readonly rawFlows: boolean,
+    /** where they may not: how many raw connections to keep opened ahead (see src/tunnel/raw-pool.ts) */
+    readonly rawPoolSize = 0,
   ) {}
+
+  private pool?: RawConnectionPool;
 
   dataAddress(): string | undefined {
     return this.dataAddressOf();
@@ -46,6 +51,8 @@ export class FlowOpener {
     if (!addr) return undefined;
     if (!this.h2 || this.h2Address !== addr) {
       this.h2?.close();
+      this.pool?.close();
+      this.pool = !this.rawFlows && this.rawPoolSize > 0 ? new RawConnectionPool(addr, this.rawBudget, this.rawPoolSize) : undefined;
       this.h2Address = addr;
       this.h2 = new H2FlowClient(addr, () => ({ 'rdbg-session': this.link.sessionId }), (why) => this.link.lost(why));
     }
@@ -66,6 +73,8 @@ export class FlowOpener {
     }
     if (h2) {
       this.requireConnected();
+      const pooled = this.pool && (await openPooledFlow(this.pool, { session: this.link.sessionId, protocol: 'tcp', host, port, source }, this.counters));
+      if (pooled) return pooled;
       const stream = await h2.open('tcp', host, port, source);
       return { join: (sock, onDone) => joinSocket(sock, stream, this.counters, onDone), cancel: () => stream.close() };
     }
@@ -100,7 +109,13 @@ export class FlowOpener {
     }
   }
 
+  /** Raw connections opened ahead and what became of them, when there is a pool. */
+  poolStats(): RawConnectionPool['stats'] | undefined {
+    return this.pool?.stats;
+  }
+
   close(): void {
     this.h2?.close();
+    this.pool?.close();
   }
 }

@@ -193,7 +193,7 @@ export function readLine(sock: net.Socket, head: Buffer, timeoutMs: number): Pro
  * ready to be joined; rejects with the manager's DialError. A `fast` socket
  * (see connectFlowSocket) emits no 'data' events: only joinSockets reads it.
  */
-export function openRawTcp(dataAddress: string, req: RawFlowRequest, timeoutMs: number, fast = false): Promise<net.Socket> {
+export function openRawTcp(dataAddress: string, req: RawFlowRequest, timeoutMs: number, fast = false, opened?: net.Socket): Promise<net.Socket> {
   let line: string;
   let host: string;
   let port: number;
@@ -204,7 +204,7 @@ export function openRawTcp(dataAddress: string, req: RawFlowRequest, timeoutMs: 
     return Promise.reject(err);
   }
   const opts = { host, port, noDelay: true, allowHalfOpen: true, highWaterMark: SOCKET_HWM } as net.NetConnectOpts;
-  const sock = fast ? connectFlowSocket(opts) : net.connect(opts);
+  const sock = opened ?? (fast ? connectFlowSocket(opts) : net.connect(opts));
   sock.write(line);
   return readLine(sock, Buffer.alloc(0), timeoutMs).then(
     (replyLine) => {
@@ -219,9 +219,16 @@ export function openRawTcp(dataAddress: string, req: RawFlowRequest, timeoutMs: 
     },
     (err: NodeJS.ErrnoException) => {
       sock.destroy();
-      throw new DialError('UNREACHABLE', `cannot reach the traffic manager's data port at ${dataAddress}: ${err.message}`);
+      throw new DataPortError(`cannot reach the traffic manager's data port at ${dataAddress}: ${err.message}`);
     },
   );
+}
+
+/** The connection to the data port failed before the manager answered: the dial may not have been tried. */
+export class DataPortError extends DialError {
+  constructor(message: string) {
+    super('UNREACHABLE', message);
+  }
 }
 
 export interface JoinCounters {
@@ -409,17 +416,21 @@ export interface JoinableFlow {
   cancel(): void;
 }
 
-/** Open a raw flow that holds `release` (from RawFlowBudget.take) until it ends. */
+/**
+ * Open a raw flow that holds `release` (from RawFlowBudget.take) until it
+ * ends: on a new connection, or on `opened`, one opened ahead (raw-pool.ts).
+ */
 export async function openRawFlow(
   dataAddress: string,
   req: RawFlowRequest,
   release: () => void,
   counters?: JoinCounters,
   timeoutMs = 15_000,
+  opened?: net.Socket,
 ): Promise<JoinableFlow> {
   let remote: net.Socket;
   try {
-    remote = await openRawTcp(dataAddress, req, timeoutMs, true);
+    remote = await openRawTcp(dataAddress, req, timeoutMs, true, opened);
   } catch (err) {
     release();
     throw err;

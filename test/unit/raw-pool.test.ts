@@ -1,0 +1,186 @@
+import t from 'tap';
+import * as grpc from '@grpc/grpc-js';
+import * as net from 'node:net';
+import { ManagerServer } from '../../manager/server';
+import { CHANNEL_OPTIONS, managerPackage, type ManagerClient } from '../../src/rpc/services';
+import { PROTOCOL, VERSION } from '../../src/core/version';
+import { DialError } from '../../src/tunnel/messages';
+import { RawFlowBudget } from '../../src/tunnel/raw-flow';
+import { RAW_POOL_SIZE, RawConnectionPool, openPooledFlow } from '../../src/tunnel/raw-pool';
+
+// Raw connections opened ahead (src/tunnel/raw-pool.ts), through a relay that
+// behaves like the port-forward in front of the manager: it accepts at once and
+// reaches the manager's data port a moment later. A real manager and a real
+// echo server on loopback.
+
+let mgr: ManagerServer;
+let client: ManagerClient;
+let session = '';
+let echoPort = 0;
+const closers: (() => void)[] = [];
+
+/** A port-forward stand-in: counts connections; `reset` makes it reset the ones it holds. */
+async function relay(delayMs = 3): Promise<{ address: string; accepted: () => number; resetAll: () => void }> {
+  const held = new Set<net.Socket>();
+  let accepted = 0;
+  const srv = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (local) => {
+    accepted++;
+    held.add(local);
+    local.on('error', () => undefined);
+    local.once('close', () => held.delete(local));
+    setTimeout(() => {
+      if (local.destroyed) return;
+      const up = net.connect({ port: mgr.data.port, host: '127.0.0.1', allowHalfOpen: true });
+      up.on('error', () => local.destroy());
+      local.once('close', () => up.destroy());
+      local.pipe(up).pipe(local);
+      local.resume();
+    }, delayMs);
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  closers.push(() => srv.close());
+  return {
+    address: `127.0.0.1:${(srv.address() as net.AddressInfo).port}`,
+    accepted: () => accepted,
+    resetAll: () => held.forEach((s) => s.resetAndDestroy()),
+  };
+}
+
+t.before(async () => {
+  const echo = net.createServer({ allowHalfOpen: true }, (s) => {
+    s.on('error', () => undefined);
+    s.pipe(s);
+  });
+  await new Promise<void>((r) => echo.listen(0, '127.0.0.1', () => r()));
+  closers.push(() => echo.close());
+  echoPort = (echo.address() as net.AddressInfo).port;
+  mgr = new ManagerServer({ listen: '127.0.0.1:0', serviceSubnets: [], podSubnets: [], clusterDomain: 'cluster.local', namespace: 'rdbg', leaseSeconds: 15 });
+  const port = await mgr.start();
+  client = new (managerPackage().Manager)(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as unknown as ManagerClient;
+  session = await new Promise((resolve, reject) =>
+    client.arrive({ client_version: VERSION, protocol: PROTOCOL, user: 'test' }, (err, res) => (err ? reject(err) : resolve(res!.session_id))),
+  );
+});
+t.teardown(async () => {
+  client.close();
+  await mgr.stop();
+  closers.forEach((c) => c());
+});
+
+const to = (port: number) => ({ session, protocol: 'tcp', host: '127.0.0.1', port, source: '127.0.0.1:1' });
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Join a flow to one end of a local socket pair and echo `msg` through it. */
+async function echoThrough(flow: { join(s: net.Socket, d: (e?: string) => void): void }, msg: string): Promise<string> {
+  const srv = net.createServer({ allowHalfOpen: true });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  const accepted = new Promise<net.Socket>((r) => srv.once('connection', r));
+  const c = net.connect((srv.address() as net.AddressInfo).port, '127.0.0.1');
+  const s = await accepted;
+  srv.close();
+  flow.join(s, () => undefined);
+  const got: Buffer[] = [];
+  c.on('data', (d: Buffer) => got.push(d));
+  c.end(msg);
+  await new Promise((r) => c.once('end', r));
+  c.destroy();
+  return Buffer.concat(got).toString();
+}
+
+t.test('the first flow finds the pool empty; it refills, and later flows are raw flows on connections opened ahead', async (t) => {
+  const r = await relay();
+  const budget = new RawFlowBudget(100);
+  const pool = new RawConnectionPool(r.address, budget);
+  t.teardown(() => pool.close());
+  t.equal(pool.idleCount, 0, 'nothing is opened before the first flow');
+  t.equal(await openPooledFlow(pool, to(echoPort)), undefined, 'an empty pool: the caller uses HTTP/2');
+  await sleep(50);
+  t.equal(pool.idleCount, RAW_POOL_SIZE, `refilled to ${RAW_POOL_SIZE}`);
+  t.equal(budget.inUse, RAW_POOL_SIZE, 'each connection opened ahead holds its budget');
+  for (let i = 0; i < 3; i++) {
+    const flow = await openPooledFlow(pool, to(echoPort));
+    t.ok(flow, `flow ${i} got a pooled connection`);
+    t.equal(await echoThrough(flow!, `hello ${i}`), `hello ${i}`, 'bytes echoed through the manager');
+  }
+  await sleep(50);
+  t.equal(budget.inUse, RAW_POOL_SIZE, 'finished flows gave their budget back; the pool holds its own');
+  t.equal(r.accepted(), RAW_POOL_SIZE + 3, 'one connection per flow, plus the pool');
+  t.equal(pool.stats.taken, 3);
+});
+
+t.test('a refused dial on a pooled connection is the manager\'s answer, not a reason to retry', async (t) => {
+  const r = await relay();
+  const pool = new RawConnectionPool(r.address, new RawFlowBudget(100), 2);
+  t.teardown(() => pool.close());
+  pool.take();
+  await sleep(50);
+  const probe = net.createServer().listen(0, '127.0.0.1');
+  await new Promise((res) => probe.once('listening', res));
+  const closed = (probe.address() as net.AddressInfo).port;
+  probe.close();
+  const err = await openPooledFlow(pool, to(closed)).then(() => undefined, (e: unknown) => e);
+  t.ok(err instanceof DialError && err.code === 'REFUSED', `refused: ${String(err)}`);
+  t.equal(pool.stats.taken, 1, 'on a pooled connection');
+});
+
+t.test('a pooled connection that broke before the manager answered is dropped; the flow falls back', async (t) => {
+  const r = await relay(200); // the "port-forward" is slow: the manager has not been reached yet
+  const budget = new RawFlowBudget(100);
+  const pool = new RawConnectionPool(r.address, budget, 2);
+  t.teardown(() => pool.close());
+  pool.take();
+  await sleep(30);
+  t.equal(pool.idleCount, 2);
+  const opening = openPooledFlow(pool, to(echoPort));
+  await sleep(10);
+  r.resetAll(); // the pod went away under the port-forward
+  t.equal(await opening, undefined, 'the caller opens the flow another way');
+  await sleep(50);
+  t.equal(pool.idleCount, 0, 'the other broken connection left the pool too');
+  t.equal(budget.inUse, 0, 'and every budget came back');
+  t.ok(pool.stats.broken >= 1, 'counted as broken');
+});
+
+t.test('unused connections close after their idle time; without new flows the pool drains and opens nothing', async (t) => {
+  const r = await relay();
+  let now = 1_000_000;
+  const budget = new RawFlowBudget(100);
+  const pool = new RawConnectionPool(r.address, budget, 2, { idleMs: 100, now: () => now });
+  t.teardown(() => pool.close());
+  pool.take();
+  await sleep(50);
+  t.equal(r.accepted(), 2);
+  await sleep(120); // expired while flows are recent: replaced
+  t.equal(pool.stats.expired, 2);
+  t.equal(r.accepted(), 4, 'replaced while flows are recent');
+  now += 31_000; // half a minute without a flow
+  await sleep(150);
+  t.equal(pool.idleCount, 0, 'drained');
+  t.equal(r.accepted(), 4, 'and nothing new opened');
+  t.equal(budget.inUse, 0);
+  await sleep(150);
+  t.equal(r.accepted(), 4, 'an idle laptop opens no port-forward streams');
+});
+
+t.test('at most 20 connections a second are opened ahead, however large the pool', async (t) => {
+  const r = await relay();
+  const pool = new RawConnectionPool(r.address, new RawFlowBudget(1000), 100);
+  t.teardown(() => pool.close());
+  pool.take();
+  await sleep(100);
+  t.ok(r.accepted() <= 20 && r.accepted() >= 1, `opened ${r.accepted()} in the first moment`);
+  await sleep(1100);
+  t.ok(r.accepted() > 20 && r.accepted() <= 40, `then more in the next second (${r.accepted()})`);
+});
+
+t.test('the budget bounds the pool; RDBG_RAW_POOL sets its size', async (t) => {
+  const r = await relay();
+  const pool = new RawConnectionPool(r.address, new RawFlowBudget(1), 4);
+  t.teardown(() => pool.close());
+  pool.take();
+  await sleep(50);
+  t.equal(pool.idleCount, 1, 'no more than the budget allows');
+  t.equal(RawConnectionPool.sizeFromEnv({ RDBG_RAW_POOL: '0' }), 0, '0 turns it off');
+  t.equal(RawConnectionPool.sizeFromEnv({ RDBG_RAW_POOL: '8' }), 8);
+  t.equal(RawConnectionPool.sizeFromEnv({ RDBG_RAW_POOL: 'lots' }), RAW_POOL_SIZE, 'a malformed value is ignored');
+});

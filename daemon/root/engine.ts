@@ -264,6 +264,8 @@ export class RootEngine extends EventEmitter {
       session_state: this.session?.grant?.state ?? 'UNKNOWN',
       flows_refused: this.nat?.stats.refused ?? 0,
       malformed_packets: this.malformed,
+      pooled_flows: this.pool?.stats.taken ?? 0,
+      pool_misses: this.pool?.stats.empty ?? 0,
     };
   }
 

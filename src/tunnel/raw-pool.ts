@@ -1,6 +1,7 @@
 import * as net from 'node:net';
 import { splitHostPort } from '../cli/args';
 import { SOCKET_HWM } from './h2-flows';
+import { DialError } from './messages';
 import { connectFlowSocket, DataPortError, openRawFlow, type JoinCounters, type JoinableFlow, type RawFlowBudget, type RawFlowRequest } from './raw-flow';
 
 /**
@@ -170,9 +171,10 @@ export class RawConnectionPool {
 
 /**
  * A TCP flow on a connection from the pool, or undefined when the pool is
- * empty or the pooled connection broke before the manager answered (the
- * caller then opens the flow another way). A dial the manager refused is
- * thrown as from any raw flow.
+ * empty, the pooled connection broke before the manager answered, or it
+ * reached a manager that does not know the session (opened ahead to a
+ * manager pod that is being replaced): the caller then opens the flow
+ * another way. Any other dial error is the destination's, and is thrown.
  */
 export async function openPooledFlow(pool: RawConnectionPool, req: RawFlowRequest, counters?: JoinCounters): Promise<JoinableFlow | undefined> {
   const c = pool.take();
@@ -180,7 +182,7 @@ export async function openPooledFlow(pool: RawConnectionPool, req: RawFlowReques
   try {
     return await openRawFlow(pool.address, req, c.release, counters, 15_000, c.sock);
   } catch (err) {
-    if (err instanceof DataPortError) return undefined;
+    if (err instanceof DataPortError || (err instanceof DialError && err.code === 'DENIED')) return undefined;
     throw err;
   }
 }

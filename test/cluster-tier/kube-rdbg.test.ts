@@ -161,6 +161,10 @@ t.test('rdbg on Kubernetes', async (t) => {
     t.equal(set.stdout.trim(), 'OK');
     const get = await c.laptop('redis-cli', ['-h', `redis.${ns}`, 'GET', 'rdbg-key']);
     t.equal(get.stdout.trim(), 'through-the-tunnel', 'redis-cli against the Redis pod');
+    // Over port-forward, TCP flows after the first find connections opened ahead and run as raw flows.
+    const st = JSON.parse((await admin.rdbg(['status', '-o', 'json'])).stdout);
+    t.match(st.transport, /TCP flows raw on 4 connections opened ahead/, st.transport);
+    t.ok(st.root.pooled_flows > 0, `raw flows on pooled connections: ${st.root.pooled_flows} (${st.root.pool_misses} found none)`);
   });
 
   await t.test('the direct transport: the session over port-forward, TCP flows straight to the manager pod', async (t) => {

@@ -141,6 +141,16 @@ t.test('a pooled connection that broke before the manager answered is dropped; t
   t.ok(pool.stats.broken >= 1, 'counted as broken');
 });
 
+t.test('a pooled connection that reaches a manager without the session (a replaced pod) falls back too', async (t) => {
+  const r = await relay();
+  const pool = new RawConnectionPool(r.address, new RawFlowBudget(100), 2);
+  t.teardown(() => pool.close());
+  pool.take();
+  await sleep(50);
+  t.equal(await openPooledFlow(pool, { ...to(echoPort), session: 'gone' }), undefined, 'the caller opens the flow another way');
+  t.equal(pool.stats.taken, 1);
+});
+
 t.test('unused connections close after their idle time; without new flows the pool drains and opens nothing', async (t) => {
   const r = await relay();
   let now = 1_000_000;

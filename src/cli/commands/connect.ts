@@ -222,6 +222,7 @@ export async function statusCommand(argv: string[]): Promise<void> {
     say(`TUN device:       ${rs.tun_device} (${rs.tun_address}), routes ${rs.routes.map((r) => r.cidr).join(', ')}`);
     say(`DNS:              ${rs.dns_mode === 'none' ? 'not configured' : `${rs.dns_address} (${rs.dns_mode}), ${rs.dns_queries} queries`}`);
     say(`Packets:          ${rs.packets_in} in, ${rs.packets_out} out, ${rs.packets_dropped} dropped, ${rs.malformed_packets} malformed; ${rs.tcp_flows} TCP and ${rs.udp_flows} UDP flows`);
+    if (rs.pooled_flows || rs.pool_misses) say(`Over port-forward: ${rs.pooled_flows} TCP flows on connections opened ahead, ${rs.pool_misses} as HTTP/2 streams (none was ready)`);
   }
   if (st.events.length > 0) {
     say('Recent events:');

@@ -30,12 +30,31 @@ function answer(stream: http2.ServerHttp2Stream, code: DialCode, message: string
   stream.respond({ ':status': ok ? 200 : 502, [H.dial]: code, [H.message]: encodeMessage(message), [H.address]: address }, { endStream: !ok });
 }
 
+interface RawFlowState {
+  session: string;
+  /** the destination */
+  up: net.Socket;
+  /** bytes received from the laptop so far */
+  received: number;
+  /** end `up` once this many have arrived (-1: not asked; -2: done) */
+  endAt: number;
+}
+
+function endWhenDue(f: RawFlowState): void {
+  if (f.endAt < 0 || f.received < f.endAt) return;
+  f.endAt = -2;
+  f.up.end();
+}
+
 /** The manager's end of the HTTP/2 data plane (see src/tunnel/h2-flows.ts). */
 export class DataPlane {
   readonly server: http2.Http2Server;
   private readonly tcp: net.Server;
   broker?: H2DivertBroker;
   port = 0;
+  /** Raw flows by the id their reply gave, for half-closes sent beside them (PATH.halfClose). */
+  private readonly rawFlows = new Map<string, RawFlowState>();
+  private rawSeq = 0;
 
   constructor(
     private readonly sessions: SessionRegistry,
@@ -78,8 +97,9 @@ export class DataPlane {
 
   /** A raw flow: one request line, one reply line, then the connection is the flow. */
   private async onRawFlow(sock: net.Socket): Promise<void> {
+    const id = String(++this.rawSeq);
     const reply = (code: DialCode, address: string, message: string): void => {
-      if (code === 'OK') return void sock.write(formatReply(code, address, message));
+      if (code === 'OK') return void sock.write(formatReply(code, address, message, id));
       sock.end(formatReply(code, address, message));
     };
     let line: string;
@@ -105,7 +125,13 @@ export class DataPlane {
       (up, onDone) => {
         sock.setKeepAlive(true, KEEPALIVE_MS);
         // a = the destination, as joinSocket counts for HTTP/2 flows.
-        joinSockets(up, sock, this.stats, onDone);
+        const state: RawFlowState = { session: req.session, up, received: 0, endAt: -1 };
+        this.rawFlows.set(id, state);
+        const done = (err?: string): void => {
+          this.rawFlows.delete(id);
+          onDone(err);
+        };
+        joinSockets(up, sock, this.stats, done, { countBA: (n) => ((state.received += n), endWhenDue(state)) });
       },
       true,
     );
@@ -143,6 +169,7 @@ export class DataPlane {
         return this.broker.acceptFromClient(sessionId, header(headers, H.flow), dial, decodeMessage(header(headers, H.message)), stream);
       }
       if (path === PATH.dns) return void this.dnsLookup(stream, sessionId, header(headers, H.name), Number(header(headers, H.qtype)));
+      if (path === PATH.halfClose) return this.halfCloseRaw(stream, sessionId, header(headers, H.flow), header(headers, H.bytes));
       if (path !== PATH.flow) return answer(stream, 'FAILED', `unknown data plane path "${path.slice(0, 100)}"`);
       const host = header(headers, H.host);
       const port = Number(header(headers, H.port));
@@ -157,6 +184,16 @@ export class DataPlane {
     } catch (err) {
       answer(stream, 'FAILED', `bad flow request: ${(err as Error).message}`);
     }
+  }
+
+  /** A raw flow's half-close sent beside it: end its destination once `bytes` of it have arrived. */
+  private halfCloseRaw(stream: http2.ServerHttp2Stream, sessionId: string, flow: string, bytesText: string): void {
+    const state = this.rawFlows.get(flow);
+    if (!state || state.session !== sessionId) return answer(stream, 'FAILED', `no raw flow "${flow.slice(0, 20)}" in this session`);
+    if (!/^\d{1,15}$/.test(bytesText) || Number(bytesText) < state.received) return answer(stream, 'FAILED', `invalid byte count "${bytesText.slice(0, 20)}"`);
+    state.endAt = Number(bytesText);
+    endWhenDue(state);
+    stream.respond({ ':status': 200, [H.dial]: 'OK' }, { endStream: true });
   }
 
   private async dnsLookup(stream: http2.ServerHttp2Stream, sessionId: string, name: string, qtype: number): Promise<void> {

@@ -151,7 +151,7 @@ export class RootEngine extends EventEmitter {
             return openRawFlow(grant.data_address, { session, protocol: 'tcp', host, port, source }, release);
           }
           const session = this.session?.grant?.session_id ?? '';
-          const pooled = this.pool && (await openPooledFlow(this.pool, { session, protocol: 'tcp', host, port, source }));
+          const pooled = this.pool && (await openPooledFlow(this.pool, { session, protocol: 'tcp', host, port, source }, (f, n) => this.h2!.halfClose(f, n)));
           if (pooled) return pooled;
           const stream = await this.h2!.open('tcp', host, port, source);
           return { join: (sock, onDone) => joinSocket(sock, stream, undefined, onDone), cancel: () => stream.close() };

@@ -73,7 +73,7 @@ export class FlowOpener {
     }
     if (h2) {
       this.requireConnected();
-      const pooled = this.pool && (await openPooledFlow(this.pool, { session: this.link.sessionId, protocol: 'tcp', host, port, source }, this.counters));
+      const pooled = this.pool && (await openPooledFlow(this.pool, { session: this.link.sessionId, protocol: 'tcp', host, port, source }, (f, n) => h2.halfClose(f, n), this.counters));
       if (pooled) return pooled;
       const stream = await h2.open('tcp', host, port, source);
       return { join: (sock, onDone) => joinSocket(sock, stream, this.counters, onDone), cancel: () => stream.close() };

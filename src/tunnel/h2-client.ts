@@ -117,6 +117,21 @@ export class H2FlowClient {
     return this.request(PATH.accept, { [H.flow]: flowId, [H.dial]: dial, [H.message]: encodeMessage(message) });
   }
 
+  /**
+   * A raw flow's half-close, sent beside it: the manager ends the flow's
+   * destination socket once it has received `bytes` bytes of it (see
+   * JoinOptions.halfCloseB in raw-flow.ts). True when the manager took it.
+   */
+  async halfClose(flow: string, bytes: number): Promise<boolean> {
+    try {
+      const req = await this.request(PATH.halfClose, { [H.flow]: flow, [H.bytes]: String(bytes) });
+      req.close();
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   /** A cluster DNS lookup made by the manager (see manager/cluster-dns.ts). */
   async dns(name: string, qtype: number): Promise<DNSResponse__Output> {
     const req = await this.request(PATH.dns, { [H.name]: name, [H.qtype]: String(qtype) });

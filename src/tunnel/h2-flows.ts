@@ -20,7 +20,7 @@ import type { DialCode } from './messages';
  * on Node: no per-message protobuf and grpc-js call machinery. Measured on the
  * SOCKS path: added latency +370 -> +212 us, bulk 167 -> 201 MB/s.
  */
-export const PATH = { flow: '/rdbg.v1/flow', divert: '/rdbg.v1/divert', accept: '/rdbg.v1/accept', dns: '/rdbg.v1/dns' } as const;
+export const PATH = { flow: '/rdbg.v1/flow', divert: '/rdbg.v1/divert', accept: '/rdbg.v1/accept', dns: '/rdbg.v1/dns', halfClose: '/rdbg.v1/half-close' } as const;
 export const H = {
   session: 'rdbg-session',
   agent: 'rdbg-agent',
@@ -35,6 +35,7 @@ export const H = {
   source: 'rdbg-source',
   name: 'rdbg-name',
   qtype: 'rdbg-qtype',
+  bytes: 'rdbg-bytes',
 } as const;
 
 export const WINDOW = 16 * 1024 * 1024;

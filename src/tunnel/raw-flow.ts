@@ -58,13 +58,14 @@ export function parseRequest(line: string): RawFlowRequest | string {
   return { session, protocol, host, port, source: source === '-' ? '' : source };
 }
 
-export function formatReply(code: DialCode, address: string, message: string): string {
-  return `${code} ${address || '-'} ${encodeMessage(message) || '-'}\n`;
+/** `flow` names an accepted flow to the manager (see halfCloseB in joinSockets); none on refusals. */
+export function formatReply(code: DialCode, address: string, message: string, flow = ''): string {
+  return `${code} ${address || '-'} ${encodeMessage(message) || '-'}${flow ? ` ${flow}` : ''}\n`;
 }
 
-export function parseReply(line: string): { code: DialCode; address: string; message: string } {
-  const [code, address, message] = line.split(' ');
-  return { code: dialCodeFrom(code), address: address === '-' ? '' : (address ?? ''), message: message === '-' ? '' : decodeMessage(message) };
+export function parseReply(line: string): { code: DialCode; address: string; message: string; flow: string } {
+  const [code, address, message, flow] = line.split(' ');
+  return { code: dialCodeFrom(code), address: address === '-' ? '' : (address ?? ''), message: message === '-' ? '' : decodeMessage(message), flow: flow ?? '' };
 }
 
 /**
@@ -210,6 +211,7 @@ export function openRawTcp(dataAddress: string, req: RawFlowRequest, timeoutMs: 
     (replyLine) => {
       const reply = parseReply(replyLine);
       if (reply.code === 'OK') {
+        if (reply.flow) flowIds.set(sock, reply.flow);
         // An idle flow must outlive NAT and firewall timeouts between the laptop and the manager.
         sock.setKeepAlive(true, KEEPALIVE_MS);
         return sock;
@@ -224,6 +226,13 @@ export function openRawTcp(dataAddress: string, req: RawFlowRequest, timeoutMs: 
   );
 }
 
+const flowIds = new WeakMap<net.Socket, string>();
+
+/** The manager's name for the raw flow on `sock` (from its reply), if it gave one. */
+export function rawFlowId(sock: net.Socket): string | undefined {
+  return flowIds.get(sock);
+}
+
 /** The connection to the data port failed before the manager answered: the dial may not have been tried. */
 export class DataPortError extends DialError {
   constructor(message: string) {
@@ -236,14 +245,28 @@ export interface JoinCounters {
   bytesIn: number; // b -> a
 }
 
+export interface JoinOptions {
+  /** Sees every chunk carried from b to a, once it is written to a (so a may be ended then). */
+  countBA?: (n: number) => void;
+  /**
+   * When a ends while b is still open: tell the far end another way that a
+   * sent `sentAB` bytes and no more, and leave b open until it ends too.
+   * Over port-forward a FIN cannot travel as one: the container runtime
+   * closes the pod's side about a second after it (see raw-pool.ts).
+   * Resolves false when that failed: b is then ended after all.
+   */
+  halfCloseB?: (sentAB: number) => Promise<boolean>;
+}
+
 /**
  * Join two TCP sockets (both allowHalfOpen) with backpressure both ways: a FIN
  * on one becomes a FIN on the other, and an error or reset on one resets the
  * other. `onDone` runs once, with the reason when the flow did not end cleanly.
  */
-export function joinSockets(a: net.Socket, b: net.Socket, counters?: JoinCounters, onDone?: (err?: string) => void): void {
+export function joinSockets(a: net.Socket, b: net.Socket, counters?: JoinCounters, onDone?: (err?: string) => void, opts: JoinOptions = {}): void {
   let aEnded = false;
   let bEnded = false;
+  let sentAB = 0;
   let done = false;
   const finish = (err?: string): void => {
     if (done) return;
@@ -265,8 +288,9 @@ export function joinSockets(a: net.Socket, b: net.Socket, counters?: JoinCounter
     const fr = fastReads.get(from);
     if (!fr) {
       from.on('data', (d: Buffer) => {
+        const more = to.write(d);
         count(d.length);
-        if (!to.write(d)) from.pause();
+        if (!more) from.pause();
       });
       to.on('drain', () => from.resume());
       return;
@@ -284,29 +308,41 @@ export function joinSockets(a: net.Socket, b: net.Socket, counters?: JoinCounter
       from.resume();
     };
     fr.sink = (chunk: Buffer): boolean => {
-      count(chunk.length);
       sent++;
       to.write(chunk, onWritten);
+      count(chunk.length);
       if (to.writableLength === 0) return true;
       waitingFor = sent;
       return false;
     };
     fr.wake = undefined;
     for (const c of fr.stash.splice(0)) {
-      count(c.length);
       sent++;
       to.write(c, onWritten); // copies: they may wait in the queue
+      count(c.length);
     }
   };
-  carry(a, b, (n) => counters && (counters.bytesOut += n));
-  carry(b, a, (n) => counters && (counters.bytesIn += n));
+  carry(a, b, (n) => {
+    sentAB += n;
+    if (counters) counters.bytesOut += n;
+  });
+  const { countBA, halfCloseB } = opts;
+  carry(b, a, (n) => {
+    countBA?.(n);
+    if (counters) counters.bytesIn += n;
+  });
   a.on('end', () => {
     aEnded = true;
-    b.end();
+    if (bEnded || !halfCloseB) return void b.end();
+    halfCloseB(sentAB).then(
+      (ok) => ok || b.end(),
+      () => b.end(),
+    );
   });
   b.on('end', () => {
     bEnded = true;
     a.end();
+    if (aEnded && halfCloseB) b.end(); // its FIN was held back
   });
   a.on('error', (err: NodeJS.ErrnoException) => fail(`${err.code ?? err.message}`));
   b.on('error', (err: NodeJS.ErrnoException) => fail(`${err.code ?? err.message}`));
@@ -427,6 +463,7 @@ export async function openRawFlow(
   counters?: JoinCounters,
   timeoutMs = 15_000,
   opened?: net.Socket,
+  halfClose?: (flow: string, sentBytes: number) => Promise<boolean>,
 ): Promise<JoinableFlow> {
   let remote: net.Socket;
   try {
@@ -436,11 +473,20 @@ export async function openRawFlow(
     throw err;
   }
   return {
-    join: (sock, onDone) =>
-      joinSockets(sock, remote, counters, (err) => {
-        release();
-        onDone(err);
-      }),
+    join: (sock, onDone) => {
+      const flow = rawFlowId(remote);
+      const halfCloseB = halfClose && flow ? (sent: number) => halfClose(flow, sent) : undefined;
+      joinSockets(
+        sock,
+        remote,
+        counters,
+        (err) => {
+          release();
+          onDone(err);
+        },
+        { halfCloseB },
+      );
+    },
     cancel: () => {
       release();
       remote.destroy();

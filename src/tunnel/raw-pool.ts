@@ -175,12 +175,21 @@ export class RawConnectionPool {
  * reached a manager that does not know the session (opened ahead to a
  * manager pod that is being replaced): the caller then opens the flow
  * another way. Any other dial error is the destination's, and is thrown.
+ * The flow's half-close goes beside it through `halfClose` (the manager's
+ * HTTP/2 data plane): a FIN through the port-forward would make the
+ * container runtime close the pod's side of it a second later, cutting off
+ * an answer that comes after a pause.
  */
-export async function openPooledFlow(pool: RawConnectionPool, req: RawFlowRequest, counters?: JoinCounters): Promise<JoinableFlow | undefined> {
+export async function openPooledFlow(
+  pool: RawConnectionPool,
+  req: RawFlowRequest,
+  halfClose: (flow: string, sentBytes: number) => Promise<boolean>,
+  counters?: JoinCounters,
+): Promise<JoinableFlow | undefined> {
   const c = pool.take();
   if (!c) return undefined;
   try {
-    return await openRawFlow(pool.address, req, c.release, counters, 15_000, c.sock);
+    return await openRawFlow(pool.address, req, c.release, counters, 15_000, c.sock, halfClose);
   } catch (err) {
     if (err instanceof DataPortError || (err instanceof DialError && err.code === 'DENIED')) return undefined;
     throw err;

@@ -112,6 +112,11 @@ t.test('rdbg on Kubernetes', async (t) => {
       spec: { containers: [{ name: 'redis', image: `localhost/redis:${c.info.IMAGE_TAG}`, imagePullPolicy: 'Never', ports: [{ containerPort: 6379 }] }] },
     },
     { apiVersion: 'v1', kind: 'Service', metadata: { name: 'redis' }, spec: { selector: { app: 'redis' }, ports: [{ port: 6379, targetPort: 6379 }] } },
+    {
+      apiVersion: 'v1', kind: 'Pod', metadata: { name: 'slow', labels: { app: 'slow' } },
+      spec: { terminationGracePeriodSeconds: 1, containers: [{ name: 'slow', image: c.image('tcp-echo'), imagePullPolicy: 'Never', env: [{ name: 'ANSWER_AFTER_FIN_MS', value: '2000' }] }] },
+    },
+    { apiVersion: 'v1', kind: 'Service', metadata: { name: 'slow' }, spec: { selector: { app: 'slow' }, ports: [{ port: 9000, targetPort: 9000 }] } },
   ).replace(/"IMAGE"/g, JSON.stringify(echoImg));
   await c.apply(ns, text);
   for (const d of ['echo', 'caller']) await c.rollout(ns, d);
@@ -165,6 +170,20 @@ t.test('rdbg on Kubernetes', async (t) => {
     const st = JSON.parse((await admin.rdbg(['status', '-o', 'json'])).stdout);
     t.match(st.transport, /TCP flows raw on 4 connections opened ahead/, st.transport);
     t.ok(st.root.pooled_flows > 0, `raw flows on pooled connections: ${st.root.pooled_flows} (${st.root.pool_misses} found none)`);
+  });
+
+  await t.test('half-close over port-forward: an answer 2 s after the client\'s FIN arrives whole', async (t) => {
+    // containerd ends a forwarded connection about 1 s after a FIN comes through it; the FIN of
+    // a raw flow on a pooled connection travels beside it instead (src/tunnel/raw-pool.ts).
+    await c.kubectl(['-n', ns, 'wait', '--for=condition=Ready', 'pod/slow', '--timeout=60s']);
+    const pooled = async (): Promise<number> => JSON.parse((await admin.rdbg(['status', '-o', 'json'])).stdout).root.pooled_flows;
+    const before = await pooled();
+    const script = "const s=require('net').connect(9000,'slow',()=>s.end('x'.repeat(200000)));let d='';s.on('data',c=>d+=c);s.on('end',()=>console.log(JSON.stringify(d)));s.on('error',e=>console.log(e.code))";
+    for (let i = 0; i < 3; i++) {
+      const r = await c.laptop('node', ['-e', script], { check: false });
+      t.equal(r.stdout.trim(), JSON.stringify('got 200000 bytes\n'), `try ${i + 1}: ${r.stderr}`);
+    }
+    t.ok((await pooled()) > before, 'at least one of them ran on a pooled raw connection');
   });
 
   await t.test('the direct transport: the session over port-forward, TCP flows straight to the manager pod', async (t) => {

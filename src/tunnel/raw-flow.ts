@@ -9,10 +9,12 @@ import { SOCKET_HWM, dialCodeFrom, decodeMessage, encodeMessage } from './h2-flo
  * to the manager's data port, with no framing after one line each way.
  *
  *   client:  RDBG-FLOW/1 <session> tcp <host> <port> <source>\n
- *   manager: <dial code> <address> <message, percent-encoded>\n
+ *   manager: <dial code> <address> <message, percent-encoded> [<flow id>]\n
  *
  * and from then on the connection is the flow: its bytes are the flow's
  * bytes, FIN is a half-close and RST a reset, because TCP already has those.
+ * (Over port-forward a FIN goes beside the flow instead, by its id: see
+ * JoinOptions.halfCloseB.)
  * The data port tells these apart from HTTP/2 connections by the first byte
  * ('R' here, 'P' for the HTTP/2 preface).
  *

@@ -109,11 +109,6 @@ export class FlowOpener {
     }
   }
 
-  /** Raw connections opened ahead and what became of them, when there is a pool. */
-  poolStats(): RawConnectionPool['stats'] | undefined {
-    return this.pool?.stats;
-  }
-
   close(): void {
     this.h2?.close();
     this.pool?.close();

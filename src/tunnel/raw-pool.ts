@@ -48,13 +48,16 @@ export class RawConnectionPool {
   private retry?: NodeJS.Timeout;
   private closed = false;
   readonly stats = { opened: 0, taken: 0, expired: 0, broken: 0, empty: 0 };
+  private readonly target: { host: string; port: number };
 
   constructor(
     readonly address: string,
     private readonly budget: RawFlowBudget,
     readonly size = RAW_POOL_SIZE,
     private readonly opts: { idleMs?: number; now?: () => number } = {},
-  ) {}
+  ) {
+    this.target = splitHostPort(address, "the manager's data address");
+  }
 
   private now(): number {
     return (this.opts.now ?? Date.now)();
@@ -116,7 +119,7 @@ export class RawConnectionPool {
   }
 
   private open(release: () => void): void {
-    const { host, port } = splitHostPort(this.address, "the manager's data address");
+    const { host, port } = this.target;
     this.opening++;
     this.stats.opened++;
     const sock = connectFlowSocket({ host, port, noDelay: true, allowHalfOpen: true, highWaterMark: SOCKET_HWM } as net.NetConnectOpts);

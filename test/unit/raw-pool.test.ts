@@ -6,7 +6,7 @@ import { CHANNEL_OPTIONS, managerPackage, type ManagerClient } from '../../src/r
 import { PROTOCOL, VERSION } from '../../src/core/version';
 import { H2FlowClient } from '../../src/tunnel/h2-client';
 import { DialError } from '../../src/tunnel/messages';
-import { RawFlowBudget, openRawFlow } from '../../src/tunnel/raw-flow';
+import { RawFlowBudget, openRawFlow, openRawTcp, rawFlowId } from '../../src/tunnel/raw-flow';
 import { RAW_POOL_SIZE, RawConnectionPool, openPooledFlow } from '../../src/tunnel/raw-pool';
 
 // Raw connections opened ahead (src/tunnel/raw-pool.ts), through a relay that
@@ -169,9 +169,22 @@ t.test('a half-close that overtakes the last bytes waits for them', async (t) =>
 
 t.test('the manager refuses a half-close for a flow it does not have in that session', async (t) => {
   t.equal(await h2.halfClose('999999', 0), false, 'an unknown flow');
+  const sock = await openRawTcp(`127.0.0.1:${mgr.data.port}`, to(slowPort), 5000);
+  t.teardown(() => sock.destroy());
+  const id = rawFlowId(sock);
+  t.ok(id, `the OK line named the flow (${id})`);
   const other = new H2FlowClient(`127.0.0.1:${mgr.data.port}`, () => ({ 'rdbg-session': 'someone-else' }));
   t.teardown(() => other.close());
-  t.equal(await other.halfClose('1', 0), false, 'another session cannot end my flows');
+  t.equal(await other.halfClose(id!, 0), false, 'another session cannot end my flow');
+  const got: Buffer[] = [];
+  sock.on('data', (d: Buffer) => got.push(d));
+  sock.resume();
+  sock.write('abc');
+  await sleep(50);
+  t.equal(await h2.halfClose(id!, 2), false, 'a count below what already arrived is refused');
+  t.equal(await h2.halfClose(id!, 3), true, 'my own flow, with every byte counted');
+  await new Promise((r) => sock.once('end', r));
+  t.equal(Buffer.concat(got).toString(), 'got 3 bytes', 'the destination saw the FIN, with no FIN on the connection itself');
 });
 
 t.test('a refused dial on a pooled connection is the manager\'s answer, not a reason to retry', async (t) => {

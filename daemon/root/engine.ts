@@ -126,6 +126,12 @@ export class RootEngine extends EventEmitter {
       !g.raw_flows && g.raw_flow_pool > 0 ? new RawConnectionPool(g.data_address, rawBudget, g.raw_flow_pool) : undefined;
     this.pool = poolFor(grant);
     this.session.on('grant', (g: SessionGrant__Output) => {
+      if (g.session_id && grant.session_id && g.session_id !== grant.session_id && g.data_address === grant.data_address) {
+        // a new session may mean a new manager pod behind the same port-forward address
+        this.h2?.renew();
+        this.pool?.flush();
+        grant = g;
+      }
       if (g.data_address && g.data_address !== grant.data_address) {
         this.h2?.close();
         this.pool?.close();

@@ -37,7 +37,13 @@ export class FlowOpener {
     readonly rawFlows: boolean,
     /** where they may not: how many raw connections to keep opened ahead (see src/tunnel/raw-pool.ts) */
     readonly rawPoolSize = 0,
-  ) {}
+  ) {
+    // A new session may mean a new manager pod behind the same port-forward address.
+    link.on('session', () => {
+      this.h2?.renew();
+      this.pool?.flush();
+    });
+  }
 
   private pool?: RawConnectionPool;
 

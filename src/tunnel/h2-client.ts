@@ -19,14 +19,30 @@ const PING_TIMEOUT_MS = 15_000;
  */
 export class H2FlowClient {
   private session?: http2.ClientHttp2Session;
-  private pinger?: NodeJS.Timeout;
+  /** every connection still open: the current one, and those renew() left to finish */
+  private readonly sessions = new Set<http2.ClientHttp2Session>();
   private closed = false;
 
   constructor(
     private readonly address: string, // host:port of the data plane
     private readonly identity: () => Record<string, string>, // rdbg-session or rdbg-agent
+    /** the current connection stopped answering pings */
     private readonly onLost?: (reason: string) => void,
+    private readonly pings = { everyMs: PING_EVERY_MS, timeoutMs: PING_TIMEOUT_MS },
   ) {}
+
+  /**
+   * New flows open a new connection from now on: the manager behind the
+   * address may have changed (a restarted pod behind the same port-forward,
+   * whose old connection may never see a FIN). Flows on the old connection
+   * carry on until they end, or until it stops answering pings, which then
+   * closes it quietly: it is no longer the client's connection to report.
+   */
+  renew(): void {
+    const old = this.session;
+    this.session = undefined;
+    old?.close();
+  }
 
   private get(): http2.ClientHttp2Session {
     if (this.session && !this.session.closed && !this.session.destroyed) return this.session;
@@ -47,23 +63,31 @@ export class H2FlowClient {
       }
     });
     s.on('error', (err) => log.debug('data plane connection error', { err: err.message }));
+    const pinger = setInterval(() => {
+      if (s.destroyed) return;
+      const timer = setTimeout(() => {
+        const current = this.session === s;
+        log.warn('data plane ping timed out', { current });
+        s.destroy();
+        if (current) this.onLost?.('the data plane stopped answering pings');
+      }, this.pings.timeoutMs);
+      // any answer, or the connection's end, settles this ping
+      try {
+        if (!s.ping(() => clearTimeout(timer))) clearTimeout(timer);
+      } catch {
+        clearTimeout(timer); // closed meanwhile
+      }
+    }, this.pings.everyMs);
+    pinger.unref();
     s.on('close', () => {
       if (this.session === s) this.session = undefined;
-      clearInterval(this.pinger);
+      this.sessions.delete(s);
+      clearInterval(pinger);
     });
     s.on('goaway', () => {
       if (this.session === s) this.session = undefined;
     });
-    clearInterval(this.pinger);
-    this.pinger = setInterval(() => {
-      const timer = setTimeout(() => {
-        log.warn('data plane ping timed out');
-        s.destroy();
-        this.onLost?.('the data plane stopped answering pings');
-      }, PING_TIMEOUT_MS);
-      if (!s.ping((err) => (err ? undefined : clearTimeout(timer)))) clearTimeout(timer);
-    }, PING_EVERY_MS);
-    this.pinger.unref();
+    this.sessions.add(s);
     this.session = s;
     return s;
   }
@@ -143,7 +167,6 @@ export class H2FlowClient {
 
   close(): void {
     this.closed = true;
-    clearInterval(this.pinger);
-    this.session?.destroy();
+    for (const s of this.sessions) s.destroy();
   }
 }

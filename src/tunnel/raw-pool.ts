@@ -86,6 +86,11 @@ export class RawConnectionPool {
     return e && { sock: e.sock, release: e.release };
   }
 
+  /** Drop the connections opened so far (they may lead to a manager that is gone); later ones refill it. */
+  flush(): void {
+    for (const e of this.idle.splice(0)) this.drop(e);
+  }
+
   get idleCount(): number {
     return this.idle.length;
   }

@@ -274,6 +274,7 @@ t.test('rdbg on Kubernetes', async (t) => {
     await admin.rdbg(['intercept', 'echo', '--port', '9093:80', '--header', 'x-dev=me']);
     const st0 = JSON.parse((await admin.rdbg(['status', '-o', 'json'])).stdout);
     await c.kubectl(['-n', MNS, 'delete', 'pod', '-l', 'app.kubernetes.io/component=manager', '--wait=false']);
+    const deletedAt = Date.now();
     await waitFor('a new session', async () => {
       const st = JSON.parse((await admin.rdbg(['status', '-o', 'json'])).stdout);
       return st.state === 'CONNECTED' && st.session_id !== st0.session_id && st.reconnects > st0.reconnects;
@@ -288,6 +289,12 @@ t.test('rdbg on Kubernetes', async (t) => {
       return hit.name === 'echo-on-laptop' ? hit : undefined;
     }, 90_000, 1000);
     t.ok(back, 'the intercept works again without any command');
+    // The connections that led to the old pod never see a FIN; the new session must not be
+    // torn down when they stop answering pings (10 s + 15 s after the restart).
+    const after = JSON.parse((await admin.rdbg(['status', '-o', 'json'])).stdout);
+    await new Promise((r) => setTimeout(r, Math.max(0, 30_000 - (Date.now() - deletedAt))));
+    const later = JSON.parse((await admin.rdbg(['status', '-o', 'json'])).stdout);
+    t.same([later.state, later.session_id, later.reconnects], ['CONNECTED', after.session_id, after.reconnects], 'one reconnect, and the session it made lasts');
     await admin.rdbg(['leave', 'echo']);
   });
 

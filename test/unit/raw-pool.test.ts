@@ -27,8 +27,9 @@ const closers: (() => void)[] = [];
  * holds. Like containerd's port-forward, after the laptop's FIN it ends the
  * connection once the pod side has been quiet for `lingerMs`.
  */
-async function relay(delayMs = 3, lingerMs = 200, slowUpMs = 0): Promise<{ address: string; accepted: () => number; resetAll: () => void }> {
+async function relay(delayMs = 3, lingerMs = 200, slowUpMs = 0): Promise<{ address: string; accepted: () => number; resetAll: () => void; freezeAll: () => void }> {
   const held = new Set<net.Socket>();
+  const pairs: [net.Socket, net.Socket][] = [];
   let accepted = 0;
   const srv = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (local) => {
     accepted++;
@@ -44,6 +45,7 @@ async function relay(delayMs = 3, lingerMs = 200, slowUpMs = 0): Promise<{ addre
       if (slowUpMs) local.on('data', (d: Buffer) => setTimeout(() => up.write(d), slowUpMs));
       else local.pipe(up);
       up.pipe(local);
+      pairs.push([local, up]);
       let linger: NodeJS.Timeout | undefined;
       const arm = (): void => {
         clearTimeout(linger);
@@ -56,11 +58,24 @@ async function relay(delayMs = 3, lingerMs = 200, slowUpMs = 0): Promise<{ addre
     }, delayMs);
   });
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-  closers.push(() => srv.close());
+  closers.push(() => {
+    srv.close();
+    for (const p of frozen) p.forEach((x) => x.destroy());
+  });
+  const frozen: [net.Socket, net.Socket][] = [];
   return {
     address: `127.0.0.1:${(srv.address() as net.AddressInfo).port}`,
     accepted: () => accepted,
     resetAll: () => held.forEach((s) => s.resetAndDestroy()),
+    // the far side is gone and nothing says so: bytes stop, no FIN, no RST
+    freezeAll: () =>
+      pairs.splice(0).forEach(([local, up]) => {
+        frozen.push([local, up]);
+        local.unpipe(up);
+        up.unpipe(local);
+        local.pause();
+        up.pause();
+      }),
   };
 }
 
@@ -165,6 +180,46 @@ t.test('a half-close that overtakes the last bytes waits for them', async (t) =>
   const flow = await openPooledFlow(pool, to(slowPort), halfClose);
   t.ok(flow, 'a pooled raw flow');
   t.equal(await echoThrough(flow!, 'y'.repeat(300_000)), 'got 300000 bytes', 'every byte reached the server before its FIN');
+});
+
+t.test('renew(): after the manager behind a port-forward changed, new flows skip the connection that went silent, whose ping timeout then reports nothing', async (t) => {
+  const r = await relay();
+  let lost = 0;
+  const client = new H2FlowClient(r.address, () => ({ 'rdbg-session': session }), () => lost++, { everyMs: 100, timeoutMs: 200 });
+  t.teardown(() => client.close());
+  const echo = async (): Promise<string> => {
+    const st = await client.open('tcp', '127.0.0.1', echoPort);
+    const got = new Promise<string>((res) => st.once('data', (d: Buffer) => res(d.toString())));
+    st.write('ping');
+    const answer = await got;
+    st.close();
+    return answer;
+  };
+  t.equal(await echo(), 'ping', 'a flow through the stand-in port-forward');
+  r.freezeAll(); // the manager pod is gone and nothing says so
+  client.renew(); // as the daemons do when the session changes
+  t.equal(await echo(), 'ping', 'a new flow works at once, on a new connection');
+  await sleep(500); // the silent connection's ping times out meanwhile
+  t.equal(lost, 0, 'which is not reported as the data plane lost');
+  r.freezeAll(); // now the current connection goes silent
+  await sleep(500);
+  t.equal(lost, 1, 'that one is');
+});
+
+t.test('flush() drops the connections opened ahead; later flows refill the pool', async (t) => {
+  const r = await relay();
+  const budget = new RawFlowBudget(100);
+  const pool = new RawConnectionPool(r.address, budget, 3);
+  t.teardown(() => pool.close());
+  pool.take();
+  await sleep(50);
+  t.equal(pool.idleCount, 3);
+  pool.flush();
+  t.equal(pool.idleCount, 0, 'dropped');
+  t.equal(budget.inUse, 0, 'with their budget');
+  pool.take();
+  await sleep(50);
+  t.equal(pool.idleCount, 3, 'refilled on the next flow');
 });
 
 t.test('the manager refuses a half-close for a flow it does not have in that session', async (t) => {

@@ -3,10 +3,10 @@ import { bigIntToIp, type Cidr } from '../../src/core/cidr';
 import { Codes, RdbgError, errorMessage } from '../../src/core/errors';
 import { logger } from '../../src/core/log';
 import { H2FlowClient } from '../../src/tunnel/h2-client';
-import { openRawFlow, RawFlowBudget } from '../../src/tunnel/raw-flow';
-import { openPooledFlow, RawConnectionPool } from '../../src/tunnel/raw-pool';
+import { RawFlowBudget } from '../../src/tunnel/raw-flow';
+import { openTcpFlow, RawConnectionPool } from '../../src/tunnel/raw-pool';
 import { openFileLimit } from '../../src/core/rlimit';
-import { datagramChannel, joinSocket, type DatagramChannel } from '../../src/tunnel/h2-flows';
+import { datagramChannel, type DatagramChannel } from '../../src/tunnel/h2-flows';
 import type { RootStatus } from '../../src/gen/rdbg/v1/RootStatus';
 import type { SessionGrant__Output } from '../../src/gen/rdbg/v1/SessionGrant';
 import type { Journal, JournalEntry } from './journal';
@@ -150,17 +150,9 @@ export class RootEngine extends EventEmitter {
       listenPort: NAT_PORT,
       write,
       dialer: {
-        dial: async (host, port, source) => {
-          const release = grant.raw_flows ? rawBudget.take() : undefined;
-          if (release) {
-            const session = this.session?.grant?.session_id ?? '';
-            return openRawFlow(grant.data_address, { session, protocol: 'tcp', host, port, source }, release);
-          }
-          const session = this.session?.grant?.session_id ?? '';
-          const pooled = this.pool && (await openPooledFlow(this.pool, { session, protocol: 'tcp', host, port, source }, (f, n) => this.h2!.halfClose(f, n)));
-          if (pooled) return pooled;
-          const stream = await this.h2!.open('tcp', host, port, source);
-          return { join: (sock, onDone) => joinSocket(sock, stream, undefined, onDone), cancel: () => stream.close() };
+        dial: (host, port, source) => {
+          const dp = { address: grant.data_address, h2: this.h2!, rawFlows: grant.raw_flows, budget: rawBudget, pool: this.pool };
+          return openTcpFlow(dp, { session: this.session?.grant?.session_id ?? '', protocol: 'tcp', host, port, source });
         },
       },
     });

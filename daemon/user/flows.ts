@@ -1,10 +1,10 @@
 import type { Socket } from 'node:net';
 import { H2FlowClient } from '../../src/tunnel/h2-client';
-import { datagramChannel, joinSocket, type DatagramChannel } from '../../src/tunnel/h2-flows';
+import { datagramChannel, type DatagramChannel } from '../../src/tunnel/h2-flows';
 import { pipeFlow } from '../../src/tunnel/flow-pipe';
 import { DialError } from '../../src/tunnel/messages';
-import { openRawFlow, RawFlowBudget } from '../../src/tunnel/raw-flow';
-import { openPooledFlow, RawConnectionPool } from '../../src/tunnel/raw-pool';
+import { RawFlowBudget } from '../../src/tunnel/raw-flow';
+import { openTcpFlow, RawConnectionPool } from '../../src/tunnel/raw-pool';
 import { openFileLimit } from '../../src/core/rlimit';
 import type { Counters } from './counters';
 import type { ManagerLink } from './manager-link';
@@ -67,22 +67,10 @@ export class FlowOpener {
 
   async tcp(host: string, port: number, source: string): Promise<TcpFlow> {
     const h2 = this.dataPlane();
-    const release = h2 && this.rawFlows ? this.rawBudget.take() : undefined;
-    if (release) {
-      try {
-        this.requireConnected();
-      } catch (err) {
-        release();
-        throw err;
-      }
-      return openRawFlow(this.h2Address, { session: this.link.sessionId, protocol: 'tcp', host, port, source }, release, this.counters);
-    }
     if (h2) {
       this.requireConnected();
-      const pooled = this.pool && (await openPooledFlow(this.pool, { session: this.link.sessionId, protocol: 'tcp', host, port, source }, (f, n) => h2.halfClose(f, n), this.counters));
-      if (pooled) return pooled;
-      const stream = await h2.open('tcp', host, port, source);
-      return { join: (sock, onDone) => joinSocket(sock, stream, this.counters, onDone), cancel: () => stream.close() };
+      const dp = { address: this.h2Address, h2, rawFlows: this.rawFlows, budget: this.rawBudget, pool: this.pool };
+      return openTcpFlow(dp, { session: this.link.sessionId, protocol: 'tcp', host, port, source }, this.counters);
     }
     const stream = await openFlow(this.link, 'TCP', host, port, source);
     return { join: (sock, onDone) => pipeFlow(sock, stream, { counters: this.counters, onDone }), cancel: () => stream.cancel?.() };

@@ -1,6 +1,7 @@
 import * as net from 'node:net';
 import { splitHostPort } from '../cli/args';
-import { SOCKET_HWM } from './h2-flows';
+import type { H2FlowClient } from './h2-client';
+import { SOCKET_HWM, joinSocket } from './h2-flows';
 import { DialError } from './messages';
 import { connectFlowSocket, DataPortError, openRawFlow, type JoinCounters, type JoinableFlow, type RawFlowBudget, type RawFlowRequest } from './raw-flow';
 
@@ -202,4 +203,29 @@ export async function openPooledFlow(
     if (err instanceof DataPortError || (err instanceof DialError && err.code === 'DENIED')) return undefined;
     throw err;
   }
+}
+
+/** How a process reaches the manager's data plane for TCP flows. */
+export interface TcpDataPlane {
+  address: string;
+  h2: H2FlowClient;
+  /** raw flows on connections of their own (the manager is reached directly) */
+  rawFlows: boolean;
+  budget: RawFlowBudget;
+  /** where rawFlows is false: connections opened ahead */
+  pool?: RawConnectionPool;
+}
+
+/**
+ * A TCP flow on the manager's data plane: a raw flow on a connection of its
+ * own where the manager is reached directly (within the budget), else on a
+ * connection from the pool, else an HTTP/2 stream.
+ */
+export async function openTcpFlow(dp: TcpDataPlane, req: RawFlowRequest, counters?: JoinCounters): Promise<JoinableFlow> {
+  const release = dp.rawFlows ? dp.budget.take() : undefined;
+  if (release) return openRawFlow(dp.address, req, release, counters);
+  const pooled = dp.pool && (await openPooledFlow(dp.pool, req, (flow, n) => dp.h2.halfClose(flow, n), counters));
+  if (pooled) return pooled;
+  const stream = await dp.h2.open('tcp', req.host, req.port, req.source);
+  return { join: (sock, onDone) => joinSocket(sock, stream, counters, onDone), cancel: () => stream.close() };
 }

@@ -12,9 +12,14 @@ import { SOCKET_HWM, dialCodeFrom, decodeMessage, encodeMessage } from './h2-flo
  *   manager: <dial code> <address> <message, percent-encoded> [<flow id>]\n
  *
  * and from then on the connection is the flow: its bytes are the flow's
- * bytes, FIN is a half-close and RST a reset, because TCP already has those.
- * (Over port-forward a FIN goes beside the flow instead, by its id: see
- * JoinOptions.halfCloseB.)
+ * bytes, and RST is a reset, because TCP already has those. The laptop's
+ * half-close goes beside the flow, by its id (POST /rdbg.v1/half-close on
+ * the HTTP/2 data plane), and the laptop's FIN only answers the manager's:
+ * so the manager's side keeps each closed connection's TIME_WAIT, not the
+ * laptop's ports (see RawFlowBudget), and over port-forward no FIN reaches
+ * the container runtime, which would close the pod's side a second later
+ * (see JoinOptions.halfCloseB). A FIN from the laptop is still a half-close
+ * (the fallback when the manager did not take one).
  * The data port tells these apart from HTTP/2 connections by the first byte
  * ('R' here, 'P' for the HTTP/2 preface).
  *
@@ -258,6 +263,8 @@ export interface JoinOptions {
    * Resolves false when that failed: b is then ended after all.
    */
   halfCloseB?: (sentAB: number) => Promise<boolean>;
+  /** Called when b gets a FIN from us before it sent one (its port then waits in TIME_WAIT here). */
+  onClosedFirstB?: () => void;
 }
 
 /**
@@ -333,12 +340,17 @@ export function joinSockets(a: net.Socket, b: net.Socket, counters?: JoinCounter
     countBA?.(n);
     if (counters) counters.bytesIn += n;
   });
+  const endBFirst = (): void => {
+    if (!bEnded && !b.destroyed) opts.onClosedFirstB?.();
+    b.end();
+  };
   a.on('end', () => {
     aEnded = true;
-    if (bEnded || !halfCloseB) return void b.end();
+    if (bEnded) return void b.end();
+    if (!halfCloseB) return endBFirst();
     halfCloseB(sentAB).then(
-      (ok) => ok || b.end(),
-      () => b.end(),
+      (ok) => ok || endBFirst(),
+      endBFirst,
     );
   });
   b.on('end', () => {
@@ -370,19 +382,23 @@ const TIME_WAIT_MS = 60_000;
  * connection, so at most a quarter of the open-file limit (10,000
  * connections then still fit under a limit of 20,000).
  *
- * Per minute: every raw flow that the laptop side closes first leaves its
- * local port in TIME_WAIT towards the manager's one address for a minute,
- * and connect() has only about half of the ephemeral range (the even
- * ports) before it slows down and then fails with EADDRNOTAVAIL. Measured
- * here: past about 14,000 flows in a minute, new connections took 0.4-1 s.
- * So at most a quarter of the range per minute (about 7,000, over 100 new
- * flows a second sustained).
+ * Per minute: a raw flow that the laptop side closes first (sends its FIN
+ * before the manager's) leaves its local port in TIME_WAIT towards the
+ * manager's one address for a minute, and connect() has only about half of
+ * the ephemeral range (the even ports) before it slows down and then fails
+ * with EADDRNOTAVAIL. Measured here: past about 14,000 such closes in a
+ * minute, new connections took 0.4-1 s. So at most a quarter of the range
+ * per minute (about 7,000). A raw flow normally does not close first: its
+ * half-close goes beside it (JoinOptions.halfCloseB) and its FIN only
+ * answers the manager's, which leaves the TIME_WAIT on the manager's side,
+ * where it holds no port of the laptop's. Only the closes that did go first
+ * are counted (closedFirst), so a burst of short flows stays raw.
  */
 export class RawFlowBudget {
   private used = 0;
-  /** raw flows opened per second over the last minute (a ring of 60 counters) */
-  private readonly opened = new Array<number>(60).fill(0);
-  private openedTotal = 0;
+  /** raw flows closed first by this side, per second over the last minute (a ring of 60 counters) */
+  private readonly closed = new Array<number>(60).fill(0);
+  private closedTotal = 0;
   private lastSecond = 0;
 
   constructor(
@@ -405,10 +421,8 @@ export class RawFlowBudget {
   /** Take one raw flow, if there is room; `release` gives it back (once). */
   take(): (() => void) | undefined {
     this.advance();
-    if (this.used >= this.max || this.openedTotal >= this.maxPerMinute) return undefined;
+    if (this.used >= this.max || this.closedTotal >= this.maxPerMinute) return undefined;
     this.used++;
-    this.opened[this.lastSecond % 60]++;
-    this.openedTotal++;
     let released = false;
     return () => {
       if (released) return;
@@ -417,16 +431,23 @@ export class RawFlowBudget {
     };
   }
 
+  /** A raw connection this side closed first: its local port waits in TIME_WAIT for a minute. */
+  closedFirst(): void {
+    this.advance();
+    this.closed[this.lastSecond % 60]++;
+    this.closedTotal++;
+  }
+
   /** Forget the seconds that left the window. */
   private advance(): void {
     const second = Math.floor(this.now() / 1000);
     if (second - this.lastSecond >= TIME_WAIT_MS / 1000) {
-      this.opened.fill(0);
-      this.openedTotal = 0;
+      this.closed.fill(0);
+      this.closedTotal = 0;
     } else {
       for (let s = this.lastSecond + 1; s <= second; s++) {
-        this.openedTotal -= this.opened[s % 60];
-        this.opened[s % 60] = 0;
+        this.closedTotal -= this.closed[s % 60];
+        this.closed[s % 60] = 0;
       }
     }
     this.lastSecond = second;
@@ -434,6 +455,12 @@ export class RawFlowBudget {
 
   get inUse(): number {
     return this.used;
+  }
+
+  /** Raw connections this side closed first within the last minute. */
+  get closedFirstLastMinute(): number {
+    this.advance();
+    return this.closedTotal;
   }
 }
 
@@ -466,6 +493,7 @@ export async function openRawFlow(
   timeoutMs = 15_000,
   opened?: net.Socket,
   halfClose?: (flow: string, sentBytes: number) => Promise<boolean>,
+  onClosedFirst?: () => void,
 ): Promise<JoinableFlow> {
   let remote: net.Socket;
   try {
@@ -486,11 +514,12 @@ export async function openRawFlow(
           release();
           onDone(err);
         },
-        { halfCloseB },
+        { halfCloseB, onClosedFirstB: onClosedFirst },
       );
     },
     cancel: () => {
       release();
+      onClosedFirst?.();
       remote.destroy();
     },
   };

@@ -173,6 +173,7 @@ export class RawConnectionPool {
   private drop(e: Entry): void {
     clearTimeout(e.timer);
     e.sock.removeListener('close', e.onClose);
+    if (!e.sock.destroyed) this.budget.closedFirst(); // our FIN goes first
     e.sock.destroy();
     e.release();
   }
@@ -194,11 +195,12 @@ export async function openPooledFlow(
   req: RawFlowRequest,
   halfClose: (flow: string, sentBytes: number) => Promise<boolean>,
   counters?: JoinCounters,
+  onClosedFirst?: () => void,
 ): Promise<JoinableFlow | undefined> {
   const c = pool.take();
   if (!c) return undefined;
   try {
-    return await openRawFlow(pool.address, req, c.release, counters, 15_000, c.sock, halfClose);
+    return await openRawFlow(pool.address, req, c.release, counters, 15_000, c.sock, halfClose, onClosedFirst);
   } catch (err) {
     if (err instanceof DataPortError || (err instanceof DialError && err.code === 'DENIED')) return undefined;
     throw err;
@@ -219,12 +221,18 @@ export interface TcpDataPlane {
 /**
  * A TCP flow on the manager's data plane: a raw flow on a connection of its
  * own where the manager is reached directly (within the budget), else on a
- * connection from the pool, else an HTTP/2 stream.
+ * connection from the pool, else an HTTP/2 stream. A raw flow's half-close
+ * goes beside it over HTTP/2 and its FIN follows the manager's, so that the
+ * manager, not the laptop, keeps the closed connection's TIME_WAIT (see
+ * RawFlowBudget): over port-forward this is also what keeps the answer to a
+ * half-closed request (see openPooledFlow).
  */
 export async function openTcpFlow(dp: TcpDataPlane, req: RawFlowRequest, counters?: JoinCounters): Promise<JoinableFlow> {
   const release = dp.rawFlows ? dp.budget.take() : undefined;
-  if (release) return openRawFlow(dp.address, req, release, counters);
-  const pooled = dp.pool && (await openPooledFlow(dp.pool, req, (flow, n) => dp.h2.halfClose(flow, n), counters));
+  const halfClose = (flow: string, n: number): Promise<boolean> => dp.h2.halfClose(flow, n);
+  const closedFirst = (): void => dp.budget.closedFirst();
+  if (release) return openRawFlow(dp.address, req, release, counters, undefined, undefined, halfClose, closedFirst);
+  const pooled = dp.pool && (await openPooledFlow(dp.pool, req, halfClose, counters, closedFirst));
   if (pooled) return pooled;
   const stream = await dp.h2.open('tcp', req.host, req.port, req.source);
   return { join: (sock, onDone) => joinSocket(sock, stream, counters, onDone), cancel: () => stream.close() };

@@ -7,7 +7,8 @@ import { PROTOCOL, VERSION } from '../../src/core/version';
 import { H2FlowClient } from '../../src/tunnel/h2-client';
 import { DialError } from '../../src/tunnel/messages';
 import { RawFlowBudget, openRawFlow, openRawTcp, rawFlowId } from '../../src/tunnel/raw-flow';
-import { RAW_POOL_SIZE, RawConnectionPool, openPooledFlow } from '../../src/tunnel/raw-pool';
+import { RAW_POOL_SIZE, RawConnectionPool, openPooledFlow, openTcpFlow, type TcpDataPlane } from '../../src/tunnel/raw-pool';
+import { execFileSync } from 'node:child_process';
 
 // Raw connections opened ahead (src/tunnel/raw-pool.ts), through a relay that
 // behaves like the port-forward in front of the manager: it accepts at once and
@@ -220,6 +221,35 @@ t.test('flush() drops the connections opened ahead; later flows refill the pool'
   pool.take();
   await sleep(50);
   t.equal(pool.idleCount, 3, 'refilled on the next flow');
+});
+
+/** Connections in TIME_WAIT here whose far end is the manager's data port: ports of the laptop's that linger. */
+function laptopTimeWaits(): number {
+  return execFileSync('ss', ['-Htan', 'state', 'time-wait', 'dst', `127.0.0.1:${mgr.data.port}`], { encoding: 'utf8' }).split('\n').filter((l) => l.trim()).length;
+}
+
+t.test('raw flows of their own: the half-close goes beside them, so the laptop never closes first and keeps no port in TIME_WAIT', async (t) => {
+  const flows = 20;
+  const run = async (dp: TcpDataPlane): Promise<string[]> => {
+    const answers: string[] = [];
+    await Promise.all(Array.from({ length: flows }, async () => answers.push(await echoThrough(await openTcpFlow(dp, to(slowPort)), 'ping'))));
+    await sleep(300); // the last FINs and ACKs
+    return answers;
+  };
+  const budget = new RawFlowBudget(100, 1000);
+  const before = laptopTimeWaits();
+  const answers = await run({ address: `127.0.0.1:${mgr.data.port}`, h2, rawFlows: true, budget });
+  t.same(answers, Array(flows).fill('got 4 bytes'), 'every answer after the half-close arrived');
+  t.equal(laptopTimeWaits() - before, 0, 'no port of the laptop in TIME_WAIT');
+  t.equal(budget.closedFirstLastMinute, 0, 'nothing counted against the minute');
+  t.equal(budget.inUse, 0, 'every flow gave its place back');
+  // Control: a data plane that does not take half-closes (an older manager): the FIN carries it, and the laptop's ports linger.
+  const refusing = { halfClose: async () => false } as unknown as H2FlowClient;
+  const budget2 = new RawFlowBudget(100, 1000);
+  const answers2 = await run({ address: `127.0.0.1:${mgr.data.port}`, h2: refusing, rawFlows: true, budget: budget2 });
+  t.same(answers2, Array(flows).fill('got 4 bytes'), 'a FIN is still a half-close');
+  t.equal(laptopTimeWaits() - before, flows, 'each flow left a port in TIME_WAIT');
+  t.equal(budget2.closedFirstLastMinute, flows, 'and counted against the minute');
 });
 
 t.test('the manager refuses a half-close for a flow it does not have in that session', async (t) => {

@@ -62,7 +62,11 @@ t.test('the Deployment: restricted pod security, TLS mounted, ready on 8081', as
   t.equal(d.spec.replicas, 1);
   t.equal(c.image, 'localhost/rdbg:install');
   t.same(c.args, ['manager', 'serve', '--kubernetes']);
-  t.same(pod.securityContext, { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, fsGroup: 65532, seccompProfile: { type: 'RuntimeDefault' } });
+  t.same(pod.securityContext, {
+    runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, fsGroup: 65532, seccompProfile: { type: 'RuntimeDefault' },
+    // the one sysctl is on Kubernetes' "safe" list, which Pod Security's baseline and restricted profiles allow
+    sysctls: [{ name: 'net.ipv4.ip_local_port_range', value: '1024 65535' }],
+  });
   t.same(c.securityContext, { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, runAsNonRoot: true, capabilities: { drop: ['ALL'] } });
   t.same(c.readinessProbe.tcpSocket, { port: 8081 });
   t.same(c.volumeMounts[0], { name: 'tls', mountPath: '/var/run/rdbg/tls', readOnly: true });

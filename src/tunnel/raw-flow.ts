@@ -481,19 +481,24 @@ export interface JoinableFlow {
   cancel(): void;
 }
 
-/**
- * Open a raw flow that holds `release` (from RawFlowBudget.take) until it
- * ends: on a new connection, or on `opened`, one opened ahead (raw-pool.ts).
- */
+export interface RawFlowOptions {
+  counters?: JoinCounters;
+  /** how long the manager may take to answer (default 15 s) */
+  timeoutMs?: number;
+  /** a connection opened ahead (raw-pool.ts) instead of a new one */
+  opened?: net.Socket;
+  /** sends the flow's half-close beside it (see JoinOptions.halfCloseB); without it a FIN carries it */
+  halfClose?: (flow: string, sentBytes: number) => Promise<boolean>;
+  /** called when this side closes the connection first (RawFlowBudget.closedFirst) */
+  onClosedFirst?: () => void;
+}
+
+/** Open a raw flow that holds `release` (from RawFlowBudget.take) until it ends. */
 export async function openRawFlow(
   dataAddress: string,
   req: RawFlowRequest,
   release: () => void,
-  counters?: JoinCounters,
-  timeoutMs = 15_000,
-  opened?: net.Socket,
-  halfClose?: (flow: string, sentBytes: number) => Promise<boolean>,
-  onClosedFirst?: () => void,
+  { counters, timeoutMs = 15_000, opened, halfClose, onClosedFirst }: RawFlowOptions = {},
 ): Promise<JoinableFlow> {
   let remote: net.Socket;
   try {

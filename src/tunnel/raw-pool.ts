@@ -200,7 +200,7 @@ export async function openPooledFlow(
   const c = pool.take();
   if (!c) return undefined;
   try {
-    return await openRawFlow(pool.address, req, c.release, counters, 15_000, c.sock, halfClose, onClosedFirst);
+    return await openRawFlow(pool.address, req, c.release, { counters, opened: c.sock, halfClose, onClosedFirst });
   } catch (err) {
     if (err instanceof DataPortError || (err instanceof DialError && err.code === 'DENIED')) return undefined;
     throw err;
@@ -230,9 +230,9 @@ export interface TcpDataPlane {
 export async function openTcpFlow(dp: TcpDataPlane, req: RawFlowRequest, counters?: JoinCounters): Promise<JoinableFlow> {
   const release = dp.rawFlows ? dp.budget.take() : undefined;
   const halfClose = (flow: string, n: number): Promise<boolean> => dp.h2.halfClose(flow, n);
-  const closedFirst = (): void => dp.budget.closedFirst();
-  if (release) return openRawFlow(dp.address, req, release, counters, undefined, undefined, halfClose, closedFirst);
-  const pooled = dp.pool && (await openPooledFlow(dp.pool, req, halfClose, counters, closedFirst));
+  const onClosedFirst = (): void => dp.budget.closedFirst();
+  if (release) return openRawFlow(dp.address, req, release, { counters, halfClose, onClosedFirst });
+  const pooled = dp.pool && (await openPooledFlow(dp.pool, req, halfClose, counters, onClosedFirst));
   if (pooled) return pooled;
   const stream = await dp.h2.open('tcp', req.host, req.port, req.source);
   return { join: (sock, onDone) => joinSocket(sock, stream, counters, onDone), cancel: () => stream.close() };

@@ -168,7 +168,7 @@ t.test('a half-close travels beside the flow: an answer after a pause still arri
   // The control: the same flow with its FIN sent through the stand-in is cut off, as containerd does.
   const c = pool.take();
   t.ok(c, 'another pooled connection');
-  const plain = await openRawFlow(r.address, to(slowPort), c!.release, undefined, 5000, c!.sock);
+  const plain = await openRawFlow(r.address, to(slowPort), c!.release, { timeoutMs: 5000, opened: c!.sock });
   t.equal(await echoThrough(plain, request), '', 'without it the answer is lost');
 });
 

@@ -91,7 +91,10 @@ export class TcpNat {
 
   close(): void {
     for (const l of this.listeners) l.close();
-    for (const f of this.byApp.values()) f.cancel?.();
+    for (const f of this.byApp.values()) {
+      clearTimeout(f.timer);
+      f.cancel?.();
+    }
   }
 
   get active(): number {
@@ -232,10 +235,15 @@ export class TcpNat {
       return;
     }
     clearTimeout(flow.timer);
+    flow.timer = undefined;
     const key = flow.key;
     const join = flow.join;
     flow.join = undefined;
     join(sock, () => {
+      // The tunnel flow has ended: nothing is left to cancel. Calling cancel now
+      // would count the flow again as closed first, and keeping it would keep the
+      // whole finished flow (its sockets and buffers) alive while the entry lingers.
+      flow.cancel = undefined;
       // Kept a while for late FIN/ACK retransmissions; a new SYN on the same ports replaces it.
       flow.state = 'closed';
       flow.timer = setTimeout(() => this.forget(key, flow), LINGER_MS);

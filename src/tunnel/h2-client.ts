@@ -92,12 +92,15 @@ export class H2FlowClient {
     return s;
   }
 
-  /** Send the request and wait for the manager's dial result in the response headers. */
-  private request(path: string, headers: Record<string, string>): Promise<http2.ClientHttp2Stream> {
+  /**
+   * Send the request and wait for the manager's dial result in the response headers.
+   * `endStream`: the request has no body (a question, not a flow), so its headers end it.
+   */
+  private request(path: string, headers: Record<string, string>, endStream = false): Promise<http2.ClientHttp2Stream> {
     if (this.closed) return Promise.reject(new DialError('FAILED', 'the data plane is closed'));
     let req: http2.ClientHttp2Stream;
     try {
-      req = this.get().request({ ':method': 'POST', ':path': path, ...this.identity(), ...headers }, { endStream: false });
+      req = this.get().request({ ':method': 'POST', ':path': path, ...this.identity(), ...headers }, { endStream });
     } catch (err) {
       this.session?.destroy();
       return Promise.reject(new DialError('UNREACHABLE', `the data plane is unavailable: ${(err as Error).message}`));
@@ -148,8 +151,9 @@ export class H2FlowClient {
    */
   async halfClose(flow: string, bytes: number): Promise<boolean> {
     try {
-      const req = await this.request(PATH.halfClose, { [H.flow]: flow, [H.bytes]: String(bytes) });
-      req.close();
+      // Both sides end the stream with their headers: no body, no reset to send.
+      const req = await this.request(PATH.halfClose, { [H.flow]: flow, [H.bytes]: String(bytes) }, true);
+      req.resume();
       return true;
     } catch {
       return false;
@@ -158,9 +162,8 @@ export class H2FlowClient {
 
   /** A cluster DNS lookup made by the manager (see manager/cluster-dns.ts). */
   async dns(name: string, qtype: number): Promise<DNSResponse__Output> {
-    const req = await this.request(PATH.dns, { [H.name]: name, [H.qtype]: String(qtype) });
+    const req = await this.request(PATH.dns, { [H.name]: name, [H.qtype]: String(qtype) }, true);
     const chunks: Buffer[] = [];
-    req.end();
     for await (const c of req) chunks.push(c as Buffer);
     return JSON.parse(Buffer.concat(chunks).toString('utf8')) as DNSResponse__Output;
   }

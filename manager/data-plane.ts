@@ -131,7 +131,11 @@ export class DataPlane {
           this.rawFlows.delete(id);
           onDone(err);
         };
-        joinSockets(up, sock, this.stats, done, { countBA: (n) => ((state.received += n), endWhenDue(state)) });
+        joinSockets(up, sock, this.stats, done, {
+          countBA: (n) => ((state.received += n), endWhenDue(state)),
+          // The laptop's FIN answers ours after a half-close sent beside the flow.
+          halfClosedB: () => state.endAt === -2,
+        });
       },
       true,
     );

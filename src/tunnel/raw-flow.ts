@@ -265,6 +265,12 @@ export interface JoinOptions {
   halfCloseB?: (sentAB: number) => Promise<boolean>;
   /** Called when b gets a FIN from us before it sent one (its port then waits in TIME_WAIT here). */
   onClosedFirstB?: () => void;
+  /**
+   * The far side of halfCloseB: true once b's half-close arrived beside it
+   * (and a was ended for it). b's own FIN only answers ours then, so a
+   * closing before b ended is the normal end of the flow, not a failure.
+   */
+  halfClosedB?: () => boolean;
 }
 
 /**
@@ -363,7 +369,7 @@ export function joinSockets(a: net.Socket, b: net.Socket, counters?: JoinCounter
   const closed = (): void => {
     if (aEnded && bEnded) {
       if (a.destroyed && b.destroyed) finish();
-    } else fail('connection closed');
+    } else if (!(aEnded && a.destroyed && !b.destroyed && opts.halfClosedB?.())) fail('connection closed');
   };
   a.on('close', closed);
   b.on('close', closed);

@@ -277,6 +277,42 @@ t.test('the manager refuses a half-close for a flow it does not have in that ses
   t.equal(Buffer.concat(got).toString(), 'got 3 bytes', 'the destination saw the FIN, with no FIN on the connection itself');
 });
 
+t.test('a flow whose server closed first: after our half-close beside it, the manager waits for our FIN (no reset)', async (t) => {
+  // Says hello and closes its side at once, as an HTTP/1.0 server does; reads on until our half-close.
+  const greeter = net.createServer({ allowHalfOpen: true }, (s) => {
+    s.on('error', () => undefined);
+    s.end('hello');
+    s.resume();
+  });
+  await new Promise<void>((r) => greeter.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => greeter.close());
+  const sock = await openRawTcp(`127.0.0.1:${mgr.data.port}`, to((greeter.address() as net.AddressInfo).port), 5000);
+  t.teardown(() => sock.destroy());
+  const errors: string[] = [];
+  sock.on('error', (e: NodeJS.ErrnoException) => errors.push(e.code ?? e.message));
+  const got: Buffer[] = [];
+  sock.on('data', (d: Buffer) => got.push(d));
+  sock.resume();
+  const ended = await Promise.race([new Promise((r) => sock.once('end', () => r(true))), sleep(5000).then(() => false)]);
+  t.ok(ended, 'the server\'s FIN came through');
+  t.equal(Buffer.concat(got).toString(), 'hello');
+  sock.write('bye');
+  t.equal(await h2.halfClose(rawFlowId(sock)!, 3), true, 'our half-close went beside the flow');
+  // The server's connection is over now, but for our FIN: a reset in this
+  // window would fail a program whose FIN is still on its way.
+  await sleep(300);
+  t.same(errors, [], 'no reset while our FIN was still to come');
+  const port = sock.localPort;
+  sock.end();
+  const closed = await Promise.race([new Promise((r) => sock.once('close', () => r(true))), sleep(5000).then(() => false)]);
+  t.ok(closed, 'our FIN closed the connection');
+  t.same(errors, [], 'a clean close');
+  // An orderly close leaves the manager's end (it sent the first FIN) in TIME_WAIT; a reset leaves nothing.
+  await sleep(100);
+  const tw = execFileSync('ss', ['-Htan', 'state', 'time-wait', 'src', `127.0.0.1:${mgr.data.port}`, 'dst', `127.0.0.1:${port}`], { encoding: 'utf8' });
+  t.equal(tw.split('\n').filter((l) => l.trim()).length, 1, 'the manager closed its end in order, FIN for FIN');
+});
+
 t.test('a refused dial on a pooled connection is the manager\'s answer, not a reason to retry', async (t) => {
   const r = await relay();
   const pool = new RawConnectionPool(r.address, new RawFlowBudget(100), 2);

@@ -77,6 +77,13 @@ async function main(): Promise<void> {
       { name: 'socks', lap: socksLap, curl: ['--socks5-hostname', SOCKS], nb: ['--socks', SOCKS], connDst: `${CLUSTER.otherIp}:7` },
       { name: 'tun', lap: tunLap, curl: [], nb: [], connDst: `${CLUSTER.podIps[0]}:7` },
     ];
+    // Each daemon's first connections after `rdbg connect` run while V8 still
+    // compiles the connection path (measured: the first 1,000 at 1,000-1,400/s,
+    // the next at 1,800-2,200/s). A developer's daemon runs for hours, so the
+    // rounds measure it warm; the first run is kept, as connrate_*_first.
+    for (const p of paths) {
+      note(`connrate_${p.name}_first`, (await json(p.lap, [NETBENCH, 'connrate', '--dst', p.connDst, '--n', '1000', '--c', '64', ...p.nb])).per_second);
+    }
     for (let round = 0; round < ROUNDS; round++) {
       process.stderr.write(`round ${round + 1}/${ROUNDS}\n`);
       for (const p of paths) {

@@ -6,6 +6,7 @@ import { logger } from '../src/core/log';
 import {
   DatagramFramer, H, H2_SETTINGS, MAX_SESSION_MEMORY, PATH, WINDOW, dialCodeFrom, decodeMessage, encodeMessage, header, joinSocket,
 } from '../src/tunnel/h2-flows';
+import { HALF_CLOSE_MAGIC, serveHalfCloses } from '../src/tunnel/half-close';
 import { dialCodeForErrno, type DialCode } from '../src/tunnel/messages';
 import { connectFlowSocket, formatReply, joinSockets, KEEPALIVE_MS, parseRequest, RAW_MAGIC, readLine } from '../src/tunnel/raw-flow';
 import type { ClusterDNS } from './cluster-dns';
@@ -109,6 +110,7 @@ export class DataPlane {
       log.debug('raw flow without a request', { err: (err as Error).message });
       return void sock.destroy();
     }
+    if (line.startsWith(`${HALF_CLOSE_MAGIC} `)) return this.onHalfCloses(sock, line.slice(HALF_CLOSE_MAGIC.length + 1));
     const req = parseRequest(line);
     if (typeof req === 'string') return reply('FAILED', '', req);
     const session = this.sessions.get(req.session);
@@ -139,6 +141,12 @@ export class DataPlane {
       },
       true,
     );
+  }
+
+  /** A connection that carries a session's half-closes (src/tunnel/half-close.ts). */
+  private onHalfCloses(sock: net.Socket, sessionId: string): void {
+    if (!this.sessions.get(sessionId)) return void sock.end(formatReply('DENIED', '', 'no such session (it expired, or the manager restarted): reconnect'));
+    serveHalfCloses(sock, (flow, bytes) => this.takeHalfClose(sessionId, flow, bytes));
   }
 
   listen(host: string, port: number): Promise<number> {
@@ -190,14 +198,24 @@ export class DataPlane {
     }
   }
 
-  /** A raw flow's half-close sent beside it: end its destination once `bytes` of it have arrived. */
+  /** A raw flow's half-close sent beside it over HTTP/2 (see takeHalfClose). */
   private halfCloseRaw(stream: http2.ServerHttp2Stream, sessionId: string, flow: string, bytesText: string): void {
+    const refused = this.takeHalfClose(sessionId, flow, bytesText);
+    if (refused) return answer(stream, 'FAILED', refused);
+    stream.respond({ ':status': 200, [H.dial]: 'OK' }, { endStream: true });
+  }
+
+  /**
+   * A raw flow's half-close sent beside it: end its destination once `bytes`
+   * of it have arrived. Undefined when taken, else why not.
+   */
+  private takeHalfClose(sessionId: string, flow: string, bytesText: string): string | undefined {
     const state = this.rawFlows.get(flow);
-    if (!state || state.session !== sessionId) return answer(stream, 'FAILED', `no raw flow "${flow.slice(0, 20)}" in this session`);
-    if (!/^\d{1,15}$/.test(bytesText) || Number(bytesText) < state.received) return answer(stream, 'FAILED', `invalid byte count "${bytesText.slice(0, 20)}"`);
+    if (!state || state.session !== sessionId) return `no raw flow "${flow.slice(0, 20)}" in this session`;
+    if (!/^\d{1,15}$/.test(bytesText) || Number(bytesText) < state.received) return `invalid byte count "${bytesText.slice(0, 20)}"`;
     state.endAt = Number(bytesText);
     endWhenDue(state);
-    stream.respond({ ':status': 200, [H.dial]: 'OK' }, { endStream: true });
+    return undefined;
   }
 
   private async dnsLookup(stream: http2.ServerHttp2Stream, sessionId: string, name: string, qtype: number): Promise<void> {

@@ -13,8 +13,9 @@ import { SOCKET_HWM, dialCodeFrom, decodeMessage, encodeMessage } from './h2-flo
  *
  * and from then on the connection is the flow: its bytes are the flow's
  * bytes, and RST is a reset, because TCP already has those. The laptop's
- * half-close goes beside the flow, by its id (POST /rdbg.v1/half-close on
- * the HTTP/2 data plane), and the laptop's FIN only answers the manager's:
+ * half-close goes beside the flow, by its id (on the half-close connection,
+ * src/tunnel/half-close.ts, or as POST /rdbg.v1/half-close on the HTTP/2
+ * data plane), and the laptop's FIN only answers the manager's:
  * so the manager's side keeps each closed connection's TIME_WAIT, not the
  * laptop's ports (see RawFlowBudget), and over port-forward no FIN reaches
  * the container runtime, which would close the pod's side a second later

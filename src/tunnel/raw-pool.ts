@@ -222,7 +222,7 @@ export interface TcpDataPlane {
  * A TCP flow on the manager's data plane: a raw flow on a connection of its
  * own where the manager is reached directly (within the budget), else on a
  * connection from the pool, else an HTTP/2 stream. A raw flow's half-close
- * goes beside it over HTTP/2 and its FIN follows the manager's, so that the
+ * goes beside it (h2.halfClose) and its FIN follows the manager's, so that the
  * manager, not the laptop, keeps the closed connection's TIME_WAIT (see
  * RawFlowBudget): over port-forward this is also what keeps the answer to a
  * half-closed request (see openPooledFlow).

@@ -33,17 +33,21 @@ interface Pending {
   resolve: (taken: boolean | undefined) => void;
 }
 
+/** One connection of the channel, with the half-closes waiting for its answers (in order). */
+interface Conn {
+  sock: net.Socket;
+  pending: Pending[];
+  /** lines not yet written: those of one loop turn go out in one write */
+  out: string;
+}
+
 /** The laptop's end: one connection, opened on first use and again after it drops. */
 export class HalfCloseChannel {
-  private sock?: net.Socket;
-  private pending: Pending[] = [];
-  private out = '';
-  private flushing = false;
+  private conn?: Conn;
   /** the manager does not know this channel (an older one): stop trying until renew() */
   private unsupported = false;
   private retryAt = 0;
   private closed = false;
-  private sweep?: NodeJS.Timeout;
 
   constructor(
     private readonly address: string, // host:port of the data port
@@ -54,10 +58,11 @@ export class HalfCloseChannel {
   /** The manager's answer (true: it will end the flow's destination), or undefined when this channel cannot carry it. */
   halfClose(flow: string, bytes: number): Promise<boolean | undefined> {
     if (this.closed || this.unsupported || !FLOW_ID.test(flow) || !Number.isSafeInteger(bytes) || bytes < 0) return Promise.resolve(undefined);
-    if (!this.sock && !this.open()) return Promise.resolve(undefined);
+    const conn = this.conn ?? this.open();
+    if (!conn) return Promise.resolve(undefined);
     return new Promise((resolve) => {
-      this.pending.push({ flow, at: this.now(), resolve });
-      this.send(`${flow} ${bytes}\n`);
+      conn.pending.push({ flow, at: this.now(), resolve });
+      this.send(conn, `${flow} ${bytes}\n`);
     });
   }
 
@@ -65,19 +70,25 @@ export class HalfCloseChannel {
   renew(): void {
     this.unsupported = false;
     this.retryAt = 0;
-    this.sock?.destroy();
+    this.drop();
   }
 
   close(): void {
     this.closed = true;
-    this.sock?.destroy();
+    this.drop();
   }
 
   get waiting(): number {
-    return this.pending.length;
+    return this.conn?.pending.length ?? 0;
   }
 
-  private open(): net.Socket | undefined {
+  /** Its half-closes come back undecided when it has closed (see open). */
+  private drop(): void {
+    this.conn?.sock.destroy();
+    this.conn = undefined;
+  }
+
+  private open(): Conn | undefined {
     const session = this.session();
     if (!session || this.now() < this.retryAt) return undefined;
     let sock: net.Socket;
@@ -87,7 +98,8 @@ export class HalfCloseChannel {
     } catch {
       return undefined;
     }
-    this.sock = sock;
+    const conn: Conn = { sock, pending: [], out: '' };
+    this.conn = conn;
     sock.setKeepAlive(true, KEEPALIVE_MS);
     sock.setEncoding('latin1');
     let greeted = false;
@@ -103,49 +115,49 @@ export class HalfCloseChannel {
           const r = parseReply(line);
           if (r.code !== 'OK') {
             log.debug('the manager does not take half-closes on a connection of their own', { code: r.code, message: r.message });
-            this.unsupported = true;
+            if (this.conn === conn) this.unsupported = true;
             return void sock.destroy();
           }
           continue;
         }
-        const p = this.pending.shift();
+        const p = conn.pending[0];
         const [answer, flow] = line.split(' ');
         if (!p || flow !== p.flow || (answer !== 'K' && answer !== 'N')) {
           log.warn('unexpected half-close answer', { line: line.slice(0, 60) });
-          if (p) this.pending.unshift(p);
           return void sock.destroy();
         }
+        conn.pending.shift();
         p.resolve(answer === 'K');
       }
       if (buf.length > MAX_LINE) sock.destroy();
     });
     sock.on('error', (err) => log.debug('half-close connection failed', { err: err.message }));
-    sock.on('close', () => {
-      if (this.sock === sock) this.sock = undefined;
-      if (!greeted) this.retryAt = this.now() + RETRY_AFTER_MS;
-      clearInterval(this.sweep);
-      this.out = '';
-      for (const p of this.pending.splice(0)) p.resolve(undefined);
-    });
     // A manager that stops answering (a frozen port-forward) gives the half-closes back to another way.
-    this.sweep = setInterval(() => {
-      if (this.pending.length && this.now() - this.pending[0].at > ANSWER_TIMEOUT_MS) sock.destroy();
+    const sweep = setInterval(() => {
+      if (conn.pending.length && this.now() - conn.pending[0].at > ANSWER_TIMEOUT_MS) sock.destroy();
     }, ANSWER_TIMEOUT_MS / 4);
-    this.sweep.unref();
-    this.send(`${HALF_CLOSE_MAGIC} ${session}\n`);
-    return sock;
+    sweep.unref();
+    sock.on('close', () => {
+      clearInterval(sweep);
+      if (this.conn === conn) {
+        this.conn = undefined;
+        if (!greeted) this.retryAt = this.now() + RETRY_AFTER_MS;
+      }
+      for (const p of conn.pending.splice(0)) p.resolve(undefined);
+    });
+    this.send(conn, `${HALF_CLOSE_MAGIC} ${session}\n`);
+    return conn;
   }
 
   /** Lines written in one loop turn go out in one write. */
-  private send(line: string): void {
-    this.out += line;
-    if (this.flushing) return;
-    this.flushing = true;
+  private send(conn: Conn, line: string): void {
+    const first = !conn.out;
+    conn.out += line;
+    if (!first) return;
     setImmediate(() => {
-      this.flushing = false;
-      const out = this.out;
-      this.out = '';
-      if (out && this.sock && !this.sock.destroyed) this.sock.write(out, 'latin1');
+      const out = conn.out;
+      conn.out = '';
+      if (!conn.sock.destroyed) conn.sock.write(out, 'latin1');
     });
   }
 }

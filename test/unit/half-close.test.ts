@@ -159,3 +159,17 @@ t.test('a manager that stops answering: the half-closes come back undecided, to 
   t.equal(await answer, undefined, 'given back, not lost');
   t.equal(ch.waiting, 0);
 });
+
+t.test('renew (a new manager behind the address): waiting half-closes come back undecided, the next ones go on a new connection', async (t) => {
+  const ch = new HalfCloseChannel(dataAddress, () => session);
+  t.teardown(() => ch.close());
+  const f = await flowWith('one');
+  const g = await flowWith('two');
+  t.teardown(() => (f.sock.destroy(), g.sock.destroy()));
+  const first = ch.halfClose(f.id, 3);
+  ch.renew();
+  const second = ch.halfClose(g.id, 3);
+  t.equal(await first, undefined, 'the one on the old connection: to go another way');
+  t.equal(await second, true, 'the next one, on a new connection');
+  t.equal(await g.answer, 'got 3 bytes');
+});

@@ -78,8 +78,8 @@ async function main(): Promise<void> {
       { name: 'tun', lap: tunLap, curl: [], nb: [], connDst: `${CLUSTER.podIps[0]}:7` },
     ];
     // Each daemon's first connections after `rdbg connect` run while V8 still
-    // compiles the connection path (measured: the first 1,000 at 1,000-1,400/s,
-    // the next at 1,800-2,200/s). A developer's daemon runs for hours, so the
+    // compiles the connection path (measured: the first 1,000 at 900-1,500/s,
+    // the rounds after them at 2,000-2,700/s). A developer's daemon runs for hours, so the
     // rounds measure it warm; the first run is kept, as connrate_*_first.
     for (const p of paths) {
       note(`connrate_${p.name}_first`, (await json(p.lap, [NETBENCH, 'connrate', '--dst', p.connDst, '--n', '1000', '--c', '64', ...p.nb])).per_second);

@@ -529,8 +529,10 @@ export async function openRawFlow(
         { halfCloseB, onClosedFirstB: onClosedFirst },
       );
     },
+    // A flow that already ended has nothing to cancel (and did not close first).
     cancel: () => {
       release();
+      if (remote.destroyed) return;
       onClosedFirst?.();
       remote.destroy();
     },

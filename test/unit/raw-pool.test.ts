@@ -257,6 +257,20 @@ t.test('raw flows of their own: the half-close goes beside them, so the laptop n
   t.equal(budget2.closedFirstLastMinute, flows, 'and counted against the minute');
 });
 
+t.test('cancel counts a raw flow as closed first only while it is open', async (t) => {
+  const budget = new RawFlowBudget(100, 1000);
+  const dp = { address: `127.0.0.1:${mgr.data.port}`, h2, rawFlows: true, budget };
+  const ended = await openTcpFlow(dp, to(slowPort));
+  t.equal(await echoThrough(ended, 'ping'), 'got 4 bytes');
+  await sleep(100);
+  ended.cancel(); // as a caller tidying up after the flow's end would
+  t.equal(budget.closedFirstLastMinute, 0, 'a flow that ended is not counted again');
+  const unjoined = await openTcpFlow(dp, to(slowPort));
+  unjoined.cancel();
+  t.equal(budget.closedFirstLastMinute, 1, 'a flow given up before it was joined closes first, and counts');
+  t.equal(budget.inUse, 0, 'both gave their place back');
+});
+
 t.test('the manager refuses a half-close for a flow it does not have in that session', async (t) => {
   t.equal(await h2.halfClose('999999', 0), false, 'an unknown flow');
   const sock = await openRawTcp(`127.0.0.1:${mgr.data.port}`, to(slowPort), 5000);

@@ -53,7 +53,7 @@ t.test('a flow that ended is not cancelled when its lingering entry goes', async
   syn();
   await tick();
   const rewritten = parsePacket(written[0])!;
-  t.equal(`${rewritten.dstPort}`, `${port}`, 'the held SYN went to the listener once the dial succeeded');
+  t.equal(rewritten.dstPort, port, 'the held SYN went to the listener once the dial succeeded');
   t.equal(rewritten.srcPort, 1024, 'from the first fake source port');
   // The kernel's side of it: the program's connection, as the listener sees it after the rewrite.
   const c = net.connect({ host: '127.0.0.1', port, localAddress: '127.0.0.2', localPort: rewritten.srcPort });

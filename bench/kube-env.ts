@@ -129,3 +129,44 @@ export function inLaptopNetns(info: ClusterInfo): void {
   const r = spawnSync('ip', ['netns', 'exec', info.LAPTOP_NS, process.execPath, process.argv[1], ...process.argv.slice(2)], { stdio: 'inherit' });
   process.exit(r.status ?? 1);
 }
+
+/**
+ * A laptop far from its cluster, without netem (the test kernel has no
+ * sch_netem): a relay on 127.0.0.1 in the laptop namespace that holds every
+ * chunk `delayMs` in each direction, in order, before passing it on to
+ * `target`. Point a kubeconfig at it (the apiserver's certificate names
+ * 127.0.0.1) and kubectl and rdbg both reach the apiserver across the same
+ * "distance". It runs in a process of its own and buffers what is in
+ * flight (no backpressure: at 120 MB/s, 600 KB per 5 ms); resolves with its
+ * port.
+ */
+export function startDelayRelay(target: { host: string; port: number }, delayMs: number, undo: Undo): Promise<number> {
+  const source = `
+const net = require('node:net');
+const [host, port, delay] = [process.argv[1], Number(process.argv[2]), Number(process.argv[3])];
+net.createServer((a) => {
+  const b = net.connect({ host, port, noDelay: true });
+  a.setNoDelay(true);
+  const pass = (from, to) => {
+    let ended = false;
+    from.on('data', (d) => setTimeout(() => to.write(d), delay));
+    from.on('end', () => { ended = true; setTimeout(() => to.end(), delay); });
+    from.on('close', () => { if (!ended) setTimeout(() => to.destroy(), delay); });
+    from.on('error', () => undefined);
+  };
+  pass(a, b);
+  pass(b, a);
+}).listen(0, '127.0.0.1', function () { console.log('relay on ' + this.address().port); });
+`;
+  const child = spawn(process.execPath, ['-e', source, target.host, String(target.port), String(delayMs)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  undo.push('stop the delay relay', () => stop(child));
+  return new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /relay on (\d+)/.exec(out);
+      if (m) resolve(Number(m[1]));
+    });
+    child.on('exit', (code) => reject(new Error(`the delay relay exited (${code}): ${out}`)));
+  });
+}

@@ -12,6 +12,10 @@
  *                IP:8082 (the manager's /32 routed like `direct`, and kept out
  *                of the TUN with --never-proxy: the route pins cover only the
  *                control address and the apiserver)
+ *   kubectl-pf-far, rdbg-pf-far   the two port-forward paths again, with the
+ *                apiserver BENCH_FAR_DELAY_MS (default 5) away each way: a
+ *                laptop and a cluster that are not one machine (see
+ *                startDelayRelay; 0 leaves them out). 500 round trips each.
  *
  * Per path: a download (pod -> laptop, byte count checked) and 64-byte
  * ping-pongs on one connection, each after an unmeasured warm-up (32 MiB,
@@ -33,12 +37,12 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as http from 'node:http';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { Cluster, readClusterEnv, type ExecResult } from '../test/cluster-tier/cluster-helper';
 import { CALLER_SOURCE, DOWNLOAD_PORT, ECHO_PORT, SERVER_SOURCE, download, oneRequest, percentile, pingPong } from './kube-load';
-import { Rdbg, Undo, inLaptopNetns, openNodeForward, removeLeftovers, routePod, stop } from './kube-env';
+import { Rdbg, Undo, inLaptopNetns, openNodeForward, removeLeftovers, routePod, startDelayRelay, stop } from './kube-env';
 import type { BenchRow } from './row';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -47,6 +51,9 @@ const PINGS = Number(process.env.BENCH_PINGS ?? 2000);
 const MNS = process.env.BENCH_MANAGER_NAMESPACE ?? 'rdbg';
 const WARMUP_BYTES = 32 * 1024 * 1024;
 const WARMUP_PINGS = 500;
+/** One way, laptop <-> apiserver, for the "far" paths (0: none); they ping less, each round trip being that much longer. */
+const FAR_DELAY_MS = Number(process.env.BENCH_FAR_DELAY_MS ?? 5);
+const FAR_PINGS = 500;
 const INJECT_REPS = 2;
 const AGENT_IN_REPS = 3;
 const TARGET = 'bench-target';
@@ -96,8 +103,8 @@ function callerManifest(ns: string, image: string, url: string): string {
 }
 
 /** kubectl port-forward to both bench ports; resolves with the local ports once it listens. */
-function kubectlForward(c: Cluster, ns: string, undo: Undo): Promise<{ echo: number; download: number }> {
-  const child = spawn(c.info.KUBECTL, ['--kubeconfig', c.info.ADMIN_KUBECONFIG, '-n', ns, 'port-forward', 'pod/bench-server', `:${ECHO_PORT}`, `:${DOWNLOAD_PORT}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+function kubectlForward(c: Cluster, ns: string, undo: Undo, kubeconfig = c.info.ADMIN_KUBECONFIG): Promise<{ echo: number; download: number }> {
+  const child = spawn(c.info.KUBECTL, ['--kubeconfig', kubeconfig, '-n', ns, 'port-forward', 'pod/bench-server', `:${ECHO_PORT}`, `:${DOWNLOAD_PORT}`], { stdio: ['ignore', 'pipe', 'pipe'] });
   undo.push('stop kubectl port-forward', () => stop(child));
   let out = '';
   return new Promise((resolve, reject) => {
@@ -167,7 +174,8 @@ class LocalCopy {
 }
 
 interface Path {
-  name: 'kubectl-pf' | 'rdbg-pf' | 'direct' | 'rdbg-direct';
+  name: 'kubectl-pf' | 'rdbg-pf' | 'direct' | 'rdbg-direct' | 'kubectl-pf-far' | 'rdbg-pf-far';
+  far?: boolean;
   host: string;
   echo: number;
   download: number;
@@ -222,6 +230,33 @@ async function main(): Promise<void> {
     const kubectl = await kubectlForward(c, ns, undo);
 
     const connectArgs = ['--namespace', ns, '--manager-namespace', MNS];
+    // The same two port-forward paths, with the apiserver FAR_DELAY_MS away each way (see startDelayRelay).
+    const farPaths = async (): Promise<Path[]> => {
+      if (!FAR_DELAY_MS) return [];
+      const api = new URL(info.APISERVER_URL);
+      const relay = await startDelayRelay({ host: api.hostname, port: Number(api.port || 443) }, FAR_DELAY_MS, undo);
+      const admin = readFileSync(info.ADMIN_KUBECONFIG, 'utf8');
+      const far = admin.replace(`server: ${info.APISERVER_URL}`, `server: https://127.0.0.1:${relay}`);
+      if (far === admin) throw new Error(`${info.ADMIN_KUBECONFIG}: no "server: ${info.APISERVER_URL}" line to point at the delay relay`);
+      const rdbgFar = new Rdbg(join(rdbg.home, 'far.kubeconfig'));
+      writeFileSync(join(rdbg.home, 'far.kubeconfig'), far, { mode: 0o600 });
+      undo.push('remove the far rdbg home', () => rdbgFar.remove());
+      undo.push('rdbg quit (far)', () => rdbgFar.run(['quit'], false, 60_000));
+      const kubectlFar = await kubectlForward(c, ns, undo, join(rdbg.home, 'far.kubeconfig'));
+      log(`the far paths reach the apiserver through a relay that holds each chunk ${FAR_DELAY_MS} ms each way`);
+      return [
+        { name: 'kubectl-pf-far', far: true, host: '127.0.0.1', echo: kubectlFar.echo, download: kubectlFar.download, enter: async () => {}, leave: async () => {} },
+        {
+          name: 'rdbg-pf-far', far: true, host: podIp, echo: ECHO_PORT, download: DOWNLOAD_PORT,
+          enter: async () => {
+            const t = await connectTimed(rdbgFar, connectArgs, podIp);
+            note('connect_first_rdbg-pf-far', t.firstMs);
+            note('connect_cli_rdbg-pf-far', t.cliMs);
+          },
+          leave: async () => void (await rdbgFar.run(['quit'])),
+        },
+      ];
+    };
     let unroute: (() => Promise<void>) | undefined;
     const paths: Path[] = [
       { name: 'kubectl-pf', host: '127.0.0.1', echo: kubectl.echo, download: kubectl.download, enter: async () => {}, leave: async () => {} },
@@ -234,6 +269,7 @@ async function main(): Promise<void> {
         },
         leave: async () => void (await rdbg.run(['quit'])),
       },
+      ...(await farPaths()),
       {
         name: 'direct', host: podIp, echo: ECHO_PORT, download: DOWNLOAD_PORT,
         enter: async () => { unroute = await routePod(c, podIp, undo); },
@@ -265,9 +301,9 @@ async function main(): Promise<void> {
           // Unmeasured first: a freshly started daemon runs its first flows while V8 compiles
           // the data path, and a developer's daemon runs for hours. Every path gets the same.
           await download(p.host, p.download, WARMUP_BYTES);
-          await pingPong(p.host, p.echo, WARMUP_PINGS, 0);
+          await pingPong(p.host, p.echo, p.far ? 100 : WARMUP_PINGS, 0);
           note(`bulk_${p.name}`, await download(p.host, p.download, BULK_BYTES));
-          const rtt = await pingPong(p.host, p.echo, PINGS);
+          const rtt = await pingPong(p.host, p.echo, p.far ? FAR_PINGS : PINGS);
           note(`p50_${p.name}`, percentile(rtt, 50));
           note(`p99_${p.name}`, percentile(rtt, 99));
         } finally {
@@ -317,13 +353,19 @@ async function main(): Promise<void> {
   const extra = (a: number, b: number): string => `${a >= b ? '+' : ''}${Math.round((a / b - 1) * 100)}% (${a >= b ? '+' : ''}${Math.round(a - b)} us)`;
   const mib = BULK_BYTES >> 20;
   const rows: BenchRow[] = [];
-  for (const [path, ref, label, refLabel] of [['rdbg-pf', 'kubectl-pf', 'rdbg port-forward', 'kubectl port-forward'], ['rdbg-direct', 'direct', 'rdbg direct transport', 'direct pod access']] as const) {
-    const pf = path === 'rdbg-pf';
+  const far = `apiserver ${FAR_DELAY_MS} ms each way`;
+  const compared = [
+    ['rdbg-pf', 'kubectl-pf', 'rdbg port-forward', 'kubectl port-forward'],
+    ['rdbg-direct', 'direct', 'rdbg direct transport', 'direct pod access'],
+    ...(raw['p50_rdbg-pf-far'] ? [['rdbg-pf-far', 'kubectl-pf-far', 'rdbg port-forward', `kubectl port-forward, ${far}`] as const] : []),
+  ] as const;
+  for (const [path, ref, label, refLabel] of compared) {
+    const pf = path !== 'rdbg-direct';
     rows.push({ metric: `bulk download, ${mib} MiB (MB/s)`, path: `${label} vs ${refLabel}`, value: m(`bulk_${path}`), reference: m(`bulk_${ref}`), vs: pct(m(`bulk_${path}`), m(`bulk_${ref}`)), goal: pf ? '>= 90%' : '>= 20%', pass: m(`bulk_${path}`) >= (pf ? 0.9 : 0.2) * m(`bulk_${ref}`) });
     rows.push({ metric: '64-byte round trip, median (us)', path: `${label} vs ${refLabel}`, value: m(`p50_${path}`), reference: m(`p50_${ref}`), vs: extra(m(`p50_${path}`), m(`p50_${ref}`)), goal: pf ? '<= +10%' : '< +200 us', pass: pf ? m(`p50_${path}`) <= 1.1 * m(`p50_${ref}`) : m(`p50_${path}`) - m(`p50_${ref}`) < 200 });
     rows.push({ metric: '64-byte round trip, p99 (us)', path: `${label} vs ${refLabel}`, value: m(`p99_${path}`), reference: m(`p99_${ref}`), vs: extra(m(`p99_${path}`), m(`p99_${ref}`)), goal: pf ? '<= +10%' : 'report', pass: pf ? m(`p99_${path}`) <= 1.1 * m(`p99_${ref}`) : true });
   }
-  for (const [path, label] of [['rdbg-pf', 'rdbg port-forward'], ['rdbg-direct', 'rdbg direct transport']] as const) {
+  for (const [path, label] of [['rdbg-pf', 'rdbg port-forward'], ['rdbg-direct', 'rdbg direct transport'], ...(raw['connect_first_rdbg-pf-far'] ? [['rdbg-pf-far', `rdbg port-forward, ${far}`] as const] : [])] as const) {
     rows.push({ metric: 'rdbg connect -> first successful request (ms)', path: label, value: m(`connect_first_${path}`), reference: 0, vs: `connect returned at ${Math.round(m(`connect_cli_${path}`))} ms`, goal: 'report', pass: true });
   }
   rows.push({ metric: 'rdbg intercept -> first diverted request, agent already in (ms)', path: 'rdbg port-forward', value: m('intercept_agent_in'), reference: 0, vs: `each: ${raw.intercept_agent_in.map(Math.round).join(', ')}; the CLI returned at ${Math.round(m('intercept_agent_in_cli'))}`, goal: 'report', pass: true });
@@ -335,7 +377,7 @@ async function main(): Promise<void> {
     '|---|---|---|---|---|---|---|',
     ...rows.map((r) => `| ${r.metric} | ${r.path} | ${fmt(r.value)} | ${r.reference ? fmt(r.reference) : '-'} | ${r.vs} | ${r.goal} | ${r.pass ? 'yes' : 'NO'} |`),
   ].join('\n');
-  const notes = `Medians of ${ROUNDS} alternating rounds (${mib} MiB downloads, ${PINGS} round trips each); rdbg connects anew each round, and every path is warmed up first (a 32 MiB download and 500 round trips, unmeasured). Intercept times: a caller pod sends a request with the header through the Service every 10 ms.`;
+  const notes = `Medians of ${ROUNDS} alternating rounds (${mib} MiB downloads, ${PINGS} round trips each); rdbg connects anew each round, and every path is warmed up first (a 32 MiB download and 500 round trips, unmeasured; 100 on the far paths, which measure ${FAR_PINGS}). Intercept times: a caller pod sends a request with the header through the Service every 10 ms.`;
   process.stdout.write(`\n${table}\n\n${notes}\nraw: ${JSON.stringify(raw)}\n`);
   const dir = join(__dirname, '../../bench/results');
   mkdirSync(dir, { recursive: true });

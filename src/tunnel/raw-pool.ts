@@ -23,8 +23,23 @@ import { connectFlowSocket, DataPortError, openRawFlow, type JoinCounters, type 
  * the pool refills only within DEMAND_WINDOW_MS of the last flow, so an idle
  * laptop holds no connections and opens none; at most OPENS_PER_SECOND new
  * port-forward streams a second come from the pool.
+ *
+ * Over port-forward the user daemon keeps no pool unless RDBG_RAW_POOL=N asks
+ * for one (see DEFAULT_POOL_SIZE): there it is slower than HTTP/2.
  */
+/** A pool's size unless its constructor is told otherwise. */
 export const RAW_POOL_SIZE = 4;
+/**
+ * Off unless RDBG_RAW_POOL asks for it. With warm daemons (the Kubernetes
+ * bench, 2026-11-23) a 256 MiB download over port-forward ran at 106-117
+ * MB/s on pooled raw connections against 151-201 on HTTP/2 (and kubectl
+ * port-forward's 110-134); round trips were no faster, and in a burst of
+ * 1,500 new connections only 60 found a pooled one. The cause is not found:
+ * it is not the fast readers or socket buffering at either end, nor the TUN
+ * (SOCKS5 shows the same); a fresh forwarded stream straight to the pod, as
+ * kubectl's, runs at the same ~120 MB/s.
+ */
+export const DEFAULT_POOL_SIZE = 0;
 const IDLE_MS = 5_000;
 const DEMAND_WINDOW_MS = 30_000;
 const OPENS_PER_SECOND = 20;
@@ -64,10 +79,10 @@ export class RawConnectionPool {
     return (this.opts.now ?? Date.now)();
   }
 
-  /** The pool size from RDBG_RAW_POOL=N (0 turns it off), else RAW_POOL_SIZE. */
+  /** The pool size from RDBG_RAW_POOL=N (0: none), else DEFAULT_POOL_SIZE. */
   static sizeFromEnv(env = process.env): number {
     const set = env.RDBG_RAW_POOL;
-    return set !== undefined && /^\d{1,3}$/.test(set) ? Number(set) : RAW_POOL_SIZE;
+    return set !== undefined && /^\d{1,3}$/.test(set) ? Number(set) : DEFAULT_POOL_SIZE;
   }
 
   /**

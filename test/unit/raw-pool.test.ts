@@ -413,5 +413,6 @@ t.test('the budget bounds the pool; RDBG_RAW_POOL sets its size', async (t) => {
   t.equal(pool.idleCount, 1, 'no more than the budget allows');
   t.equal(RawConnectionPool.sizeFromEnv({ RDBG_RAW_POOL: '0' }), 0, '0 turns it off');
   t.equal(RawConnectionPool.sizeFromEnv({ RDBG_RAW_POOL: '8' }), 8);
-  t.equal(RawConnectionPool.sizeFromEnv({ RDBG_RAW_POOL: 'lots' }), RAW_POOL_SIZE, 'a malformed value is ignored');
+  t.equal(RawConnectionPool.sizeFromEnv({}), 0, 'off unless asked for');
+  t.equal(RawConnectionPool.sizeFromEnv({ RDBG_RAW_POOL: 'lots' }), 0, 'a malformed value is ignored');
 });

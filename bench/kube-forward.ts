@@ -19,7 +19,7 @@ import { loadKube } from '../src/kube/config';
 import { PodForwarder } from '../src/kube/forwarder';
 import { Cluster, readClusterEnv, sampleApp } from '../test/cluster-tier/cluster-helper';
 import { bulkEcho, firstByte, percentile, pingPong } from '../test/helpers/echo-load';
-import type { BenchRow } from './row';
+import { signedPercent, type BenchRow } from './row';
 import { inLaptopNetns } from './kube-env';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -28,8 +28,6 @@ const PINGS = Number(process.env.BENCH_PINGS ?? 2000);
 const CONNECTS = 20;
 
 const median = (xs: number[]): number => percentile(xs, 50);
-/** a ratio as extra percent, signed: 1.21 -> "+21%", 0.84 -> "-16%" */
-const signed = (ratio: number): string => `${ratio >= 1 ? '+' : ''}${Math.round((ratio - 1) * 100)}%`;
 
 /** The cluster processes on the data path, by a word of their command line. */
 const CLUSTER_PROCS = { apiserver: 'kube-apiserver', kubelet: 'kubelet', containerd: 'containerd' } as const;
@@ -149,16 +147,16 @@ async function main(): Promise<void> {
     const lat99 = m('rdbg', 'p99') / m('kubectl', 'p99');
     const rows: BenchRow[] = [
       { metric: `echo throughput, ${BULK_BYTES >> 20} MiB each way at once (MB/s)`, path: 'pods/portforward', value: m('rdbg', 'mbps'), reference: m('kubectl', 'mbps'), vs: `${Math.round(tput * 100)}%`, goal: '>= 90%', pass: tput >= 0.9 },
-      { metric: '1-byte round trip, median (us)', path: 'pods/portforward', value: m('rdbg', 'p50'), reference: m('kubectl', 'p50'), vs: signed(lat50), goal: '<= +10%', pass: lat50 <= 1.1 },
-      { metric: '1-byte round trip, p99 (us)', path: 'pods/portforward', value: m('rdbg', 'p99'), reference: m('kubectl', 'p99'), vs: signed(lat99), goal: '<= +10%', pass: lat99 <= 1.1 },
-      { metric: 'new connection to first echoed byte, median (us)', path: 'pods/portforward', value: m('rdbg', 'connect'), reference: m('kubectl', 'connect'), vs: signed(m('rdbg', 'connect') / m('kubectl', 'connect')), goal: 'report', pass: true },
+      { metric: '1-byte round trip, median (us)', path: 'pods/portforward', value: m('rdbg', 'p50'), reference: m('kubectl', 'p50'), vs: signedPercent(lat50), goal: '<= +10%', pass: lat50 <= 1.1 },
+      { metric: '1-byte round trip, p99 (us)', path: 'pods/portforward', value: m('rdbg', 'p99'), reference: m('kubectl', 'p99'), vs: signedPercent(lat99), goal: '<= +10%', pass: lat99 <= 1.1 },
+      { metric: 'new connection to first echoed byte, median (us)', path: 'pods/portforward', value: m('rdbg', 'connect'), reference: m('kubectl', 'connect'), vs: signedPercent(m('rdbg', 'connect') / m('kubectl', 'connect')), goal: 'report', pass: true },
     ];
     if (figures['rdbg-v4']) {
       const v = (k: Exclude<keyof PathFigures, 'cpu'>): number => m('rdbg-v4', k);
       rows.push(
         { metric: 'v4 (one WebSocket per connection): echo throughput (MB/s)', path: 'pods/portforward v4', value: v('mbps'), reference: m('kubectl', 'mbps'), vs: `${Math.round(v('mbps') / m('kubectl', 'mbps') * 100)}%`, goal: 'report', pass: true },
-        { metric: 'v4: 1-byte round trip, median (us)', path: 'pods/portforward v4', value: v('p50'), reference: m('kubectl', 'p50'), vs: signed(v('p50') / m('kubectl', 'p50')), goal: 'report', pass: true },
-        { metric: 'v4: new connection to first echoed byte, median (us)', path: 'pods/portforward v4', value: v('connect'), reference: m('kubectl', 'connect'), vs: signed(v('connect') / m('kubectl', 'connect')), goal: 'report', pass: true },
+        { metric: 'v4: 1-byte round trip, median (us)', path: 'pods/portforward v4', value: v('p50'), reference: m('kubectl', 'p50'), vs: signedPercent(v('p50') / m('kubectl', 'p50')), goal: 'report', pass: true },
+        { metric: 'v4: new connection to first echoed byte, median (us)', path: 'pods/portforward v4', value: v('connect'), reference: m('kubectl', 'connect'), vs: signedPercent(v('connect') / m('kubectl', 'connect')), goal: 'report', pass: true },
       );
     }
     const fmt = (n: number): string => (n >= 100 ? n.toFixed(0) : n.toFixed(1));

@@ -43,7 +43,7 @@ import { join } from 'node:path';
 import { Cluster, readClusterEnv, type ExecResult } from '../test/cluster-tier/cluster-helper';
 import { CALLER_SOURCE, DOWNLOAD_PORT, ECHO_PORT, SERVER_SOURCE, download, oneRequest, percentile, pingPong } from './kube-load';
 import { Rdbg, Undo, inLaptopNetns, openNodeForward, removeLeftovers, routePod, startDelayRelay, stop } from './kube-env';
-import type { BenchRow } from './row';
+import { signedPercent, type BenchRow } from './row';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const BULK_BYTES = Number(process.env.BENCH_BULK_MIB ?? 256) * 1024 * 1024;
@@ -350,7 +350,7 @@ async function main(): Promise<void> {
 
   const m = (k: string): number => median(raw[k]);
   const pct = (a: number, b: number): string => `${Math.round((a / b) * 100)}%`;
-  const extra = (a: number, b: number): string => `${a >= b ? '+' : ''}${Math.round((a / b - 1) * 100)}% (${a >= b ? '+' : ''}${Math.round(a - b)} us)`;
+  const extra = (a: number, b: number): string => `${signedPercent(a / b)} (${a >= b ? '+' : ''}${Math.round(a - b)} us)`;
   const mib = BULK_BYTES >> 20;
   const rows: BenchRow[] = [];
   const far = `apiserver ${FAR_DELAY_MS} ms each way`;

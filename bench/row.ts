@@ -8,3 +8,8 @@ export interface BenchRow {
   goal: string;
   pass: boolean;
 }
+
+/** A ratio as extra percent, signed: 1.21 -> "+21%", 0.84 -> "-16%". */
+export function signedPercent(ratio: number): string {
+  return `${ratio >= 1 ? '+' : ''}${Math.round((ratio - 1) * 100)}%`;
+}

@@ -288,7 +288,8 @@ export function buildHostUnreachable(orig: Packet): Buffer {
 export function buildEchoReply(p: Packet): Buffer | undefined {
   const isV4Echo = p.family === 4 && p.proto === PROTO_ICMP && p.buf[p.ipHeaderLen] === 8;
   const isV6Echo = p.family === 6 && p.proto === PROTO_ICMP6 && p.buf[p.ipHeaderLen] === 128;
-  if (!isV4Echo && !isV6Echo) return undefined;
+  // An echo header is 8 bytes (type, code, checksum, id, seq): a shorter one is malformed.
+  if ((!isV4Echo && !isV6Echo) || p.buf.length - p.ipHeaderLen < 8) return undefined;
   const body = Buffer.from(p.buf.subarray(p.ipHeaderLen));
   body[0] = isV4Echo ? 0 : 129;
   body.writeUInt16BE(0, 2);

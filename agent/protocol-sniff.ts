@@ -13,8 +13,8 @@ export interface Sniffed {
 const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 const TOKEN = "[!#$%&'*+.^_`|~0-9A-Za-z-]";
 const REQUEST_LINE = new RegExp(`^${TOKEN}{1,32} [^\\s]+ HTTP/1\\.[0-9]\\r?$`);
-// A prefix that could still grow into a request line: METHOD SP target SP HTTP/1.x
-const REQUEST_LINE_PREFIX = new RegExp(`^${TOKEN}{1,32}(?: [^\\s]*(?: (?:H(?:T(?:T(?:P(?:/(?:1(?:\\.[0-9]?)?)?)?)?)?)?)?)?)?$`);
+// A prefix that could still grow into a request line: METHOD SP target SP HTTP/1.x, then CR (its LF may come in the next segment)
+const REQUEST_LINE_PREFIX = new RegExp(`^${TOKEN}{1,32}(?: [^\\s]*(?: (?:H(?:T(?:T(?:P(?:/(?:1(?:\\.(?:[0-9]\\r?)?)?)?)?)?)?)?)?)?)?$`);
 /** Longest request line we wait for before deciding on what we have. */
 const MAX_HEAD = 16 * 1024;
 

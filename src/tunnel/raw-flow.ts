@@ -68,7 +68,9 @@ export function parseRequest(line: string): RawFlowRequest | string {
 
 /** `flow` names an accepted flow to the manager (see halfCloseB in joinSockets); none on refusals. */
 export function formatReply(code: DialCode, address: string, message: string, flow = ''): string {
-  return `${code} ${address || '-'} ${encodeMessage(message) || '-'}${flow ? ` ${flow}` : ''}\n`;
+  // '-' stands for an empty field, so a message that is itself "-" goes percent-encoded.
+  const m = message === '-' ? '%2D' : encodeMessage(message) || '-';
+  return `${code} ${address || '-'} ${m}${flow ? ` ${flow}` : ''}\n`;
 }
 
 export function parseReply(line: string): { code: DialCode; address: string; message: string; flow: string } {

@@ -1,5 +1,4 @@
 import { SOCKET_HWM } from '../src/tunnel/h2-flows';
-import * as dgram from 'node:dgram';
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import { logger } from '../src/core/log';
@@ -10,14 +9,15 @@ import { HALF_CLOSE_MAGIC, serveHalfCloses } from '../src/tunnel/half-close';
 import { dialCodeForErrno, type DialCode } from '../src/tunnel/messages';
 import { connectFlowSocket, formatReply, joinSockets, KEEPALIVE_MS, parseRequest, RAW_MAGIC, readLine } from '../src/tunnel/raw-flow';
 import type { ClusterDNS } from './cluster-dns';
+import type { DialPolicy } from './dial-policy';
 import type { SessionRegistry } from './sessions';
 import type { TunnelStats } from './tunnel-handler';
-import { describeErrno } from './tunnel-handler';
+import { describeErrno } from './errno';
+import { openUdpFlow } from './udp-flow';
 
 const log = logger('manager.data');
 
 const DIAL_TIMEOUT_MS = 10_000;
-const UDP_IDLE_MS = 60_000;
 
 /** What the data plane needs from the intercept registry to meet diverted flows. */
 export interface H2DivertBroker {
@@ -26,7 +26,7 @@ export interface H2DivertBroker {
 }
 
 function answer(stream: http2.ServerHttp2Stream, code: DialCode, message: string, address = ''): void {
-  if (stream.destroyed || stream.closed) return;
+  if (stream.destroyed || stream.closed || stream.headersSent) return;
   const ok = code === 'OK';
   stream.respond({ ':status': ok ? 200 : 502, [H.dial]: code, [H.message]: encodeMessage(message), [H.address]: address }, { endStream: !ok });
 }
@@ -61,6 +61,7 @@ export class DataPlane {
     private readonly sessions: SessionRegistry,
     private readonly dns: ClusterDNS,
     private readonly stats: TunnelStats,
+    private readonly policy: DialPolicy,
   ) {
     this.server = http2.createServer({ settings: H2_SETTINGS, maxSessionMemory: MAX_SESSION_MEMORY });
     this.server.on('session', (s) => {
@@ -118,6 +119,8 @@ export class DataPlane {
     if (req.protocol !== 'tcp') return reply('FAILED', '', `raw flows carry tcp, not "${req.protocol.slice(0, 20)}"`);
     const address = await this.addressOf(req.host, session.namespace);
     if (!address) return reply('NAME_ERROR', '', `no such host "${req.host}" in the cluster`);
+    const refused = this.refusal(req.session, req.host, address, req.port);
+    if (refused) return reply('DENIED', address, refused);
     this.connectFlow(
       sock,
       () => sock.destroyed,
@@ -190,8 +193,8 @@ export class DataPlane {
       }
       const protocol = header(headers, H.protocol);
       const namespace = this.sessions.get(sessionId)!.namespace;
-      if (protocol === 'tcp') void this.dialTcp(stream, host, port, namespace);
-      else if (protocol === 'udp') void this.dialUdp(stream, host, port, namespace);
+      if (protocol === 'tcp') void this.dialTcp(stream, sessionId, host, port, namespace);
+      else if (protocol === 'udp') void this.dialUdp(stream, sessionId, host, port, namespace);
       else answer(stream, 'FAILED', `unknown protocol "${protocol.slice(0, 20)}"`);
     } catch (err) {
       answer(stream, 'FAILED', `bad flow request: ${(err as Error).message}`);
@@ -234,10 +237,22 @@ export class DataPlane {
     stream.end(body);
   }
 
-  private async resolve(stream: http2.ServerHttp2Stream, host: string, namespace: string): Promise<string | undefined> {
+  /** The address a flow dials, once resolved and allowed by the dial policy; else the flow is answered. */
+  private async resolve(stream: http2.ServerHttp2Stream, sessionId: string, host: string, port: number, namespace: string): Promise<string | undefined> {
     const address = await this.addressOf(host, namespace);
-    if (!address) answer(stream, 'NAME_ERROR', `no such host "${host}" in the cluster`);
+    if (!address) return void answer(stream, 'NAME_ERROR', `no such host "${host}" in the cluster`);
+    const refused = this.refusal(sessionId, host, address, port);
+    if (refused) return void answer(stream, 'DENIED', refused, address);
     return address;
+  }
+
+  /** Why the policy refuses this dial (logged and counted), or undefined. */
+  private refusal(session: string, host: string, address: string, port: number): string | undefined {
+    const refused = this.policy.refusal(address, port);
+    if (!refused) return undefined;
+    this.stats.flowsFailed++;
+    log.info('dial refused', { session, host, why: refused });
+    return refused;
   }
 
   /** The address a flow to `host` dials: itself when it is one, else its first in the cluster. */
@@ -246,8 +261,8 @@ export class DataPlane {
     return (await this.dns.addresses(host, namespace).catch(() => [] as string[]))[0];
   }
 
-  private async dialTcp(stream: http2.ServerHttp2Stream, host: string, port: number, namespace: string): Promise<void> {
-    const address = await this.resolve(stream, host, namespace);
+  private async dialTcp(stream: http2.ServerHttp2Stream, sessionId: string, host: string, port: number, namespace: string): Promise<void> {
+    const address = await this.resolve(stream, sessionId, host, port, namespace);
     if (!address) return;
     this.connectFlow(
       stream,
@@ -304,45 +319,27 @@ export class DataPlane {
     });
   }
 
-  private async dialUdp(stream: http2.ServerHttp2Stream, host: string, port: number, namespace: string): Promise<void> {
-    const address = await this.resolve(stream, host, namespace);
+  private async dialUdp(stream: http2.ServerHttp2Stream, sessionId: string, host: string, port: number, namespace: string): Promise<void> {
+    const address = await this.resolve(stream, sessionId, host, port, namespace);
     if (!address) return;
-    const sock = dgram.createSocket(net.isIPv6(address) ? 'udp6' : 'udp4');
-    let idle: NodeJS.Timeout | undefined;
-    let closed = false;
-    const close = (): void => {
-      if (closed) return;
-      closed = true;
-      clearTimeout(idle);
-      sock.close();
-      if (!stream.closed) stream.end();
-      this.stats.flowsActive--;
-    };
-    const touch = (): void => {
-      clearTimeout(idle);
-      idle = setTimeout(close, UDP_IDLE_MS);
-    };
-    sock.on('error', (err: NodeJS.ErrnoException) => {
-      if (err.code !== 'ECONNREFUSED') close();
-    });
-    sock.on('message', (m) => {
-      touch();
-      this.stats.bytesIn += m.length;
-      stream.write(DatagramFramer.frame(m));
-    });
-    sock.connect(port, address, () => {
-      this.stats.flowsOpened++;
-      this.stats.flowsActive++;
-      answer(stream, 'OK', '', address);
-      touch();
-      const framer = new DatagramFramer((d) => {
-        touch();
-        this.stats.bytesOut += d.length;
-        sock.send(d);
-      });
-      stream.on('data', (c: Buffer) => framer.push(c));
-      stream.on('end', close);
-      stream.on('close', close);
-    });
+    if (stream.closed || stream.destroyed) return;
+    const flow = openUdpFlow(
+      address,
+      port,
+      {
+        answer: (code, message) => answer(stream, code, message, address),
+        deliver: (d) => void stream.write(DatagramFramer.frame(d)),
+        start: (send, close) => {
+          const framer = new DatagramFramer(send);
+          stream.on('data', (c: Buffer) => framer.push(c));
+          stream.on('end', close);
+        },
+        end: () => {
+          if (!stream.closed && !stream.destroyed && !stream.writableEnded) stream.end();
+        },
+      },
+      this.stats,
+    );
+    stream.on('close', () => flow.close());
   }
 }

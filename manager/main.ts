@@ -13,11 +13,18 @@ const log = logger('manager');
 
 export const MANAGER_USAGE = `rdbg manager serve --listen HOST:PORT [--data-listen HOST:PORT|none] [--service-cidr CIDR]... [--pod-cidr CIDR]...
                    [--cluster-domain cluster.local] [--namespace rdbg] [--cluster-namespace NS]... [--lease-seconds 15]
+                   [--allow-cidr CIDR]...
 rdbg manager serve --kubernetes [--kubeconfig FILE] [--resolv-conf FILE] [--cluster-domain D] [--namespace NS] [--listen HOST:PORT]
+                   [--allow-cidr CIDR]...
 
 Runs the traffic manager. It dials destinations and resolves names with the
 network and resolver of wherever it runs. The data plane (raw HTTP/2 flows)
 listens on the next port unless --data-listen says otherwise.
+
+Clients reach the cluster's service and pod subnets, and beyond them only
+the subnets named by --allow-cidr (a client's --also-proxy asks, this
+allows). Loopback, link-local (169.254.169.254 included), multicast and the
+manager's own addresses are always refused, also when a name resolves to them.
 
 Standalone (without --kubernetes): subnets and namespaces come from the flags;
 the token, when set in RDBG_MANAGER_TOKEN, must be presented by clients and agents.
@@ -54,6 +61,7 @@ export async function managerMain(argv: string[]): Promise<void> {
     'lease-seconds': { type: 'string', default: '15' },
     'webhook-listen': { type: 'string', default: '0.0.0.0:8443' },
     'tls-dir': { type: 'string', default: DEFAULT_TLS_DIR },
+    'allow-cidr': { type: 'string', multiple: true },
   });
   splitHostPort(values.listen!, '--listen');
   const stripDots = (d: string): string => d.replace(/^\.|\.$/g, '');
@@ -79,6 +87,7 @@ export async function managerMain(argv: string[]): Promise<void> {
     namespaces: asList(values['cluster-namespace']).length ? asList(values['cluster-namespace']) : ['default'],
     leaseSeconds: Math.max(3, Number(values['lease-seconds'])),
     token: kube ? undefined : process.env.RDBG_MANAGER_TOKEN || undefined,
+    allowCidrs: asList(values['allow-cidr']).flatMap((c) => c.split(',')).filter((c) => c.trim()).map((c) => parseCidr(c).text),
     kube,
   });
   raiseFileLimit();

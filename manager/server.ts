@@ -12,6 +12,7 @@ import { SessionRegistry } from './sessions';
 import { TunnelHandler, type TunnelCall } from './tunnel-handler';
 import { InterceptRegistry, type AgentAuthorizer } from './intercepts';
 import { DataPlane } from './data-plane';
+import { DialPolicy } from './dial-policy';
 import { splitHostPort } from '../src/cli/args';
 import type { KubeMode } from './kube/mode';
 
@@ -27,6 +28,10 @@ export interface ManagerConfig {
   namespaces?: string[]; // the cluster's namespaces (standalone: from flags)
   leaseSeconds: number;
   token?: string; // standalone: when set, clients and agents must present it
+  /** Destinations beyond the cluster's subnets that clients may reach (--allow-cidr); see dial-policy.ts. */
+  allowCidrs?: string[];
+  /** Replaces the policy built from the subnets and allowCidrs (tests whose servers listen on loopback). */
+  dialPolicy?: DialPolicy;
   /** Kubernetes mode: subnets and namespaces from the apiserver, agents by TokenReview, clients over port-forward only. */
   kube?: KubeMode;
 }
@@ -49,15 +54,25 @@ export class ManagerServer {
   readonly tunnels: TunnelHandler;
   readonly intercepts: InterceptRegistry;
   readonly data: DataPlane;
+  readonly dialPolicy: DialPolicy;
   port = 0;
 
   constructor(readonly config: ManagerConfig) {
     this.sessions = new SessionRegistry(config.leaseSeconds * 1000);
     this.dns = new ClusterDNS(config.clusterDomain, config.kube?.nameservers);
-    this.tunnels = new TunnelHandler(this.sessions, this.dns);
+    this.dialPolicy =
+      config.dialPolicy ??
+      new DialPolicy({
+        clusterSubnets: () => {
+          const found = config.kube?.discovery;
+          return found ? [...found.serviceSubnets, ...found.podSubnets] : [...config.serviceSubnets, ...config.podSubnets];
+        },
+        allowCidrs: config.allowCidrs,
+      });
+    this.tunnels = new TunnelHandler(this.sessions, this.dns, this.dialPolicy);
     this.intercepts = new InterceptRegistry(this.sessions, config.leaseSeconds * 1000);
     this.tunnels.broker = this.intercepts;
-    this.data = new DataPlane(this.sessions, this.dns, this.tunnels.stats);
+    this.data = new DataPlane(this.sessions, this.dns, this.tunnels.stats, this.dialPolicy);
     this.data.broker = this.intercepts;
     if (config.kube) {
       const kube = config.kube;
@@ -101,6 +116,7 @@ export class ManagerServer {
       mode: this.config.kube ? 'kubernetes' : 'standalone',
       serviceSubnets: this.clusterInfo(this.config.namespace).service_subnets,
       podSubnets: this.clusterInfo(this.config.namespace).pod_subnets,
+      allowCidrs: this.dialPolicy.allowCidrs,
       dns: this.dns.servers(),
     });
     return this.port;

@@ -8,8 +8,12 @@ import { dialCodeForErrno, type TunnelMessage, type TunnelMessage__Output, type 
 import type { Open__Output } from '../src/gen/rdbg/v1/Open';
 import type { DialResult } from '../src/gen/rdbg/v1/DialResult';
 import type { ClusterDNS } from './cluster-dns';
+import type { DialPolicy } from './dial-policy';
 import type { SessionRegistry } from './sessions';
+import { describeErrno } from './errno';
 import { runUdpFlow } from './udp-flow';
+
+export { describeErrno };
 
 const log = logger('manager.tunnel');
 
@@ -40,6 +44,7 @@ export class TunnelHandler {
   constructor(
     private readonly sessions: SessionRegistry,
     private readonly dns: ClusterDNS,
+    private readonly policy: DialPolicy,
   ) {}
 
   handle(call: TunnelCall): void {
@@ -86,7 +91,7 @@ export class TunnelHandler {
   }
 
   private async resolve(open: Open__Output, stream: TunnelStream): Promise<string | undefined> {
-    if (net.isIP(open.host)) return open.host;
+    if (net.isIP(open.host)) return this.allowed(open, open.host, stream);
     const ns = this.sessions.get(open.session_id)?.namespace || 'default';
     let addrs: string[] = [];
     try {
@@ -98,7 +103,17 @@ export class TunnelHandler {
       reject(stream, 'NAME_ERROR', `no such host "${open.host}" in the cluster`, 'ENOTFOUND');
       return undefined;
     }
-    return addrs[0];
+    return this.allowed(open, addrs[0], stream);
+  }
+
+  /** The address when the dial policy lets the flow dial it; else the flow is refused. */
+  private allowed(open: Open__Output, address: string, stream: TunnelStream): string | undefined {
+    const refused = this.policy.refusal(address, open.port);
+    if (!refused) return address;
+    this.stats.flowsFailed++;
+    log.info('dial refused', { session: open.session_id, host: open.host, why: refused });
+    reject(stream, 'DENIED', refused, '', address);
+    return undefined;
   }
 
   private async openTcp(open: Open__Output, stream: TunnelStream): Promise<void> {
@@ -145,9 +160,7 @@ export class TunnelHandler {
     if (!this.validTarget(open, stream)) return;
     const address = await this.resolve(open, stream);
     if (!address) return;
-    this.stats.flowsOpened++;
-    this.stats.flowsActive++;
-    runUdpFlow(address, open.port, stream, this.stats, () => this.stats.flowsActive--);
+    runUdpFlow(address, open.port, stream, this.stats);
   }
 }
 
@@ -157,20 +170,5 @@ export function reject(stream: TunnelStream, code: NonNullable<DialResult['code'
     stream.end();
   } catch {
     // the peer is already gone
-  }
-}
-
-export function describeErrno(err: NodeJS.ErrnoException): string {
-  switch (err.code) {
-    case 'ECONNREFUSED':
-      return 'connection refused (ECONNREFUSED)';
-    case 'EHOSTUNREACH':
-      return 'no route to host (EHOSTUNREACH)';
-    case 'ENETUNREACH':
-      return 'network is unreachable (ENETUNREACH)';
-    case 'ETIMEDOUT':
-      return 'connection timed out (ETIMEDOUT)';
-    default:
-      return err.code ? `${err.message} (${err.code})` : err.message;
   }
 }

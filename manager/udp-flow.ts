@@ -1,57 +1,144 @@
 import * as dgram from 'node:dgram';
 import { isIP } from 'node:net';
+import { errorMessage } from '../src/core/errors';
+import { logger } from '../src/core/log';
+import { dialCodeForErrno, type DialCode, type TunnelStream } from '../src/tunnel/messages';
+import { describeErrno } from './errno';
 import type { TunnelStats } from './tunnel-handler';
-import type { TunnelStream } from '../src/tunnel/messages';
+
+const log = logger('manager.udp');
 
 const UDP_IDLE_MS = 60_000;
 
+/** The client's end of a UDP flow, as one transport (HTTP/2 data plane, gRPC Tunnel) carries it. */
+export interface UdpFlowClient {
+  /** The dial's result, given once: OK, or the code and message of why not. */
+  answer(code: DialCode, message: string, errno?: string): void;
+  /** One datagram from the destination. */
+  deliver(d: Buffer): void;
+  /** Start passing the client's datagrams to `send`; `close` ends the flow. Called once, when the dial succeeded. */
+  start(send: (d: Buffer) => void, close: () => void): void;
+  /** The flow is over: end the client's side. */
+  end(): void;
+}
+
+export interface UdpFlowHandle {
+  /** The client went away: drop the flow (also while it dials). */
+  close(): void;
+}
+
 /**
- * A UDP flow: every `data` message is one datagram to the destination, every
- * datagram from it comes back as one `data` message. Ends after a minute of
- * silence, or when the client ends the stream.
+ * A UDP flow to address:port from a connected socket. A failed connect is
+ * answered with its dial code, and a failed send, a throwing transport or
+ * any socket error ends this flow only: nothing in here may escape into the
+ * event loop, where it would end the manager and every session on it.
+ * The flow ends after a minute of silence.
  */
-export function runUdpFlow(address: string, port: number, stream: TunnelStream, stats: TunnelStats, onDone: () => void): void {
+export function openUdpFlow(address: string, port: number, client: UdpFlowClient, stats: TunnelStats): UdpFlowHandle {
+  const dst = isIP(address) === 6 ? `[${address}]:${port}` : `${address}:${port}`;
   const sock = dgram.createSocket(isIP(address) === 6 ? 'udp6' : 'udp4');
-  let closed = false;
-  let idle: NodeJS.Timeout;
-  const close = (): void => {
-    if (closed) return;
-    closed = true;
+  let state: 'dialling' | 'open' | 'closed' = 'dialling';
+  let idle: NodeJS.Timeout | undefined;
+  const close = (why?: string): void => {
+    if (state === 'closed') return;
+    if (state === 'open') stats.flowsActive--;
+    state = 'closed';
     clearTimeout(idle);
-    sock.close();
     try {
-      stream.end();
+      sock.close();
     } catch {
-      // gone
+      // already closed by a failed bind
     }
-    onDone();
+    if (why) log.debug('UDP flow ended', { dst, err: why });
+    guarded(() => client.end());
+  };
+  const fail = (err: NodeJS.ErrnoException): void => {
+    if (state === 'dialling') {
+      stats.flowsFailed++;
+      guarded(() => client.answer(dialCodeForErrno(err.code), `${dst}: ${describeErrno(err)}`, err.code));
+    }
+    close(describeErrno(err));
+  };
+  /** Runs a transport's callback; one that throws ends this flow. */
+  const guarded = (fn: () => void): void => {
+    try {
+      fn();
+    } catch (err) {
+      if (state !== 'closed') close(`transport: ${errorMessage(err)}`);
+    }
   };
   const touch = (): void => {
     clearTimeout(idle);
-    idle = setTimeout(close, UDP_IDLE_MS);
+    idle = setTimeout(() => close(), UDP_IDLE_MS);
   };
-  sock.on('error', (err) => {
+  sock.on('error', (err: NodeJS.ErrnoException) => {
     // ICMP port unreachable shows up as ECONNREFUSED on a connected socket: keep the flow.
-    if ((err as NodeJS.ErrnoException).code !== 'ECONNREFUSED') close();
+    if (err.code !== 'ECONNREFUSED') fail(err);
   });
-  sock.on('message', (msg) => {
+  sock.on('message', (m) => {
+    if (state !== 'open') return;
     touch();
-    stats.bytesIn += msg.length;
-    stream.write({ data: msg });
+    stats.bytesIn += m.length;
+    guarded(() => client.deliver(m));
   });
-  sock.connect(port, address, () => {
-    stream.write({ dial: { code: 'OK', address } });
+  const send = (d: Buffer): void => {
+    if (state !== 'open') return;
     touch();
-    stream.on('data', (m) => {
-      if (m.msg === 'data' && m.data) {
-        touch();
-        stats.bytesOut += m.data.length;
-        sock.send(m.data);
-      } else if (m.msg === 'close_write' || m.msg === 'reset') {
-        close();
-      }
-    });
-  });
-  stream.on('end', close);
-  stream.on('error', close);
+    stats.bytesOut += d.length;
+    try {
+      sock.send(d, (err) => {
+        if (err && (err as NodeJS.ErrnoException).code !== 'ECONNREFUSED') fail(err);
+      });
+    } catch (err) {
+      fail(err as NodeJS.ErrnoException);
+    }
+  };
+  // Node passes connect's error to this callback (its types leave it out): a
+  // destination with no route fails here, and the socket stays unconnected.
+  const connected = (err?: NodeJS.ErrnoException): void => {
+    if (err) return fail(err);
+    if (state !== 'dialling') return;
+    state = 'open';
+    stats.flowsOpened++;
+    stats.flowsActive++;
+    touch();
+    guarded(() => client.answer('OK', ''));
+    guarded(() => client.start(send, () => close()));
+  };
+  try {
+    sock.connect(port, address, connected as () => void);
+  } catch (err) {
+    fail(err as NodeJS.ErrnoException);
+  }
+  return { close: () => close() };
+}
+
+/**
+ * A UDP flow on the gRPC Tunnel: every `data` message is one datagram to the
+ * destination, every datagram from it comes back as one `data` message.
+ */
+export function runUdpFlow(address: string, port: number, stream: TunnelStream, stats: TunnelStats): void {
+  // Datagrams sent before the dial's answer wait in the stream, not in a void.
+  stream.pause();
+  const flow = openUdpFlow(
+    address,
+    port,
+    {
+      answer: (code, message, errno) => {
+        stream.write({ dial: code === 'OK' ? { code, address } : { code, message, errno: errno ?? '', address } });
+      },
+      deliver: (d) => void stream.write({ data: d }),
+      start: (send, close) => {
+        stream.on('data', (m) => {
+          if (m.msg === 'data' && m.data) send(m.data);
+          else if (m.msg === 'close_write' || m.msg === 'reset') close();
+        });
+        stream.resume();
+      },
+      end: () => stream.end(),
+    },
+    stats,
+  );
+  stream.on('end', () => flow.close());
+  stream.on('error', () => flow.close());
 }

@@ -42,6 +42,8 @@ export class Sandbox {
   readonly laptops: Laptop[] = [];
   private readonly extra: Netns[] = [];
   manager?: ChildProcess;
+  /** Flags the manager gets besides the sandbox's own (e.g. --allow-cidr). */
+  managerArgs: string[] = [];
   private dnsmasq?: ChildProcess;
 
   private constructor(id: string) {
@@ -49,9 +51,10 @@ export class Sandbox {
     this.cluster = Netns.create(`rdbg${id}c`);
   }
 
-  static async create(opts: { laptops?: number; extraServers?: boolean } = {}): Promise<Sandbox> {
+  static async create(opts: { laptops?: number; extraServers?: boolean; managerArgs?: string[] } = {}): Promise<Sandbox> {
     const id = `${process.pid % 10000}${counter++}`;
     const sb = new Sandbox(id);
+    sb.managerArgs = opts.managerArgs ?? [];
     try {
       await sb.setup(opts.laptops ?? 1);
       if (opts.extraServers) await sb.startExtraServers();
@@ -106,7 +109,7 @@ export class Sandbox {
       ns,
       home,
       managerAddress,
-      rdbg: (args, timeoutMs = 60_000, env = []) => ns.run('env', [`RDBG_HOME=${home}`, `RDBG_ROOT_HOME=${home}/root`, ...env, 'node', '--', RDBG, ...args], timeoutMs),
+      rdbg: (args, timeoutMs = 60_000, env = []) => ns.run('env', [`RDBG_HOME=${home}`, ...env, 'node', '--', RDBG, ...args], timeoutMs),
     };
     this.laptops.push(laptop);
     return laptop;
@@ -121,6 +124,8 @@ export class Sandbox {
       RDBG, 'manager', 'serve', '--listen', `0.0.0.0:${CLUSTER.managerPort}`,
       '--service-cidr', CLUSTER.serviceCidr, '--pod-cidr', CLUSTER.podCidr, '--cluster-domain', 'cluster.local',
       '--cluster-namespace', 'default', '--cluster-namespace', 'prod',
+      // The IPv6 service address lies outside the announced subnets (tests reach it with --also-proxy).
+      '--allow-cidr', '2001:db8:96::/64', ...this.managerArgs,
     ]);
     const m = this.manager;
     await waitForLog(m, 'traffic manager listening', 15_000, 'manager');

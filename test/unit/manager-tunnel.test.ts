@@ -3,6 +3,7 @@ import * as grpc from '@grpc/grpc-js';
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import { ManagerServer } from '../../manager/server';
+import { DialPolicy } from '../../manager/dial-policy';
 import { CHANNEL_OPTIONS, managerPackage, type ManagerClient } from '../../src/rpc/services';
 import { PROTOCOL } from '../../src/core/version';
 import type { TunnelMessage__Output, TunnelStream } from '../../src/tunnel/messages';
@@ -22,7 +23,7 @@ t.before(async () => {
   }).listen(0, '127.0.0.1');
   await new Promise((r) => echo.once('listening', r));
   echoPort = (echo.address() as net.AddressInfo).port;
-  mgr = new ManagerServer({ listen: '127.0.0.1:0', serviceSubnets: [], podSubnets: [], clusterDomain: 'cluster.local', namespace: 'rdbg', leaseSeconds: 15 });
+  mgr = new ManagerServer({ listen: '127.0.0.1:0', serviceSubnets: [], podSubnets: [], clusterDomain: 'cluster.local', namespace: 'rdbg', leaseSeconds: 15, dialPolicy: DialPolicy.permissive() });
   const port = await mgr.start();
   const Manager = managerPackage().Manager;
   client = new Manager(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as unknown as ManagerClient;

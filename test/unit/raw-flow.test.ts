@@ -2,6 +2,7 @@ import t from 'tap';
 import * as grpc from '@grpc/grpc-js';
 import * as net from 'node:net';
 import { ManagerServer } from '../../manager/server';
+import { DialPolicy } from '../../manager/dial-policy';
 import { CHANNEL_OPTIONS, managerPackage, type ManagerClient } from '../../src/rpc/services';
 import { PROTOCOL, VERSION } from '../../src/core/version';
 import { H2FlowClient } from '../../src/tunnel/h2-client';
@@ -35,7 +36,7 @@ t.before(async () => {
   await new Promise((r) => probe.once('listening', r));
   closedPort = (probe.address() as net.AddressInfo).port;
   probe.close();
-  mgr = new ManagerServer({ listen: '127.0.0.1:0', serviceSubnets: [], podSubnets: [], clusterDomain: 'cluster.local', namespace: 'rdbg', leaseSeconds: 15 });
+  mgr = new ManagerServer({ listen: '127.0.0.1:0', serviceSubnets: [], podSubnets: [], clusterDomain: 'cluster.local', namespace: 'rdbg', leaseSeconds: 15, dialPolicy: DialPolicy.permissive() });
   const port = await mgr.start();
   data = `127.0.0.1:${mgr.data.port}`;
   const Manager = managerPackage().Manager;

@@ -12,6 +12,7 @@ have redis-cli    || need+=(redis-tools)
 have socat        || need+=(socat)
 have curl         || need+=(curl)
 have nghttp       || need+=(nghttp2-client)
+have nghttpd      || need+=(nghttp2-server)
 have nc           || need+=(netcat-openbsd)
 have ip           || need+=(iproute2)
 have python3      || need+=(python3)
@@ -23,6 +24,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 # redis-server's Debian package starts a system instance; the tests run their own.
 systemctl disable --now redis-server >/dev/null 2>&1 || true
+# h2spec for the fuzz tier, built with Go into the cache (outside the repository).
+bash "$(dirname "$0")/install-h2spec.sh" >/dev/null
 if [ ! -c /dev/net/tun ]; then
   echo "rdbg tests need /dev/net/tun (modprobe tun)" >&2
   exit 1

@@ -14,12 +14,15 @@ import type { InterceptSpec__Output } from '../src/gen/rdbg/v1/InterceptSpec';
 import type { Open__Output } from '../src/gen/rdbg/v1/Open';
 import type { TunnelStream } from '../src/tunnel/messages';
 import type { SessionRegistry } from './sessions';
+import { StallClock } from './stall-clock';
 import { reject, type DivertBroker } from './tunnel-handler';
 import type { H2DivertBroker } from './data-plane';
 import { H, encodeMessage } from '../src/tunnel/h2-flows';
 import type { DialCode } from '../src/tunnel/messages';
 import { versionMismatch } from './server';
 import { spliceStreams } from './splice';
+
+const AGENT_SWEEP_MS = 1000;
 
 const log = logger('manager.intercepts');
 
@@ -38,6 +41,7 @@ interface Intercept {
   owner: string;
   sessionId: string;
   requests: number;
+  mirrorsDropped: number;
 }
 
 type PendingFlow = { intercept: Intercept; timer: NodeJS.Timeout } & (
@@ -68,13 +72,14 @@ export class InterceptRegistry implements DivertBroker, H2DivertBroker {
   private readonly diversions = new Map<string, grpc.ServerWritableStream<unknown, DivertRequest>>();
   private readonly pending = new Map<string, PendingFlow>();
   private readonly timer: NodeJS.Timeout;
+  private readonly clock = new StallClock(AGENT_SWEEP_MS);
 
   constructor(
     private readonly sessions: SessionRegistry,
     private readonly agentLeaseMs: number,
   ) {
     sessions.on('ended', (id: string) => this.sessionEnded(id));
-    this.timer = setInterval(() => this.sweepAgents(), 1000);
+    this.timer = setInterval(() => this.sweepAgents(), AGENT_SWEEP_MS);
     this.timer.unref();
   }
 
@@ -99,6 +104,7 @@ export class InterceptRegistry implements DivertBroker, H2DivertBroker {
       session_id: viewer === i.sessionId ? i.sessionId : '',
       state: agents.length > 0 ? 'ACTIVE' : 'WAITING_FOR_AGENT',
       requests: i.requests,
+      mirrors_dropped: i.mirrorsDropped,
       env: agents[0]?.info.env ?? {},
       agents: agents.length,
       message: agents.length > 0 ? '' : `no traffic agent of ${i.spec.workload}.${i.spec.namespace} is connected yet`,
@@ -136,6 +142,8 @@ export class InterceptRegistry implements DivertBroker, H2DivertBroker {
 
   private sweepAgents(): void {
     const now = Date.now();
+    const stalled = this.clock.stalled(now);
+    if (stalled > 0) for (const a of this.agents.values()) a.lastSeen += stalled;
     for (const a of this.agents.values()) {
       if (now - a.lastSeen > this.agentLeaseMs) {
         log.warn('agent expired', { agent: a.id, workload: a.info.workload, pod: a.info.pod_name });
@@ -186,7 +194,7 @@ export class InterceptRegistry implements DivertBroker, H2DivertBroker {
         );
       }
     }
-    const i: Intercept = { id: randomUUID(), spec, owner: session.user, sessionId, requests: 0 };
+    const i: Intercept = { id: randomUUID(), spec, owner: session.user, sessionId, requests: 0, mirrorsDropped: 0 };
     this.intercepts.set(i.id, i);
     log.info('intercept created', { intercept: i.id, owner: i.owner, workload: spec.workload, rule: describeRule(spec) });
     this.notifyAgents(spec.workload, spec.namespace);
@@ -276,6 +284,10 @@ export class InterceptRegistry implements DivertBroker, H2DivertBroker {
         for (const [id, n] of Object.entries(call.request.requests ?? {})) {
           const i = this.intercepts.get(id);
           if (i) i.requests += Number(n);
+        }
+        for (const [id, n] of Object.entries(call.request.mirrors_dropped ?? {})) {
+          const i = this.intercepts.get(id);
+          if (i) i.mirrorsDropped += Number(n);
         }
         cb(null, { ok: true });
       },

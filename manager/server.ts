@@ -177,14 +177,18 @@ export class ManagerServer {
           cb({ code: grpc.status.FAILED_PRECONDITION, details: mismatch });
           return;
         }
-        const s = this.sessions.arrive({
-          user: r.user || 'unknown',
-          hostname: r.hostname,
-          namespace: r.namespace || 'default',
-          clientVersion: r.client_version,
-        });
+        const resumed = r.resume_session_id ? this.sessions.resume(r.resume_session_id, r.user || 'unknown', r.hostname) : undefined;
+        const s =
+          resumed ??
+          this.sessions.arrive({
+            user: r.user || 'unknown',
+            hostname: r.hostname,
+            namespace: r.namespace || 'default',
+            clientVersion: r.client_version,
+          });
         cb(null, {
           session_id: s.id,
+          resumed: !!resumed,
           manager,
           lease_seconds: this.config.leaseSeconds,
           cluster: this.clusterInfo(s.namespace),

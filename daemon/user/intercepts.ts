@@ -12,40 +12,64 @@ const RESTORE_TRIES = 30;
 export type ClaimHook = (spec: InterceptSpec, sessionId: string, on: boolean) => Promise<void>;
 
 /**
- * The intercepts this laptop holds. The manager forgets them when it
- * restarts; the daemon asks for them again on every new session.
+ * The intercepts this laptop holds. The manager forgets them when their
+ * session ends (its lease ran out, the manager restarted); on every new
+ * session the daemon asks for them again, one restore at a time.
  */
 export class LocalIntercepts {
-  /** By the id the manager gave; a restored intercept gets a new id. */
+  /** By the id the manager gave, on the current session; a restored intercept gets a new id. */
   private readonly held = new Map<string, InterceptSpec>();
-  /** Intercepts to take again after a reconnect that did not work yet. */
-  private pending: { spec: InterceptSpec; tries: number }[] = [];
+  /** Intercepts to take again on the current session, not yet taken. */
+  private pending: { spec: InterceptSpec; tries: number; lastError: string }[] = [];
   private retry?: NodeJS.Timeout;
+  private restoring?: Promise<void>;
+  private restoreAgain = false;
 
   constructor(
     private readonly link: ManagerLink,
     private readonly claim?: ClaimHook,
   ) {
-    link.on('session', () => void this.restore());
+    link.on('session', (_id: string, resumed: boolean) => this.onSession(resumed));
   }
 
+  /** What `rdbg status` counts: the same intercepts that `rdbg list` shows. */
   get count(): number {
     return this.held.size + this.pending.length;
   }
 
+  /** The intercepts waiting to be taken again, as `rdbg list` shows them beside the manager's. */
+  pendingInfos(): InterceptInfo__Output[] {
+    return this.pending.map((p, i) => ({
+      id: `pending-${i + 1}`,
+      spec: p.spec as InterceptInfo__Output['spec'],
+      owner: this.link.user,
+      session_id: this.link.sessionId,
+      state: 'RESTORING',
+      requests: 0,
+      env: {},
+      agents: 0,
+      mirrors_dropped: 0,
+      message: p.lastError ? `being taken again after a reconnect: ${p.lastError}` : 'being taken again after a reconnect',
+    }));
+  }
+
   async create(spec: InterceptSpec): Promise<InterceptInfo__Output> {
+    const session = this.link.sessionId;
     if (this.claim) {
       try {
-        await this.claim(spec, this.link.sessionId, true);
+        await this.claim(spec, session, true);
       } catch (err) {
         const e = err as Error & { code?: string; hint?: string };
         throw Object.assign(new Error(e.message), { code: grpc.status.PERMISSION_DENIED, details: `${e.message}${e.hint ? ` (${e.hint})` : ''}` });
       }
     }
     return new Promise((resolve, reject) =>
-      this.link.client.createIntercept({ session_id: this.link.sessionId, spec }, { deadline: Date.now() + 10_000 }, (err, res) => {
+      this.link.client.createIntercept({ session_id: session, spec }, { deadline: Date.now() + 10_000 }, (err, res) => {
         if (err || !res) return reject(err);
-        this.held.set(res.id, res.spec!);
+        // A new session arrived meanwhile: this intercept went with the old one.
+        if (this.link.sessionId !== session) this.pending.push({ spec, tries: 0, lastError: '' });
+        else this.held.set(res.id, res.spec!);
+        this.kickLater();
         resolve(res);
       }),
     );
@@ -82,18 +106,49 @@ export class LocalIntercepts {
     }
   }
 
+  /** A resumed session kept its intercepts; a new one has none of them. */
+  private onSession(resumed: boolean): void {
+    if (!resumed) {
+      for (const spec of this.held.values()) this.pending.push({ spec, tries: 0, lastError: '' });
+      this.held.clear();
+    }
+    this.kick();
+  }
+
+  /** Starts a restore, or asks the running one to run again when it ends. */
+  private kick(): void {
+    clearTimeout(this.retry);
+    if (this.restoring) {
+      this.restoreAgain = true;
+      return;
+    }
+    this.restoring = this.restore().finally(() => {
+      this.restoring = undefined;
+      if (this.restoreAgain) {
+        this.restoreAgain = false;
+        this.kick();
+      }
+    });
+  }
+
+  private kickLater(): void {
+    if (this.pending.length === 0 || this.restoring) return;
+    clearTimeout(this.retry);
+    this.retry = setTimeout(() => this.kick(), RESTORE_RETRY_MS);
+    this.retry.unref();
+  }
+
   /**
-   * Asks the (new) manager for every intercept again. One that fails (the
-   * manager is still starting, a port-forward is being re-established, the
-   * apiserver hiccups) is retried every 2 s for a minute before it is given
-   * up with a warning: a reconnect must not silently lose an intercept.
+   * Asks the manager for every pending intercept on the current session. One
+   * that fails (the manager is still starting, a port-forward is being
+   * re-established, the apiserver hiccups) is retried every 2 s for a minute
+   * before it is given up with an error in the log: a reconnect must not
+   * silently lose an intercept.
    */
   private async restore(): Promise<void> {
-    clearTimeout(this.retry);
-    const specs = [...[...this.held.values()].map((spec) => ({ spec, tries: 0 })), ...this.pending];
-    this.held.clear();
+    const todo = this.pending;
     this.pending = [];
-    for (const p of specs) {
+    for (const p of todo) {
       if (this.link.state !== 'CONNECTED') {
         this.pending.push(p);
         continue;
@@ -103,16 +158,18 @@ export class LocalIntercepts {
         log.info('intercept restored after reconnect', { workload: p.spec.workload, attempts: p.tries + 1 });
       } catch (err) {
         const e = err as grpc.ServiceError;
+        const why = e.details ?? e.message;
         if (p.tries + 1 >= RESTORE_TRIES) {
-          log.error('intercept given up after reconnect', { workload: p.spec.workload, err: e.details ?? e.message });
+          log.error('intercept given up after reconnect', { workload: p.spec.workload, err: why });
           continue;
         }
-        log.warn('could not restore intercept yet; retrying', { workload: p.spec.workload, err: e.details ?? e.message });
-        this.pending.push({ spec: p.spec, tries: p.tries + 1 });
+        log.warn('could not restore intercept yet; retrying', { workload: p.spec.workload, err: why });
+        this.pending.push({ spec: p.spec, tries: p.tries + 1, lastError: why });
       }
     }
     if (this.pending.length > 0) {
-      this.retry = setTimeout(() => void this.restore(), RESTORE_RETRY_MS);
+      clearTimeout(this.retry);
+      this.retry = setTimeout(() => this.kick(), RESTORE_RETRY_MS);
       this.retry.unref();
     }
   }

@@ -186,7 +186,8 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
     List: (call, cb) => {
       link.client.listIntercepts({ session_id: link.sessionId, all: call.request.all }, { deadline: Date.now() + 5000 }, (err, res) => {
         if (err) return cb({ code: err.code, details: err.details });
-        cb(null, res);
+        // Intercepts being taken again after a reconnect are still this laptop's: list shows what status counts.
+        cb(null, { intercepts: [...(res?.intercepts ?? []), ...intercepts.pendingInfos()] });
       });
     },
   };

@@ -11,9 +11,13 @@ import type { VersionInfo__Output } from '../../src/gen/rdbg/v1/VersionInfo';
 const log = logger('userd.link');
 
 const HEARTBEAT_MS = 3_000;
+/** A heartbeat that takes longer than this counts as lost: a sleeping laptop or a dead transport, not a slow manager. */
+const HEARTBEAT_DEADLINE_MS = 2_000;
 const RPC_DEADLINE_MS = 5_000;
+/** While reconnecting, each Arrive gets this long, so that an attempt sent into a dead link does not delay the next one. */
+const REARRIVE_DEADLINE_MS = 3_000;
 const RETRY_MIN_MS = 250;
-const RETRY_MAX_MS = 2_000;
+const RETRY_MAX_MS = 1_000;
 const MAX_EVENTS = 20;
 /** The manager watches the cluster's subnets and namespaces; the link asks for them every this many heartbeats. */
 const CLUSTER_INFO_EVERY = 5;
@@ -53,7 +57,10 @@ export class ManagerLink extends EventEmitter {
   lastError = '';
   connectedSince?: Date;
   readonly events: { time: string; event: string }[] = [];
+  /** The one timer that drives heartbeats and reconnects: never more than one is pending. */
   private timer?: NodeJS.Timeout;
+  /** A heartbeat or an Arrive is in flight: nothing else starts until it ends. */
+  private ticking = false;
   private closed = false;
   private retryMs = RETRY_MIN_MS;
   private beats = 0;
@@ -66,6 +73,11 @@ export class ManagerLink extends EventEmitter {
       'grpc.initial_reconnect_backoff_ms': 200,
       'grpc.max_reconnect_backoff_ms': 2000,
     }) as unknown as ManagerClient;
+  }
+
+  /** user@host, as the manager shows this laptop to other developers. */
+  get user(): string {
+    return this.opts.user ?? `${userInfo().username}@${hostname()}`;
   }
 
   private event(event: string): void {
@@ -96,21 +108,30 @@ export class ManagerLink extends EventEmitter {
     }
   }
 
-  private arrive(): Promise<void> {
+  /**
+   * Arrive, or after a lost connection resume the session held before: the
+   * manager keeps its id and intercepts while its lease lasts. Emits
+   * 'session' (id, resumed) once per successful arrival.
+   */
+  private arrive(deadlineMs = RPC_DEADLINE_MS): Promise<void> {
+    const previous = this.sessionId;
     return new Promise((resolve, reject) => {
       this.client.arrive(
         {
           client_version: VERSION,
           protocol: PROTOCOL,
-          user: this.opts.user ?? `${userInfo().username}@${hostname()}`,
+          user: this.user,
           hostname: hostname(),
           namespace: this.opts.namespace,
           token: this.opts.token ?? '',
+          resume_session_id: previous,
         },
-        deadline(),
+        deadline(deadlineMs),
         (err, res) => {
           if (err || !res) return reject(err);
-          const first = !this.sessionId;
+          if (this.closed) return resolve();
+          const first = !previous;
+          const resumed = !first && res.resumed && res.session_id === previous;
           this.sessionId = res.session_id;
           this.manager = res.manager ?? undefined;
           this.cluster = res.cluster ?? undefined;
@@ -118,50 +139,63 @@ export class ManagerLink extends EventEmitter {
           this.state = 'CONNECTED';
           this.connectedSince = new Date();
           this.retryMs = RETRY_MIN_MS;
-          this.event(first ? `connected to manager ${res.manager?.version}` : `reconnected (session ${res.session_id.slice(0, 8)})`);
+          const what = first ? `connected to manager ${res.manager?.version}` : resumed ? `resumed session ${res.session_id.slice(0, 8)}` : `reconnected (new session ${res.session_id.slice(0, 8)}; the old one had expired)`;
+          this.event(what);
           if (!first) this.reconnects++;
-          log.info(first ? 'connected' : 'reconnected', { session: res.session_id, manager: res.manager?.version });
-          this.emit('session', this.sessionId);
+          log.info(first ? 'connected' : resumed ? 'resumed' : 'reconnected', { session: res.session_id, previous: previous || undefined, manager: res.manager?.version });
+          this.emit('session', this.sessionId, resumed);
           resolve();
         },
       );
     });
   }
 
+  /** (Re)arms the link's only timer. */
   private scheduleHeartbeat(delay = HEARTBEAT_MS): void {
+    clearTimeout(this.timer);
     if (this.closed) return;
-    this.timer = setTimeout(() => void this.beat(), delay);
+    this.timer = setTimeout(() => void this.tick(), delay);
   }
 
-  private async beat(): Promise<void> {
-    if (this.state === 'CONNECTED') {
-      const ok = await new Promise<boolean>((resolve) =>
-        this.client.heartbeat({ session_id: this.sessionId }, deadline(), (err) => {
-          if (err) {
-            this.lost(err.code === grpc.status.NOT_FOUND ? 'the manager forgot this session (restarted?)' : `heartbeat failed: ${err.details}`);
-          }
-          resolve(!err);
-        }),
-      );
-      if (ok) {
-        if (++this.beats % CLUSTER_INFO_EVERY === 0) this.refreshCluster();
-        return this.scheduleHeartbeat();
-      }
-    }
+  /**
+   * One step of the link: a heartbeat while connected; else one Arrive.
+   * Exactly one step runs at a time, and each step arms the next, so a
+   * laptop that wakes from sleep with overdue timers reconnects once.
+   */
+  private async tick(): Promise<void> {
+    if (this.ticking || this.closed) return;
+    this.ticking = true;
     try {
-      await this.arrive();
-      this.scheduleHeartbeat();
-    } catch (err) {
-      const e = err as grpc.ServiceError;
-      this.lastError = e.details ?? e.message;
-      if (isFatal(e)) {
-        this.state = 'DISCONNECTED';
-        this.event(`refused by the manager: ${e.details}`);
-        log.error('manager refused the session', { err: e.details });
+      if (this.state === 'CONNECTED') {
+        const err = await this.heartbeat();
+        if (this.closed) return;
+        if (!err && this.state === 'CONNECTED') {
+          if (++this.beats % CLUSTER_INFO_EVERY === 0) this.refreshCluster();
+          return this.scheduleHeartbeat();
+        }
+        if (err) this.markLost(err.code === grpc.status.NOT_FOUND ? 'the manager forgot this session (its lease ran out, or it restarted)' : `heartbeat failed: ${err.details}`);
       }
-      this.retryMs = Math.min(RETRY_MAX_MS, this.retryMs * 2);
-      this.scheduleHeartbeat(this.retryMs);
+      try {
+        await this.arrive(REARRIVE_DEADLINE_MS);
+        this.scheduleHeartbeat();
+      } catch (err) {
+        const e = err as grpc.ServiceError;
+        this.lastError = e.details ?? e.message;
+        if (isFatal(e)) {
+          this.state = 'DISCONNECTED';
+          this.event(`refused by the manager: ${e.details}`);
+          log.error('manager refused the session', { err: e.details });
+        }
+        this.retryMs = Math.min(RETRY_MAX_MS, this.retryMs * 2);
+        this.scheduleHeartbeat(this.retryMs);
+      }
+    } finally {
+      this.ticking = false;
     }
+  }
+
+  private heartbeat(): Promise<grpc.ServiceError | null> {
+    return new Promise((resolve) => this.client.heartbeat({ session_id: this.sessionId }, deadline(HEARTBEAT_DEADLINE_MS), (err) => resolve(err)));
   }
 
   /** Emits 'cluster' when the subnets, domain or namespaces the manager announces have changed. */
@@ -178,13 +212,18 @@ export class ManagerLink extends EventEmitter {
   /** Called by anyone who sees the transport fail, to start reconnecting at once. */
   lost(reason: string): void {
     if (this.state !== 'CONNECTED' || this.closed) return;
+    this.markLost(reason);
+    // A step in flight arms the next one itself when it ends.
+    if (!this.ticking) this.scheduleHeartbeat(RETRY_MIN_MS);
+  }
+
+  private markLost(reason: string): void {
+    if (this.state !== 'CONNECTED') return;
     this.state = 'RECONNECTING';
     this.lastError = reason;
     this.event(`lost the manager: ${reason}`);
     log.warn('lost the manager', { reason });
     this.emit('lost');
-    clearTimeout(this.timer);
-    this.scheduleHeartbeat(RETRY_MIN_MS);
   }
 
   async close(): Promise<void> {

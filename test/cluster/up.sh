@@ -224,11 +224,12 @@ EOF
 # ---------------------------------------------------------------- processes
 # start NAME CMD...: runs CMD in the node namespace, detached, logging to
 # $LOGS/NAME.log, its pid in $PIDS/NAME.pid (nsenter and setsid exec, so the
-# pid is the component's own).
+# pid is the component's own), its command line in $PIDS/NAME.cmd.
 start() {
   local name=$1; shift
   setsid nsenter --net="/run/netns/$NODE_NS" -- "$@" >"$LOGS/$name.log" 2>&1 </dev/null 9>&- &
   echo $! >"$PIDS/$name.pid"
+  printf '%s\0' "$@" >"$PIDS/$name.cmd"   # for restart.sh
 }
 
 # wait_for WHAT SECONDS CMD...: polls CMD once a second, bounded.

@@ -49,7 +49,7 @@ export class Rdbg {
   constructor(private readonly kubeconfig: string) {}
 
   env(): NodeJS.ProcessEnv {
-    return { ...process.env, KUBECONFIG: this.kubeconfig, RDBG_HOME: this.home, RDBG_ROOT_HOME: join(this.home, 'root') };
+    return { ...process.env, KUBECONFIG: this.kubeconfig, RDBG_HOME: this.home };
   }
 
   run(args: string[], check = true, timeoutMs = 300_000): Promise<ExecResult> {

@@ -1,5 +1,5 @@
 import { logger } from '../../src/core/log';
-import type { Journal, JournalEntry } from './journal';
+import { invalidEntry, type Journal, type JournalEntry } from './journal';
 import type { Platform } from './platform/platform';
 
 const log = logger('rootd.cleanup');
@@ -14,6 +14,13 @@ export type Undo = (entry: JournalEntry) => void;
 export function undoAll(journal: Journal, platform: Platform, extra: Record<string, Undo> = {}): string[] {
   const done: string[] = [];
   for (const e of journal.entries().reverse()) {
+    const invalid = invalidEntry(e);
+    if (invalid) {
+      // Not something rdbg wrote: never acted on, and dropped so it cannot linger.
+      log.warn('ignoring an invalid journal entry', { id: String(e?.id), why: invalid });
+      if (typeof e?.id === 'string') journal.remove(e.id);
+      continue;
+    }
     try {
       if (extra[e.kind]) {
         extra[e.kind](e);

@@ -1,115 +1,123 @@
-import * as grpc from '@grpc/grpc-js';
-import { chmodSync, chownSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { asList, parse } from '../../src/cli/args';
+import { existsSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { asList, parse, type Options } from '../../src/cli/args';
 import { ROOT_OPTIONS } from '../../src/cli/root-options';
 import { parseCidr } from '../../src/core/cidr';
 import { Codes, RdbgError, errorMessage } from '../../src/core/errors';
-import { logger, toggleDebugOnSignal } from '../../src/core/log';
-import { raiseFileLimit } from '../../src/core/rlimit';
-import { startProfile, stopProfile } from '../../src/core/profile';
-import { rootJournalPath, rootSocketPath, rootStateDir } from '../../src/core/paths';
-import { daemonPackage } from '../../src/rpc/services';
+import { logger, setLevel, getLevel, type Level } from '../../src/core/log';
+import { ROOT_BASE, currentNetns, rootPaths, rootSessionId, type RootPaths } from '../../src/core/paths';
 import type { StartupMessage } from '../../src/rpc/startup';
-import type { RootDaemonHandlers } from '../../src/gen/rdbg/v1/RootDaemon';
 import { undoAll } from './cleanup';
-import { Journal } from './journal';
+import { Journal, RESOLV_CONF, TUN_NAME } from './journal';
 import { linuxPlatform } from './platform/linux';
 import { RootEngine, type RootOptions } from './engine';
+import { ensureBaseDir, ensureSessionDir, validateUserSocket } from './state-dir';
+import { runWatchdog } from './watchdog';
 
 const log = logger('rootd');
 
-
+/** One JSON line on stdout: sudo closes every other descriptor (an IPC channel included). */
 function tell(msg: StartupMessage): void {
-  if (process.send) process.send(msg, () => process.disconnect?.());
+  try {
+    writeSync(1, JSON.stringify(msg) + '\n');
+  } catch {
+    // `rdbg connect` is gone: nobody to tell
+  }
 }
 
-export const ROOT_USAGE = `rdbg daemon-root --user-socket PATH [--tun-name rdbg0] [--tun-cidr 169.254.83.0/24] [--tun-cidr6 fd72:6462:6700::/64]
+export const ROOT_USAGE = `rdbg daemon-root --user-socket PATH [--cleanup] [--tun-name rdbg0] [--tun-cidr 169.254.83.0/24] [--tun-cidr6 fd72:6462:6700::/64]
                  [--also-proxy CIDR]... [--never-proxy CIDR]... [--allow-conflicting-subnets]
-                 [--dns auto|resolv.conf|none] [--dns-include SUFFIX]... [--dns-exclude SUFFIX]...
-                 [--resolv-conf /etc/resolv.conf] [--cleanup]
-Started by "rdbg connect" as root; --cleanup only undoes what a crashed daemon left behind.`;
+                 [--dns auto|resolv.conf|none] [--dns-include SUFFIX]... [--dns-exclude SUFFIX]... [--log-level LEVEL]
+Started by "rdbg connect" as root (through sudo); --cleanup only undoes what a crashed daemon of the
+session of PATH left behind. Its state is /var/run/rdbg/<session>/, where <session> is derived from
+the calling user (SUDO_UID), PATH and the network namespace; PATH must be that user's socket.`;
+
+/** The user on whose behalf root runs: sudo names them; run as root directly, it is root. */
+function callerIds(env: NodeJS.ProcessEnv): { uid: number; gid: number } {
+  const num = (v: string | undefined): number | undefined => (v !== undefined && /^\d+$/.test(v) ? Number(v) : undefined);
+  const uid = num(env.SUDO_UID) ?? process.getuid!();
+  return { uid, gid: num(env.SUDO_GID) ?? (uid === process.getuid!() ? process.getgid!() : uid) };
+}
+
+/** A live watchdog of this session (its pid file names a process that is a root daemon). */
+function runningWatchdog(paths: RootPaths): number | undefined {
+  try {
+    const pid = Number(readFileSync(paths.pid, 'utf8'));
+    if (!pid || pid === process.pid) return undefined;
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('daemon-root') ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const OPTIONS = {
+  'user-socket': { type: 'string' },
+  ...ROOT_OPTIONS,
+  'log-level': { type: 'string' },
+  cleanup: { type: 'boolean' },
+} as const satisfies Options;
+
+type Values = ReturnType<typeof parse<typeof OPTIONS>>['values'];
 
 export async function rootDaemonMain(argv: string[]): Promise<void> {
-  const { values } = parse('daemon-root', argv, {
-    'user-socket': { type: 'string' },
-    'tun-cidr': { type: 'string', default: '169.254.83.0/24' },
-    'tun-cidr6': { type: 'string', default: 'fd72:6462:6700::/64' },
-    ...ROOT_OPTIONS,
-    'resolv-conf': { type: 'string', default: '/etc/resolv.conf' },
-    cleanup: { type: 'boolean' },
-  });
-  const dir = rootStateDir();
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const journal = new Journal(rootJournalPath());
-  const engineUndo = RootEngine.undoers(values['resolv-conf']!);
-  const leftovers = undoAll(journal, linuxPlatform, engineUndo);
-  if (leftovers.length) log.warn('undid what an earlier root daemon left behind', { changes: leftovers });
-  if (values.cleanup) {
-    process.stdout.write(leftovers.length ? `Undid ${leftovers.length} leftover change(s): ${leftovers.join(', ')}\n` : 'Nothing to clean up.\n');
-    return;
+  const { values } = parse('daemon-root', argv, OPTIONS);
+  try {
+    await rootDaemon(values);
+  } catch (err) {
+    const e = err instanceof RdbgError ? err : new RdbgError(Codes.DAEMON_START, errorMessage(err));
+    log.error('root daemon refused to start', { code: e.code, err: e.message });
+    if (values.cleanup) throw e;
+    tell({ ready: false, code: e.code, message: e.message, hint: e.hint });
+    process.exitCode = 1;
   }
-  raiseFileLimit();
-  startProfile();
-  toggleDebugOnSignal();
-  const opts: RootOptions = {
-    userSocket: values['user-socket'] ?? '',
-    tunName: values['tun-name']!,
-    tunCidr: parseCidr(values['tun-cidr']!),
-    tunCidr6: values['tun-cidr6'] ? parseCidr(values['tun-cidr6']) : undefined,
+}
+
+async function rootDaemon(values: Values): Promise<void> {
+  if (process.getuid?.() !== 0) throw new RdbgError(Codes.PERMISSION, 'the root daemon must run as root', 'run "rdbg connect"; it starts the root daemon through sudo');
+  const level = values['log-level'];
+  if (level !== undefined) {
+    if (!['debug', 'info', 'warn', 'error'].includes(level)) throw new RdbgError(Codes.BAD_ARGUMENT, `--log-level ${level} is not one of debug, info, warn, error`);
+    setLevel(level as Level);
+  }
+  const { uid, gid } = callerIds(process.env);
+  const userSocket = values['user-socket'] ?? '';
+  validateUserSocket(userSocket, uid, !values.cleanup);
+  const tunName = values['tun-name']!;
+  if (!TUN_NAME.test(tunName)) throw new RdbgError(Codes.BAD_ARGUMENT, `--tun-name ${tunName} must match ${TUN_NAME.source}`);
+  const tunCidr = parseCidr(values['tun-cidr']!);
+  const tunCidr6 = values['tun-cidr6'] ? parseCidr(values['tun-cidr6']) : undefined;
+  const engine: Omit<RootOptions, 'tunCidr' | 'tunCidr6' | 'resolvConf'> = {
+    userSocket,
+    tunName,
     alsoProxy: asList(values['also-proxy']).map((c) => parseCidr(c).text),
     neverProxy: asList(values['never-proxy']).map((c) => parseCidr(c).text),
     allowConflicts: values['allow-conflicting-subnets'] ?? false,
     dnsMode: values.dns as RootOptions['dnsMode'],
     dnsInclude: asList(values['dns-include']),
     dnsExclude: asList(values['dns-exclude']),
-    resolvConf: values['resolv-conf']!,
   };
-  const engine = new RootEngine(opts, journal, linuxPlatform);
-  try {
-    if (!opts.userSocket) throw new RdbgError(Codes.BAD_ARGUMENT, 'the root daemon needs --user-socket');
-    await engine.start();
-  } catch (err) {
-    const e = err instanceof RdbgError ? err : new RdbgError(Codes.DAEMON_START, errorMessage(err));
-    log.error('root daemon failed to start', { code: e.code, err: e.message });
-    await engine.stop().catch(() => undefined);
-    tell({ ready: false, code: e.code, message: e.message, hint: e.hint });
-    process.exitCode = 1;
-    setTimeout(() => process.exit(1), 100).unref();
+  if (!['auto', 'resolv.conf', 'none'].includes(engine.dnsMode)) throw new RdbgError(Codes.BAD_ARGUMENT, `--dns ${engine.dnsMode} is not one of auto, resolv.conf, none`);
+
+  const paths = rootPaths(rootSessionId(uid, userSocket, currentNetns()));
+  ensureBaseDir(ROOT_BASE);
+  ensureSessionDir(paths.dir);
+  const other = runningWatchdog(paths);
+  if (other) {
+    throw new RdbgError(Codes.ALREADY_CONNECTED, `the root daemon of this session is running (pid ${other})`, 'run "rdbg quit" to stop it');
+  }
+  const journal = new Journal(paths.journal);
+  const leftovers = undoAll(journal, linuxPlatform, RootEngine.undoers(RESOLV_CONF));
+  if (leftovers.length) log.warn('undid what an earlier root daemon left behind', { changes: leftovers });
+  if (values.cleanup) {
+    rmSync(paths.exitRecord, { force: true });
+    rmSync(paths.socket, { force: true });
+    if (journal.entries().length === 0) rmSync(paths.dir, { recursive: true, force: true });
+    process.stdout.write(leftovers.length ? `Undid ${leftovers.length} leftover change(s): ${leftovers.join(', ')}\n` : 'Nothing to clean up.\n');
     return;
   }
-
-  const server = new grpc.Server();
-  let quitting = false;
-  const quit = async (reason: string): Promise<void> => {
-    if (quitting) return;
-    quitting = true;
-    log.info('quitting', { reason });
-    await engine.stop();
-    server.forceShutdown();
-    rmSync(rootSocketPath(), { force: true });
-    rmSync(join(dir, 'root.pid'), { force: true });
-    await stopProfile('root-daemon');
-    setTimeout(() => process.exit(0), 50);
-  };
-  const handlers: RootDaemonHandlers = {
-    Status: (_call, cb) => cb(null, engine.status()),
-    Quit: (_call, cb) => {
-      cb(null, {});
-      void quit('rdbg quit');
-    },
-  };
-  server.addService(daemonPackage().RootDaemon.service, handlers);
-  rmSync(rootSocketPath(), { force: true });
-  await new Promise<void>((resolve, reject) =>
-    server.bindAsync(`unix://${rootSocketPath()}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
-  );
-  // Only root and the user who ran `sudo rdbg connect` may reach it.
-  chmodSync(rootSocketPath(), 0o600);
-  if (process.env.SUDO_UID) chownSync(rootSocketPath(), Number(process.env.SUDO_UID), Number(process.env.SUDO_GID ?? 0));
-  writeFileSync(join(dir, 'root.pid'), String(process.pid));
-  engine.on('fatal', (why: string) => void quit(why));
-  process.once('SIGTERM', () => void quit('SIGTERM'));
-  process.once('SIGINT', () => void quit('SIGINT'));
-  tell({ ready: true });
+  if (existsSync(paths.socket)) rmSync(paths.socket);
+  process.exitCode = await runWatchdog({
+    paths,
+    config: { journal: paths.journal, socket: paths.socket, uid, gid, logLevel: getLevel(), engine: { ...engine, tunCidr: tunCidr.text, tunCidr6: tunCidr6?.text } },
+    tell,
+  });
 }

@@ -12,6 +12,9 @@ export const ROOT_OPTIONS = {
   'dns-include': { type: 'string', multiple: true },
   'dns-exclude': { type: 'string', multiple: true },
   'tun-name': { type: 'string', default: 'rdbg0' },
+  // A second TUN session on one machine needs its own name and addresses.
+  'tun-cidr': { type: 'string', default: '169.254.83.0/24' },
+  'tun-cidr6': { type: 'string', default: 'fd72:6462:6700::/64' },
 } as const satisfies Options;
 
 /** The command-line form of the ROOT_OPTIONS a user gave, for the root daemon. */

@@ -1,6 +1,7 @@
-import { mkdirSync, chmodSync, statSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { mkdirSync, chmodSync, readlinkSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 
 /**
  * Where the user daemon keeps its socket, pid file and log. RDBG_HOME wins
@@ -31,15 +32,42 @@ export function daemonLogPath(): string {
   return join(runtimeDir(), 'daemon.log');
 }
 
-/** The root daemon's state (journal, socket): root-owned, outside the user's home. */
-export function rootStateDir(): string {
-  return process.env.RDBG_ROOT_HOME || '/var/run/rdbg';
+/**
+ * The root daemon's state: one directory per session under a root-owned base,
+ * never a path from the environment. The id is derived by root itself from
+ * the calling uid, the user daemon's socket and the network namespace, so two
+ * sessions (two RDBG_HOMEs, two users, two test namespaces) never share one.
+ */
+export const ROOT_BASE = '/var/run/rdbg';
+
+export interface RootPaths {
+  id: string;
+  dir: string; // root-only (0700): journal and pid file
+  journal: string;
+  pid: string;
+  socket: string; // in the base directory, which the user may traverse but not write
+  exitRecord: string; // what the last root daemon of this session did when it stopped
 }
 
-export function rootSocketPath(): string {
-  return join(rootStateDir(), 'root.sock');
+export function rootSessionId(uid: number, userSocket: string, netns: string): string {
+  return createHash('sha256').update(`${uid}\n${userSocket}\n${netns}`).digest('hex').slice(0, 16);
 }
 
-export function rootJournalPath(): string {
-  return join(rootStateDir(), 'journal.json');
+/** The network namespace this process is in, as the kernel names it ("net:[4026531840]"). */
+export function currentNetns(): string {
+  try {
+    return readlinkSync('/proc/self/ns/net');
+  } catch {
+    return '';
+  }
+}
+
+export function rootPaths(id: string, base = ROOT_BASE): RootPaths {
+  const dir = join(base, id);
+  return { id, dir, journal: join(dir, 'journal.json'), pid: join(dir, 'root.pid'), socket: join(base, `${id}.sock`), exitRecord: join(base, `${id}.exit.json`) };
+}
+
+/** The root daemon paths of this user's session, as root will derive them from `rdbg connect`'s arguments. */
+export function sessionRootPaths(): RootPaths {
+  return rootPaths(rootSessionId(process.getuid?.() ?? 0, resolve(daemonSocketPath()), currentNetns()));
 }

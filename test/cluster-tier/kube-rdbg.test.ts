@@ -22,7 +22,7 @@ interface Laptop {
 
 function laptop(c: Cluster, t: TestLike, kubeconfig = c.info.ADMIN_KUBECONFIG): Laptop {
   const home = mkdtempSync(join(tmpdir(), 'rdbg-kube-'));
-  const env = (kc: string, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv => ({ ...process.env, KUBECONFIG: kc, RDBG_HOME: home, RDBG_ROOT_HOME: join(home, 'root'), ...extra });
+  const env = (kc: string, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv => ({ ...process.env, KUBECONFIG: kc, RDBG_HOME: home, ...extra });
   const l: Laptop = {
     home,
     rdbg: (args, opts = {}) => c.laptop('node', ['--', RDBG(), ...args], { env: env(opts.kubeconfig ?? kubeconfig, opts.env), check: opts.check, timeoutMs: opts.timeoutMs ?? 300_000 }),

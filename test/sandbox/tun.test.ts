@@ -140,9 +140,11 @@ t.test('the TUN device is read on the event loop; the poll-thread fallback (RDBG
   t.match(JSON.parse(r.stdout.trim().split('\n').pop()!), { ok: 200, failed: 0 }, '200 concurrent connections');
 });
 
-t.test('kill -9 of the root daemon, then rdbg quit: routes and resolv.conf are as before', async (t) => {
+t.test('kill -9 of the root daemon and its watchdog, then rdbg quit: routes and resolv.conf are as before', async (t) => {
   const st = JSON.parse((await sb.laptop.rdbg(['status', '-o', 'json'])).stdout);
   t.ok(st.root?.pid, 'the root daemon is running');
+  // The worker alone would be cleaned up after by its watchdog (test/sandbox/root-crash.test.ts).
+  process.kill(st.root.watchdog_pid, 'SIGKILL');
   process.kill(st.root.pid, 'SIGKILL');
   await new Promise((r) => setTimeout(r, 300));
   t.not(readFileSync(resolvPath(), 'utf8'), resolvBefore, 'resolv.conf is still rdbg\'s after the crash');

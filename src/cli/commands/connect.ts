@@ -1,9 +1,10 @@
 import * as grpc from '@grpc/grpc-js';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, openSync, readFileSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
 import { Codes, RdbgError } from '../../core/errors';
-import { daemonLogPath, daemonPidPath, daemonSocketPath, rootJournalPath, rootSocketPath, runtimeDir } from '../../core/paths';
+import { daemonLogPath, daemonPidPath, daemonSocketPath, runtimeDir, sessionRootPaths } from '../../core/paths';
 import { daemonPackage } from '../../rpc/services';
 import type { RootDaemonClient } from '../../gen/rdbg/v1/RootDaemon';
 import type { RootStatus__Output } from '../../gen/rdbg/v1/RootStatus';
@@ -61,6 +62,16 @@ export async function connectCommand(argv: string[]): Promise<void> {
   });
   if (values.help) return say(CONNECT_USAGE);
   const existing = await getStatus();
+  const tunSession = readTunSession();
+  if (existing && tunSession && !(await getRootStatus())) {
+    // The session is alive but its root daemon is not (a crash, kill -9): start a new one for it.
+    const gone = rootDaemonProblem();
+    progress(`the root daemon of this session is not running (${gone.reason}): starting a new one; it first undoes what the old one left behind`);
+    const root = await startDaemon(tunSession.args, 'daemon-root', rootLogPath());
+    if (!root.ready) throw new RdbgError(root.code, root.message, root.hint);
+    say(`Repaired: ${await tunSummary(existing)}`);
+    return;
+  }
   if (existing) {
     say(`Already connected to the traffic manager at ${existing.manager_address} (${existing.state.toLowerCase()}); "rdbg quit" first to reconnect elsewhere.`);
     return;
@@ -98,23 +109,88 @@ export async function connectCommand(argv: string[]): Promise<void> {
   }
 
   progress('starting the root daemon: TUN device, routes and DNS');
-  const rootArgs = ['--user-socket', daemonSocketPath(), ...rootArgv(values)];
-  const root = await startDaemon(rootArgs, 'daemon-root', join(runtimeDir(), 'root-daemon.log'));
+  // --user-socket first: the sudo rule in the README matches this prefix.
+  const rootArgs = ['--user-socket', resolve(daemonSocketPath()), ...rootArgv(values)];
+  // Remembered so that `status` knows this session has a root daemon, and `connect` can restart it.
+  writeFileSync(tunSessionPath(), JSON.stringify({ args: rootArgs }) + '\n', { mode: 0o600 });
+  const root = await startDaemon(rootArgs, 'daemon-root', rootLogPath());
   if (!root.ready) {
     await quitCommand([], true);
     throw new RdbgError(root.code, root.message, root.hint);
   }
+  say(`Connected to ${await tunSummary(st, where)}`);
+}
+
+/** "traffic manager V at W: rdbg0 routes ...; DNS via ..." */
+async function tunSummary(st: DaemonStatus__Output | undefined, where = st?.kube_context ? `in context ${st.kube_context}` : `at ${st?.manager_address}`): Promise<string> {
   const rs = await getRootStatus();
-  say(
-    `Connected to traffic manager ${st?.manager?.version ?? '?'} ${where}: ${rs?.tun_device ?? 'TUN'} routes ${(rs?.routes ?? []).map((r) => r.cidr).join(', ') || subnets}; ` +
-      `DNS ${rs?.dns_mode === 'none' ? 'unchanged' : `via ${rs?.dns_address} (${rs?.dns_mode})`}.`,
+  const subnets = [...asList(st?.cluster?.service_subnets), ...asList(st?.cluster?.pod_subnets)].join(', ') || 'none announced';
+  return (
+    `traffic manager ${st?.manager?.version ?? '?'} ${where}: ${rs?.tun_device ?? 'TUN'} routes ${(rs?.routes ?? []).map((r) => r.cidr).join(', ') || subnets}; ` +
+    `DNS ${rs?.dns_mode === 'none' ? 'unchanged' : `via ${rs?.dns_address} (${rs?.dns_mode})`}.`
   );
 }
 
+function rootLogPath(): string {
+  return join(runtimeDir(), 'root-daemon.log');
+}
+
+/** This session runs in TUN mode: the root daemon's arguments, written by `connect`, removed by `quit`. */
+function tunSessionPath(): string {
+  return join(runtimeDir(), 'tun-session.json');
+}
+
+function readTunSession(): { args: string[] } | undefined {
+  try {
+    const v = JSON.parse(readFileSync(tunSessionPath(), 'utf8')) as { args?: unknown };
+    return Array.isArray(v.args) && v.args.every((a) => typeof a === 'string') ? { args: v.args as string[] } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** What the session's last root daemon did when it stopped (written by its watchdog, daemon/root/watchdog.ts). */
+interface RootExit {
+  time: string;
+  clean: boolean;
+  reason: string;
+  undone: string[];
+  sockets_reset: string[];
+}
+
+/** Why this TUN session has no root daemon, for `status` and `connect`. */
+function rootDaemonProblem(): { state: 'NOT_RUNNING'; reason: string; cleaned: boolean; since?: string; detail: string; hint: string } {
+  const paths = sessionRootPaths();
+  let exit: RootExit | undefined;
+  try {
+    exit = JSON.parse(readFileSync(paths.exitRecord, 'utf8')) as RootExit;
+  } catch {
+    // no record: both the worker and its watchdog died, or the machine restarted
+  }
+  const hint = 'run "rdbg connect" to repair it, or "rdbg quit"';
+  if (exit) {
+    const detail = exit.clean
+      ? 'it stopped by itself and removed its TUN device, routes and DNS settings'
+      : `its watchdog removed the TUN device, routes and DNS settings${exit.sockets_reset.length ? ` and reset the connections into ${exit.sockets_reset.join(', ')}` : ''}`;
+    return { state: 'NOT_RUNNING', reason: exit.reason, cleaned: true, since: exit.time, detail, hint };
+  }
+  const leftovers = existsSync(paths.dir);
+  return {
+    state: 'NOT_RUNNING',
+    reason: 'crashed?',
+    cleaned: !leftovers,
+    detail: leftovers
+      ? 'the TUN device and its routes are gone, and it may have left changes behind (resolv.conf)'
+      : 'the TUN device, its routes and its DNS settings are gone',
+    hint,
+  };
+}
+
 export async function getRootStatus(): Promise<RootStatus__Output | undefined> {
-  if (!existsSync(rootSocketPath())) return undefined;
+  const socket = sessionRootPaths().socket;
+  if (!existsSync(socket)) return undefined;
   const RootDaemon = daemonPackage().RootDaemon;
-  const client = new RootDaemon(`unix://${rootSocketPath()}`, grpc.credentials.createInsecure()) as unknown as RootDaemonClient;
+  const client = new RootDaemon(`unix://${socket}`, grpc.credentials.createInsecure()) as unknown as RootDaemonClient;
   try {
     return await new Promise<RootStatus__Output>((resolve, reject) =>
       client.status({}, { deadline: Date.now() + 3000 }, (err, res) => (err ? reject(err) : resolve(res!))),
@@ -128,32 +204,60 @@ export async function getRootStatus(): Promise<RootStatus__Output | undefined> {
 
 async function quitRoot(): Promise<string | undefined> {
   const RootDaemon = daemonPackage().RootDaemon;
+  const paths = sessionRootPaths();
   const st = await getRootStatus();
   if (st) {
-    const client = new RootDaemon(`unix://${rootSocketPath()}`, grpc.credentials.createInsecure()) as unknown as RootDaemonClient;
+    const client = new RootDaemon(`unix://${paths.socket}`, grpc.credentials.createInsecure()) as unknown as RootDaemonClient;
     await new Promise<void>((resolve) => client.quit({}, { deadline: Date.now() + 10_000 }, () => resolve()));
     client.close();
     const until = Date.now() + 10_000;
-    while (pidAlive(st.pid) && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
-    if (pidAlive(st.pid)) process.kill(st.pid, 'SIGKILL');
+    const pids = [st.pid, st.watchdog_pid].filter(Boolean);
+    while (pids.some(pidAlive) && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+    for (const pid of pids) if (pidAlive(pid)) process.kill(pid, 'SIGKILL');
     return `the TUN device ${st.tun_device}, its routes and the DNS settings are removed`;
   }
-  // No root daemon: undo whatever a crashed one left behind.
-  let journalled = false;
-  try {
-    journalled = JSON.parse(readFileSync(rootJournalPath(), 'utf8')).entries?.length > 0;
-  } catch {
-    // no journal
-  }
-  if (!journalled) return undefined;
-  const r = spawnSync(...asRoot([process.execPath, process.argv[1], 'daemon-root', '--cleanup']), { encoding: 'utf8' });
-  return r.status === 0 ? `leftovers of a crashed root daemon were undone (${r.stdout.trim()})` : `cleanup of a crashed root daemon failed: ${r.stderr.trim()}`;
+  // No root daemon answers: undo whatever a crashed one left behind, and forget its exit record.
+  if (!existsSync(paths.dir) && !existsSync(paths.exitRecord)) return undefined;
+  const gone = rootDaemonProblem();
+  const [cmd, args, env] = rootCommand(['--user-socket', resolve(daemonSocketPath()), '--cleanup']);
+  const r = spawnSync(cmd, args, { encoding: 'utf8', env });
+  if (r.status !== 0) return `cleanup of a crashed root daemon failed: ${r.stderr.trim()}`;
+  if (/^Nothing/.test(r.stdout)) return `the root daemon had stopped (${gone.reason}); ${gone.detail}`;
+  return `leftovers of a crashed root daemon were undone (${r.stdout.trim()})`;
 }
 
-/** The root daemon runs as root: through sudo when we are not. */
-function asRoot(argv: string[]): [string, string[]] {
-  if (process.getuid?.() === 0) return [argv[0], argv.slice(1)];
-  return ['sudo', ['--preserve-env=RDBG_HOME,RDBG_ROOT_HOME,RDBG_LOG_LEVEL', ...argv]];
+/**
+ * `rdbg daemon-root ARGS` as root: through sudo when we are not root, with
+ * exactly the command line the README's sudoers rule allows, and nothing from
+ * our environment (sudo resets it; root reads no path from it). Run as root
+ * directly, sudo's variables are dropped so that root takes us for the caller.
+ */
+function rootCommand(args: string[]): [string, string[], NodeJS.ProcessEnv] {
+  const argv = [process.execPath, process.argv[1], 'daemon-root', ...args];
+  if (process.getuid?.() === 0) {
+    const env = { ...process.env };
+    for (const k of ['SUDO_UID', 'SUDO_GID', 'SUDO_USER', 'SUDO_COMMAND']) delete env[k];
+    return [argv[0], argv.slice(1), env];
+  }
+  // -n: fail at once instead of prompting for a password on a detached process with no terminal.
+  return ['sudo', ['-n', '--', ...argv], process.env];
+}
+
+/** The root daemon's startup message: one JSON line on its stdout. */
+function startupLine(child: ReturnType<typeof spawn>): Promise<StartupMessage | undefined> {
+  return new Promise((resolve) => {
+    const rl = createInterface({ input: child.stdout! });
+    rl.once('line', (line) => {
+      try {
+        resolve(JSON.parse(line) as StartupMessage);
+      } catch {
+        resolve({ ready: false, code: Codes.DAEMON_START, message: `the root daemon said: ${line}` });
+      }
+      rl.close();
+      child.stdout!.destroy();
+    });
+    rl.once('close', () => resolve(undefined));
+  });
 }
 
 /** Spawns a daemon in the background and waits for it to say it is ready (or why not). */
@@ -161,55 +265,63 @@ function startDaemon(args: string[], which: 'daemon-user' | 'daemon-root', logPa
   if (which === 'daemon-user') rmSync(daemonSocketPath(), { force: true });
   const log = openSync(logPath, 'a');
   // V8's --optimize-for-size, used here before, cost each new connection about
-  // 100-130 us of CPU in each daemon (measured: user daemon 375 vs 510 us, root
-  // daemon 400-500 vs 520-710 us per connection) and kept them under 2,000/s.
-  // The root daemon holds thousands of small objects per flow and little else:
-  // a small young generation and an old generation that grows by 25% at a
-  // time, not the default 2-4x, keep its resident memory down (goal: 150 MB at
-  // 10,000 connections; 145 MB measured, 141 MB with --optimize-for-size). The
-  // user daemon also carries the port-forward's TLS and WebSocket buffers,
-  // where a small young generation doubles the GC's CPU time (measured: 0.41 ->
-  // 0.21 s user CPU per 64 MiB echo with 16 MB); it has room (goal 300 MB).
-  const flags = which === 'daemon-root' ? ['--max-semi-space-size=2', '--heap-growing-percent=25'] : ['--max-semi-space-size=16'];
-  const node = [process.execPath, ...flags, '--'];
-  const [cmd, argv] = which === 'daemon-root' ? asRoot([...node, process.argv[1], which, ...args]) : [node[0], [...node.slice(1), process.argv[1], which, ...args]];
+  // 100-130 us of CPU in each daemon and kept them under 2,000/s. The user
+  // daemon carries the port-forward's TLS and WebSocket buffers, where a small
+  // young generation doubles the GC's CPU time; it has room (goal 300 MB).
+  // The root daemon's worker sets its own heap flags (daemon/root/watchdog.ts).
+  const [cmd, argv, env] =
+    which === 'daemon-root' ? rootCommand(args) : [process.execPath, ['--max-semi-space-size=16', '--', process.argv[1], which, ...args], process.env];
   const child = spawn(cmd, argv, {
     detached: true,
-    stdio: ['ignore', log, log, 'ipc'],
-    env: process.env,
+    // sudo closes descriptors beyond stderr: the root daemon answers on stdout.
+    stdio: which === 'daemon-root' ? ['ignore', 'pipe', log] : ['ignore', log, log, 'ipc'],
+    env,
   });
   return new Promise((resolve) => {
     const timer = setTimeout(() => {
       child.kill('SIGTERM');
       resolve({ ready: false, code: Codes.DAEMON_START, message: `the ${which} did not become ready within 30 seconds`, hint: `see ${logPath}` });
     }, 30_000);
-    child.once('message', (m: StartupMessage) => {
+    let settled = false;
+    const done = (m: StartupMessage): void => {
+      if (settled) return;
+      settled = true;
       clearTimeout(timer);
       child.unref();
-      child.disconnect?.();
+      if (child.connected) child.disconnect();
       resolve(m);
-    });
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ ready: false, code: Codes.DAEMON_START, message: `the ${which} exited (code ${code}) before it was ready`, hint: `see ${logPath}` });
-    });
+    };
+    const exited = (code: number | null): StartupMessage => ({ ready: false, code: Codes.DAEMON_START, message: `the ${which} exited (code ${code}) before it was ready`, hint: `see ${logPath}` });
+    if (which === 'daemon-root') {
+      // Its stdout closes when it exits: the line, if any, comes first.
+      void startupLine(child).then((m) => done(m ?? exited(child.exitCode)));
+    } else {
+      child.once('message', done);
+      child.once('exit', (code) => done(exited(code)));
+    }
   });
 }
 
 export async function statusCommand(argv: string[]): Promise<void> {
   const { values } = parse('status', argv, { output: { type: 'string', short: 'o' } });
   const st = await getStatus();
+  // A TUN session whose root daemon does not answer is broken: say so, and what repairs it.
+  const rs = st ? await getRootStatus() : undefined;
+  const leftBehind = !st && existsSync(sessionRootPaths().dir);
+  const problem = (st && !rs && readTunSession()) || leftBehind ? rootDaemonProblem() : undefined;
   if (values.output === 'json') {
-    say(JSON.stringify(st ? { ...st, root: (await getRootStatus()) ?? null } : { state: 'NOT_RUNNING' }, null, 2));
+    say(JSON.stringify(st ? { ...st, root: rs ?? null, root_problem: problem ?? null } : { state: 'NOT_RUNNING', root_problem: problem ?? null }, null, 2));
     return;
   }
   if (!st) {
     say('rdbg is not connected (no user daemon running).');
+    if (leftBehind) say(`A root daemon of this session stopped without cleaning up (${problem!.reason}): ${problem!.detail}; "rdbg quit" or "rdbg connect" undoes it.`);
     return;
   }
   const c = st.counters!;
   const cl = st.cluster;
   say(`Session:          ${st.state.toLowerCase()}${st.session_id ? ` (session ${st.session_id.slice(0, 8)})` : ''}`);
+  if (problem) say(`Root daemon:      NOT RUNNING (${problem.reason}${problem.since ? ` at ${problem.since}` : ''}): ${problem.detail}; nothing is routed to the cluster; ${problem.hint}`);
   if (st.kube_context) say(`Kubernetes:       context ${st.kube_context}${st.kubeconfig ? ` (${st.kubeconfig})` : ''}, namespace ${st.namespace}, manager in ${st.manager_namespace}`);
   say(`Traffic manager:  ${st.manager_address}, version ${st.manager?.version ?? 'unknown'} (client ${st.client_version})`);
   say(`Transport:        ${st.transport}`);
@@ -221,7 +333,6 @@ export async function statusCommand(argv: string[]): Promise<void> {
   say(`Traffic:          ${humanBytes(c.bytes_out)} out, ${humanBytes(c.bytes_in)} in; ${c.diverted_flows} diverted flows`);
   say(`Intercepts:       ${st.intercepts}`);
   say(`Reconnects:       ${st.reconnects}${st.last_error ? ` (last problem: ${st.last_error})` : ''}`);
-  const rs = await getRootStatus();
   if (rs) {
     say(`TUN device:       ${rs.tun_device} (${rs.tun_address}), routes ${rs.routes.map((r) => r.cidr).join(', ')}`);
     say(`DNS:              ${rs.dns_mode === 'none' ? 'not configured' : `${rs.dns_address} (${rs.dns_mode}), ${rs.dns_queries} queries`}`);
@@ -245,6 +356,7 @@ function pidAlive(pid: number): boolean {
 
 export async function quitCommand(_argv: string[] = [], quiet = false): Promise<void> {
   const rootNote = await quitRoot();
+  rmSync(tunSessionPath(), { force: true });
   let pid = 0;
   try {
     pid = Number(readFileSync(daemonPidPath(), 'utf8'));

@@ -199,7 +199,10 @@ export class TcpNat {
           this.stats.unreachable++;
           this.opts.write(buildHostUnreachable(syn));
         }
-        log.debug('dial failed', { dst: `${host}:${flow.dstPort}`, code, err: (err as Error).message });
+        const fields = { dst: `${host}:${flow.dstPort}`, code, err: (err as Error).message };
+        // The manager's dial policy refused it: say so where the user looks.
+        if (code === 'DENIED') log.warn('dial refused by the traffic manager', fields);
+        else log.debug('dial failed', fields);
       },
     );
   }

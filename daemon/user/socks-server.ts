@@ -14,6 +14,13 @@ const log = logger('userd.socks');
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 const MAX_HANDSHAKE_BYTES = 600;
 
+/** A dial the manager's policy refused is the user's to see; other failures are routine. */
+function logDialFailure(what: string, dst: string, err: unknown): void {
+  const fields = { dst, err: (err as Error).message };
+  if (err instanceof DialError && err.code === 'DENIED') log.warn(`${what}: the traffic manager refused it`, fields);
+  else log.debug(what, fields);
+}
+
 function replyFor(err: unknown): number {
   if (!(err instanceof DialError)) return REPLY.GENERAL_FAILURE;
   switch (err.code) {
@@ -124,7 +131,7 @@ export class SocksServer {
       flow = await this.flows.tcp(addr.host, addr.port, source);
     } catch (err) {
       this.counters.flowsFailed++;
-      log.debug('SOCKS CONNECT failed', { dst: `${addr.host}:${addr.port}`, err: (err as Error).message });
+      logDialFailure('SOCKS CONNECT failed', `${addr.host}:${addr.port}`, err);
       if (!sock.destroyed) sock.end(reply(replyFor(err)));
       return;
     }
@@ -145,7 +152,11 @@ export class SocksServer {
     const udp = dgram.createSocket(net.isIPv6(local) && !local.startsWith('::ffff:') ? 'udp6' : 'udp4');
     const flows = new Map<string, Promise<UdpFlow | undefined>>();
     let client: { address: string; port: number } | undefined;
+    let closed = false;
     const close = (): void => {
+      // Both the relay's error and the control connection's close end the association.
+      if (closed) return;
+      closed = true;
       udp.close();
       for (const f of flows.values()) void f.then((s) => s?.close());
       flows.clear();
@@ -174,16 +185,17 @@ export class SocksServer {
           (f) => {
             this.counters.flowsOpened++;
             f.onDatagram((d) => {
-              if (!client) return;
+              // A datagram may still arrive after the association closed its relay.
+              if (!client || closed) return;
               this.counters.bytesIn += d.length;
-              udp.send(encodeUdpDatagram(addr.host, addr.port, d), client.port, client.address);
+              udp.send(encodeUdpDatagram(addr.host, addr.port, d), client.port, client.address, () => undefined);
             });
             f.onClose(() => flows.delete(key));
             return f;
           },
           (err: Error) => {
             this.counters.flowsFailed++;
-            log.debug('UDP flow failed', { dst: key, err: err.message });
+            logDialFailure('SOCKS UDP flow failed', `${addr.host}:${addr.port}`, err);
             flows.delete(key);
             return undefined;
           },
@@ -191,12 +203,13 @@ export class SocksServer {
         flows.set(key, flow);
       }
       void flow.then((s) => {
-        if (!s) return;
+        if (!s || closed) return;
         this.counters.bytesOut += data.length;
         s.send(data);
       });
     });
     udp.bind(0, local.replace(/^::ffff:/, ''), () => {
+      if (closed) return;
       const a = udp.address();
       ctrl.write(reply(REPLY.SUCCEEDED, a.address, a.port));
     });

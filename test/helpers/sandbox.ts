@@ -75,6 +75,8 @@ export class Sandbox {
       '--local=/cluster.local/', '--log-facility=-', '--local-ttl=5',
       `--host-record=echo.default.svc.cluster.local,${CLUSTER.echoIp},${CLUSTER.echoIp6}`,
       `--host-record=other.prod.svc.cluster.local,${CLUSTER.otherIp}`,
+      // A hostile record: the manager's dial policy must refuse what it points at.
+      '--host-record=loopback.default.svc.cluster.local,127.0.0.1',
       ...CLUSTER.podIps.map((p) => `--host-record=headless.default.svc.cluster.local,${p}`),
       '--srv-host=_http._tcp.echo.default.svc.cluster.local,echo.default.svc.cluster.local,80,0,100',
     ]);

@@ -13,8 +13,6 @@ import type { RouterDeps } from './router-deps';
 const log = logger('agent.http1');
 
 const MIRROR_TIMEOUT_MS = 30_000;
-const MIRROR_BODY_LIMIT = 4 * 1024 * 1024;
-const MIRRORS_IN_FLIGHT = 64;
 /** A refused upgrade's body is passed on close-delimited. */
 const CLOSE_DELIMITED = new Set(['transfer-encoding', 'content-length']);
 
@@ -45,7 +43,6 @@ function bodyless(req: http.IncomingMessage): boolean {
  */
 export class Http1Router {
   readonly server: http.Server;
-  private mirrorsInFlight = 0;
 
   constructor(private readonly deps: RouterDeps) {
     this.server = http.createServer({ maxHeaderSize: 64 * 1024 });
@@ -222,24 +219,18 @@ export class Http1Router {
     });
   }
 
-  /** A copy of the request to a mirror intercept; its answer is read and dropped. */
+  /** A copy of the request to a mirror intercept, its body streamed (see MirrorQueue); its answer is read and dropped. */
   private mirror(req: http.IncomingMessage, res: http.ServerResponse, i: ActiveIntercept): void {
-    if (this.mirrorsInFlight >= MIRRORS_IN_FLIGHT) return;
-    this.mirrorsInFlight++;
     this.deps.link.countRequest(i.id);
+    const finish = this.deps.mirrors.admit(i.id);
+    if (!finish) return;
     let m: http.ClientRequest;
     try {
       m = this.request(req, this.divertTarget(i));
     } catch {
-      this.mirrorsInFlight--;
+      finish();
       return;
     }
-    let done = false;
-    const finish = (): void => {
-      if (done) return;
-      done = true;
-      this.mirrorsInFlight--;
-    };
     m.setTimeout(MIRROR_TIMEOUT_MS, () => m.destroy());
     m.on('error', (err) => {
       log.debug('mirror failed', { intercept: i.id, err: errorMessage(err) });
@@ -251,12 +242,8 @@ export class Http1Router {
       r.on('error', finish);
     });
     m.on('close', finish);
-    req.on('data', (chunk: Buffer) => {
-      if (m.destroyed) return;
-      if (m.writableLength > MIRROR_BODY_LIMIT) m.destroy();
-      else m.write(chunk);
-    });
-    req.on('end', () => m.end());
+    if (bodyless(req)) m.end();
+    else this.deps.mirrors.copy(i.id, req, m);
     res.on('close', () => {
       if (!req.complete) m.destroy();
     });

@@ -8,7 +8,6 @@ import { appFailure } from './http1-router';
 import type { ActiveIntercept } from './intercept-table';
 import { routeRequest } from './route';
 import type { RouterDeps } from './router-deps';
-import { MIRROR_QUEUE_LIMIT } from './splice';
 import { H2_SETTINGS, widenSession } from './upstreams';
 
 const log = logger('agent.http2');
@@ -231,28 +230,21 @@ export class Http2Router {
     }
   }
 
-  /** A copy of the stream to a mirror intercept; never slows the caller, its answer is dropped. */
+  /** A copy of the stream to a mirror intercept, streamed (see MirrorQueue); never slows the caller, its answer is dropped. */
   private mirror(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, endStream: boolean, i: ActiveIntercept): void {
     this.deps.link.countRequest(i.id);
-    // Buffer what arrives while the laptop's session opens.
+    const finish = this.deps.mirrors.admit(i.id);
+    if (!finish) return;
+    // Holds what arrives while the laptop's session opens, and whatever the laptop has not taken yet.
     const sink = new PassThrough({ highWaterMark: 64 * 1024 });
-    if (!endStream) {
-      stream.on('data', (chunk: Buffer) => {
-        if (sink.destroyed) return;
-        if (sink.writableLength > MIRROR_QUEUE_LIMIT) sink.destroy();
-        else sink.write(chunk);
-      });
-      stream.on('end', () => sink.end());
-      stream.on('close', () => {
-        if (!sink.writableEnded) sink.destroy();
-      });
-    }
+    if (!endStream) this.deps.mirrors.copy(i.id, stream, sink);
     this.deps.pools
       .get(i)
       .h2()
       .then((session) => {
-        if (sink.destroyed) return;
+        if (sink.destroyed) return finish();
         const m = session.request(forwardHeaders(headers), { endStream });
+        m.on('close', finish);
         m.on('error', () => undefined);
         m.resume();
         m.setTimeout(30_000, () => m.close(NGHTTP2_CANCEL));
@@ -265,6 +257,7 @@ export class Http2Router {
       .catch((err: Error) => {
         log.debug('mirror failed', { intercept: i.id, err: errorMessage(err) });
         sink.destroy();
+        finish();
       })
       .catch(logBug('h2 mirror'));
   }

@@ -50,6 +50,7 @@ export class ManagerLink extends EventEmitter {
   private data?: H2FlowClient;
   private current: InterceptInfo__Output[] = [];
   private counts = new Map<string, number>();
+  private drops = new Map<string, number>();
   private stopped = false;
   private wake?: () => void;
   private endSession?: (reason: string) => void;
@@ -90,6 +91,11 @@ export class ManagerLink extends EventEmitter {
   /** A request (or a TCP connection) was diverted or mirrored for this intercept. */
   countRequest(interceptId: string): void {
     this.counts.set(interceptId, (this.counts.get(interceptId) ?? 0) + 1);
+  }
+
+  /** A mirror copy for this intercept was dropped (see MirrorQueue). */
+  countMirrorDrop(interceptId: string): void {
+    this.drops.set(interceptId, (this.drops.get(interceptId) ?? 0) + 1);
   }
 
   start(): void {
@@ -187,11 +193,11 @@ export class ManagerLink extends EventEmitter {
   }
 
   private heartbeat(end: (reason: string) => void): void {
-    const sent = this.counts;
+    const requests = Object.fromEntries(this.counts);
+    const mirrorsDropped = Object.fromEntries(this.drops);
     this.counts = new Map();
-    const requests: Record<string, number> = {};
-    for (const [id, n] of sent) requests[id] = n;
-    this.client.AgentHeartbeat({ agent_id: this.id, requests }, { deadline: Date.now() + this.heartbeatMs }, (err, res) => {
+    this.drops = new Map();
+    this.client.AgentHeartbeat({ agent_id: this.id, requests, mirrors_dropped: mirrorsDropped }, { deadline: Date.now() + this.heartbeatMs }, (err, res) => {
       if (err || !res?.ok) end(`heartbeat: ${err?.details || err?.message || 'refused'}`);
     });
   }

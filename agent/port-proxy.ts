@@ -10,7 +10,7 @@ import type { ActiveIntercept } from './intercept-table';
 import { readHeaderBlock, sniffProtocol, type Sniffed } from './protocol-sniff';
 import { isKubeProbe } from './route';
 import type { RouterDeps } from './router-deps';
-import { abort, splice, teeTo } from './splice';
+import { abort, splice } from './splice';
 
 const log = logger('agent.port');
 
@@ -135,7 +135,7 @@ export class PortProxy {
     this.deps.link.countRequest(i.id);
     const sink = new PassThrough({ highWaterMark: 64 * 1024 });
     // An unshifted head comes round again as 'data'; only an ended caller's head must be copied here.
-    teeTo(sock, sink, sniffed.ended ? sniffed.head : undefined);
+    this.deps.mirrors.copy(i.id, sock, sink, sniffed.ended ? sniffed.head : undefined);
     if (sniffed.ended) sink.end();
     this.deps.pools
       .get(i)

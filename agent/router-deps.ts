@@ -1,5 +1,6 @@
 import type { InterceptTable } from './intercept-table';
 import type { ManagerLink } from './manager-link';
+import type { MirrorQueue } from './mirror-queue';
 import type { AppUpstream, DivertPools } from './upstreams';
 
 /** What the HTTP routers and the port listener share. */
@@ -8,4 +9,5 @@ export interface RouterDeps {
   link: ManagerLink;
   app: AppUpstream;
   pools: DivertPools;
+  mirrors: MirrorQueue;
 }

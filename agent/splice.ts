@@ -1,4 +1,4 @@
-import type { Duplex, Writable } from 'node:stream';
+import type { Duplex } from 'node:stream';
 
 type Conn = Duplex & { resetAndDestroy?: () => unknown };
 
@@ -35,24 +35,4 @@ export function splice(a: Conn, b: Conn, onDone?: () => void): void {
   };
   side(a, b);
   side(b, a);
-}
-
-/** Limit on bytes queued for a mirror that does not keep up; past it the copy is dropped. */
-export const MIRROR_QUEUE_LIMIT = 4 * 1024 * 1024;
-
-/** Copy what `source` sends to `mirror` (a writable sink) without ever slowing `source` down. */
-export function teeTo(source: Duplex, mirror: Writable, head?: Buffer): void {
-  mirror.on('error', () => undefined);
-  const copy = (chunk: Buffer): void => {
-    if (mirror.destroyed) return;
-    if (mirror.writableLength > MIRROR_QUEUE_LIMIT) mirror.destroy();
-    else mirror.write(chunk);
-  };
-  if (head?.length) copy(head);
-  source.on('data', copy);
-  source.once('end', () => mirror.end());
-  source.once('close', () => {
-    source.removeListener('data', copy);
-    if (!mirror.writableEnded) mirror.destroy();
-  });
 }

@@ -3,6 +3,7 @@ import { logger } from '../src/core/log';
 import { PROTOCOL, VERSION } from '../src/core/version';
 import { InterceptTable } from './intercept-table';
 import { ManagerLink } from './manager-link';
+import { MirrorQueue, type MirrorLimits } from './mirror-queue';
 import { PortProxy } from './port-proxy';
 import { AppUpstream, DivertPools } from './upstreams';
 
@@ -26,6 +27,8 @@ export interface AgentOptions {
   heartbeatMs?: number;
   /** 'auto': the manager's HTTP/2 data plane when it has one; 'grpc': always the Tunnel RPC. */
   transport?: 'auto' | 'grpc';
+  /** How much a mirror copy may queue while the laptop is slower than the app. */
+  mirrorLimits?: MirrorLimits;
 }
 
 /** Variables of the agent's own making, not the app's. */
@@ -58,6 +61,7 @@ export class TrafficAgent {
   readonly link: ManagerLink;
   readonly app: AppUpstream;
   readonly pools: DivertPools;
+  readonly mirrors: MirrorQueue;
   readonly proxy: PortProxy;
   listenPort = 0;
 
@@ -73,7 +77,8 @@ export class TrafficAgent {
       token: typeof opts.token === 'function' ? opts.token : undefined,
     });
     this.pools = new DivertPools(this.link);
-    this.proxy = new PortProxy({ table: this.table, link: this.link, app: this.app, pools: this.pools }, { sniffTimeoutMs: opts.sniffTimeoutMs });
+    this.mirrors = new MirrorQueue(this.link, opts.mirrorLimits);
+    this.proxy = new PortProxy({ table: this.table, link: this.link, app: this.app, pools: this.pools, mirrors: this.mirrors }, { sniffTimeoutMs: opts.sniffTimeoutMs });
   }
 
   async start(): Promise<number> {

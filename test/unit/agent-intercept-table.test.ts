@@ -12,6 +12,7 @@ function info(id: string, spec: Partial<InterceptSpec__Output>): InterceptInfo__
     session_id: 's',
     state: 'ACTIVE',
     requests: 0,
+    mirrors_dropped: 0,
     env: {},
     agents: 1,
     message: '',

@@ -8,7 +8,7 @@ import type { ListInterceptsRequest } from '../../gen/rdbg/v1/ListInterceptsRequ
 import { asList, parse } from '../args';
 import { callDaemon, daemonClient } from '../daemon-client';
 import { fromGrpc, progress, say, table } from '../output';
-import { getStatus } from './connect';
+import { droppedCopies, getStatus } from './connect';
 import type { DaemonStatus__Output } from '../../gen/rdbg/v1/DaemonStatus';
 import { loadKube } from '../../kube/config';
 import { describe, Workloads, type InterceptTarget } from '../../kube/workloads';
@@ -167,6 +167,11 @@ export async function leaveCommand(argv: string[]): Promise<void> {
   }
 }
 
+function requestsCell(i: InterceptInfo__Output): string {
+  const dropped = Number(i.mirrors_dropped ?? 0);
+  return dropped > 0 ? `${i.requests} (${droppedCopies(dropped)})` : String(i.requests);
+}
+
 export async function listCommand(argv: string[]): Promise<void> {
   const { values } = parse('list', argv, { output: { type: 'string', short: 'o' }, all: { type: 'boolean', short: 'a' } });
   const client = daemonClient();
@@ -188,7 +193,7 @@ export async function listCommand(argv: string[]): Promise<void> {
   }
   const rows = [['WORKLOAD', 'NAMESPACE', 'PORT', 'RULE', 'LOCAL', 'OWNER', 'STATE', 'REQUESTS']];
   for (const i of list) {
-    rows.push([i.spec!.workload, i.spec!.namespace, String(i.spec!.port), describeRule(i.spec!), `${i.spec!.local_host || '127.0.0.1'}:${i.spec!.local_port}`, i.owner, i.state, String(i.requests)]);
+    rows.push([i.spec!.workload, i.spec!.namespace, String(i.spec!.port), describeRule(i.spec!), `${i.spec!.local_host || '127.0.0.1'}:${i.spec!.local_port}`, i.owner, i.state, requestsCell(i)]);
   }
   say(table(rows));
 }

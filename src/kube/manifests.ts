@@ -19,6 +19,8 @@ export interface InstallOptions {
   tls: WebhookTls;
   /** render the Namespace object (install creates it, or created it before) */
   withNamespace: boolean;
+  /** destinations beyond the cluster's subnets that clients may reach (the manager's --allow-cidr) */
+  allowCidrs?: string[];
 }
 
 const MANAGER_PORT_RANGE = '1024 65535';
@@ -129,7 +131,7 @@ function deployment(o: InstallOptions, metadata: KubeObject['metadata']): KubeOb
             image: o.image,
             imagePullPolicy: o.pullPolicy,
             command: ['/usr/bin/node', '/app/dist/bin/rdbg.js'],
-            args: ['manager', 'serve', '--kubernetes'],
+            args: ['manager', 'serve', '--kubernetes', ...(o.allowCidrs ?? []).flatMap((c) => ['--allow-cidr', c])],
             env: [
               // the injected agents run the manager's own image
               { name: 'RDBG_AGENT_IMAGE', value: o.image },

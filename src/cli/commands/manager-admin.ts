@@ -1,6 +1,7 @@
 // rdbg manager install | upgrade and rdbg uninstall --all: put the traffic
 // manager into a cluster, renew it, and take rdbg out of the cluster again.
 import { dumpYaml } from '@kubernetes/client-node';
+import { parseCidr } from '../../core/cidr';
 import { Codes, RdbgError } from '../../core/errors';
 import { VERSION } from '../../core/version';
 import { KubeClient, kubeError, type WorkloadKind } from '../../kube/apply';
@@ -16,13 +17,16 @@ import { uninstallWorkload } from './uninstall-workload';
 import { progress, say } from '../output';
 
 export const MANAGER_ADMIN_USAGE = `rdbg manager install [--namespace rdbg] [--image IMG] [--pull-policy IfNotPresent] [--timeout 180]
-                     [--dry-run [-o yaml|json]] [--kubeconfig FILE] [--context NAME]
+                     [--allow-cidr CIDR]... [--dry-run [-o yaml|json]] [--kubeconfig FILE] [--context NAME]
   Installs the traffic manager (needs cluster-admin): namespace, service account,
   read-only cluster role, webhook certificate, Deployment, Service and the agent
   injector webhook; waits until the manager is ready. Running it again changes nothing.
-  --dry-run prints the objects and touches no cluster.
-rdbg manager upgrade [--namespace rdbg] [--image IMG] [...]
+  --dry-run prints the objects and touches no cluster. --allow-cidr lets clients
+  reach a subnet beyond the cluster's service and pod subnets (the manager refuses
+  every other destination, whatever a client's --also-proxy asks).
+rdbg manager upgrade [--namespace rdbg] [--image IMG] [--allow-cidr CIDR]... [...]
   Applies this version's objects, renews the webhook certificate and rolls the manager.
+  Without --allow-cidr it keeps the installed manager's allow list.
 rdbg uninstall WORKLOAD [-n NS] [--kubeconfig FILE] [--context NAME]
   Takes the agent out of one workload (KIND/NAME or a name): its pod template is
   restored exactly and its pods restart once, without the agent.
@@ -65,6 +69,7 @@ export async function managerAdminCommand(argv: string[]): Promise<void> {
     'pull-policy': { type: 'string', default: 'IfNotPresent' },
     'dry-run': { type: 'boolean' },
     output: { type: 'string', short: 'o' },
+    'allow-cidr': { type: 'string', multiple: true },
   });
   if (values.help) { say(MANAGER_ADMIN_USAGE); return; }
   const ns = values.namespace!;
@@ -73,17 +78,18 @@ export async function managerAdminCommand(argv: string[]): Promise<void> {
   if (!PULL_POLICIES.includes(pullPolicy)) {
     throw new RdbgError(Codes.BAD_ARGUMENT, `--pull-policy must be one of ${PULL_POLICIES.join(', ')}`);
   }
+  const allowCidrs = values['allow-cidr'] === undefined ? undefined : asList(values['allow-cidr']).map((c) => parseCidr(c).text);
   if (values['dry-run']) {
     if (sub !== 'install') throw new RdbgError(Codes.BAD_ARGUMENT, '--dry-run goes with "manager install"');
     printObjects(renderObjects({
       namespace: ns, image: values.image ?? DEFAULT_IMAGE, version: VERSION, pullPolicy,
-      tls: generateWebhookTls(ns), withNamespace: true,
+      tls: generateWebhookTls(ns), withNamespace: true, allowCidrs,
     }), values.output ?? 'yaml');
     return;
   }
   if (values.output) throw new RdbgError(Codes.BAD_ARGUMENT, '-o goes with --dry-run');
   const kube = new KubeClient(loadKube({ kubeconfig: values.kubeconfig, context: values.context }).kc);
-  await installOrUpgrade(kube, sub as 'install' | 'upgrade', { namespace: ns, image: values.image, pullPolicy, timeoutMs: timeoutMs(values.timeout!) });
+  await installOrUpgrade(kube, sub as 'install' | 'upgrade', { namespace: ns, image: values.image, pullPolicy, allowCidrs, timeoutMs: timeoutMs(values.timeout!) });
 }
 
 function printObjects(objects: KubeObject[], format: string): void {
@@ -107,7 +113,7 @@ const isOurs = (o: KubeObject | undefined): boolean => {
 };
 
 async function installOrUpgrade(kube: KubeClient, mode: 'install' | 'upgrade',
-  o: { namespace: string; image?: string; pullPolicy: InstallOptions['pullPolicy']; timeoutMs: number }): Promise<void> {
+  o: { namespace: string; image?: string; pullPolicy: InstallOptions['pullPolicy']; allowCidrs?: string[]; timeoutMs: number }): Promise<void> {
   const t0 = Date.now();
   const ns = o.namespace;
   const live = await kube.read({ apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: MANAGER, namespace: ns } });
@@ -120,7 +126,11 @@ async function installOrUpgrade(kube: KubeClient, mode: 'install' | 'upgrade',
   // A namespace that existed before rdbg stays untouched, and stays after uninstall.
   const nsLive = await kube.read({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns } });
   const withNamespace = !nsLive || nsLive.metadata.annotations?.[CREATED_NAMESPACE] === 'true';
-  const liveImage = (live?.spec as { template?: { spec?: { containers?: { image?: string }[] } } } | undefined)?.template?.spec?.containers?.[0]?.image;
+  const liveContainer = (live?.spec as { template?: { spec?: { containers?: { image?: string; args?: string[] }[] } } } | undefined)?.template?.spec?.containers?.[0];
+  const liveImage = liveContainer?.image;
+  // An upgrade without --allow-cidr keeps what the admin allowed before.
+  const liveArgs = liveContainer?.args ?? [];
+  const allowCidrs = o.allowCidrs ?? liveArgs.flatMap((a, i) => (liveArgs[i - 1] === '--allow-cidr' ? [a] : []));
   const image = o.image ?? liveImage ?? DEFAULT_IMAGE;
 
   let tls: WebhookTls | undefined;
@@ -128,7 +138,7 @@ async function installOrUpgrade(kube: KubeClient, mode: 'install' | 'upgrade',
   const renewed = !tls;
   tls ??= generateWebhookTls(ns);
 
-  const objects = renderObjects({ namespace: ns, image, version: VERSION, pullPolicy: o.pullPolicy, tls, withNamespace });
+  const objects = renderObjects({ namespace: ns, image, version: VERSION, pullPolicy: o.pullPolicy, tls, withNamespace, allowCidrs });
   const webhook = objects.filter((x) => x.kind === 'MutatingWebhookConfiguration');
   say(`${mode === 'install' ? 'Installing' : 'Upgrading'} the rdbg manager ${VERSION} in namespace ${ns} (image ${image})`);
   if (renewed) progress(`webhook certificate: new, for ${MANAGER}.${ns}.svc, valid 1 year`);

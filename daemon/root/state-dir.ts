@@ -1,4 +1,4 @@
-import { lstatSync, mkdirSync, realpathSync, type Stats } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, realpathSync, type Stats } from 'node:fs';
 import { dirname, isAbsolute, normalize } from 'node:path';
 import { Codes, RdbgError } from '../../src/core/errors';
 
@@ -36,7 +36,10 @@ export function ensureBaseDir(base: string): void {
   const parent = realpathSync(dirname(base));
   checkRootDir(parent, lstatSync(parent), 0o022);
   if (!lstatOrUndefined(base)) mkdirSync(base, { mode: 0o755 });
-  checkRootDir(base, lstatSync(base), 0o022);
+  const st = lstatSync(base);
+  checkRootDir(base, st, 0o022);
+  // Older versions made it 0700: users must be able to reach their sockets in it.
+  if ((st.mode & 0o055) !== 0o055) chmodSync(base, 0o755);
 }
 
 /** One session's directory inside the base: root only. */

@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: all deps build gen lint test test-unit test-sandbox fuzz bench demo demo-standalone clean
+.PHONY: all deps build gen lint test test-unit test-sandbox fuzz soak bench demo demo-standalone clean
 
 all: build
 
@@ -43,13 +43,19 @@ test-sandbox: deps build
 # is torn down afterwards, also on failure). CI runs exactly this.
 test: deps build cluster-build
 	test/cluster/images.sh build
-	tap 'dist/test/unit/**/*.test.js' 'dist/test/sandbox/**/*.test.js' 'dist/test/fuzz/**/*.test.js' 'dist/test/cluster-tier/*.test.js'; \
+	tap 'dist/test/unit/**/*.test.js' 'dist/test/sandbox/**/*.test.js' 'dist/test/fuzz/**/*.test.js' 'dist/test/soak/**/*.test.js' 'dist/test/cluster-tier/*.test.js'; \
 		status=$$?; test/cluster/down.sh || status=1; exit $$status
 
 # The fuzz tier with 20 times the cases of its bounded run in `make test` (RDBG_FUZZ_SEED=N replays one).
 fuzz: deps build
 	@bash scripts/install-h2spec.sh
 	RDBG_FUZZ_RUNS=$${RDBG_FUZZ_RUNS:-20000} tap --timeout 3600 'dist/test/fuzz/**/*.test.js'
+
+# The soak tier for 30 minutes instead of the 3 of its run in `make test` (RDBG_SOAK_MINUTES=N):
+# the RSS samples (soak.json) and their chart (soak-rss.svg) go to docs/ unless RDBG_SOAK_OUT=DIR.
+soak: deps build
+	RDBG_SOAK_MINUTES=$${RDBG_SOAK_MINUTES:-30} RDBG_SOAK_OUT=$${RDBG_SOAK_OUT:-$(CURDIR)/docs} \
+		tap --timeout $$(( ($${RDBG_SOAK_MINUTES:-30} + 10) * 60 )) 'dist/test/soak/**/*.test.js'
 
 bench: deps build
 	node dist/bench/run.js

@@ -41,8 +41,12 @@ const front = net.createServer((sock) => {
     sock.off('data', onData);
     sock.pause();
     sock.unshift(head);
-    (h2ish ? h2 : h1).emit('connection', sock);
-    sock.resume();
+    // http2 takes the unshifted bytes with read() and then the socket's handle; http1 wants a flowing socket.
+    if (h2ish) h2.emit('connection', sock);
+    else {
+      sock.resume();
+      h1.emit('connection', sock);
+    }
   };
   sock.on('data', onData);
 });

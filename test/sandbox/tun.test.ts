@@ -29,10 +29,10 @@ t.teardown(() => sb?.destroy());
 t.test('connect prints progress and a one-line summary; status shows the TUN, routes and DNS', async (t) => {
   const st = await sb.laptop.rdbg(['status']);
   t.match(st.stdout, /TUN device:\s+rdbg0 \(169\.254\.83\.1\), routes 198\.19\.128\.0\/20, 198\.19\.0\.0\/20, 2001:db8:96::\/64/);
-  t.match(st.stdout, /DNS:\s+169\.254\.83\.1 \(resolv\.conf\)/);
+  t.match(st.stdout, /DNS:\s+127\.0\.83\.53 \(resolv\.conf\)/);
   const routes = sb.laptop.ns.exec('ip', ['route', 'show']);
   t.match(routes, /198\.19\.128\.0\/20 dev rdbg0/);
-  t.match(readFileSync(resolvPath(), 'utf8'), /nameserver 169\.254\.83\.1/);
+  t.match(readFileSync(resolvPath(), 'utf8'), /^nameserver 127\.0\.83\.53$/m);
 });
 
 t.test('curl reaches services by IP and by every short name', async (t) => {
@@ -159,7 +159,7 @@ t.test('kill -9 of the root daemon and its watchdog, then rdbg quit: routes and 
 t.test('kill -9 of the user daemon: the root daemon gives the network back by itself', async (t) => {
   const r = await sb.laptop.rdbg(['connect', '--manager', sb.laptop.managerAddress]);
   t.equal(r.code, 0, r.stderr);
-  t.match(readFileSync(resolvPath(), 'utf8'), /nameserver 169\.254\.83\.1/);
+  t.match(readFileSync(resolvPath(), 'utf8'), /^nameserver 127\.0\.83\.53$/m);
   const st = JSON.parse((await sb.laptop.rdbg(['status', '-o', 'json'])).stdout);
   process.kill(st.pid, 'SIGKILL');
   const until = Date.now() + 30_000;

@@ -246,14 +246,19 @@ export class RootEngine extends EventEmitter {
   status(): RootStatus {
     const t = this.tun?.stats;
     const d = this.dns?.counters();
+    const u = this.udp?.table();
     return {
       tun_device: this.tun?.name ?? '',
       tun_address: this.tunIp,
       routes: this.routes.map((cidr) => ({ cidr, device: this.tun?.name ?? '' })),
       dns_mode: this.dns?.mode ?? 'none',
-      dns_address: this.tunIp,
+      dns_address: this.dns?.address || this.tunIp,
       tcp_flows: this.nat?.active ?? 0,
       udp_flows: this.udp?.active ?? 0,
+      udp_flow_limit: u?.max ?? 0,
+      udp_source_limit: u?.perSource ?? 0,
+      udp_evicted_source_limit: u?.evictedSourceLimit ?? 0,
+      udp_evicted_table_full: u?.evictedTableFull ?? 0,
       packets_in: t?.read ?? 0,
       packets_out: t?.written ?? 0,
       packets_dropped: t?.dropped ?? 0,

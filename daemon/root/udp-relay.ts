@@ -1,11 +1,14 @@
 import { logger } from '../../src/core/log';
 import type { DatagramChannel } from '../../src/tunnel/h2-flows';
+import { UdpFlowTable, type UdpFlowTableStats } from '../../src/tunnel/udp-flow-table';
 import { addrToString, buildHostUnreachable, buildUdp, parsePacket, type Packet } from './packet';
 
 const log = logger('rootd.udp');
 
 const IDLE_MS = 60_000;
 const MAX_FLOWS = 4096;
+/** One local socket may hold this many flows (a DNS client or a game needs a few; a scan gets no more). */
+const MAX_FLOWS_PER_SOURCE = 256;
 
 export interface UdpDialer {
   dial(host: string, port: number, source: string): Promise<DatagramChannel>;
@@ -13,31 +16,49 @@ export interface UdpDialer {
 
 interface Flow {
   channel?: Promise<DatagramChannel | undefined>;
-  idle?: NodeJS.Timeout;
+  closed?: boolean;
+}
+
+export interface UdpRelayOptions {
+  maxFlows?: number;
+  maxFlowsPerSource?: number;
+  idleMs?: number;
 }
 
 /** UDP from local programs to cluster addresses: one tunnel flow per (source, destination) pair. */
 export class UdpRelay {
-  private readonly flows = new Map<string, Flow>();
+  private readonly flows: UdpFlowTable<Flow>;
   stats = { flows: 0, failed: 0 };
 
   constructor(
     private readonly dialer: UdpDialer,
     private readonly write: (pkt: Buffer) => boolean,
-  ) {}
+    opts: UdpRelayOptions = {},
+  ) {
+    this.flows = new UdpFlowTable<Flow>({
+      max: opts.maxFlows ?? MAX_FLOWS,
+      perSource: opts.maxFlowsPerSource ?? MAX_FLOWS_PER_SOURCE,
+      idleMs: opts.idleMs ?? IDLE_MS,
+      onEvict: (f) => this.close1(f),
+    });
+  }
 
   get active(): number {
     return this.flows.size;
   }
 
+  table(): UdpFlowTableStats {
+    return this.flows.stats();
+  }
+
   onPacket(p: Packet): void {
-    const key = `${p.src.toString('hex')}:${p.srcPort}>${p.dst.toString('hex')}:${p.dstPort}`;
+    const source = `${p.src.toString('hex')}:${p.srcPort}`;
+    const key = `${source}>${p.dst.toString('hex')}:${p.dstPort}`;
     const payload = Buffer.from(p.buf.subarray(p.payloadOffset));
     let flow = this.flows.get(key);
     if (!flow) {
-      if (this.flows.size >= MAX_FLOWS) return;
       flow = {};
-      this.flows.set(key, flow);
+      this.flows.add(key, source, flow);
       this.stats.flows++;
       const family = p.family;
       const app = Buffer.from(p.src);
@@ -48,8 +69,12 @@ export class UdpRelay {
       const f = flow;
       flow.channel = this.dialer.dial(addrToString(dst), dstPort, `${addrToString(app)}:${appPort}`).then(
         (ch) => {
+          if (f.closed) {
+            ch.close();
+            return undefined;
+          }
           ch.onDatagram((d) => {
-            this.touch(key, f);
+            if (this.flows.get(key) === f) this.flows.touch(key);
             this.write(buildUdp(family, dst, dstPort, app, appPort, d));
           });
           ch.onClose(() => this.drop(key, f));
@@ -59,33 +84,29 @@ export class UdpRelay {
           this.stats.failed++;
           this.drop(key, f);
           const orig = parsePacket(first);
-          if (orig) this.write(buildHostUnreachable(orig));
+          if (orig && !f.closed) this.write(buildHostUnreachable(orig));
           log.debug('UDP flow failed', { dst: `${addrToString(dst)}:${dstPort}`, err: err.message });
           return undefined;
         },
       );
+    } else {
+      this.flows.touch(key);
     }
-    this.touch(key, flow);
     void flow.channel!.then((ch) => ch?.send(payload));
   }
 
-  private touch(key: string, flow: Flow): void {
-    clearTimeout(flow.idle);
-    flow.idle = setTimeout(() => {
-      this.drop(key, flow);
-      void flow.channel?.then((ch) => ch?.close());
-    }, IDLE_MS);
-  }
-
+  /** The flow ended by itself: forget it if it is still the one under its key. */
   private drop(key: string, flow: Flow): void {
-    clearTimeout(flow.idle);
     if (this.flows.get(key) === flow) this.flows.delete(key);
   }
 
+  private close1(flow: Flow): void {
+    flow.closed = true;
+    void flow.channel?.then((ch) => ch?.close());
+  }
+
   close(): void {
-    for (const [key, f] of this.flows) {
-      this.drop(key, f);
-      void f.channel?.then((ch) => ch?.close());
-    }
+    for (const f of this.flows.values()) this.close1(f);
+    this.flows.clear();
   }
 }

@@ -31,6 +31,16 @@ function answer(stream: http2.ServerHttp2Stream, code: DialCode, message: string
   stream.respond({ ':status': ok ? 200 : 502, [H.dial]: code, [H.message]: encodeMessage(message), [H.address]: address }, { endStream: !ok });
 }
 
+/** An exception in one flow's opening ends that flow (`end`), never the manager. */
+function flowBug(err: unknown, end: () => void): void {
+  log.error('flow failed on an internal error', { err: (err as Error)?.stack ?? String(err) });
+  try {
+    end();
+  } catch {
+    // already gone
+  }
+}
+
 interface RawFlowState {
   session: string;
   /** the destination */
@@ -90,7 +100,7 @@ export class DataPlane {
       sock.unshift(first);
       sock.setTimeout(0);
       sock.removeListener('timeout', silent);
-      if (first[0] === RAW_MAGIC.charCodeAt(0)) return void this.onRawFlow(sock);
+      if (first[0] === RAW_MAGIC.charCodeAt(0)) return void this.onRawFlow(sock).catch((err) => flowBug(err, () => sock.destroy()));
       // Left paused: HTTP/2 reads what is buffered with socket.read(), then consumes the handle.
       sock.allowHalfOpen = false;
       this.server.emit('connection', sock);
@@ -183,7 +193,8 @@ export class DataPlane {
         const dial = dialCodeFrom(header(headers, H.dial));
         return this.broker.acceptFromClient(sessionId, header(headers, H.flow), dial, decodeMessage(header(headers, H.message)), stream);
       }
-      if (path === PATH.dns) return void this.dnsLookup(stream, sessionId, header(headers, H.name), Number(header(headers, H.qtype)));
+      const failed = (err: unknown): void => flowBug(err, () => (answer(stream, 'FAILED', `internal error: ${(err as Error).message}`), stream.destroy()));
+      if (path === PATH.dns) return void this.dnsLookup(stream, sessionId, header(headers, H.name), Number(header(headers, H.qtype))).catch(failed);
       if (path === PATH.halfClose) return this.halfCloseRaw(stream, sessionId, header(headers, H.flow), header(headers, H.bytes));
       if (path !== PATH.flow) return answer(stream, 'FAILED', `unknown data plane path "${path.slice(0, 100)}"`);
       const host = header(headers, H.host);
@@ -193,8 +204,8 @@ export class DataPlane {
       }
       const protocol = header(headers, H.protocol);
       const namespace = this.sessions.get(sessionId)!.namespace;
-      if (protocol === 'tcp') void this.dialTcp(stream, sessionId, host, port, namespace);
-      else if (protocol === 'udp') void this.dialUdp(stream, sessionId, host, port, namespace);
+      if (protocol === 'tcp') void this.dialTcp(stream, sessionId, host, port, namespace).catch(failed);
+      else if (protocol === 'udp') void this.dialUdp(stream, sessionId, host, port, namespace).catch(failed);
       else answer(stream, 'FAILED', `unknown protocol "${protocol.slice(0, 20)}"`);
     } catch (err) {
       answer(stream, 'FAILED', `bad flow request: ${(err as Error).message}`);

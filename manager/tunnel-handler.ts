@@ -68,8 +68,13 @@ export class TunnelHandler {
           return;
         }
         if (open.accept_flow_id) return this.requireBroker(stream)?.fromClient(open, stream);
-        if (open.protocol === 'UDP') return this.openUdp(open, stream);
-        if (open.protocol === 'TCP') return this.openTcp(open, stream);
+        // An exception while a flow opens ends that flow only.
+        const failed = (err: unknown): void => {
+          log.error('flow failed on an internal error', { err: (err as Error)?.stack ?? String(err) });
+          reject(stream, 'FAILED', `internal error: ${errorMessage(err)}`);
+        };
+        if (open.protocol === 'UDP') return void this.openUdp(open, stream).catch(failed);
+        if (open.protocol === 'TCP') return void this.openTcp(open, stream).catch(failed);
         reject(stream, 'FAILED', `unknown protocol "${String(open.protocol)}"`);
       } catch (err) {
         reject(stream, 'FAILED', `bad open message: ${errorMessage(err)}`);

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { Netns, link, waitForLine, waitForLog } from './netns';
+import { rootPaths, rootSessionId } from '../../src/core/paths';
 
 /** The built package's entry point and test programs. */
 export const RDBG = resolve(__dirname, '../../bin/rdbg.js');
@@ -22,6 +23,23 @@ export const CLUSTER = {
 };
 
 let counter = 0;
+
+/**
+ * A root daemon killed with its namespace leaves its state in /var/run/rdbg
+ * (its journal names files and devices of a namespace that is gone). Call
+ * while the namespace lives; the function returned removes that state.
+ */
+export function forgetRootState(ns: Netns, home: string): () => void {
+  let paths: ReturnType<typeof rootPaths>;
+  try {
+    paths = rootPaths(rootSessionId(0, join(home, 'daemon.sock'), ns.exec('readlink', ['/proc/self/ns/net']).trim()));
+  } catch {
+    return () => undefined; // the namespace is gone already
+  }
+  return () => {
+    for (const p of [paths.dir, paths.socket, paths.exitRecord]) rmSync(p, { recursive: true, force: true });
+  };
+}
 
 export interface Laptop {
   ns: Netns;
@@ -157,7 +175,9 @@ export class Sandbox {
     this.manager?.kill('SIGKILL');
     this.dnsmasq?.kill('SIGKILL');
     for (const l of this.laptops) {
+      const forget = forgetRootState(l.ns, l.home);
       l.ns.destroy();
+      forget();
       rmSync(l.home, { recursive: true, force: true });
     }
     for (const ns of this.extra) ns.destroy();

@@ -2,7 +2,7 @@ import t from 'tap';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CLUSTER, RDBG, Sandbox } from '../helpers/sandbox';
+import { CLUSTER, RDBG, Sandbox, forgetRootState } from '../helpers/sandbox';
 import { ROOT_BASE, rootPaths, rootSessionId } from '../../src/core/paths';
 
 // Two sessions on one laptop (two RDBG_HOMEs, as two users or two clusters
@@ -28,7 +28,9 @@ t.before(async () => {
 t.teardown(async () => {
   await rdbgB(['quit']).catch(() => undefined);
   await rdbgA(['quit']).catch(() => undefined);
+  const forget = sb ? forgetRootState(sb.laptop.ns, homeB) : undefined;
   sb?.destroy();
+  forget?.();
   rmSync(homeB, { recursive: true, force: true });
 });
 

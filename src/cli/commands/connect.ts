@@ -1,6 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, openSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { userInfo } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Codes, RdbgError } from '../../core/errors';
@@ -43,24 +44,6 @@ export async function getStatus(): Promise<DaemonStatus__Output | undefined> {
     return await callDaemon(client, client.status, {}, 3000);
   } catch {
     return undefined;
-  } finally {
-    client.close();
-  }
-}
-
-/** Mirror copies the agents dropped, as `list` and `status` show them. */
-export function droppedCopies(n: number): string {
-  return `${n} mirror ${n === 1 ? 'copy' : 'copies'} dropped: the laptop did not keep up`;
-}
-
-/** Mirror copies dropped for this session's intercepts; 0 when the list cannot be had. */
-async function mirrorCopiesDropped(): Promise<number> {
-  const client = daemonClient();
-  try {
-    const r = await callDaemon<ListInterceptsRequest, InterceptList__Output>(client, client.list, { session_id: '', all: false }, 3000);
-    return r.intercepts.reduce((n, i) => n + Number(i.mirrors_dropped ?? 0), 0);
-  } catch {
-    return 0;
   } finally {
     client.close();
   }
@@ -128,7 +111,8 @@ export async function connectCommand(argv: string[]): Promise<void> {
 
   progress('starting the root daemon: TUN device, routes and DNS');
   // --user-socket first: the sudo rule in the README matches this prefix.
-  const rootArgs = ['--user-socket', resolve(daemonSocketPath()), ...rootArgv(values)];
+  const level = process.env.RDBG_LOG_LEVEL;
+  const rootArgs = ['--user-socket', resolve(daemonSocketPath()), ...rootArgv(values), ...(level ? ['--log-level', level] : [])];
   // Remembered so that `status` knows this session has a root daemon, and `connect` can restart it.
   writeFileSync(tunSessionPath(), JSON.stringify({ args: rootArgs }) + '\n', { mode: 0o600 });
   const root = await startDaemon(rootArgs, 'daemon-root', rootLogPath());
@@ -251,7 +235,7 @@ async function quitRoot(): Promise<string | undefined> {
  * directly, sudo's variables are dropped so that root takes us for the caller.
  */
 function rootCommand(args: string[]): [string, string[], NodeJS.ProcessEnv] {
-  const argv = [process.execPath, process.argv[1], 'daemon-root', ...args];
+  const argv = [...rootPrefix(), ...args];
   if (process.getuid?.() === 0) {
     const env = { ...process.env };
     for (const k of ['SUDO_UID', 'SUDO_GID', 'SUDO_USER', 'SUDO_COMMAND']) delete env[k];
@@ -259,6 +243,17 @@ function rootCommand(args: string[]): [string, string[], NodeJS.ProcessEnv] {
   }
   // -n: fail at once instead of prompting for a password on a detached process with no terminal.
   return ['sudo', ['-n', '--', ...argv], process.env];
+}
+
+/** The fixed start of the root daemon's command line: node, rdbg's entry point (symlinks resolved), daemon-root, --user-socket. */
+function rootPrefix(): string[] {
+  return [process.execPath, realpathSync(process.argv[1]), 'daemon-root'];
+}
+
+/** The sudoers line that lets this user start exactly the root daemon (README: "Root through sudo"). */
+function sudoHint(): string | undefined {
+  if (process.getuid?.() === 0) return undefined;
+  return `see ${rootLogPath()}; if sudo asked for a password, add to /etc/sudoers.d/rdbg: ${userInfo().username} ALL=(root) NOPASSWD: ${rootPrefix().join(' ')} --user-socket *`;
 }
 
 /** The root daemon's startup message: one JSON line on its stdout. */
@@ -309,7 +304,7 @@ function startDaemon(args: string[], which: 'daemon-user' | 'daemon-root', logPa
       if (child.connected) child.disconnect();
       resolve(m);
     };
-    const exited = (code: number | null): StartupMessage => ({ ready: false, code: Codes.DAEMON_START, message: `the ${which} exited (code ${code}) before it was ready`, hint: `see ${logPath}` });
+    const exited = (code: number | null): StartupMessage => ({ ready: false, code: Codes.DAEMON_START, message: `the ${which} exited (code ${code}) before it was ready`, hint: (which === 'daemon-root' && sudoHint()) || `see ${logPath}` });
     if (which === 'daemon-root') {
       // Its stdout closes when it exits: the line, if any, comes first.
       void startupLine(child).then((m) => done(m ?? exited(child.exitCode)));
@@ -349,17 +344,12 @@ export async function statusCommand(argv: string[]): Promise<void> {
   say(`Cluster domain:   ${cl?.cluster_domain ?? '-'}; search ${(cl?.dns_search ?? []).join(' ')}`);
   say(`Flows:            ${c.flows_active} active, ${c.flows_opened} opened, ${c.flows_failed} failed`);
   say(`Traffic:          ${humanBytes(c.bytes_out)} out, ${humanBytes(c.bytes_in)} in; ${c.diverted_flows} diverted flows`);
-  const dropped = st.intercepts > 0 ? await mirrorCopiesDropped() : 0;
-  say(`Intercepts:       ${st.intercepts}${dropped > 0 ? ` (${droppedCopies(dropped)})` : ''}`);
+  say(`Intercepts:       ${st.intercepts}`);
   say(`Reconnects:       ${st.reconnects}${st.last_error ? ` (last problem: ${st.last_error})` : ''}`);
   if (rs) {
     say(`TUN device:       ${rs.tun_device} (${rs.tun_address}), routes ${rs.routes.map((r) => r.cidr).join(', ')}`);
     say(`DNS:              ${rs.dns_mode === 'none' ? 'not configured' : `${rs.dns_address} (${rs.dns_mode}), ${rs.dns_queries} queries`}`);
     say(`Packets:          ${rs.packets_in} in, ${rs.packets_out} out, ${rs.packets_dropped} dropped, ${rs.malformed_packets} malformed; ${rs.tcp_flows} TCP and ${rs.udp_flows} UDP flows`);
-    if (rs.udp_flow_limit) {
-      const evicted = rs.udp_evicted_source_limit + rs.udp_evicted_table_full;
-      say(`UDP flows:        ${rs.udp_flows} of ${rs.udp_flow_limit}, per-source limit ${rs.udp_source_limit}; ${evicted} evicted to make room (${rs.udp_evicted_source_limit} at a source's limit, ${rs.udp_evicted_table_full} with the table full)`);
-    }
     if (rs.pooled_flows || rs.pool_misses) say(`Over port-forward: ${rs.pooled_flows} TCP flows on connections opened ahead, ${rs.pool_misses} as HTTP/2 streams (none was ready)`);
   }
   if (st.events.length > 0) {

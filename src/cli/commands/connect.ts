@@ -11,6 +11,8 @@ import type { RootDaemonClient } from '../../gen/rdbg/v1/RootDaemon';
 import type { RootStatus__Output } from '../../gen/rdbg/v1/RootStatus';
 import type { StartupMessage } from '../../rpc/startup';
 import type { DaemonStatus__Output } from '../../gen/rdbg/v1/DaemonStatus';
+import type { InterceptList__Output } from '../../gen/rdbg/v1/InterceptList';
+import type { ListInterceptsRequest } from '../../gen/rdbg/v1/ListInterceptsRequest';
 import { asList, parse, splitHostPort } from '../args';
 import { ROOT_OPTIONS, rootArgv } from '../root-options';
 import { callDaemon, daemonClient, daemonSocketExists } from '../daemon-client';
@@ -44,6 +46,24 @@ export async function getStatus(): Promise<DaemonStatus__Output | undefined> {
     return await callDaemon(client, client.status, {}, 3000);
   } catch {
     return undefined;
+  } finally {
+    client.close();
+  }
+}
+
+/** Mirror copies the agents dropped, as `list` and `status` show them. */
+export function droppedCopies(n: number): string {
+  return `${n} mirror ${n === 1 ? 'copy' : 'copies'} dropped: the laptop did not keep up`;
+}
+
+/** Mirror copies dropped for this session's intercepts; 0 when the list cannot be had. */
+async function mirrorCopiesDropped(): Promise<number> {
+  const client = daemonClient();
+  try {
+    const r = await callDaemon<ListInterceptsRequest, InterceptList__Output>(client, client.list, { session_id: '', all: false }, 3000);
+    return r.intercepts.reduce((n, i) => n + Number(i.mirrors_dropped ?? 0), 0);
+  } catch {
+    return 0;
   } finally {
     client.close();
   }
@@ -344,12 +364,17 @@ export async function statusCommand(argv: string[]): Promise<void> {
   say(`Cluster domain:   ${cl?.cluster_domain ?? '-'}; search ${(cl?.dns_search ?? []).join(' ')}`);
   say(`Flows:            ${c.flows_active} active, ${c.flows_opened} opened, ${c.flows_failed} failed`);
   say(`Traffic:          ${humanBytes(c.bytes_out)} out, ${humanBytes(c.bytes_in)} in; ${c.diverted_flows} diverted flows`);
-  say(`Intercepts:       ${st.intercepts}`);
+  const dropped = st.intercepts > 0 ? await mirrorCopiesDropped() : 0;
+  say(`Intercepts:       ${st.intercepts}${dropped > 0 ? ` (${droppedCopies(dropped)})` : ''}`);
   say(`Reconnects:       ${st.reconnects}${st.last_error ? ` (last problem: ${st.last_error})` : ''}`);
   if (rs) {
     say(`TUN device:       ${rs.tun_device} (${rs.tun_address}), routes ${rs.routes.map((r) => r.cidr).join(', ')}`);
     say(`DNS:              ${rs.dns_mode === 'none' ? 'not configured' : `${rs.dns_address} (${rs.dns_mode}), ${rs.dns_queries} queries`}`);
     say(`Packets:          ${rs.packets_in} in, ${rs.packets_out} out, ${rs.packets_dropped} dropped, ${rs.malformed_packets} malformed; ${rs.tcp_flows} TCP and ${rs.udp_flows} UDP flows`);
+    if (rs.udp_flow_limit) {
+      const evicted = rs.udp_evicted_source_limit + rs.udp_evicted_table_full;
+      say(`UDP flows:        ${rs.udp_flows} of ${rs.udp_flow_limit}, per-source limit ${rs.udp_source_limit}; ${evicted} evicted to make room (${rs.udp_evicted_source_limit} at a source's limit, ${rs.udp_evicted_table_full} with the table full)`);
+    }
     if (rs.pooled_flows || rs.pool_misses) say(`Over port-forward: ${rs.pooled_flows} TCP flows on connections opened ahead, ${rs.pool_misses} as HTTP/2 streams (none was ready)`);
   }
   if (st.events.length > 0) {

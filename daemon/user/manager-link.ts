@@ -181,6 +181,7 @@ export class ManagerLink extends EventEmitter {
       } catch (err) {
         const e = err as grpc.ServiceError;
         this.lastError = e.details ?? e.message;
+        log.debug('arrive failed', { err: this.lastError, retryMs: Math.min(RETRY_MAX_MS, this.retryMs * 2) });
         if (isFatal(e)) {
           this.state = 'DISCONNECTED';
           this.event(`refused by the manager: ${e.details}`);

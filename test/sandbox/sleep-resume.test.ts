@@ -9,6 +9,9 @@ import { waitForLine, type Netns } from '../helpers/netns';
 // comes back, the intercept with it, and `rdbg list` and `rdbg status` agree.
 
 const TINY = resolve(__dirname, '../helpers/tiny-http.js');
+const RELAY = resolve(__dirname, '../helpers/delay-relay.js');
+/** The manager as the laptop reaches it: 150 ms away each way, so that an Arrive takes longer than a retry's first delay. */
+const FAR = '127.0.0.1:8081';
 let sb: Sandbox;
 let lap: Laptop;
 let pod: Netns;
@@ -71,12 +74,16 @@ t.before(async () => {
     });
   });
   procs.push(agent);
-  const local = lap.ns.spawn('node', [TINY, '127.0.0.1', '8081', 'laptop']);
+  const local = lap.ns.spawn('node', [TINY, '127.0.0.1', '9081', 'laptop']);
   await waitForLine(local, (l) => l === 'READY', 10_000, 'local app');
   procs.push(local);
-  const c = await lap.rdbg(['connect', '--manager', lap.managerAddress, '--socks', '1080']);
+  const m = lap.managerAddress.split(':')[0];
+  const relay = lap.ns.spawn('node', [RELAY, '150', `${FAR}=${m}:8081`, `127.0.0.1:8082=${m}:8082`]);
+  await waitForLine(relay, (l) => l === 'READY', 10_000, 'delay relay');
+  procs.push(relay);
+  const c = await lap.rdbg(['connect', '--manager', FAR, '--socks', '1080']);
   if (c.code !== 0) throw new Error(c.stderr);
-  const i = await lap.rdbg(['intercept', 'echo', '--port', '8081:8080', '--header', 'x-dev=me']);
+  const i = await lap.rdbg(['intercept', 'echo', '--port', '9081:8080', '--header', 'x-dev=me']);
   if (i.code !== 0) throw new Error(i.stderr);
   if ((await until(diverted, 10_000)) < 0) throw new Error('the intercept never diverted');
 });

@@ -179,6 +179,9 @@ export interface DatagramChannel {
   close(): void;
 }
 
+/** How long a closed UDP flow waits for the manager's end of the stream before it resets it. */
+const UDP_CLOSE_GRACE_MS = 5000;
+
 /** A UDP flow carried by an HTTP/2 stream of length-prefixed datagrams. */
 export function datagramChannel(stream: http2.Http2Stream): DatagramChannel {
   let deliver: (d: Buffer) => void = () => undefined;
@@ -191,6 +194,12 @@ export function datagramChannel(stream: http2.Http2Stream): DatagramChannel {
     send: (d) => void stream.write(DatagramFramer.frame(d)),
     onDatagram: (fn) => (deliver = fn),
     onClose: (fn) => void closeFns.push(fn),
-    close: () => stream.close(),
+    // END_STREAM, not RST_STREAM: thousands of flows let go at once (an idle sweep, a flood's evictions) would trip
+    // the manager's guard against rapid resets, which ends the whole connection and every flow on it.
+    close: () => {
+      if (stream.closed || stream.destroyed) return;
+      stream.end();
+      setTimeout(() => stream.close(), UDP_CLOSE_GRACE_MS).unref();
+    },
   };
 }

@@ -8,10 +8,14 @@ import {
 } from './socks5';
 import type { Counters } from './counters';
 import type { FlowOpener, TcpFlow, UdpFlow } from './flows';
+import { UdpFlowTable } from '../../src/tunnel/udp-flow-table';
 
 const log = logger('userd.socks');
 
 const HANDSHAKE_TIMEOUT_MS = 10_000;
+/** UDP destinations one association may hold at once; the next replaces the one idle the longest. */
+const ASSOCIATION_MAX_FLOWS = 256;
+const UDP_IDLE_MS = 60_000;
 const MAX_HANDSHAKE_BYTES = 600;
 
 /** A dial the manager's policy refused is the user's to see; other failures are routine. */
@@ -150,7 +154,13 @@ export class SocksServer {
   private async associate(ctrl: net.Socket): Promise<void> {
     const local = ctrl.localAddress ?? '127.0.0.1';
     const udp = dgram.createSocket(net.isIPv6(local) && !local.startsWith('::ffff:') ? 'udp6' : 'udp4');
-    const flows = new Map<string, Promise<UdpFlow | undefined>>();
+    // One client socket per association: the same bounded table as the TUN device's, its one source at the limit.
+    const flows = new UdpFlowTable<Promise<UdpFlow | undefined>>({
+      max: ASSOCIATION_MAX_FLOWS,
+      perSource: ASSOCIATION_MAX_FLOWS,
+      idleMs: UDP_IDLE_MS,
+      onEvict: (f) => void f.then((s) => s?.close()),
+    });
     let client: { address: string; port: number } | undefined;
     let closed = false;
     const close = (): void => {
@@ -180,27 +190,32 @@ export class SocksServer {
       const { addr, data } = parsed;
       const key = `${addr.host}|${addr.port}`;
       let flow = flows.get(key);
-      if (!flow) {
+      if (flow) flows.touch(key);
+      else {
+        const forget = (): void => {
+          if (flows.get(key) === flow) flows.delete(key);
+        };
         flow = this.flows.udp(addr.host, addr.port, `${rinfo.address}:${rinfo.port}`).then(
           (f) => {
             this.counters.flowsOpened++;
             f.onDatagram((d) => {
               // A datagram may still arrive after the association closed its relay.
               if (!client || closed) return;
+              flows.touch(key);
               this.counters.bytesIn += d.length;
               udp.send(encodeUdpDatagram(addr.host, addr.port, d), client.port, client.address, () => undefined);
             });
-            f.onClose(() => flows.delete(key));
+            f.onClose(forget);
             return f;
           },
           (err: Error) => {
             this.counters.flowsFailed++;
             logDialFailure('SOCKS UDP flow failed', `${addr.host}:${addr.port}`, err);
-            flows.delete(key);
+            forget();
             return undefined;
           },
         );
-        flows.set(key, flow);
+        flows.add(key, 'client', flow);
       }
       void flow.then((s) => {
         if (!s || closed) return;

@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: all deps build gen lint test test-unit test-sandbox fuzz soak bench demo demo-standalone clean
+.PHONY: all deps build gen lint test test-unit test-sandbox fuzz soak bench scale demo demo-standalone clean
 
 all: build
 
@@ -59,9 +59,15 @@ soak: deps build
 
 bench: deps build
 	node dist/bench/run.js
+	node dist/bench/scale.js
 	bash test/cluster/up.sh
 	node dist/bench/kube.js
 	node dist/bench/kube-forward.js
+
+# The scale tier alone: one manager, 200 sessions and intercepts for SCALE_MINUTES (10);
+# `make bench` runs it too, and `make test` a one-minute form (test/sandbox/scale.test.ts).
+scale: deps build
+	node dist/bench/scale.js
 
 # rdbg end to end in network namespaces: connect, DNS, a header intercept.
 demo: deps build cluster-build

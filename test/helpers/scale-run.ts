@@ -7,8 +7,11 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { LoadClient, type LoadReport } from './load-client';
 import { RDBG } from './sandbox';
+
+const HEAP_PROBE = resolve(__dirname, 'heap-probe.js');
 
 export interface ScaleOptions {
   sessions: number;
@@ -34,8 +37,11 @@ export interface ScaleResult {
   durationS: number;
   /** The manager's setup time for every agent, session and intercept. */
   setupS: number;
-  idle: { rssMb: number; cpuPercent: number };
-  load: { rssMb: number; cpuPercent: number };
+  /** Resident memory, JavaScript heap after a full collection, CPU. */
+  idle: { rssMb: number; heapMb: number; cpuPercent: number };
+  load: { rssMb: number; heapMb: number; cpuPercent: number };
+  /** Heap the manager retains per session (with its intercept and share of agents), after a full collection. */
+  heapPerSessionKb: number;
   rssPerSessionKb: number;
   /** CPU time the manager spends per session: microseconds each second. */
   cpuUsPerSessionPerS: number;
@@ -65,8 +71,9 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 /** A standalone manager on an ephemeral loopback port; resolves with its gRPC port. */
 function startManager(): Promise<{ proc: ChildProcess; port: number }> {
-  const proc = spawn(process.execPath, [RDBG, 'manager', 'serve', '--listen', '127.0.0.1:0', '--service-cidr', '198.19.128.0/20', '--pod-cidr', '198.19.0.0/20'], {
-    stdio: ['ignore', 'ignore', 'pipe'],
+  const args = ['--expose-gc', '-r', HEAP_PROBE, RDBG, 'manager', 'serve', '--listen', '127.0.0.1:0', '--service-cidr', '198.19.128.0/20', '--pod-cidr', '198.19.0.0/20'];
+  const proc = spawn(process.execPath, args, {
+    stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
     env: { ...process.env, RDBG_LOG_LEVEL: 'info' },
   });
   return new Promise((resolve, reject) => {
@@ -85,6 +92,18 @@ function startManager(): Promise<{ proc: ChildProcess; port: number }> {
       clearTimeout(timer);
       reject(new Error(`the manager exited (${code}): ${buf.slice(-500)}`));
     });
+  });
+}
+
+/** The manager's heap after a full collection (see heap-probe.ts), in MB. */
+function heapMb(proc: ChildProcess): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('the manager did not report its heap')), 10_000);
+    proc.once('message', (m: { heap: NodeJS.MemoryUsage }) => {
+      clearTimeout(timer);
+      resolve(m.heap.heapUsed / (1024 * 1024));
+    });
+    proc.send('heap');
   });
 }
 
@@ -110,6 +129,7 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleResult> {
     await sleep(1000);
     const idleCpu = await cpuOver(pid, 3000);
     const idleRss = rssMb(pid);
+    const idleHeap = await heapMb(proc);
     const t0 = performance.now();
     await load.start();
     const setupS = (performance.now() - t0) / 1000;
@@ -124,6 +144,7 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleResult> {
       opts.onSample?.(s);
     }
     const loadCpu = ((cpuSeconds(pid) - cpu0) / ((performance.now() - start) / 1000)) * 100;
+    const loadHeap = await heapMb(proc);
     const report = await load.report();
     if (warnings.length) report.failures.push(...warnings.map((w) => `manager: ${w}`));
     const loadRss = median(samples.map((s) => s.rssMb));
@@ -132,8 +153,9 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleResult> {
       workloads: opts.workloads,
       durationS: Math.round((performance.now() - start) / 1000),
       setupS,
-      idle: { rssMb: idleRss, cpuPercent: idleCpu },
-      load: { rssMb: loadRss, cpuPercent: loadCpu },
+      idle: { rssMb: idleRss, heapMb: idleHeap, cpuPercent: idleCpu },
+      load: { rssMb: loadRss, heapMb: loadHeap, cpuPercent: loadCpu },
+      heapPerSessionKb: ((loadHeap - idleHeap) * 1024) / opts.sessions,
       rssPerSessionKb: ((loadRss - idleRss) * 1024) / opts.sessions,
       cpuUsPerSessionPerS: ((loadCpu - idleCpu) / 100 / opts.sessions) * 1e6,
       samples,

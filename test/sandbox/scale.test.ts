@@ -24,6 +24,6 @@ t.test('200 sessions and 200 intercepts on one manager for a minute: nothing los
   t.equal(rep.interceptsListed, SESSIONS, 'the manager lists every intercept');
   t.equal(rep.interceptsActive, SESSIONS, 'every intercept ACTIVE');
   t.equal(rep.interceptsSeenByAgents, SESSIONS, 'each agent holds its workload\'s intercepts');
-  t.comment(`manager: idle ${r.idle.rssMb.toFixed(1)} MB, under load ${r.load.rssMb.toFixed(1)} MB (${r.rssPerSessionKb.toFixed(1)} KB/session), ` +
+  t.comment(`manager: heap ${r.idle.heapMb.toFixed(1)} -> ${r.load.heapMb.toFixed(1)} MB (${r.heapPerSessionKb.toFixed(1)} KB/session), RSS ${r.idle.rssMb.toFixed(1)} -> ${r.load.rssMb.toFixed(1)} MB, ` +
     `CPU ${r.load.cpuPercent.toFixed(2)}% (${r.cpuUsPerSessionPerS.toFixed(1)} us/session/s); heartbeat p50 ${rep.heartbeatMs.p50.toFixed(1)} ms, p99 ${rep.heartbeatMs.p99.toFixed(1)} ms`);
 });

@@ -29,6 +29,8 @@ export const Codes = {
   POD_NOT_FOUND: 'RDBG_POD_NOT_FOUND',
   NO_READY_POD: 'RDBG_NO_READY_POD',
   PORT_FORWARD: 'RDBG_PORT_FORWARD',
+  /** The apiserver refuses the workload's pods with the agent (Pod Security, a policy webhook). */
+  ADMISSION: 'RDBG_ADMISSION_REJECTED',
 } as const;
 
 export function errorMessage(err: unknown): string {

@@ -20,17 +20,22 @@ export function statusOf(err: unknown): number | undefined {
   return err instanceof ApiException ? err.code : undefined;
 }
 
+/** The apiserver's own sentence for a failed request (its Status message), or ''. */
+export function apiReason(err: unknown): string {
+  if (!(err instanceof ApiException)) return '';
+  try {
+    const body = (typeof err.body === 'string' ? JSON.parse(err.body) : err.body) as { message?: string };
+    return body?.message ?? '';
+  } catch {
+    return String(err.body).slice(0, 300);
+  }
+}
+
 /** An apiserver failure as one sentence with a hint. */
 export function kubeError(err: unknown, what: string, forbiddenHint = 'installing rdbg needs cluster-admin rights (RBAC and webhook objects are cluster-wide)'): RdbgError {
   if (err instanceof RdbgError) return err;
   if (err instanceof ApiException) {
-    let reason = '';
-    try {
-      const body = (typeof err.body === 'string' ? JSON.parse(err.body) : err.body) as { message?: string };
-      reason = body?.message ?? '';
-    } catch {
-      reason = String(err.body).slice(0, 300);
-    }
+    const reason = apiReason(err);
     if (err.code === 403) {
       return new RdbgError(Codes.PERMISSION, `${what}: forbidden: ${reason}`, forbiddenHint);
     }

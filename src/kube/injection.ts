@@ -5,7 +5,7 @@
 // left alone, so switching intercepts on and off never restarts pods.
 import * as k8s from '@kubernetes/client-node';
 import { Codes, RdbgError } from '../core/errors';
-import { KubeClient } from './apply';
+import { apiReason, KubeClient, statusOf } from './apply';
 import { claimAnnotation, unmarkPatch, type MarkedWorkload } from './marks';
 import {
   AGENT_PORT_ANNOTATION,
@@ -59,6 +59,70 @@ export interface MarkResult {
   restarted: boolean;
 }
 
+/** One pod of the workload as it would be created once marked (for a dry run). */
+function markedPod(w: WorkloadRef, obj: Obj, agentPort: string): k8s.V1Pod {
+  const meta = templateMeta(w, obj);
+  const spec: k8s.V1PodSpec = w.kind === 'Pod' ? { ...obj.spec, nodeName: undefined } : obj.spec?.template?.spec;
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: {
+      generateName: `${w.name.slice(0, 40)}-rdbg-check-`,
+      namespace: w.namespace,
+      labels: { ...meta.labels, [INJECT_LABEL]: 'enabled' },
+      annotations: { ...meta.annotations, [AGENT_PORT_ANNOTATION]: agentPort, [WORKLOAD_ANNOTATION]: `${w.kind}/${w.name}` },
+    },
+    spec,
+  };
+}
+
+/** The apiserver refused the workload's pods with the agent: the cause in its words, and the way out. */
+export function admissionRejection(t: InterceptTarget, reason: string): RdbgError {
+  const w = t.workload;
+  const ns = w.namespace;
+  const psa = /PodSecurity/.test(reason);
+  const numeric = /^\d+$/.test(t.agentPort);
+  const message = `the apiserver rejects the pods of ${describe(w)} with the rdbg agent: ${reason}`;
+  let hint: string;
+  if (psa && numeric) {
+    hint =
+      `${t.service ? `service ${t.service} targets` : 'the intercept takes'} container port ${t.appPort} by number, so the agent's init container ` +
+      'redirects it with iptables, which needs the NET_ADMIN capability that this Pod Security level forbids. ' +
+      `Name the port instead: give containerPort ${t.appPort} of container ${t.container} a name (e.g. "name: http")` +
+      `${t.service ? ` and set service ${t.service}'s targetPort to that name` : ' and intercept the port by that name'}; ` +
+      `the agent then needs no capability. Or have an admin label namespace ${ns} pod-security.kubernetes.io/enforce=privileged`;
+  } else if (psa) {
+    hint = `ask an admin to relax namespace ${ns}'s pod-security.kubernetes.io/enforce label ("rdbg doctor -n ${ns}" shows the levels)`;
+  } else {
+    hint = `an admission policy of the cluster refuses the agent; "rdbg doctor -n ${ns}" runs the same check`;
+  }
+  return new RdbgError(Codes.ADMISSION, message, hint);
+}
+
+/**
+ * Whether the apiserver admits the workload's pods once they carry the agent:
+ * one pod of its template with the marks, created with dryRun=All (the webhook
+ * adds the agent; Pod Security and every other admission check run; nothing is
+ * stored). Undefined when admitted, or when this user may not create pods: the
+ * rollout then reports a rejection (waitForRollout).
+ */
+export async function admissionProblem(ws: Workloads, t: InterceptTarget, obj?: Obj): Promise<RdbgError | undefined> {
+  const w = t.workload;
+  const o = obj ?? (await ws.read(w).catch((err) => Promise.reject(kubeError(err, `reading ${describe(w)}`))));
+  try {
+    await ws.core.createNamespacedPod({ namespace: w.namespace, body: markedPod(w, o as Obj, t.agentPort), dryRun: 'All' });
+    return undefined;
+  } catch (err) {
+    const status = statusOf(err);
+    const reason = apiReason(err);
+    if (status === undefined) throw kubeError(err, `checking that ${describe(w)} admits the agent`);
+    // RBAC: no right to create pods (a dry run needs it); not a verdict on the agent
+    if (status === 403 && /cannot create resource/.test(reason)) return undefined;
+    if (status === 403 || status === 400 || status === 422) return admissionRejection(t, reason);
+    throw kubeError(err, `checking that ${describe(w)} admits the agent`);
+  }
+}
+
 /** Marks the workload for the agent (once) and waits until every pod runs it. */
 export async function ensureAgent(ws: Workloads, t: InterceptTarget, progress: Progress, timeoutMs = 300_000): Promise<MarkResult> {
   const w = t.workload;
@@ -67,7 +131,7 @@ export async function ensureAgent(ws: Workloads, t: InterceptTarget, progress: P
   const marked = meta.labels?.[INJECT_LABEL] === 'enabled';
   const current = meta.annotations?.[AGENT_PORT_ANNOTATION];
   if (marked && current === t.agentPort) {
-    await waitForRollout(ws, w, progress, timeoutMs, true);
+    await waitForRollout(ws, w, progress, timeoutMs, true, t);
     return { restarted: false };
   }
   if (marked && current !== t.agentPort) {
@@ -77,11 +141,22 @@ export async function ensureAgent(ws: Workloads, t: InterceptTarget, progress: P
       `end the intercepts on port ${current}, then "rdbg uninstall ${w.kind.toLowerCase()}/${w.name} -n ${w.namespace}" and intercept again`,
     );
   }
+  // Before anything changes: a pod the apiserver would refuse must not cost the workload a rollout.
+  const refused = await admissionProblem(ws, t, obj);
+  if (refused) throw refused;
   progress(`injecting the rdbg agent into ${describe(w)} (port ${t.agentPort}); its pods restart once`);
-  if (w.kind === 'Pod') await recreatePod(ws, w, obj, t.agentPort);
+  if (w.kind === 'Pod') await recreatePod(ws, w, obj, t.agentPort, t);
   else await mergePatch(ws, w, marksPatch(w, t.agentPort), 'marking');
   if (w.kind === 'ReplicaSet') await replaceReplicaSetPods(ws, w, true);
-  await waitForRollout(ws, w, progress, timeoutMs, true);
+  try {
+    await waitForRollout(ws, w, progress, timeoutMs, true, t);
+  } catch (err) {
+    if (!(err instanceof RdbgError) || err.code !== Codes.ADMISSION) throw err;
+    // Refused at creation (the dry run was not allowed, or a check runs only then): the workload goes back as it was.
+    progress(`the apiserver refuses the pods with the agent; taking the marks off ${describe(w)} again`);
+    await removeAgent(ws, w, progress, false).catch((e) => progress(`could not take the marks off: ${(e as Error).message}`));
+    throw err;
+  }
   return { restarted: true };
 }
 
@@ -110,7 +185,7 @@ export async function setClaim(ws: Workloads, w: WorkloadRef, sessionId: string,
 }
 
 /** A bare pod has no template: it is recreated from its own spec, with or without the marks. */
-async function recreatePod(ws: Workloads, w: WorkloadRef, obj: Obj, agentPort: string | null): Promise<void> {
+async function recreatePod(ws: Workloads, w: WorkloadRef, obj: Obj, agentPort: string | null, t?: InterceptTarget): Promise<void> {
   const pod = obj as k8s.V1Pod;
   const labels = { ...(pod.metadata?.labels ?? {}) };
   const annotations = { ...(pod.metadata?.annotations ?? {}) };
@@ -143,9 +218,17 @@ async function recreatePod(ws: Workloads, w: WorkloadRef, obj: Obj, agentPort: s
       }
       await sleep(500);
     }
-    await ws.core.createNamespacedPod({ namespace: w.namespace, body: fresh });
   } catch (err) {
     throw kubeError(err, `recreating ${describe(w)}`);
+  }
+  try {
+    await ws.core.createNamespacedPod({ namespace: w.namespace, body: fresh });
+  } catch (err) {
+    if (agentPort === null || !t) throw kubeError(err, `recreating ${describe(w)}`);
+    // Refused with the agent: the pod comes back as it was.
+    const original: k8s.V1Pod = { apiVersion: 'v1', kind: 'Pod', metadata: { name: w.name, namespace: w.namespace, labels: pod.metadata?.labels, annotations: pod.metadata?.annotations }, spec: pod.spec };
+    await ws.core.createNamespacedPod({ namespace: w.namespace, body: original }).catch((e) => Promise.reject(kubeError(e, `recreating ${describe(w)} as it was`)));
+    throw statusOf(err) === 403 || statusOf(err) === 422 ? admissionRejection(t, apiReason(err)) : kubeError(err, `recreating ${describe(w)}`);
   }
 }
 
@@ -181,12 +264,52 @@ function ready(p: k8s.V1Pod): boolean {
   return p.status?.phase === 'Running' && (p.status?.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True');
 }
 
-/** Waits until every pod of the workload is ready and (un)injected; prints progress as it changes. */
-export async function waitForRollout(ws: Workloads, w: WorkloadRef, progress: Progress, timeoutMs: number, withAgent: boolean): Promise<void> {
+/** A refusal that stays: admission said no (a full quota may pass once old pods go). */
+const REFUSED = (reason: string): boolean => (/is forbidden/.test(reason) && !/exceeded quota/i.test(reason)) || /denied the request/.test(reason);
+
+type EventCounts = Map<string, number>;
+
+/** FailedCreate events of the workload itself (StatefulSet, DaemonSet: they carry no failure condition). */
+async function failedCreates(ws: Workloads, w: WorkloadRef): Promise<{ counts: EventCounts; messages: Map<string, string> }> {
+  const counts: EventCounts = new Map();
+  const messages = new Map<string, string>();
+  if (w.kind !== 'StatefulSet' && w.kind !== 'DaemonSet') return { counts, messages };
+  const fieldSelector = `involvedObject.kind=${w.kind},involvedObject.name=${w.name},reason=FailedCreate`;
+  const list = await ws.core.listNamespacedEvent({ namespace: w.namespace, fieldSelector }).catch(() => undefined);
+  for (const e of list?.items ?? []) {
+    counts.set(e.metadata.uid ?? e.metadata.name ?? '', e.count ?? 1);
+    messages.set(e.metadata.uid ?? e.metadata.name ?? '', e.message ?? '');
+  }
+  return { counts, messages };
+}
+
+/** Why the workload's controller cannot create its pods, when admission refuses them; events older than `before` do not count. */
+async function creationRefused(ws: Workloads, w: WorkloadRef, obj: Obj | undefined, before: EventCounts): Promise<string | undefined> {
+  const cond = ((obj?.status?.conditions ?? []) as { type: string; status: string; message?: string }[]).find((c) => c.type === 'ReplicaFailure' && c.status === 'True');
+  if (cond?.message && REFUSED(cond.message)) return cond.message;
+  const now = await failedCreates(ws, w);
+  for (const [id, n] of now.counts) {
+    const msg = now.messages.get(id) ?? '';
+    if (n > (before.get(id) ?? 0) && REFUSED(msg)) return msg.replace(/^create Pod \S+ in \S+ \S+ failed error: /, '');
+  }
+  return undefined;
+}
+
+/**
+ * Waits until every pod of the workload is ready and (un)injected; prints
+ * progress as it changes. With `target`, a refusal by admission of the new
+ * pods ends the wait at once with the cause (Codes.ADMISSION).
+ */
+export async function waitForRollout(ws: Workloads, w: WorkloadRef, progress: Progress, timeoutMs: number, withAgent: boolean, target?: InterceptTarget): Promise<void> {
   const until = Date.now() + timeoutMs;
   let last = '';
+  const before = target ? (await failedCreates(ws, w)).counts : new Map<string, number>();
   for (;;) {
     const obj = await ws.read(w).catch(() => undefined);
+    if (target) {
+      const refused = await creationRefused(ws, w, obj, before);
+      if (refused) throw admissionRejection(target, refused);
+    }
     const want = w.kind === 'Pod' ? 1 : w.kind === 'DaemonSet' ? (obj?.status?.desiredNumberScheduled ?? 1) : (obj?.spec?.replicas ?? 1);
     const all = await podsOf(ws, w, true).catch(() => [] as k8s.V1Pod[]);
     const pods = all.filter((p) => !p.metadata?.deletionTimestamp);

@@ -13,21 +13,23 @@ import { hostname, userInfo } from 'node:os';
 import { managerPackage, type ManagerClient } from '../../rpc/services';
 import { loadKube, type Kube } from '../../kube/config';
 import { PodForwarder } from '../../kube/forwarder';
-import { AGENT_CONTAINER } from '../../kube/injection';
+import { admissionProblem, AGENT_CONTAINER } from '../../kube/injection';
 import { MANAGER as MANAGER_NAME, MANAGER_SELECTOR, PORTS } from '../../kube/manifests';
-import { AGENT_PORT_ANNOTATION, INJECT_LABEL, WORKLOAD_ANNOTATION, kubeError } from '../../kube/workloads';
+import { AGENT_PORT_ANNOTATION, describe, INJECT_LABEL, WORKLOAD_ANNOTATION, kubeError, Workloads } from '../../kube/workloads';
 import type { ClusterInfo__Output } from '../../gen/rdbg/v1/ClusterInfo';
 import type { DNSResponse__Output } from '../../gen/rdbg/v1/DNSResponse';
 import type { SessionInfo__Output } from '../../gen/rdbg/v1/SessionInfo';
 import { parse } from '../args';
 import { say } from '../output';
 
-export const DOCTOR_USAGE = `rdbg doctor [--kubeconfig FILE] [--context NAME] [--namespace NS] [--manager-namespace rdbg] [-o json]
+export const DOCTOR_USAGE = `rdbg doctor [NAME] [--kubeconfig FILE] [--context NAME] [--namespace NS] [--manager-namespace rdbg] [-o json]
 
 Checks, without changing anything, what connect and intercept need: the
 apiserver, your RBAC rights, the traffic manager and its version, whether the
 apiserver reaches the injection webhook, Pod Security levels that would reject
-the agent, cluster subnets that overlap this machine's routes, and DNS.
+the agent (naming the Services whose intercept they would refuse), cluster
+subnets that overlap this machine's routes, and DNS. With NAME (a Service or
+KIND/NAME, as for intercept), also whether intercepting it would be admitted.
 Exits 1 when something would fail.`;
 
 type Verdict = 'ok' | 'warn' | 'fail' | 'skip';
@@ -150,13 +152,49 @@ async function checkInjection(ctx: Ctx, managerUp: boolean): Promise<void> {
     } catch (err) {
       const e = kubeError(err, `dry-run of an injected pod (${kind}) in ${ctx.ns}`);
       if (/PodSecurity|violates/i.test(e.message)) {
-        // a numeric targetPort needs NET_ADMIN; a named one needs nothing, so only the latter is fatal
-        add(ctx, 'pod security', kind === 'numeric port' ? 'warn' : 'fail', `namespace ${ctx.ns} (enforce: ${enforce}) would reject the agent for a ${kind}: ${e.message.replace(/^.*?forbidden: /, '')}`,
-          kind === 'numeric port' ? 'give the Service a named targetPort (the agent then needs no NET_ADMIN), or relax the namespace to privileged' : 'ask an admin to relax the namespace\'s pod-security.kubernetes.io/enforce label');
+        const why = `namespace ${ctx.ns} (enforce: ${enforce}) would reject the agent for a ${kind}: ${e.message.replace(/^.*?forbidden: /, '')}`;
+        if (kind === 'named port') {
+          add(ctx, 'pod security', 'fail', why, 'ask an admin to relax the namespace\'s pod-security.kubernetes.io/enforce label');
+          continue;
+        }
+        // A numeric targetPort needs NET_ADMIN, a named one nothing: fatal for the Services that target a number.
+        const numeric = await numericServices(ctx);
+        if (numeric.length > 0) {
+          add(ctx, 'pod security', 'fail', `${why}; an intercept of ${numeric.join(', ')} would be refused`,
+            'name those ports: a name on the containerPort and the Service\'s targetPort set to it (the agent then needs no NET_ADMIN), or relax the namespace to privileged');
+        } else {
+          add(ctx, 'pod security', 'warn', `${why}; no Service in ${ctx.ns} targets a port by number`,
+            'give Services named targetPorts (the agent then needs no NET_ADMIN), or relax the namespace to privileged');
+        }
       } else {
         add(ctx, 'webhook', 'skip', e.message);
       }
     }
+  }
+}
+
+/** Services of the namespace that target a container port by number (an intercept of them needs NET_ADMIN). */
+async function numericServices(ctx: Ctx): Promise<string[]> {
+  try {
+    const list = await ctx.kc.makeApiClient(k8s.CoreV1Api).listNamespacedService({ namespace: ctx.ns });
+    return list.items
+      .filter((svc) => Object.keys(svc.spec?.selector ?? {}).length > 0)
+      .flatMap((svc) => (svc.spec?.ports ?? []).filter((p) => (p.protocol ?? 'TCP') === 'TCP' && typeof (p.targetPort ?? p.port) === 'number').map((p) => `service ${svc.metadata?.name} (targetPort ${p.targetPort ?? p.port})`));
+  } catch {
+    return [];
+  }
+}
+
+/** `rdbg doctor NAME`: would intercepting NAME be admitted? The same dry run as intercept's. */
+async function checkTarget(ctx: Ctx, name: string): Promise<void> {
+  try {
+    const ws = new Workloads(ctx.kc);
+    const target = await ws.resolve(name, ctx.ns);
+    const refused = await admissionProblem(ws, target);
+    if (refused) add(ctx, 'intercept', 'fail', `intercepting ${name}: ${refused.message}`, refused.hint);
+    else add(ctx, 'intercept', 'ok', `the pods of ${describe(target.workload)} would be admitted with the agent on port ${target.agentPort}`);
+  } catch (err) {
+    add(ctx, 'intercept', 'fail', `intercepting ${name}: ${errorMessage(err)}`, (err as { hint?: string }).hint);
   }
 }
 
@@ -229,14 +267,14 @@ function checkHostDns(ctx: Ctx): void {
 }
 
 export async function doctorCommand(argv: string[]): Promise<void> {
-  const { values } = parse('doctor', argv, {
+  const { values, positionals } = parse('doctor', argv, {
     kubeconfig: { type: 'string' },
     context: { type: 'string' },
     namespace: { type: 'string', short: 'n' },
     'manager-namespace': { type: 'string', default: 'rdbg' },
     output: { type: 'string', short: 'o' },
     help: { type: 'boolean', short: 'h' },
-  });
+  }, true);
   if (values.help) return say(DOCTOR_USAGE);
   const kube = loadKube({ kubeconfig: values.kubeconfig, context: values.context, namespace: values.namespace });
   const ctx: Ctx = { kube, kc: kube.kc, ns: values.namespace ?? kube.namespace, mns: values['manager-namespace']!, checks: [] };
@@ -250,6 +288,7 @@ export async function doctorCommand(argv: string[]): Promise<void> {
     await checkRights(ctx);
     const up = await checkManager(ctx);
     await checkInjection(ctx, up);
+    if (positionals[0]) await checkTarget(ctx, positionals[0]);
     const cluster = up ? await clusterInfo(ctx) : undefined;
     if (cluster) checkSubnets(ctx, cluster);
   }

@@ -5,6 +5,7 @@ import { RdbgError } from '../../src/core/errors';
 import { DnsCodes } from './dns/dns-errors';
 import { DEFAULT_EXCLUDE, DnsServer } from './dns/dns-server';
 import * as resolvConf from './dns/resolv-conf';
+import * as resolved from './dns/systemd-resolved';
 import type { Journal, JournalEntry } from './journal';
 
 const log = logger('rootd.dns');
@@ -32,6 +33,7 @@ export class HostDns {
   private server?: DnsServer;
   private namespaces: string[];
   mode: string = 'none';
+  private linkConfig?: resolved.ResolvedLinkConfig;
   /** The address resolv.conf names while connected. */
   address = '';
 
@@ -57,11 +59,19 @@ export class HostDns {
   static undoers(path: string): Record<string, (e: JournalEntry) => void> {
     return {
       'resolv-conf': (e) => resolvConf.restoreEntry(e, path),
+      'resolved-link': (e) => resolved.undoEntry(e),
     };
   }
 
   update(cluster: ClusterInfo__Output): void {
+    const changed = cluster.namespaces.join() !== this.namespaces.join();
     this.namespaces = cluster.namespaces;
+    // resolved sends a namespace's short names (`echo.NS`) only if NS is one of the link's domains.
+    if (changed && this.mode === 'systemd-resolved' && this.linkConfig) {
+      this.linkConfig = { ...this.linkConfig, namespaces: cluster.namespaces };
+      const domain = resolved.applyCommands(this.linkConfig)[1];
+      resolved.runCommand(domain).catch((err) => log.warn('could not update the link\'s DNS domains', { error: String(err) }));
+    }
   }
 
   counters(): { queries: number } | undefined {
@@ -72,7 +82,9 @@ export class HostDns {
     if (this.opts.mode === 'none') return;
     const c = this.opts.cluster;
     const search = c.dns_search.length ? c.dns_search : [`svc.${c.cluster_domain}`, c.cluster_domain];
-    const original = resolvConf.readNameservers(this.opts.resolvConf);
+    const useResolved = this.opts.mode === 'auto' && (await resolved.detect(this.opts.resolvConf));
+    // resolved's stub (127.0.0.53) would send names back to us: forward to the servers resolved uses.
+    const original = useResolved ? resolved.uplinkServers() : resolvConf.readNameservers(this.opts.resolvConf);
     const candidates = this.opts.resolvers ?? LOOPBACK_RESOLVERS;
     for (const [i, address] of candidates.entries()) {
       const listen = [address, ...this.opts.listen];
@@ -101,13 +113,27 @@ export class HostDns {
       this.address = address;
       break;
     }
-    resolvConf.apply(this.opts.resolvConf, { nameserver: this.address, search }, this.opts.journal);
-    this.mode = 'resolv.conf';
+    if (useResolved) {
+      this.linkConfig = {
+        iface: this.opts.tunName,
+        dns: [this.address],
+        clusterDomain: c.cluster_domain,
+        namespaces: this.namespaces,
+        extraDomains: this.opts.include,
+        search,
+      };
+      await resolved.apply(this.linkConfig, this.opts.journal);
+      this.mode = 'systemd-resolved';
+    } else {
+      resolvConf.apply(this.opts.resolvConf, { nameserver: this.address, search }, this.opts.journal);
+      this.mode = 'resolv.conf';
+    }
     log.info('DNS configured', { mode: this.mode, resolver: this.address, search });
   }
 
   async stop(): Promise<void> {
     if (this.mode === 'resolv.conf') resolvConf.restore(this.opts.journal, this.opts.resolvConf);
+    if (this.mode === 'systemd-resolved') await resolved.restore(this.opts.journal);
     this.mode = 'none';
     await this.server?.stop();
   }

@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { readFileSync, realpathSync } from 'node:fs';
 import { errorMessage } from '../../../src/core/errors';
 import { logger } from '../../../src/core/log';
@@ -10,10 +10,9 @@ import { parseResolvConf } from './resolv-conf';
  * Host DNS where systemd-resolved runs: per-link DNS on rdbg's TUN device with
  * routing-only domains (`~cluster.local ~svc ~NS`), so resolved sends only the
  * cluster's names to rdbg and everything else where it did before.
- *
- * UNTESTED against a real systemd-resolved: it does not run on the machines
- * these tests run on. The argv lists are unit-tested (test/unit/dns-resolved);
- * the behaviour of resolvectl itself is taken from resolvectl(1).
+ * rdbg's resolver is named by its loopback address: resolved then gets a
+ * refusal at once when no rdbg process is left, and the link's settings go
+ * with the TUN device anyway (test/sandbox/dns-resolved-host, a real resolved).
  */
 
 const log = logger('dns.resolved');
@@ -105,6 +104,21 @@ export async function restoreEntry(entry: JournalEntry, run: Runner = runCommand
     await run(revertCommand(entry.data.iface));
   } catch (err) {
     log.debug('resolvectl revert failed (link gone?)', { iface: entry.data.iface, error: errorMessage(err) });
+  }
+}
+
+/**
+ * The journal's undo after a crash (synchronous, as every undo is). A link that
+ * is gone took its settings with it; anything else failing is kept for the next try.
+ */
+export function undoEntry(entry: JournalEntry): void {
+  const [cmd, ...args] = revertCommand(entry.data.iface);
+  try {
+    execFileSync(cmd, args, { timeout: 5000, stdio: ['ignore', 'ignore', 'pipe'] });
+  } catch (err) {
+    const stderr = String((err as { stderr?: Buffer }).stderr ?? '');
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT' || /No such device|Failed to resolve interface/i.test(stderr)) return;
+    throw dnsError(DnsCodes.RESOLVED, `resolvectl revert ${entry.data.iface}: ${stderr.trim() || errorMessage(err)}`, undefined, err);
   }
 }
 

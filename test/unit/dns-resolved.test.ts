@@ -3,10 +3,10 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Journal } from '../../daemon/root/journal';
-import { apply, applyCommands, detect, restore, revertCommand, runCommand, uplinkServers } from '../../daemon/root/dns/systemd-resolved';
+import { apply, applyCommands, detect, restore, revertCommand, runCommand, undoEntry, uplinkServers } from '../../daemon/root/dns/systemd-resolved';
 
-// systemd-resolved integration: the resolvectl argv lists and the journal.
-// (No systemd-resolved runs here; resolvectl itself is never called.)
+// systemd-resolved integration: the resolvectl argv lists and the journal,
+// with stand-ins for resolvectl. A real resolved: test/sandbox/dns-resolved-host.
 
 const dir = mkdtempSync(join(tmpdir(), 'rdbg-dns-resolved-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -86,4 +86,20 @@ t.test('runCommand runs the argv as given (a stand-in resolvectl on PATH)', asyn
   await restore(journal);
   t.equal(readFileSync(log, 'utf8'), 'dns rdbg0 198.18.0.1\ndomain rdbg0 ~cluster.local ~svc ~default ~prod\ndefault-route rdbg0 false\nrevert rdbg0\n');
   await t.rejects(runCommand(['resolvectl', 'fail']), { code: 'RDBG_DNS_RESOLVED', message: /Failed to set DNS/ });
+});
+
+t.test('undo after a crash: a link that is gone counts as undone, other failures are kept', async (t) => {
+  const bin = join(dir, 'bin-undo');
+  const { mkdirSync } = await import('node:fs');
+  mkdirSync(bin);
+  // resolvectl's own words for a link that does not exist, and for a resolved that does not answer.
+  writeFileSync(join(bin, 'resolvectl'), '#!/bin/sh\ncase "$2" in\n  rdbg0) echo \'Failed to resolve interface "rdbg0": No such device\' >&2; exit 1;;\n  rdbg1) echo "Failed to revert interface configuration: Connection refused" >&2; exit 1;;\nesac\nexit 0\n');
+  chmodSync(join(bin, 'resolvectl'), 0o755);
+  const path = process.env.PATH;
+  process.env.PATH = `${bin}:${path}`;
+  t.teardown(() => void (process.env.PATH = path));
+  const entry = (iface: string) => ({ id: `resolved-link:${iface}`, kind: 'resolved-link' as const, data: { iface } });
+  t.doesNotThrow(() => undoEntry(entry('rdbg0')), 'gone link');
+  t.doesNotThrow(() => undoEntry(entry('rdbg2')), 'reverted');
+  t.throws(() => undoEntry(entry('rdbg1')), { code: 'RDBG_DNS_RESOLVED', message: /Connection refused/ }, 'kept for the next try');
 });

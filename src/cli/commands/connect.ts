@@ -180,6 +180,15 @@ interface RootExit {
   sockets_reset: string[];
 }
 
+/** resolved keeps DNS settings per link, so a crashed root daemon's go with its TUN device; resolv.conf would keep rdbg's. */
+function onResolvedHost(): boolean {
+  try {
+    return realpathSync('/etc/resolv.conf') === '/run/systemd/resolve/stub-resolv.conf';
+  } catch {
+    return false;
+  }
+}
+
 /** Why this TUN session has no root daemon, for `status` and `connect`. */
 function rootDaemonProblem(): { state: 'NOT_RUNNING'; reason: string; cleaned: boolean; since?: string; detail: string; hint: string } {
   const paths = sessionRootPaths();
@@ -202,7 +211,9 @@ function rootDaemonProblem(): { state: 'NOT_RUNNING'; reason: string; cleaned: b
     reason: 'crashed?',
     cleaned: !leftovers,
     detail: leftovers
-      ? 'the TUN device and its routes are gone, and it may have left changes behind (resolv.conf)'
+      ? onResolvedHost()
+        ? 'the TUN device, its routes and its systemd-resolved DNS settings went with it; only its journal is left'
+        : 'the TUN device and its routes are gone, and it may have left changes behind (resolv.conf)'
       : 'the TUN device, its routes and its DNS settings are gone',
     hint,
   };

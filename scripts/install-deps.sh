@@ -28,6 +28,8 @@ fi
 systemctl disable --now redis-server >/dev/null 2>&1 || true
 # h2spec for the fuzz tier, built with Go into the cache (outside the repository).
 bash "$(dirname "$0")/install-h2spec.sh" >/dev/null
+# systemd-resolved, unpacked into the cache (never installed) for the resolved-host DNS test.
+bash "$(dirname "$0")/install-resolved.sh" >/dev/null
 if [ ! -c /dev/net/tun ]; then
   echo "rdbg tests need /dev/net/tun (modprobe tun)" >&2
   exit 1

@@ -49,14 +49,16 @@ export function pickReady(pods: k8s.V1Pod[], avoid?: string): k8s.V1Pod | undefi
 }
 
 /**
- * Waits up to timeoutMs for a ready pod and returns its name. `avoid` skips a
- * pod known to have just failed, unless it is the only ready one at the end.
+ * Waits up to timeoutMs for a ready pod and returns its name. `avoid` (a pod
+ * that just failed) is taken only when no other pod is ready: with one
+ * replica, its connection broke for a reason outside it (containerd, the
+ * kubelet, the apiserver restarted) and it is the pod to try again.
  */
 export async function waitForReadyPod(kube: Kube, q: PodQuery, timeoutMs: number, avoid?: string, everyMs = 250): Promise<string> {
   const end = Date.now() + timeoutMs;
   for (;;) {
     const pods = await listPods(kube, q);
-    const pod = pickReady(pods, avoid) ?? (Date.now() >= end ? pickReady(pods) : undefined);
+    const pod = pickReady(pods, avoid) ?? pickReady(pods);
     if (pod?.metadata?.name) return pod.metadata.name;
     if (Date.now() >= end) {
       const seen = pods.length ? `pods: ${pods.map(describe).join(', ')}` : 'no pods match';

@@ -155,8 +155,9 @@ t.test('chaos: rdbg keeps working through what real clusters and laptops do', as
   };
   const userDaemon = async (): Promise<number> => (await status()).pid;
 
+  // The event ends when the old pod is gone (kubectl delete waits for that), not when the delete is accepted.
   await event('the manager pod deleted during traffic', async () => {
-    await c.kubectl(['-n', MNS, 'delete', 'pod', '-l', MANAGER_SELECTOR, '--wait=false']);
+    await c.kubectl(['-n', MNS, 'delete', 'pod', '-l', MANAGER_SELECTOR, '--timeout=120s'], { timeoutMs: 130_000 });
   }, false);
   await event('the manager paused 20 s', pause(managerPid, 20_000), true);
   await event('the apiserver restarted (down 5 s)', restart('kube-apiserver', 5), true);

@@ -304,17 +304,21 @@ function startupLine(child: ReturnType<typeof spawn>): Promise<StartupMessage | 
   });
 }
 
+const USER_DAEMON_V8_FLAGS = ['--max-semi-space-size=16', '--heap-growing-percent=25'];
+
 /** Spawns a daemon in the background and waits for it to say it is ready (or why not). */
 function startDaemon(args: string[], which: 'daemon-user' | 'daemon-root', logPath: string): Promise<StartupMessage> {
   if (which === 'daemon-user') rmSync(daemonSocketPath(), { force: true });
   const log = openSync(logPath, 'a');
-  // V8's --optimize-for-size, used here before, cost each new connection about
-  // 100-130 us of CPU in each daemon and kept them under 2,000/s. The user
-  // daemon carries the port-forward's TLS and WebSocket buffers, where a small
-  // young generation doubles the GC's CPU time; it has room (goal 300 MB).
+  // V8's --optimize-for-size costs each new connection about 100-130 us of CPU
+  // in each daemon. The user daemon carries the port-forward's TLS and
+  // WebSocket buffers, where a small young generation doubles the GC's CPU
+  // time. A slower-growing old generation makes the next full collection come
+  // before garbage promoted by a long session piles up in the RSS (its heap
+  // after a full collection stays flat; docs/soak.md).
   // The root daemon's worker sets its own heap flags (daemon/root/watchdog.ts).
   const [cmd, argv, env] =
-    which === 'daemon-root' ? rootCommand(args) : [process.execPath, ['--max-semi-space-size=16', '--', process.argv[1], which, ...args], process.env];
+    which === 'daemon-root' ? rootCommand(args) : [process.execPath, [...USER_DAEMON_V8_FLAGS, '--', process.argv[1], which, ...args], process.env];
   const child = spawn(cmd, argv, {
     detached: true,
     // sudo closes descriptors beyond stderr: the root daemon answers on stdout.

@@ -10,13 +10,12 @@ RDBG="node -- $PWD/dist/bin/rdbg.js"
 TINY="$PWD/dist/test/helpers/tiny-http.js"
 ECHO_APP="$PWD/test/cluster/apps/echo-http.js"
 P=rdbgdemo
-export RDBG_HOME=$(mktemp -d /tmp/rdbg-demo.XXXXXX) RDBG_ROOT_HOME
-RDBG_ROOT_HOME=$RDBG_HOME/root
+export RDBG_HOME=$(mktemp -d /tmp/rdbg-demo.XXXXXX)
 
 cleanup() {
   set +e
   disown -a 2>/dev/null
-  ip netns exec $P-laptop env RDBG_HOME=$RDBG_HOME RDBG_ROOT_HOME=$RDBG_ROOT_HOME $RDBG quit >/dev/null 2>&1
+  ip netns exec $P-laptop env RDBG_HOME=$RDBG_HOME $RDBG quit >/dev/null 2>&1
   for ns in laptop pod cluster; do
     for pid in $(ip netns pids $P-$ns 2>/dev/null); do kill -9 "$pid" 2>/dev/null; done
     ip netns del $P-$ns 2>/dev/null
@@ -26,7 +25,7 @@ cleanup() {
 }
 trap cleanup EXIT
 cleanup 2>/dev/null || true
-RDBG_HOME=$(mktemp -d /tmp/rdbg-demo.XXXXXX); RDBG_ROOT_HOME=$RDBG_HOME/root
+RDBG_HOME=$(mktemp -d /tmp/rdbg-demo.XXXXXX)
 
 # `rdbg` as a user would have it on their PATH (npm install -g puts the same entry there).
 mkdir -p "$RDBG_HOME/bin"
@@ -35,7 +34,7 @@ chmod +x "$RDBG_HOME/bin/rdbg"
 export PATH="$RDBG_HOME/bin:$PATH"
 
 step() { printf '\n\033[1m# %s\033[0m\n' "$*"; }
-laptop() { printf '\033[36mlaptop$ %s\033[0m\n' "$*"; ip netns exec $P-laptop env RDBG_HOME=$RDBG_HOME RDBG_ROOT_HOME=$RDBG_ROOT_HOME bash -c "$*"; }
+laptop() { printf '\033[36mlaptop$ %s\033[0m\n' "$*"; ip netns exec $P-laptop env RDBG_HOME=$RDBG_HOME bash -c "$*"; }
 
 step "Setting up a pretend cluster in network namespaces (cluster, pod) and a laptop"
 for ns in cluster pod laptop; do

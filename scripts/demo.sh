@@ -12,7 +12,6 @@ need_root
 NS=demo
 KUBECONFIG_FILE=$ADMIN_KUBECONFIG
 export RDBG_HOME=$(mktemp -d /tmp/rdbg-demo.XXXXXX)
-export RDBG_ROOT_HOME=$RDBG_HOME/root
 was_up=false
 [ -f "$STATE/up.ok" ] && was_up=true
 
@@ -26,7 +25,7 @@ step() { printf '\n\033[1m# %s\033[0m\n' "$*"; }
 laptop() {
   printf '\033[36mlaptop$ %s\033[0m\n' "$*"
   ip netns exec "$LAPTOP_NS" env PATH="$RDBG_HOME/bin:$PATH" KUBECONFIG="$KUBECONFIG_FILE" \
-    RDBG_HOME="$RDBG_HOME" RDBG_ROOT_HOME="$RDBG_ROOT_HOME" bash -c "$*"
+    RDBG_HOME="$RDBG_HOME" bash -c "$*"
 }
 LOCAL_PID=
 cleanup() {

@@ -163,12 +163,18 @@ t.test(`${MINUTES} min of steady load through the TUN and an intercept: no reque
   const rss = Object.fromEntries(series.map((s) => {
     const ys = s.points.map((p) => p.y);
     const tr = relativeTrend(s.points, TREND_WINDOW_MIN);
-    return [s.name, { firstMB: ys[0], lastMB: ys[ys.length - 1], minMB: Math.min(...ys), maxMB: Math.max(...ys), trend: tr.trend, windowSamples: tr.n }];
+    const anonPoints = samples.filter((x) => x.anon?.[s.name] !== undefined).map((x) => ({ x: x.minute, y: x.anon![s.name] / 1e6 }));
+    const anon = relativeTrend(anonPoints, TREND_WINDOW_MIN);
+    return [s.name, {
+      firstMB: ys[0], lastMB: ys[ys.length - 1], minMB: Math.min(...ys), maxMB: Math.max(...ys), trend: tr.trend, windowSamples: tr.n,
+      anonFirstMB: anonPoints[0]?.y, anonLastMB: anonPoints[anonPoints.length - 1]?.y, anonTrend: anon.trend,
+    }];
   }));
   const report = { minutes: MINUTES, cycles, cycleMs: CYCLE_MS, sampleMs: SAMPLE_MS, trendWindowMinutes: TREND_WINDOW_MIN, clients: tally, rss, samples };
   t.comment(`requests: ${Object.entries(tally).map(([k, v]) => `${k} ${v.requests} (${v.failed} failed)`).join('; ')}`);
   for (const [name, r] of Object.entries(rss)) {
-    t.comment(`RSS ${name}: ${r.firstMB.toFixed(1)} -> ${r.lastMB.toFixed(1)} MB (min ${r.minMB.toFixed(1)}, max ${r.maxMB.toFixed(1)}), trend ${(r.trend * 100).toFixed(1)}% over the last ${Math.min(TREND_WINDOW_MIN, MINUTES)} min`);
+    t.comment(`RSS ${name}: ${r.firstMB.toFixed(1)} -> ${r.lastMB.toFixed(1)} MB (min ${r.minMB.toFixed(1)}, max ${r.maxMB.toFixed(1)}), trend ${(r.trend * 100).toFixed(1)}% over the last ${Math.min(TREND_WINDOW_MIN, MINUTES)} min; ` +
+      `anonymous ${r.anonFirstMB?.toFixed(1)} -> ${r.anonLastMB?.toFixed(1)} MB, trend ${(r.anonTrend * 100).toFixed(1)}%`);
   }
   if (OUT) {
     mkdirSync(OUT, { recursive: true });

@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: all deps build gen lint test test-unit test-sandbox fuzz soak bench scale demo demo-standalone clean
+.PHONY: all deps build gen lint test test-unit test-sandbox fuzz soak chaos bench scale demo demo-standalone clean
 
 all: build
 
@@ -56,6 +56,12 @@ fuzz: deps build
 soak: deps build
 	RDBG_SOAK_MINUTES=$${RDBG_SOAK_MINUTES:-30} RDBG_SOAK_OUT=$${RDBG_SOAK_OUT:-$(CURDIR)/docs} \
 		tap --timeout $$(( ($${RDBG_SOAK_MINUTES:-30} + 10) * 60 )) 'dist/test/soak/**/*.test.js'
+
+# The chaos tier with its long event too (the user daemon paused 10 minutes, a laptop asleep), on the local cluster.
+chaos: deps build cluster-build
+	test/cluster/images.sh build
+	RDBG_CHAOS_LONG=1 RDBG_CHAOS_REPORT=$${RDBG_CHAOS_REPORT:-$(CURDIR)/chaos-report.md} tap --timeout 3600 dist/test/cluster-tier/chaos.test.js; \
+		status=$$?; test/cluster/down.sh || status=1; exit $$status
 
 bench: deps build
 	node dist/bench/run.js

@@ -2,6 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import { chmodSync, rmSync, writeFileSync } from 'node:fs';
 import { Codes, RdbgError, errorMessage } from '../../src/core/errors';
 import { raiseFileLimit } from '../../src/core/rlimit';
+import { startGcPacer } from '../../src/core/gc-pacer';
 import { startProfile, stopProfile } from '../../src/core/profile';
 import { logger, toggleDebugOnSignal } from '../../src/core/log';
 import { daemonPidPath, daemonSocketPath } from '../../src/core/paths';
@@ -42,6 +43,7 @@ export async function userDaemonMain(argv: string[]): Promise<void> {
   raiseFileLimit();
   startProfile();
   toggleDebugOnSignal();
+  startGcPacer();
   try {
     const kube = values.kubernetes
       ? // loaded only in Kubernetes mode: the Kubernetes client is tens of MB of heap

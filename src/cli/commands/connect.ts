@@ -304,7 +304,7 @@ function startupLine(child: ReturnType<typeof spawn>): Promise<StartupMessage | 
   });
 }
 
-const USER_DAEMON_V8_FLAGS = ['--max-semi-space-size=16', '--heap-growing-percent=25'];
+const USER_DAEMON_V8_FLAGS = ['--max-semi-space-size=16', '--expose-gc'];
 
 /** Spawns a daemon in the background and waits for it to say it is ready (or why not). */
 function startDaemon(args: string[], which: 'daemon-user' | 'daemon-root', logPath: string): Promise<StartupMessage> {
@@ -313,9 +313,7 @@ function startDaemon(args: string[], which: 'daemon-user' | 'daemon-root', logPa
   // V8's --optimize-for-size costs each new connection about 100-130 us of CPU
   // in each daemon. The user daemon carries the port-forward's TLS and
   // WebSocket buffers, where a small young generation doubles the GC's CPU
-  // time. A slower-growing old generation makes the next full collection come
-  // before garbage promoted by a long session piles up in the RSS (its heap
-  // after a full collection stays flat; docs/soak.md).
+  // time. --expose-gc lets it collect when its heap has grown (src/core/gc-pacer.ts).
   // The root daemon's worker sets its own heap flags (daemon/root/watchdog.ts).
   const [cmd, argv, env] =
     which === 'daemon-root' ? rootCommand(args) : [process.execPath, [...USER_DAEMON_V8_FLAGS, '--', process.argv[1], which, ...args], process.env];

@@ -1,8 +1,6 @@
 import t, { type Test } from 'tap';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { buildGoResolver, killEveryRdbgProcess, rdbgPids } from '../helpers/rdbg-crash';
 import { Sandbox } from '../helpers/sandbox';
 
 // DNS after kill -9 of every rdbg process: resolv.conf still names rdbg's
@@ -18,65 +16,11 @@ const WWW = '192.0.2.80'; // www.example.test, answered by the laptop's original
 const FAST_MS = 1000;
 
 let sb: Sandbox;
-let goDir = '';
+let goResolver: { bin: string; remove: () => void } | undefined;
 let resolvBefore = '';
 
 const resolvPath = (): string => `/etc/netns/${sb.laptop.ns.name}/resolv.conf`;
 const run = (cmd: string, args: string[], timeoutMs = 30_000) => sb.laptop.ns.run(cmd, args, timeoutMs);
-
-const GO_RESOLVE = `// Resolves one name with net.DefaultResolver; run with GODEBUG=netdns=go (Go's own resolver, not glibc's).
-package main
-
-import (
-	"context"
-	"fmt"
-	"net"
-	"os"
-	"time"
-)
-
-func main() {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	addrs, err := net.DefaultResolver.LookupHost(ctx, os.Args[1])
-	if err != nil {
-		fmt.Println("ERR", err)
-		os.Exit(1)
-	}
-	fmt.Println(addrs)
-}
-`;
-
-/** Every rdbg process of the laptop (CLI, user daemon, root daemon and whatever it forks): whatever runs our build. */
-function rdbgPids(): number[] {
-  const build = resolve(__dirname, '../..');
-  return sb.laptop.ns.pids().filter((pid) => {
-    try {
-      return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(build);
-    } catch {
-      return false;
-    }
-  });
-}
-
-/** kill -9 of all of them, stopped first so that none (a watchdog) can clean up after another. */
-async function killEveryRdbgProcess(): Promise<number> {
-  const pids = rdbgPids();
-  const signal = (sig: NodeJS.Signals): void => {
-    for (const pid of pids) {
-      try {
-        process.kill(pid, sig);
-      } catch {
-        // already gone
-      }
-    }
-  };
-  signal('SIGSTOP');
-  signal('SIGKILL');
-  const until = Date.now() + 10_000;
-  while (rdbgPids().length > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
-  return pids.length;
-}
 
 async function connect(): Promise<void> {
   const r = await sb.laptop.rdbg(['connect', '--manager', sb.laptop.managerAddress]);
@@ -89,7 +33,7 @@ async function resolveOutside(t: Test, when: string): Promise<void> {
     ['glibc (getent hosts)', 'getent', ['hosts', 'www.example.test']],
     ['dig over UDP', 'dig', ['+short', 'www.example.test', 'A']],
     ['dig over TCP', 'dig', ['+tcp', '+short', 'www.example.test', 'A']],
-    ['Go (netdns=go)', 'env', ['GODEBUG=netdns=go', join(goDir, 'resolve'), 'www.example.test']],
+    ['Go (netdns=go)', 'env', ['GODEBUG=netdns=go', goResolver!.bin, 'www.example.test']],
   ];
   for (const [what, cmd, args] of checks) {
     const r = await run(cmd, args);
@@ -99,10 +43,7 @@ async function resolveOutside(t: Test, when: string): Promise<void> {
 }
 
 t.before(async () => {
-  goDir = mkdtempSync(join(tmpdir(), 'rdbg-go-resolve-'));
-  writeFileSync(join(goDir, 'main.go'), GO_RESOLVE);
-  writeFileSync(join(goDir, 'go.mod'), 'module resolve\n\ngo 1.21\n');
-  execFileSync('go', ['build', '-o', 'resolve', '.'], { cwd: goDir, env: { ...process.env, GOFLAGS: '-mod=mod', CGO_ENABLED: '0' }, stdio: 'pipe', timeout: 300_000 });
+  goResolver = buildGoResolver();
   sb = await Sandbox.create();
   sb.laptop.ns.exec('ip', ['route', 'add', 'default', 'via', '198.18.1.1']);
   resolvBefore = readFileSync(resolvPath(), 'utf8');
@@ -111,7 +52,7 @@ t.teardown(() => {
   try {
     sb?.destroy();
   } finally {
-    if (goDir) rmSync(goDir, { recursive: true, force: true });
+    goResolver?.remove();
   }
 });
 
@@ -124,8 +65,8 @@ t.test('with every rdbg process killed, names outside the cluster resolve at onc
   t.match(ours, /^options edns0$/m, 'options unchanged');
   t.match((await run('dig', ['+short', 'echo.default.svc.cluster.local'])).stdout.trim(), '198.19.128.10', 'cluster names resolve while connected');
 
-  t.ok((await killEveryRdbgProcess()) >= 2, 'the user and root daemons were killed');
-  t.same(rdbgPids(), [], 'no rdbg process is left');
+  t.ok((await killEveryRdbgProcess(sb.laptop.ns)) >= 2, 'the user and root daemons were killed');
+  t.same(rdbgPids(sb.laptop.ns), [], 'no rdbg process is left');
   t.equal(readFileSync(resolvPath(), 'utf8'), ours, 'resolv.conf is still rdbg\'s: nothing was left to restore it');
   await resolveOutside(t, 'after kill -9');
 
@@ -139,7 +80,7 @@ t.test('the next connect starts from the original, and quit after a second crash
   const ours = readFileSync(resolvPath(), 'utf8');
   t.equal(ours.match(/^nameserver 127\.0\.0\.53$/gm)?.length, 1, 'the original nameserver once, not ours in front of ours');
   t.equal(ours.match(/^nameserver 127\.0\.83\./gm)?.length, 1, 'one rdbg resolver');
-  await killEveryRdbgProcess();
+  await killEveryRdbgProcess(sb.laptop.ns);
   await resolveOutside(t, 'after the second kill -9');
   const q = await sb.laptop.rdbg(['quit']);
   t.equal(q.code, 0, q.stderr);

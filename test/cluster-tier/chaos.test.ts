@@ -98,6 +98,15 @@ t.test('chaos: rdbg keeps working through what real clusters and laptops do', as
   await waitFor('the load succeeds before any event', async () => allOkSince(Date.now() - 1500), 60_000, 500);
 
   const rows: Row[] = [];
+  /** The intercept as the manager has it: ACTIVE and held by the agents of both echo replicas. */
+  const bothAgents = async (): Promise<boolean> => {
+    try {
+      const l = JSON.parse((await rdbg(['list', '-o', 'json'], false)).stdout) as { state: string; agents?: number }[];
+      return l.length === 1 && l[0].state === 'ACTIVE' && (l[0].agents ?? 0) >= 2;
+    } catch {
+      return false;
+    }
+  };
   /** Runs one event; then waits for every kind of request to succeed, and for 15 s without a failure. */
   const only = process.env.RDBG_CHAOS_ONLY ? new RegExp(process.env.RDBG_CHAOS_ONLY) : undefined;
   const event = async (name: string, run: () => Promise<void>, sessionKept: boolean): Promise<void> => {
@@ -109,10 +118,13 @@ t.test('chaos: rdbg keeps working through what real clusters and laptops do', as
       const t1 = Date.now();
       let recoveredAt = 0;
       await waitFor(`every kind of request to work after: ${name}`, async () => {
-        // recovered: after the last failure, each kind has succeeded
+        // recovered: after the last failure, each kind has succeeded, and the intercept is ACTIVE on both
+        // replicas' agents (a request that happens to reach the one agent already back says nothing of the other)
         const last = Math.max(t1, ...load.probes.filter((p) => p.at >= t0 && !p.ok).map((p) => p.at));
         if (!allOkSince(last + 1)) return false;
-        recoveredAt = Math.max(...['plain', 'intercepted', 'redis'].map((k) => load.probes.find((p) => p.at > last && p.kind === k && p.ok)!.at));
+        if (!(await bothAgents())) return false;
+        const back = Date.now();
+        recoveredAt = Math.max(back, ...['plain', 'intercepted', 'redis'].map((k) => load.probes.find((p) => p.at > last && p.kind === k && p.ok)!.at));
         return true;
       }, RECOVER_MS, 250);
       await sleep(SETTLE_MS);

@@ -30,14 +30,9 @@ import { connectFlowSocket, DataPortError, openRawFlow, type JoinCounters, type 
 /** A pool's size unless its constructor is told otherwise. */
 export const RAW_POOL_SIZE = 4;
 /**
- * Off unless RDBG_RAW_POOL asks for it. With warm daemons (the Kubernetes
- * bench, 2026-11-23) a 256 MiB download over port-forward ran at 106-117
- * MB/s on pooled raw connections against 151-201 on HTTP/2 (and kubectl
- * port-forward's 110-134); round trips were no faster, and in a burst of
- * 1,500 new connections only 60 found a pooled one. The cause is not found:
- * it is not the fast readers or socket buffering at either end, nor the TUN
- * (SOCKS5 shows the same); a fresh forwarded stream straight to the pod, as
- * kubectl's, runs at the same ~120 MB/s.
+ * Off unless RDBG_RAW_POOL asks for it: over port-forward, pooled raw
+ * connections carried bulk transfers slower than HTTP/2 streams and made
+ * round trips no faster (docs/benchmarks.md, "Variants", says how to repeat it).
  */
 export const DEFAULT_POOL_SIZE = 0;
 const IDLE_MS = 5_000;

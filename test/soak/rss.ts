@@ -1,24 +1,20 @@
 import { readFileSync } from 'node:fs';
 
-/** Resident set size of a process in bytes (VmRSS of /proc/PID/status), or undefined once it is gone. */
-export function rssBytes(pid: number): number | undefined {
+/** One memory field of /proc/PID/status in bytes, or undefined once the process is gone. */
+function statusBytes(pid: number, field: 'VmRSS' | 'RssAnon'): number | undefined {
   try {
-    const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    const m = new RegExp(`^${field}:\\s+(\\d+) kB$`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
     return m ? Number(m[1]) * 1024 : undefined;
   } catch {
     return undefined;
   }
 }
 
+/** Resident set size (VmRSS). */
+export const rssBytes = (pid: number): number | undefined => statusBytes(pid, 'VmRSS');
+
 /** The anonymous part of the RSS (RssAnon: the process's own memory, not the node binary's code pages it shares). */
-export function rssAnonBytes(pid: number): number | undefined {
-  try {
-    const m = /^RssAnon:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) * 1024 : undefined;
-  } catch {
-    return undefined;
-  }
-}
+export const rssAnonBytes = (pid: number): number | undefined => statusBytes(pid, 'RssAnon');
 
 export interface RssSample {
   /** minutes since the soak started */

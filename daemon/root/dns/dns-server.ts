@@ -46,6 +46,13 @@ const MAX_IN_FLIGHT = 1024;
 const MAX_TCP_CONNECTIONS = 256;
 const MAX_TCP_PENDING = 32; // queries in flight per connection
 const TCP_IDLE_MS = 10_000;
+/**
+ * The UDP receive buffer asked for (the kernel caps it at net.core.rmem_max).
+ * The default (~200 KB) holds about 200 small queries: a burst from the laptop
+ * while this daemon waits for the CPU overflowed it and lost well-formed
+ * queries beside the burst. 4 MiB holds thousands, as unbound's so-rcvbuf.
+ */
+export const UDP_RECEIVE_BUFFER = 4 << 20;
 
 const log = logger('dns');
 
@@ -131,7 +138,7 @@ export class DnsServer {
       throw err;
     }
     this.setUpstreams(this.opts.upstreams);
-    log.info('DNS server listening', { listen: this.bound, upstreams: this.upstreams(), clusterDomain: this.opts.clusterDomain });
+    log.info('DNS server listening', { listen: this.bound, upstreams: this.upstreams(), clusterDomain: this.opts.clusterDomain, udpReceiveBuffer: this.udp[0]?.getRecvBufferSize() });
     return this.addresses();
   }
 
@@ -152,7 +159,7 @@ export class DnsServer {
     if (family === 0) throw dnsError(DnsCodes.LISTEN, `"${l.address}" is not an IP address to serve DNS on`);
     // Port 0: the kernel picks the UDP port; TCP then takes the same one (retry if it is taken).
     for (let attempt = 0; ; attempt++) {
-      const sock = dgram.createSocket({ type: family === 6 ? 'udp6' : 'udp4' });
+      const sock = dgram.createSocket({ type: family === 6 ? 'udp6' : 'udp4', recvBufferSize: UDP_RECEIVE_BUFFER });
       const port = await new Promise<number>((resolve, reject) => {
         sock.once('error', reject);
         sock.bind(l.port, l.address, () => {

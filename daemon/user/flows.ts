@@ -27,7 +27,7 @@ export type UdpFlow = DatagramChannel;
 export class FlowOpener {
   private h2?: H2FlowClient;
   private h2Address = '';
-  readonly rawBudget = RawFlowBudget.forThisProcess(openFileLimit());
+  readonly rawBudget: RawFlowBudget;
 
   constructor(
     private readonly link: ManagerLink,
@@ -37,7 +37,10 @@ export class FlowOpener {
     readonly rawFlows: boolean,
     /** where they may not: how many raw connections to keep opened ahead (see src/tunnel/raw-pool.ts) */
     readonly rawPoolSize = 0,
+    /** RDBG_RAW_FLOWS_MAX: raw flows at once; else a share of the open-file limit */
+    rawFlowsMax?: number,
   ) {
+    this.rawBudget = RawFlowBudget.forThisProcess(openFileLimit(), rawFlowsMax);
     // A new session may mean a new manager pod behind the same port-forward address.
     link.on('session', () => {
       this.h2?.renew();

@@ -49,7 +49,7 @@ const TCP_IDLE_MS = 10_000;
 /**
  * The UDP receive buffer asked for (the kernel caps it at net.core.rmem_max).
  * The default (~200 KB) holds about 200 small queries: a burst from the laptop
- * while this daemon waits for the CPU overflowed it and lost well-formed
+ * while this daemon waits for the CPU would overflow it and lose well-formed
  * queries beside the burst. 4 MiB holds thousands, as unbound's so-rcvbuf.
  */
 export const UDP_RECEIVE_BUFFER = 4 << 20;

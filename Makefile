@@ -27,10 +27,11 @@ build: gen
 	tsc -p tsconfig.json
 	@chmod +x dist/bin/rdbg.js
 
+# Types, eslint, and the layer rules on the resolved import graph (.dependency-cruiser.cjs).
 lint: gen
 	tsc -p tsconfig.json --noEmit
 	eslint .
-	node scripts/check-layers.js
+	bash scripts/check-layers.sh
 
 test-unit: build
 	tap 'dist/test/unit/**/*.test.js'

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
-import { parse, splitHostPort } from '../src/cli/args';
+import { splitHostPort } from '../src/core/address';
+import { parse } from '../src/cli/args';
 import { Codes, errorMessage, RdbgError } from '../src/core/errors';
 import { logger, toggleDebugOnSignal } from '../src/core/log';
 import { appEnvironment, TrafficAgent } from './traffic-agent';

@@ -1,7 +1,6 @@
 import { EventEmitter } from 'node:events';
-import { isIPv6 } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
-import { splitHostPort } from '../src/cli/args';
+import { joinHostPort, splitHostPort } from '../src/core/address';
 import { errorMessage } from '../src/core/errors';
 import { logger } from '../src/core/log';
 import { CHANNEL_OPTIONS, managerPackage, type ManagerClient } from '../src/rpc/services';
@@ -161,7 +160,7 @@ export class ManagerLink extends EventEmitter {
       if (session.data_port && this.opts.transport !== 'grpc') {
         const { host } = splitHostPort(this.opts.manager, 'manager');
         const id = this.id;
-        this.data = new H2FlowClient(`${isIPv6(host) ? `[${host}]` : host}:${session.data_port}`, () => ({ [H.agent]: id }), (reason) =>
+        this.data = new H2FlowClient(joinHostPort(host, session.data_port), () => ({ [H.agent]: id }), (reason) =>
           log.warn('lost the data plane; diverted flows open again on next use', { reason }),
         );
       }

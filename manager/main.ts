@@ -1,4 +1,5 @@
-import { parse, asList, splitHostPort } from '../src/cli/args';
+import { splitHostPort } from '../src/core/address';
+import { parse, asList } from '../src/cli/args';
 import { parseCidr } from '../src/core/cidr';
 import { Codes, RdbgError } from '../src/core/errors';
 import { raiseFileLimit } from '../src/core/rlimit';

@@ -13,7 +13,7 @@ import { TunnelHandler, type TunnelCall } from './tunnel-handler';
 import { InterceptRegistry, type AgentAuthorizer } from './intercepts';
 import { DataPlane } from './data-plane';
 import { DialPolicy } from './dial-policy';
-import { splitHostPort } from '../src/cli/args';
+import { splitHostPort } from '../src/core/address';
 import type { KubeMode } from './kube/mode';
 
 const log = logger('manager');

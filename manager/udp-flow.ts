@@ -5,6 +5,7 @@ import { logger } from '../src/core/log';
 import { dialCodeForErrno, type DialCode, type TunnelStream } from '../src/tunnel/messages';
 import { describeErrno } from './errno';
 import type { TunnelStats } from './tunnel-handler';
+import { joinHostPort } from '../src/core/address';
 
 const log = logger('manager.udp');
 
@@ -35,7 +36,7 @@ export interface UdpFlowHandle {
  * The flow ends after a minute of silence.
  */
 export function openUdpFlow(address: string, port: number, client: UdpFlowClient, stats: TunnelStats): UdpFlowHandle {
-  const dst = isIP(address) === 6 ? `[${address}]:${port}` : `${address}:${port}`;
+  const dst = joinHostPort(address, port);
   const sock = dgram.createSocket(isIP(address) === 6 ? 'udp6' : 'udp4');
   let state: 'dialling' | 'open' | 'closed' = 'dialling';
   let idle: NodeJS.Timeout | undefined;

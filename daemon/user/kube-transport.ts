@@ -12,7 +12,7 @@ import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { Codes, RdbgError } from '../../src/core/errors';
 import { logger } from '../../src/core/log';
-import { splitHostPort } from '../../src/cli/args';
+import { joinHostPort, splitHostPort } from '../../src/core/address';
 import { kubeconfigFiles, loadKube, type KubeOptions } from '../../src/kube/config';
 import { PodForwarder } from '../../src/kube/forwarder';
 import { kubeError, Workloads } from '../../src/kube/workloads';
@@ -82,7 +82,7 @@ export async function openKubeTransport(target: KubeOptions, managerNamespace: s
   let data: string;
   if (direct) {
     const { host } = splitHostPort(direct, '--manager');
-    data = `${host.includes(':') ? `[${host}]` : host}:${PORTS.data}`;
+    data = joinHostPort(host, PORTS.data);
   } else {
     data = await forward(PORTS.data);
   }

@@ -7,7 +7,8 @@ import { startProfile, stopProfile } from '../../src/core/profile';
 import { logger, toggleDebugOnSignal } from '../../src/core/log';
 import { daemonPidPath, daemonSocketPath } from '../../src/core/paths';
 import { VERSION } from '../../src/core/version';
-import { parse, splitHostPort } from '../../src/cli/args';
+import { joinHostPort, splitHostPort } from '../../src/core/address';
+import { parse } from '../../src/cli/args';
 import { daemonPackage } from '../../src/rpc/services';
 import type { StartupMessage } from '../../src/rpc/startup';
 import type { SessionGrant } from '../../src/gen/rdbg/v1/SessionGrant';
@@ -102,7 +103,7 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
   let socksAddress = '';
   const { host: managerHost } = splitHostPort(opts.manager, '--manager');
   const flows = new FlowOpener(link, counters, () =>
-    link.dataPort ? (opts.dataAddress ?? `${managerHost.includes(':') ? `[${managerHost}]` : managerHost}:${link.dataPort}`) : undefined,
+    link.dataPort ? (opts.dataAddress ?? joinHostPort(managerHost, link.dataPort)) : undefined,
     opts.kube ? opts.kube.rawFlows : true,
     opts.kube && !opts.kube.rawFlows ? RawConnectionPool.sizeFromEnv() : 0,
   );
@@ -111,7 +112,7 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
     const { host, port } = splitHostPort(opts.socks, '--socks');
     try {
       const a = await socks.listen(host, port);
-      socksAddress = `${a.address.includes(':') ? `[${a.address}]` : a.address}:${a.port}`;
+      socksAddress = joinHostPort(a.address, a.port);
     } catch (err) {
       throw new RdbgError(Codes.DAEMON_START, `cannot listen for SOCKS5 on ${opts.socks}: ${errorMessage(err)}`, 'choose another port with --socks');
     }

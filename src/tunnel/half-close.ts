@@ -1,5 +1,5 @@
 import * as net from 'node:net';
-import { splitHostPort } from '../cli/args';
+import { splitHostPort } from '../core/address';
 import { logger } from '../core/log';
 import { KEEPALIVE_MS, MAX_LINE, formatReply, parseReply } from './raw-flow';
 

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { splitHostPort } from '../cli/args';
+import { splitHostPort } from '../core/address';
 import * as net from 'node:net';
 import { DialError, type DialCode } from './messages';
 import { SOCKET_HWM, dialCodeFrom, decodeMessage, encodeMessage } from './h2-flows';

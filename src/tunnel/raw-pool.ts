@@ -1,5 +1,5 @@
 import * as net from 'node:net';
-import { splitHostPort } from '../cli/args';
+import { splitHostPort } from '../core/address';
 import type { H2FlowClient } from './h2-client';
 import { SOCKET_HWM, joinSocket } from './h2-flows';
 import { DialError } from './messages';

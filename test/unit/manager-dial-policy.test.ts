@@ -37,6 +37,19 @@ t.test('the policy: what is always refused, what the cluster and the allow list 
   t.equal(p.refusal('172.20.3.4', 80), undefined, 'subnets found later are read at each check');
 });
 
+t.test('an address is judged the same however it is spelled', async (t) => {
+  const p = new DialPolicy({
+    clusterSubnets: () => ['fd00::/64', '10.244.0.0/16'],
+    ownAddresses: () => [{ address: 'fd00::7', loopbackDevice: false }, { address: '10.244.1.7', loopbackDevice: false }],
+  });
+  for (const ip of ['fd00::7', 'fd00:0:0:0:0:0:0:7', 'FD00::0:7', '::ffff:10.244.1.7', '::ffff:af4:107']) {
+    t.match(p.refusal(ip, 80), /own address/, ip);
+  }
+  t.match(p.refusal('0:0:0:0:0:0:0:1', 80), /loopback/);
+  t.match(p.refusal('::ffff:7f00:1', 80), /loopback/);
+  t.equal(p.refusal('fd00:0:0:0:0:0:0:8', 80), undefined, 'a neighbour in the subnet is let through');
+});
+
 t.test('an address on the loopback device counts as the manager\'s own unless the subnets or the allow list name it', async (t) => {
   const p = new DialPolicy({
     clusterSubnets: () => ['198.19.128.0/20'],

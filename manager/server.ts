@@ -13,6 +13,7 @@ import { TunnelHandler, type TunnelCall } from './tunnel-handler';
 import { InterceptRegistry, type AgentAuthorizer } from './intercepts';
 import { DataPlane } from './data-plane';
 import { DialPolicy } from './dial-policy';
+import { versionMismatch } from './version-check';
 import { splitHostPort } from '../src/core/address';
 import type { KubeMode } from './kube/mode';
 
@@ -34,17 +35,6 @@ export interface ManagerConfig {
   dialPolicy?: DialPolicy;
   /** Kubernetes mode: subnets and namespaces from the apiserver, agents by TokenReview, clients over port-forward only. */
   kube?: KubeMode;
-}
-
-export function versionMismatch(theirs: { version: string; protocol: number }, who: 'client' | 'agent'): string | undefined {
-  if (theirs.protocol === PROTOCOL) return undefined;
-  const fix =
-    who === 'client'
-      ? theirs.protocol > PROTOCOL
-        ? `upgrade the traffic manager to ${theirs.version} ("rdbg manager upgrade"), or use an rdbg client of version ${VERSION}`
-        : `install rdbg ${VERSION} on this laptop, or run the manager of version ${theirs.version}`
-      : `re-inject the agent ("rdbg uninstall WORKLOAD" then intercept again) so that it matches the manager ${VERSION}`;
-  return `rdbg ${who} ${theirs.version} speaks protocol ${theirs.protocol}, but the traffic manager ${VERSION} speaks protocol ${PROTOCOL}: ${fix}`;
 }
 
 export class ManagerServer {

@@ -3,7 +3,7 @@ import * as net from 'node:net';
 import type * as grpc from '@grpc/grpc-js';
 import { errorMessage } from '../src/core/errors';
 import { logger } from '../src/core/log';
-import { pipeFlow, type ByteCounters } from '../src/tunnel/flow-pipe';
+import { pipeFlow } from '../src/tunnel/flow-pipe';
 import { dialCodeForErrno, type TunnelMessage, type TunnelMessage__Output, type TunnelStream } from '../src/tunnel/messages';
 import type { Open__Output } from '../src/gen/rdbg/v1/Open';
 import type { DialResult } from '../src/gen/rdbg/v1/DialResult';
@@ -12,6 +12,7 @@ import type { DialPolicy } from './dial-policy';
 import type { SessionRegistry } from './sessions';
 import { describeErrno } from './errno';
 import { runUdpFlow } from './udp-flow';
+import type { TunnelStats } from './tunnel-stats';
 
 export { describeErrno };
 
@@ -28,11 +29,7 @@ export interface DivertBroker {
   fromClient(open: Open__Output, call: TunnelStream): void;
 }
 
-export interface TunnelStats extends ByteCounters {
-  flowsOpened: number;
-  flowsFailed: number;
-  flowsActive: number;
-}
+export type { TunnelStats };
 
 /** One Tunnel call: wait for `open`, dial the destination, then carry the flow. */
 export class TunnelHandler {

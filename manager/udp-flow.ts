@@ -4,7 +4,7 @@ import { errorMessage } from '../src/core/errors';
 import { logger } from '../src/core/log';
 import { dialCodeForErrno, type DialCode, type TunnelStream } from '../src/tunnel/messages';
 import { describeErrno } from './errno';
-import type { TunnelStats } from './tunnel-handler';
+import type { TunnelStats } from './tunnel-stats';
 import { joinHostPort } from '../src/core/address';
 
 const log = logger('manager.udp');

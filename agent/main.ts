@@ -15,9 +15,8 @@ port the Service targets (Q) and forwards to the app (P); requests that match
 an intercept go to the laptop that owns it. RDBG_MANAGER may stand for
 --manager, RDBG_AGENT_TOKEN carries the agent credential (or
 RDBG_AGENT_TOKEN_FILE names a file holding it, read again at every
-re-arrival: a projected service-account token rotates), and
-RDBG_AGENT_TRANSPORT=grpc keeps diverted flows on the Tunnel RPC instead of
-the manager's HTTP/2 data plane.`;
+re-arrival: a projected service-account token rotates). Diverted flows go
+on the manager's data port, an HTTP/2 stream each.`;
 
 const HINT = 'see "rdbg agent --help"';
 
@@ -84,7 +83,6 @@ export async function agentMain(argv: string[]): Promise<void> {
     podIp: process.env.POD_IP,
     token: tokenSource(process.env),
     env: appEnvironment(process.env),
-    transport: process.env.RDBG_AGENT_TRANSPORT === 'grpc' ? 'grpc' : 'auto',
   });
   toggleDebugOnSignal();
   // The last line of defence: a bug in one connection's handling must not take the pod's traffic down with it.

@@ -23,11 +23,6 @@ export interface ManagerLinkOptions {
   info: AgentInfo;
   heartbeatMs?: number;
   /**
-   * How diverted flows travel: 'auto' takes the manager's HTTP/2 data plane
-   * when it has one (several times faster), 'grpc' always the Tunnel RPC.
-   */
-  transport?: 'auto' | 'grpc';
-  /**
    * The credential, asked again at every (re-)arrival: a projected
    * service-account token is rotated on disk while the agent runs.
    */
@@ -157,7 +152,7 @@ export class ManagerLink extends EventEmitter {
   private serve(session: AgentSession__Output): Promise<string> {
     return new Promise((resolve) => {
       this.id = session.agent_id;
-      if (session.data_port && this.opts.transport !== 'grpc') {
+      if (session.data_port) {
         const { host } = splitHostPort(this.opts.manager, 'manager');
         const id = this.id;
         this.data = new H2FlowClient(joinHostPort(host, session.data_port), () => ({ [H.agent]: id }), (reason) =>

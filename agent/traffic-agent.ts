@@ -25,8 +25,6 @@ export interface AgentOptions {
   env?: Record<string, string>;
   sniffTimeoutMs?: number;
   heartbeatMs?: number;
-  /** 'auto': the manager's HTTP/2 data plane when it has one; 'grpc': always the Tunnel RPC. */
-  transport?: 'auto' | 'grpc';
   /** How much a mirror copy may queue while the laptop is slower than the app. */
   mirrorLimits?: MirrorLimits;
 }
@@ -72,7 +70,6 @@ export class TrafficAgent {
     this.link = new ManagerLink({
       manager: opts.manager,
       heartbeatMs: opts.heartbeatMs,
-      transport: opts.transport,
       info: {},
       token: typeof opts.token === 'function' ? opts.token : undefined,
     });

@@ -11,7 +11,7 @@ import { connectFlowSocket, formatReply, joinSockets, KEEPALIVE_MS, parseRequest
 import type { ClusterDNS } from './cluster-dns';
 import type { DialPolicy } from './dial-policy';
 import type { SessionRegistry } from './sessions';
-import type { TunnelStats } from './tunnel-handler';
+import type { FlowStats } from './flow-stats';
 import { describeErrno } from './errno';
 import { openUdpFlow } from './udp-flow';
 
@@ -70,7 +70,7 @@ export class DataPlane {
   constructor(
     private readonly sessions: SessionRegistry,
     private readonly dns: ClusterDNS,
-    private readonly stats: TunnelStats,
+    private readonly stats: FlowStats,
     private readonly policy: DialPolicy,
   ) {
     this.server = http2.createServer({ settings: H2_SETTINGS, maxSessionMemory: MAX_SESSION_MEMORY });

@@ -5,7 +5,7 @@ import { cidrContains, parseCidr, type Cidr } from '../src/core/cidr';
 
 /**
  * Which destinations the manager dials for a client. Every dial path (HTTP/2
- * and raw flows, the gRPC Tunnel, TCP and UDP) asks `refusal()` after names
+ * and raw flows, TCP and UDP) asks `refusal()` after names
  * are resolved, so a name that points at 127.0.0.1 is refused like the address.
  *
  * Always refused: loopback, link-local (the cloud metadata address is one),

@@ -12,15 +12,18 @@ import { VERSION } from '../src/core/version';
 
 const log = logger('manager');
 
-export const MANAGER_USAGE = `rdbg manager serve --listen HOST:PORT [--data-listen HOST:PORT|none] [--service-cidr CIDR]... [--pod-cidr CIDR]...
+export const MANAGER_USAGE = `rdbg manager serve --listen HOST:PORT [--data-listen HOST:PORT] [--service-cidr CIDR]... [--pod-cidr CIDR]...
                    [--cluster-domain cluster.local] [--namespace rdbg] [--cluster-namespace NS]... [--lease-seconds 15]
                    [--allow-cidr CIDR]...
 rdbg manager serve --kubernetes [--kubeconfig FILE] [--resolv-conf FILE] [--cluster-domain D] [--namespace NS] [--listen HOST:PORT]
                    [--allow-cidr CIDR]...
 
 Runs the traffic manager. It dials destinations and resolves names with the
-network and resolver of wherever it runs. The data plane (raw HTTP/2 flows)
-listens on the next port unless --data-listen says otherwise.
+network and resolver of wherever it runs. gRPC on --listen is the control
+plane (sessions, DNS, intercepts); every flow goes on the data port, the next
+port unless --data-listen says otherwise: a TCP connection of its own per
+flow from a client that reaches the manager directly, HTTP/2 streams (one per
+flow) over port-forward and from agents.
 
 Clients reach the cluster's service and pod subnets, and beyond them only
 the subnets named by --allow-cidr (a client's --also-proxy asks, this
@@ -80,7 +83,7 @@ export async function managerMain(argv: string[]): Promise<void> {
   if (kube && process.env.RDBG_MANAGER_TOKEN) log.warn('RDBG_MANAGER_TOKEN is ignored in Kubernetes mode (clients come over port-forward, agents by TokenReview)');
   const server = new ManagerServer({
     listen: values.listen!,
-    dataListen: values['data-listen'] === 'none' ? '' : values['data-listen'],
+    dataListen: values['data-listen'],
     serviceSubnets: asList(values['service-cidr']).map((c) => parseCidr(c).text),
     podSubnets: asList(values['pod-cidr']).map((c) => parseCidr(c).text),
     clusterDomain: kube?.clusterDomain ?? stripDots(values['cluster-domain'] ?? 'cluster.local'),

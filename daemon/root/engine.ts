@@ -4,7 +4,7 @@ import { Codes, RdbgError, errorMessage } from '../../src/core/errors';
 import { logger } from '../../src/core/log';
 import { H2FlowClient } from '../../src/tunnel/h2-client';
 import { RawFlowBudget } from '../../src/tunnel/raw-flow';
-import { openTcpFlow, RawConnectionPool } from '../../src/tunnel/raw-pool';
+import { openTcpFlow } from '../../src/tunnel/client';
 import { openFileLimit } from '../../src/core/rlimit';
 import { datagramChannel, type DatagramChannel } from '../../src/tunnel/h2-flows';
 import type { RootStatus } from '../../src/gen/rdbg/v1/RootStatus';
@@ -55,7 +55,6 @@ export class RootEngine extends EventEmitter {
   private nat?: TcpNat;
   private udp?: UdpRelay;
   private h2?: H2FlowClient;
-  private pool?: RawConnectionPool;
   private dns?: HostDns;
   private routes: string[] = [];
   private malformed = 0;
@@ -122,22 +121,16 @@ export class RootEngine extends EventEmitter {
 
     this.h2 = new H2FlowClient(grant.data_address, () => ({ 'rdbg-session': this.session?.grant?.session_id ?? '' }));
     const rawBudget = RawFlowBudget.forThisProcess(openFileLimit());
-    const poolFor = (g: SessionGrant__Output): RawConnectionPool | undefined =>
-      !g.raw_flows && g.raw_flow_pool > 0 ? new RawConnectionPool(g.data_address, rawBudget, g.raw_flow_pool) : undefined;
-    this.pool = poolFor(grant);
     this.session.on('grant', (g: SessionGrant__Output) => {
       if (g.session_id && grant.session_id && g.session_id !== grant.session_id && g.data_address === grant.data_address) {
         // a new session may mean a new manager pod behind the same port-forward address
         this.h2?.renew();
-        this.pool?.flush();
         grant = g;
       }
       if (g.data_address && g.data_address !== grant.data_address) {
         this.h2?.close();
-        this.pool?.close();
         grant = g;
         this.h2 = new H2FlowClient(g.data_address, () => ({ 'rdbg-session': this.session?.grant?.session_id ?? '' }));
-        this.pool = poolFor(g);
       }
     });
     const write = (pkt: Buffer): boolean => this.tun!.write(pkt);
@@ -151,7 +144,7 @@ export class RootEngine extends EventEmitter {
       write,
       dialer: {
         dial: (host, port, source) => {
-          const dp = { address: grant.data_address, h2: this.h2!, rawFlows: grant.raw_flows, budget: rawBudget, pool: this.pool };
+          const dp = { address: grant.data_address, h2: this.h2!, rawFlows: grant.raw_flows, budget: rawBudget };
           return openTcpFlow(dp, { session: this.session?.grant?.session_id ?? '', protocol: 'tcp', host, port, source });
         },
       },
@@ -267,8 +260,6 @@ export class RootEngine extends EventEmitter {
       session_state: this.session?.grant?.state ?? 'UNKNOWN',
       flows_refused: this.nat?.stats.refused ?? 0,
       malformed_packets: this.malformed,
-      pooled_flows: this.pool?.stats.taken ?? 0,
-      pool_misses: this.pool?.stats.empty ?? 0,
     };
   }
 
@@ -277,7 +268,6 @@ export class RootEngine extends EventEmitter {
     this.udp?.close();
     this.nat?.close();
     this.h2?.close();
-    this.pool?.close();
     this.session?.close();
     for (const cidr of this.routes.reverse()) {
       try {

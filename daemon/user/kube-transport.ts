@@ -31,7 +31,7 @@ export interface KubeTransport {
   data: string; // host:port of the data plane
   rawFlows: boolean; // TCP flows on connections of their own (direct transport only: see src/tunnel/raw-flow.ts)
   neverRoute: string[]; // the apiserver's addresses: never into the TUN
-  describe(dataPlane: boolean, rawPool: number): string;
+  describe(): string;
   /** writes the session's claim on the workload with the user's credentials (docs/kubernetes.md) */
   claim: ClaimHook;
   /** why the last forwarded connection failed (RBAC, no ready pod...), if one did */
@@ -99,13 +99,9 @@ export async function openKubeTransport(target: KubeOptions, managerNamespace: s
     data,
     rawFlows: Boolean(direct),
     neverRoute,
-    describe: (dataPlane, pool) =>
+    describe: () =>
       `port-forward through ${kube.server} (context ${kube.context}) to the manager in namespace ${managerNamespace}` +
-      (dataPlane
-        ? direct
-          ? `; data plane direct at ${data} (raw TCP flows)`
-          : `; data plane over port-forward (HTTP/2${pool > 0 ? `, and TCP flows raw on ${pool} connections opened ahead` : ''})`
-        : '; gRPC tunnel'),
+      (direct ? `; data plane direct at ${data} (raw TCP flows)` : '; data plane over port-forward (HTTP/2)'),
     claim: async (spec, sessionId, on) => {
       const ws = new Workloads(kube.kc);
       const w = await ws.find(spec.workload ?? '', spec.namespace || kube.namespace);

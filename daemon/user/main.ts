@@ -19,7 +19,6 @@ import { LocalIntercepts } from './intercepts';
 import { ManagerLink } from './manager-link';
 import { SocksServer } from './socks-server';
 import { FlowOpener } from './flows';
-import { RawConnectionPool } from '../../src/tunnel/raw-pool';
 import type { KubeTransport } from './kube-transport';
 
 const log = logger('userd');
@@ -105,7 +104,6 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
   const flows = new FlowOpener(link, counters, () =>
     link.dataPort ? (opts.dataAddress ?? joinHostPort(managerHost, link.dataPort)) : undefined,
     opts.kube ? opts.kube.rawFlows : true,
-    opts.kube && !opts.kube.rawFlows ? RawConnectionPool.sizeFromEnv() : 0,
   );
   const socks = new SocksServer(flows, counters);
   if (opts.socks) {
@@ -160,7 +158,9 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
         events: link.events,
         connected_since: link.connectedSince?.toISOString() ?? '',
         pid: process.pid,
-        transport: opts.kube ? opts.kube.describe(link.dataPort > 0, flows.rawPoolSize) : link.dataPort ? `data plane at port ${link.dataPort} (${flows.rawBudget.max > 0 ? `TCP flows on connections of their own, up to ${flows.rawBudget.max}, then ` : ''}HTTP/2), gRPC control at ${opts.manager}` : `gRPC tunnel to ${opts.manager}`,
+        transport: opts.kube
+          ? opts.kube.describe()
+          : `data plane at port ${link.dataPort} (${flows.rawBudget.max > 0 ? `TCP flows on connections of their own, up to ${flows.rawBudget.max}, then ` : ''}HTTP/2), gRPC control at ${opts.manager}`,
         intercepts: intercepts.count,
         kube_context: opts.kube?.context ?? '',
         kubeconfig: opts.kube?.kubeconfig ?? '',
@@ -199,7 +199,6 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
     session_id: link.sessionId,
     data_address: flows.dataAddress() ?? '',
     raw_flows: flows.rawFlows,
-    raw_flow_pool: flows.rawPoolSize,
     cluster: link.cluster ?? null,
     manager_addresses: [managerHost, ...(opts.kube?.neverRoute ?? [])],
   });

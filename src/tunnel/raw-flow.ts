@@ -204,7 +204,7 @@ export function readLine(sock: net.Socket, head: Buffer, timeoutMs: number): Pro
  * ready to be joined; rejects with the manager's DialError. A `fast` socket
  * (see connectFlowSocket) emits no 'data' events: only joinSockets reads it.
  */
-export function openRawTcp(dataAddress: string, req: RawFlowRequest, timeoutMs: number, fast = false, opened?: net.Socket): Promise<net.Socket> {
+export function openRawTcp(dataAddress: string, req: RawFlowRequest, timeoutMs: number, fast = false): Promise<net.Socket> {
   let line: string;
   let host: string;
   let port: number;
@@ -215,7 +215,7 @@ export function openRawTcp(dataAddress: string, req: RawFlowRequest, timeoutMs: 
     return Promise.reject(err);
   }
   const opts = { host, port, noDelay: true, allowHalfOpen: true, highWaterMark: SOCKET_HWM } as net.NetConnectOpts;
-  const sock = opened ?? (fast ? connectFlowSocket(opts) : net.connect(opts));
+  const sock = fast ? connectFlowSocket(opts) : net.connect(opts);
   sock.write(line);
   return readLine(sock, Buffer.alloc(0), timeoutMs).then(
     (replyLine) => {
@@ -261,8 +261,8 @@ export interface JoinOptions {
   /**
    * When a ends while b is still open: tell the far end another way that a
    * sent `sentAB` bytes and no more, and leave b open until it ends too.
-   * Over port-forward a FIN cannot travel as one: the container runtime
-   * closes the pod's side about a second after it (see raw-pool.ts).
+   * Its FIN then only answers the far end's, which keeps TIME_WAIT there
+   * (see RawFlowBudget).
    * Resolves false when that failed: b is then ended after all.
    */
   halfCloseB?: (sentAB: number) => Promise<boolean>;
@@ -494,8 +494,6 @@ export interface RawFlowOptions {
   counters?: JoinCounters;
   /** how long the manager may take to answer (default 15 s) */
   timeoutMs?: number;
-  /** a connection opened ahead (raw-pool.ts) instead of a new one */
-  opened?: net.Socket;
   /** sends the flow's half-close beside it (see JoinOptions.halfCloseB); without it a FIN carries it */
   halfClose?: (flow: string, sentBytes: number) => Promise<boolean>;
   /** called when this side closes the connection first (RawFlowBudget.closedFirst) */
@@ -507,11 +505,11 @@ export async function openRawFlow(
   dataAddress: string,
   req: RawFlowRequest,
   release: () => void,
-  { counters, timeoutMs = 15_000, opened, halfClose, onClosedFirst }: RawFlowOptions = {},
+  { counters, timeoutMs = 15_000, halfClose, onClosedFirst }: RawFlowOptions = {},
 ): Promise<JoinableFlow> {
   let remote: net.Socket;
   try {
-    remote = await openRawTcp(dataAddress, req, timeoutMs, true, opened);
+    remote = await openRawTcp(dataAddress, req, timeoutMs, true);
   } catch (err) {
     release();
     throw err;

@@ -117,7 +117,7 @@ t.test("the manager's gRPC port: mutated gRPC messages to every kind of call", a
   const msg = Buffer.from('0a0a646576406c6170746f7012036465761803220474657374', 'hex');
   const call = (method: string, body: Buffer): Buffer =>
     conversation([[':method', 'POST'], [':scheme', 'http'], [':authority', 'm'], [':path', `/rdbg.v1.Manager/${method}`], ['content-type', 'application/grpc'], ['te', 'trailers']], body);
-  const seeds = ['Arrive', 'Heartbeat', 'LookupDNS', 'CreateIntercept', 'Tunnel', 'AgentArrive', 'WatchIntercepts'].map((m) => call(m, grpcMessage(msg)));
+  const seeds = ['Arrive', 'Heartbeat', 'LookupDNS', 'CreateIntercept', 'WatchDiversions', 'AgentArrive', 'WatchIntercepts'].map((m) => call(m, grpcMessage(msg)));
   const payloads = sample(mutated(seeds, 200), runs(300), 3);
   const run = blast(0, { mode: 'tcp', host: '198.18.1.1', port: CLUSTER.managerPort, payloads });
   const good = await alongside(curlTun, run);

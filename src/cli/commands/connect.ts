@@ -389,7 +389,6 @@ export async function statusCommand(argv: string[]): Promise<void> {
       const evicted = rs.udp_evicted_source_limit + rs.udp_evicted_table_full;
       say(`UDP flows:        ${rs.udp_flows} of ${rs.udp_flow_limit}, per-source limit ${rs.udp_source_limit}; ${evicted} evicted to make room (${rs.udp_evicted_source_limit} at a source's limit, ${rs.udp_evicted_table_full} with the table full)`);
     }
-    if (rs.pooled_flows || rs.pool_misses) say(`Over port-forward: ${rs.pooled_flows} TCP flows on connections opened ahead, ${rs.pool_misses} as HTTP/2 streams (none was ready)`);
   }
   if (st.events.length > 0) {
     say('Recent events:');

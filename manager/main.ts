@@ -4,7 +4,8 @@ import { parseCidr } from '../src/core/cidr';
 import { Codes, RdbgError } from '../src/core/errors';
 import { raiseFileLimit } from '../src/core/rlimit';
 import { startProfile, stopProfile } from '../src/core/profile';
-import { logger, toggleDebugOnSignal } from '../src/core/log';
+import { readConfig, type ManagerConfig } from '../src/core/config';
+import { logger, setLevel, setTrace, toggleDebugOnSignal } from '../src/core/log';
 import { ManagerServer } from './server';
 import { KubeMode } from './kube/mode';
 import { DEFAULT_TLS_DIR, WebhookServer } from './kube/webhook-server';
@@ -67,6 +68,9 @@ export async function managerMain(argv: string[]): Promise<void> {
     'tls-dir': { type: 'string', default: DEFAULT_TLS_DIR },
     'allow-cidr': { type: 'string', multiple: true },
   });
+  const cfg = readConfig('manager');
+  setLevel(cfg.logLevel ?? 'info');
+  setTrace(cfg.trace);
   splitHostPort(values.listen!, '--listen');
   const stripDots = (d: string): string => d.replace(/^\.|\.$/g, '');
   const kube = values.kubernetes
@@ -80,7 +84,7 @@ export async function managerMain(argv: string[]): Promise<void> {
   if (!kube && (values.kubeconfig || values['resolv-conf'])) {
     throw new RdbgError(Codes.BAD_ARGUMENT, '--kubeconfig and --resolv-conf go with --kubernetes', 'run "rdbg manager --help"');
   }
-  if (kube && process.env.RDBG_MANAGER_TOKEN) log.warn('RDBG_MANAGER_TOKEN is ignored in Kubernetes mode (clients come over port-forward, agents by TokenReview)');
+  if (kube && cfg.managerToken) log.warn('RDBG_MANAGER_TOKEN is ignored in Kubernetes mode (clients come over port-forward, agents by TokenReview)');
   const server = new ManagerServer({
     listen: values.listen!,
     dataListen: values['data-listen'],
@@ -90,15 +94,15 @@ export async function managerMain(argv: string[]): Promise<void> {
     namespace: kube?.namespace ?? values.namespace ?? 'rdbg',
     namespaces: asList(values['cluster-namespace']).length ? asList(values['cluster-namespace']) : ['default'],
     leaseSeconds: Math.max(3, Number(values['lease-seconds'])),
-    token: kube ? undefined : process.env.RDBG_MANAGER_TOKEN || undefined,
+    token: kube ? undefined : cfg.managerToken,
     allowCidrs: asList(values['allow-cidr']).flatMap((c) => c.split(',')).filter((c) => c.trim()).map((c) => parseCidr(c).text),
     kube,
   });
   raiseFileLimit();
-  startProfile();
+  startProfile(cfg.cpuProfile);
   toggleDebugOnSignal();
   await server.start();
-  const webhook = kube && values['webhook-listen'] !== 'none' ? webhookServer(kube.namespace, values['webhook-listen']!, values['tls-dir']!) : undefined;
+  const webhook = kube && values['webhook-listen'] !== 'none' ? webhookServer(cfg, kube.namespace, values['webhook-listen']!, values['tls-dir']!) : undefined;
   await webhook?.start();
   const stop = (signal: string): void => {
     log.info('stopping', { signal });
@@ -109,8 +113,8 @@ export async function managerMain(argv: string[]): Promise<void> {
 }
 
 /** The agent-injection webhook of a manager in namespace ns (docs/kubernetes.md, "Injection"). */
-function webhookServer(ns: string, listen: string, tlsDir: string): WebhookServer {
-  const image = process.env.RDBG_AGENT_IMAGE;
+function webhookServer(cfg: ManagerConfig, ns: string, listen: string, tlsDir: string): WebhookServer {
+  const image = cfg.agentImage;
   if (!image) {
     throw new RdbgError(Codes.BAD_ARGUMENT, 'the webhook needs the agent image in RDBG_AGENT_IMAGE', 'the rdbg-manager Deployment sets it; or pass --webhook-listen none');
   }
@@ -122,7 +126,7 @@ function webhookServer(ns: string, listen: string, tlsDir: string): WebhookServe
       managerAddress: `rdbg-manager.${ns}:8081`,
       agentPortBase: 9900,
       version: VERSION,
-      pullPolicy: process.env.RDBG_AGENT_PULL_POLICY || 'IfNotPresent',
+      pullPolicy: cfg.agentPullPolicy,
     },
     tlsDir,
     host,

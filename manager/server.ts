@@ -1,5 +1,4 @@
 import * as grpc from '@grpc/grpc-js';
-import { hostname } from 'node:os';
 import { errorMessage } from '../src/core/errors';
 import { logger } from '../src/core/log';
 import { PROTOCOL, VERSION } from '../src/core/version';
@@ -226,8 +225,4 @@ function guardClient<H>(handler: H, refusal: (call: AnyCall) => string | undefin
     if (cb) cb(err);
     else call.emit?.('error', err);
   }) as H;
-}
-
-export function defaultUser(): string {
-  return `${process.env.USER ?? 'user'}@${hostname()}`;
 }

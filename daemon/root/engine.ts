@@ -11,7 +11,7 @@ import type { RootStatus } from '../../src/gen/rdbg/v1/RootStatus';
 import type { SessionGrant__Output } from '../../src/gen/rdbg/v1/SessionGrant';
 import type { Journal, JournalEntry } from './journal';
 import { PROTO_TCP, PROTO_UDP, parsePacket } from './packet';
-import type { Platform, TunDevice } from './platform/platform';
+import type { Platform, TunDevice, TunReader } from './platform/platform';
 import { planRoutes } from '../../src/core/route-plan';
 import { SessionWatch } from './session-watch';
 import { TcpNat } from './tcp-nat';
@@ -38,6 +38,8 @@ export interface RootOptions {
   dnsInclude: string[]; // suffixes always asked of the cluster
   dnsExclude: string[]; // suffixes never asked of the cluster (added to the defaults)
   resolvConf: string;
+  tunReader?: TunReader; // RDBG_TUN_READER
+  rawFlowsMax?: number; // RDBG_RAW_FLOWS_MAX
 }
 
 function nth(c: Cidr, n: number): string {
@@ -109,7 +111,7 @@ export class RootEngine extends EventEmitter {
     }
 
     this.record({ id: `tun:${this.opts.tunName}`, kind: 'tun', data: { name: this.opts.tunName } });
-    this.tun = this.platform.openTun(this.opts.tunName);
+    this.tun = this.platform.openTun(this.opts.tunName, this.opts.tunReader);
     const addresses = [`${this.tunIp}/${this.opts.tunCidr.bits}`, ...(this.tunIp6 ? [`${this.tunIp6}/${this.opts.tunCidr6!.bits}`] : [])];
     this.platform.configureTun(this.tun.name, { addresses, mtu: MTU, txqueuelen: TXQUEUELEN });
     for (const c of plan.routes) {
@@ -120,7 +122,7 @@ export class RootEngine extends EventEmitter {
     }
 
     this.h2 = new H2FlowClient(grant.data_address, () => ({ 'rdbg-session': this.session?.grant?.session_id ?? '' }));
-    const rawBudget = RawFlowBudget.forThisProcess(openFileLimit());
+    const rawBudget = RawFlowBudget.forThisProcess(openFileLimit(), this.opts.rawFlowsMax);
     this.session.on('grant', (g: SessionGrant__Output) => {
       if (g.session_id && grant.session_id && g.session_id !== grant.session_id && g.data_address === grant.data_address) {
         // a new session may mean a new manager pod behind the same port-forward address

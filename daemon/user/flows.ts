@@ -25,7 +25,7 @@ export type UdpFlow = DatagramChannel;
 export class FlowOpener {
   private h2?: H2FlowClient;
   private h2Address = '';
-  readonly rawBudget = RawFlowBudget.forThisProcess(openFileLimit());
+  readonly rawBudget: RawFlowBudget;
 
   constructor(
     private readonly link: ManagerLink,
@@ -33,7 +33,10 @@ export class FlowOpener {
     private readonly dataAddressOf: () => string | undefined,
     /** whether TCP flows may open connections of their own to the data port (not over port-forward) */
     readonly rawFlows: boolean,
+    /** RDBG_RAW_FLOWS_MAX: raw flows at once; else a share of the open-file limit */
+    rawFlowsMax?: number,
   ) {
+    this.rawBudget = RawFlowBudget.forThisProcess(openFileLimit(), rawFlowsMax);
     // A new session may mean a new manager pod behind the same port-forward address.
     link.on('session', () => this.h2?.renew());
   }

@@ -4,7 +4,8 @@ import { Codes, RdbgError, errorMessage } from '../../src/core/errors';
 import { raiseFileLimit } from '../../src/core/rlimit';
 import { startGcPacer } from '../../src/core/gc-pacer';
 import { startProfile, stopProfile } from '../../src/core/profile';
-import { logger, toggleDebugOnSignal } from '../../src/core/log';
+import { readConfig, type UserConfig } from '../../src/core/config';
+import { logger, setLevel, setTrace, toggleDebugOnSignal } from '../../src/core/log';
 import { daemonPidPath, daemonSocketPath } from '../../src/core/paths';
 import { VERSION } from '../../src/core/version';
 import { joinHostPort, splitHostPort } from '../../src/core/address';
@@ -40,15 +41,19 @@ export async function userDaemonMain(argv: string[]): Promise<void> {
     context: { type: 'string' },
     'manager-namespace': { type: 'string', default: 'rdbg' },
   });
-  raiseFileLimit();
-  startProfile();
-  toggleDebugOnSignal();
-  startGcPacer();
+  let cfg: UserConfig | undefined;
   try {
+    cfg = readConfig('user');
+    setLevel(cfg.logLevel ?? 'info');
+    setTrace(cfg.trace);
+    raiseFileLimit();
+    startProfile(cfg.cpuProfile);
+    toggleDebugOnSignal();
+    startGcPacer();
     const kube = values.kubernetes
       ? // loaded only in Kubernetes mode: the Kubernetes client is tens of MB of heap
         await (await import('./kube-transport')).openKubeTransport(
-          { kubeconfig: values.kubeconfig, context: values.context, namespace: values.namespace },
+          { kubeconfig: values.kubeconfig, kubeconfigList: cfg.kubeconfig, context: values.context, namespace: values.namespace },
           values['manager-namespace']!,
           values.manager,
         )
@@ -59,20 +64,21 @@ export async function userDaemonMain(argv: string[]): Promise<void> {
       socks: values.socks,
       namespace: values.namespace ?? kube?.namespace ?? 'default',
       kube,
+      config: cfg,
     });
   } catch (err) {
     const e = err instanceof RdbgError ? err : new RdbgError(Codes.DAEMON_START, errorMessage(err));
     log.error('user daemon failed to start', { code: e.code, err: e.message });
     tell({ ready: false, code: e.code, message: e.message, hint: e.hint });
-    cleanupFiles();
+    if (cfg) cleanupFiles(cfg.runtimeDir);
     process.exitCode = 1;
     setTimeout(() => process.exit(1), 100).unref();
   }
 }
 
-function cleanupFiles(): void {
-  rmSync(daemonSocketPath(), { force: true });
-  rmSync(daemonPidPath(), { force: true });
+function cleanupFiles(dir: string): void {
+  rmSync(daemonSocketPath(dir), { force: true });
+  rmSync(daemonPidPath(dir), { force: true });
 }
 
 interface DaemonOptions {
@@ -81,12 +87,13 @@ interface DaemonOptions {
   namespace: string;
   dataAddress?: string; // where the data plane is reached, when not beside the manager's address
   kube?: KubeTransport;
+  config: UserConfig;
 }
 
 async function runUserDaemon(opts: DaemonOptions): Promise<void> {
   if (!opts.manager) throw new RdbgError(Codes.BAD_ARGUMENT, 'the user daemon needs --manager HOST:PORT');
   const counters = newCounters();
-  const link = new ManagerLink({ address: opts.manager, namespace: opts.namespace, token: process.env.RDBG_MANAGER_TOKEN });
+  const link = new ManagerLink({ address: opts.manager, namespace: opts.namespace, token: opts.config.managerToken });
   const intercepts = new LocalIntercepts(link, opts.kube?.claim);
   const diverts = new DivertAcceptor(link, counters, () => flows.dataPlane());
   try {
@@ -104,6 +111,7 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
   const flows = new FlowOpener(link, counters, () =>
     link.dataPort ? (opts.dataAddress ?? joinHostPort(managerHost, link.dataPort)) : undefined,
     opts.kube ? opts.kube.rawFlows : true,
+    opts.config.rawFlowsMax,
   );
   const socks = new SocksServer(flows, counters);
   if (opts.socks) {
@@ -129,7 +137,7 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
     await link.close();
     opts.kube?.close();
     server.forceShutdown();
-    cleanupFiles();
+    cleanupFiles(opts.config.runtimeDir);
     await stopProfile('user-daemon');
     setTimeout(() => process.exit(0), 50);
   };
@@ -223,13 +231,13 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
     });
   };
   server.addService(daemonPackage().UserDaemon.service, { ...handlers, WatchSession, LookupDNS });
-  const sockPath = daemonSocketPath();
+  const sockPath = daemonSocketPath(opts.config.runtimeDir);
   rmSync(sockPath, { force: true });
   await new Promise<void>((resolve, reject) =>
     server.bindAsync(`unix://${sockPath}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
   );
   chmodSync(sockPath, 0o600);
-  writeFileSync(daemonPidPath(), String(process.pid));
+  writeFileSync(daemonPidPath(opts.config.runtimeDir), String(process.pid));
   process.once('SIGTERM', () => void quit('SIGTERM'));
   process.once('SIGINT', () => void quit('SIGINT'));
   log.info('user daemon ready', { manager: opts.manager, socks: socksAddress, session: link.sessionId, context: opts.kube?.context });

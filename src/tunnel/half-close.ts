@@ -3,7 +3,7 @@ import { splitHostPort } from '../core/address';
 import { logger } from '../core/log';
 import { KEEPALIVE_MS, MAX_LINE, formatReply, parseReply } from './raw-flow';
 
-const log = logger('tunnel.halfclose');
+const log = logger('tunnel.half-close');
 
 /**
  * Raw flows' half-closes, sent beside them on one connection of their own to

@@ -420,11 +420,10 @@ export class RawFlowBudget {
     return new RawFlowBudget(Math.max(0, Math.floor((fileLimit - 512) / 4)), Math.floor(ephemeralPorts / 4));
   }
 
-  /** RDBG_RAW_FLOWS_MAX=N sets the number at once (0: every flow over HTTP/2). */
-  static forThisProcess(fileLimit: number, env = process.env): RawFlowBudget {
+  /** max (RDBG_RAW_FLOWS_MAX) sets the number at once (0: every flow over HTTP/2); else it follows the limits. */
+  static forThisProcess(fileLimit: number, max?: number): RawFlowBudget {
     const b = RawFlowBudget.forLimits(fileLimit, ephemeralPortCount());
-    const set = env.RDBG_RAW_FLOWS_MAX;
-    return set !== undefined && /^\d+$/.test(set) ? new RawFlowBudget(Number(set), b.maxPerMinute) : b;
+    return max !== undefined ? new RawFlowBudget(max, b.maxPerMinute) : b;
   }
 
   /** Take one raw flow, if there is room; `release` gives it back (once). */

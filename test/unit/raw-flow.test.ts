@@ -7,6 +7,7 @@ import { CHANNEL_OPTIONS, managerPackage, type ManagerClient } from '../../src/r
 import { PROTOCOL, VERSION } from '../../src/core/version';
 import { H2FlowClient } from '../../src/tunnel/h2-client';
 import { DialError } from '../../src/tunnel/messages';
+import { readConfig } from '../../src/core/config';
 import { RawFlowBudget, ephemeralPortCount, formatRequest, openRawFlow, openRawTcp, parseRequest, readLine } from '../../src/tunnel/raw-flow';
 
 // Raw flows on the manager's data port (src/tunnel/raw-flow.ts), against a real
@@ -255,8 +256,8 @@ t.test('the budget: raw flows up to the limit, each given back once', async (t) 
   r2();
   t.equal(RawFlowBudget.forLimits(20_000, 28_232).max, 4872, 'at once: a quarter of what the file limit leaves');
   t.equal(RawFlowBudget.forLimits(20_000, 28_232).maxPerMinute, 7058, 'per minute: a quarter of the ephemeral ports');
-  t.equal(RawFlowBudget.forThisProcess(20_000, { RDBG_RAW_FLOWS_MAX: '0' }).max, 0, 'RDBG_RAW_FLOWS_MAX=0 turns raw flows off');
-  t.equal(RawFlowBudget.forThisProcess(20_000, { RDBG_RAW_FLOWS_MAX: 'lots' }).max, 4872, 'a malformed value is ignored');
+  t.equal(RawFlowBudget.forThisProcess(20_000, readConfig('user', { RDBG_RAW_FLOWS_MAX: '0' }).rawFlowsMax).max, 0, 'RDBG_RAW_FLOWS_MAX=0 turns raw flows off');
+  t.equal(RawFlowBudget.forThisProcess(20_000, readConfig('user', {}).rawFlowsMax).max, 4872, 'unset: a share of the file limit');
   t.equal(ephemeralPortCount(() => '32768\t60999\n'), 28232, 'the range as Linux writes it');
   t.equal(ephemeralPortCount(() => 'garbage'), 28232, "Linux's default when it cannot be read");
   let released = 0;

@@ -102,22 +102,22 @@ export const VARIABLES = {
   }),
   logLevel: variable({
     name: 'RDBG_LOG_LEVEL', readBy: ALL, accepts: LOG_LEVELS.join(', '), fallback: '`info` (the CLI: `warn`)',
-    doc: 'the lowest level logged; the CLI gives the root daemon its own as `--log-level`',
+    doc: 'the lowest level logged (rootd gets it as `--log-level`)',
     parse: oneOf(LOG_LEVELS), unset: undefined as Level | undefined,
   }),
   trace: variable({
-    name: 'RDBG_TRACE', readBy: ALL, accepts: `\`all\` or a list of ${TRACE_CATEGORIES.map((c) => `\`${c}\``).join(', ')}`, fallback: 'none',
-    doc: "debug logs of these components only (a category names a part of a logger's name: `dns` is `rootd.dns` and `rootd.dns.*`); the CLI gives the root daemon its own as `--trace`",
+    name: 'RDBG_TRACE', readBy: ALL, accepts: `\`all\` or a list of ${TRACE_CATEGORIES.join(', ')}`, fallback: 'none',
+    doc: 'debug logs of the loggers with that word in their name (`dns`: `rootd.dns*`); rootd gets it as `--trace`',
     parse: traceList, unset: [] as string[],
   }),
   managerToken: variable({
     name: 'RDBG_MANAGER_TOKEN', readBy: ['user', 'manager'], accepts: 'a secret', fallback: 'none',
-    doc: 'a shared token a standalone manager requires of clients and agents',
+    doc: 'a token a standalone manager requires of clients and agents',
     parse: text(), unset: undefined as string | undefined,
   }),
   cpuProfile: variable({
     name: 'RDBG_CPU_PROFILE', readBy: ['user', 'root', 'manager'], accepts: 'a directory', fallback: 'none',
-    doc: 'record a CPU profile from start to quit as `DIR/<component>-<pid>.cpuprofile`',
+    doc: 'a CPU profile from start to quit in `DIR/<component>-<pid>.cpuprofile`',
     parse: text(), unset: undefined as string | undefined,
   }),
   rawFlowsMax: variable({
@@ -137,7 +137,7 @@ export const VARIABLES = {
   }),
   manager: variable({
     name: 'RDBG_MANAGER', readBy: ['agent'], accepts: 'HOST:PORT', fallback: 'none',
-    doc: "the manager's address when `--manager` is not given (the webhook sets it)",
+    doc: '`--manager` when not given (set by the webhook)',
     parse: text(), unset: undefined as string | undefined,
   }),
   agentToken: variable({
@@ -147,22 +147,22 @@ export const VARIABLES = {
   }),
   agentTokenFile: variable({
     name: 'RDBG_AGENT_TOKEN_FILE', readBy: ['agent'], accepts: 'a file', fallback: 'none',
-    doc: 'a file holding the credential, read again at each arrival (the webhook mounts a projected token)',
+    doc: 'a file holding it, read at each arrival (a projected token)',
     parse: text(), unset: undefined as string | undefined,
   }),
   agentTransport: variable({
     name: 'RDBG_AGENT_TRANSPORT', readBy: ['agent'], accepts: '`auto`, `grpc`', fallback: '`auto`',
-    doc: "`grpc`: diverted flows on the Tunnel RPC instead of the manager's HTTP/2 data plane",
+    doc: '`grpc`: diverted flows on the Tunnel RPC, not HTTP/2',
     parse: oneOf(['auto', 'grpc'] as const), unset: 'auto' as 'auto' | 'grpc',
   }),
   agentEnv: variable({
     name: 'RDBG_AGENT_ENV', readBy: ['agent'], accepts: 'a list of names', fallback: 'none',
-    doc: "variables that are the agent's own, left out of the app's environment it reports (the webhook sets it)",
+    doc: "names of the agent's own variables, not reported as the app's (set by the webhook)",
     parse: list, unset: [] as string[],
   }),
   agentImage: variable({
     name: 'RDBG_AGENT_IMAGE', readBy: ['manager'], accepts: 'an image', fallback: 'none',
-    doc: "the image of injected agents (the manager's Deployment sets its own)",
+    doc: 'the image of injected agents (the Deployment sets the manager\'s own)',
     parse: text(), unset: undefined as string | undefined,
   }),
   agentPullPolicy: variable({

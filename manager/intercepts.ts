@@ -17,7 +17,6 @@ import type { H2DivertBroker } from './data-plane';
 import { H, encodeMessage } from '../src/tunnel/h2-flows';
 import type { DialCode } from '../src/tunnel/messages';
 import { versionMismatch } from './version-check';
-import { spliceStreams } from './splice';
 
 const AGENT_SWEEP_MS = 1000;
 

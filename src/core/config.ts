@@ -125,11 +125,6 @@ export const VARIABLES = {
     doc: 'raw TCP flows at once on the direct transport (`0`: every flow over HTTP/2)',
     parse: wholeNumber(0, 1_000_000, 'a whole number from 0 to 1000000'), unset: undefined as number | undefined,
   }),
-  rawPool: variable({
-    name: 'RDBG_RAW_POOL', readBy: ['user'], accepts: 'a whole number', fallback: '0',
-    doc: 'over port-forward, N raw connections opened ahead of need',
-    parse: wholeNumber(0, 999, 'a whole number from 0 to 999'), unset: 0,
-  }),
   tunReader: variable({
     name: 'RDBG_TUN_READER', readBy: ['root'], accepts: '`event-loop`, `poll`', fallback: '`event-loop`',
     doc: '`poll`: read the TUN device on a worker thread instead of the event loop',
@@ -149,11 +144,6 @@ export const VARIABLES = {
     name: 'RDBG_AGENT_TOKEN_FILE', readBy: ['agent'], accepts: 'a file', fallback: 'none',
     doc: 'a file holding it, read at each arrival (a projected token)',
     parse: text(), unset: undefined as string | undefined,
-  }),
-  agentTransport: variable({
-    name: 'RDBG_AGENT_TRANSPORT', readBy: ['agent'], accepts: '`auto`, `grpc`', fallback: '`auto`',
-    doc: '`grpc`: diverted flows on the Tunnel RPC, not HTTP/2',
-    parse: oneOf(['auto', 'grpc'] as const), unset: 'auto' as 'auto' | 'grpc',
   }),
   agentEnv: variable({
     name: 'RDBG_AGENT_ENV', readBy: ['agent'], accepts: 'a list of names', fallback: 'none',

@@ -6,7 +6,6 @@ import { ConfigError, SYSTEM_VARIABLES, VARIABLES, bool, duration, list, readCon
 import { Codes } from '../../src/core/errors';
 import { TRACE_CATEGORIES } from '../../src/core/log';
 import { KubeCodes } from '../../src/kube/apply';
-import { ProtocolViolation } from '../../src/tunnel/messages';
 import { AgentCodes } from '../../agent/errors';
 import { DnsCodes } from '../../daemon/root/dns/dns-errors';
 
@@ -23,25 +22,24 @@ function files(dir: string): string[] {
 const sources = PRODUCT.flatMap((d) => files(join(ROOT, d))).map((p) => ({ path: p.slice(ROOT.length + 1), text: readFileSync(p, 'utf8') }));
 
 t.test('values are typed; unset or empty is the default', async (t) => {
-  const c = readConfig('user', { RDBG_RAW_FLOWS_MAX: '0', RDBG_RAW_POOL: '', RDBG_LOG_LEVEL: 'debug', RDBG_TRACE: 'dns, tun', RDBG_HOME: '/tmp/h' });
+  const c = readConfig('user', { RDBG_RAW_FLOWS_MAX: '0', RDBG_LOG_LEVEL: 'debug', RDBG_TRACE: 'dns, tun', RDBG_HOME: '/tmp/h' });
   t.equal(c.rawFlowsMax, 0);
-  t.equal(c.rawPool, 0, 'empty is unset');
   t.equal(c.logLevel, 'debug');
   t.same(c.trace, ['dns', 'tun'], 'a list, blanks dropped');
   t.equal(c.runtimeDir, '/tmp/h', 'RDBG_HOME wins');
   t.equal(readConfig('user', { XDG_RUNTIME_DIR: '/run/user/7' }).runtimeDir, '/run/user/7/rdbg', 'then XDG_RUNTIME_DIR');
   const a = readConfig('agent', {});
-  t.equal(a.agentTransport, 'auto');
   t.equal(a.agentToken, '');
   t.same(a.agentEnv, []);
   t.equal(readConfig('manager', {}).agentPullPolicy, 'IfNotPresent');
   t.equal(readConfig('root', {}).tunReader, 'event-loop');
-  t.notOk('rawPool' in readConfig('agent', { RDBG_RAW_POOL: 'lots' }), 'a process reads only its own variables (and is not stopped by another\'s)');
+  t.equal(readConfig('root', { RDBG_TUN_READER: '' }).tunReader, 'event-loop', 'empty is unset');
+  t.notOk('rawFlowsMax' in readConfig('agent', { RDBG_RAW_FLOWS_MAX: 'lots' }), 'a process reads only its own variables (and is not stopped by another\'s)');
 });
 
 t.test('a malformed value is an error naming the variable and what it takes, never NaN', async (t) => {
   t.throws(() => readConfig('user', { RDBG_RAW_FLOWS_MAX: 'lots' }), { name: 'ConfigError', code: Codes.BAD_ARGUMENT, message: 'RDBG_RAW_FLOWS_MAX="lots" is not valid: it takes a whole number from 0 to 1000000' });
-  t.throws(() => readConfig('user', { RDBG_RAW_POOL: '-1' }), /RDBG_RAW_POOL="-1" is not valid/);
+  t.throws(() => readConfig('user', { RDBG_RAW_FLOWS_MAX: '-1' }), /RDBG_RAW_FLOWS_MAX="-1" is not valid/);
   t.throws(() => readConfig('root', { RDBG_TUN_READER: 'thread' }), /RDBG_TUN_READER="thread" is not valid: it takes one of event-loop, poll/);
   t.throws(() => readConfig('cli', { RDBG_LOG_LEVEL: 'verbose' }), /one of debug, info, warn, error/);
   t.throws(() => readConfig('agent', { RDBG_TRACE: 'dns,bogus' }), /RDBG_TRACE="dns,bogus" is not valid: it takes all or a comma-separated list of rootd, userd/);
@@ -71,7 +69,7 @@ t.test('the parsers', async (t) => {
 });
 
 t.test('every RDBG_ variable the product code names is in the table, and every row is read somewhere', async (t) => {
-  const codes = new Set<string>([...Object.values(Codes), ...Object.values(KubeCodes), ...Object.values(AgentCodes), ...Object.values(DnsCodes), new ProtocolViolation('x').code]);
+  const codes = new Set<string>([...Object.values(Codes), ...Object.values(KubeCodes), ...Object.values(AgentCodes), ...Object.values(DnsCodes)]);
   const table = new Set(Object.values(VARIABLES).map((v) => v.name));
   const named = new Map<string, string>();
   for (const f of sources) for (const m of f.text.matchAll(/\bRDBG_[A-Z0-9_]*[A-Z0-9]\b/g)) if (!codes.has(m[0]) && !named.has(m[0])) named.set(m[0], f.path);
@@ -84,8 +82,7 @@ t.test('every RDBG_ variable the product code names is in the table, and every r
     t.ok(new RegExp(`\\.${key}\\b`).test(outside) || config.includes(`out.${key} `), `the ${key} setting is used`);
   }
   const reads = sources.filter((f) => f.path !== 'src/core/config.ts' && /process\.env\.[A-Z]/.test(f.text)).map((f) => f.path);
-  // raw-pool.ts goes with the raw pool (issue 17); until then its reader stays.
-  t.same(reads.filter((p) => p !== 'src/tunnel/raw-pool.ts'), [], 'no named variable is read from process.env outside the config module');
+  t.same(reads, [], 'no named variable is read from process.env outside the config module');
 });
 
 t.test('every word of every logger name is a trace category, and every category names a logger', async (t) => {

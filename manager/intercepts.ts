@@ -14,8 +14,9 @@ import type { InterceptSpec__Output } from '../src/gen/rdbg/v1/InterceptSpec';
 import type { SessionRegistry } from './sessions';
 import { StallClock } from './stall-clock';
 import type { H2DivertBroker } from './data-plane';
-import { H, encodeMessage } from '../src/tunnel/h2-flows';
-import type { DialCode } from '../src/tunnel/messages';
+import { H } from '../src/tunnel/h2/protocol';
+import { encodeMessage, type DialCode } from '../src/tunnel/messages';
+import { splice } from '../src/tunnel/splice';
 import { versionMismatch } from './version-check';
 
 const AGENT_SWEEP_MS = 1000;
@@ -387,23 +388,6 @@ export class InterceptRegistry implements H2DivertBroker {
     }
     agent.respond({ ':status': 200, [H.dial]: 'OK' });
     stream.respond({ ':status': 200, [H.dial]: 'OK' });
-    joinStreams(agent, stream);
+    splice(agent, stream);
   }
-}
-
-/** Two HTTP/2 streams joined byte for byte, END_STREAM and resets passed across. */
-function joinStreams(a: http2.ServerHttp2Stream, b: http2.ServerHttp2Stream): void {
-  const oneWay = (from: http2.ServerHttp2Stream, to: http2.ServerHttp2Stream): void => {
-    from.on('data', (d: Buffer) => {
-      if (!to.write(d)) from.pause();
-    });
-    to.on('drain', () => from.resume());
-    from.on('end', () => to.end());
-    from.on('close', () => {
-      if (from.rstCode !== http2.constants.NGHTTP2_NO_ERROR && !to.closed) to.close(http2.constants.NGHTTP2_CANCEL);
-    });
-    from.resume();
-  };
-  oneWay(a, b);
-  oneWay(b, a);
 }

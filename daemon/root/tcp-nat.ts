@@ -1,5 +1,5 @@
 import { ipFromBytes, ipToBytes, joinHostPort, unmapIPv4 } from '../../src/core/address';
-import { SOCKET_HWM } from '../../src/tunnel/h2-flows';
+import { SOCKET_HWM } from '../../src/tunnel/fast-socket';
 import * as net from 'node:net';
 import { logger } from '../../src/core/log';
 import { DialError } from '../../src/tunnel/messages';

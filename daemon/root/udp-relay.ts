@@ -1,6 +1,6 @@
 import { ipFromBytes, joinHostPort } from '../../src/core/address';
 import { logger } from '../../src/core/log';
-import type { DatagramChannel } from '../../src/tunnel/h2-flows';
+import type { DatagramChannel } from '../../src/tunnel/h2/protocol';
 import { UdpFlowTable, type UdpFlowTableStats } from '../../src/tunnel/udp-flow-table';
 import { buildHostUnreachable, buildUdp, parsePacket, type Packet } from './packet';
 

@@ -29,7 +29,7 @@ export interface KubeTransport {
   managerNamespace: string;
   control: string; // host:port the gRPC link dials
   data: string; // host:port of the data plane
-  rawFlows: boolean; // TCP flows on connections of their own (direct transport only: see src/tunnel/raw-flow.ts)
+  rawFlows: boolean; // TCP flows on connections of their own (direct transport only: see src/tunnel/raw/flow.ts)
   neverRoute: string[]; // the apiserver's addresses: never into the TUN
   describe(): string;
   /** writes the session's claim on the workload with the user's credentials (docs/kubernetes.md) */

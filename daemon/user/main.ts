@@ -168,7 +168,7 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
         pid: process.pid,
         transport: opts.kube
           ? opts.kube.describe()
-          : `data plane at port ${link.dataPort} (${flows.rawBudget.max > 0 ? `TCP flows on connections of their own, up to ${flows.rawBudget.max}, then ` : ''}HTTP/2), gRPC control at ${opts.manager}`,
+          : `data plane at port ${link.dataPort} (${flows.client.budget.max > 0 ? `TCP flows on connections of their own, up to ${flows.client.budget.max}, then ` : ''}HTTP/2), gRPC control at ${opts.manager}`,
         intercepts: intercepts.count,
         kube_context: opts.kube?.context ?? '',
         kubeconfig: opts.kube?.kubeconfig ?? '',

@@ -1,4 +1,4 @@
-import { SOCKET_HWM } from '../../src/tunnel/h2-flows';
+import { SOCKET_HWM } from '../../src/tunnel/fast-socket';
 import * as dgram from 'node:dgram';
 import * as net from 'node:net';
 import { logger } from '../../src/core/log';

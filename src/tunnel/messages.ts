@@ -32,3 +32,24 @@ export class DialError extends Error {
     this.name = 'DialError';
   }
 }
+
+const DIAL_CODES = new Set<string>(['OK', 'REFUSED', 'UNREACHABLE', 'TIMEOUT', 'NAME_ERROR', 'DENIED', 'FAILED']);
+
+/** A dial code read off the wire: anything unknown is FAILED. */
+export function dialCodeFrom(v: unknown): DialCode {
+  const s = String(v ?? 'FAILED');
+  return (DIAL_CODES.has(s) ? s : 'FAILED') as DialCode;
+}
+
+/** Messages travel in header values and reply lines, which take visible ASCII only: they are percent-encoded. */
+export function encodeMessage(m: string): string {
+  return encodeURIComponent(m.slice(0, 1000));
+}
+
+export function decodeMessage(v: unknown): string {
+  try {
+    return decodeURIComponent(String(v ?? ''));
+  } catch {
+    return String(v ?? '');
+  }
+}

@@ -3,15 +3,16 @@
  * tests: it talks to a real traffic manager through the real Manager gRPC API
  * (Arrive, Heartbeat, CreateIntercept, WatchDiversions), and for each
  * DivertRequest dials the local server and answers on the data plane's
- * `accept` (H2FlowClient), joined with joinSocket. The real user daemon (daemon/user) replaces it end to end.
+ * `accept` (H2FlowClient), joined with splice. The real user daemon (daemon/user) replaces it end to end.
  */
 import * as net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { describeErrno } from '../../manager/errno';
 import { PROTOCOL, VERSION } from '../../src/core/version';
 import { CHANNEL_OPTIONS, managerPackage, type ManagerClient } from '../../src/rpc/services';
-import { H2FlowClient } from '../../src/tunnel/h2-client';
-import { H, joinSocket } from '../../src/tunnel/h2-flows';
+import { H2FlowClient } from '../../src/tunnel/h2/client';
+import { H } from '../../src/tunnel/h2/protocol';
+import { splice } from '../../src/tunnel/splice';
 import { dialCodeForErrno } from '../../src/tunnel/messages';
 import type { DivertRequest__Output } from '../../src/gen/rdbg/v1/DivertRequest';
 import type { InterceptInfo__Output } from '../../src/gen/rdbg/v1/InterceptInfo';
@@ -116,7 +117,7 @@ export class FakeLaptop {
           const flow = { sock };
           this.flows.add(flow);
           stream.on('error', () => undefined);
-          joinSocket(sock, stream, undefined, () => this.flows.delete(flow));
+          splice(sock, stream, { onDone: () => this.flows.delete(flow) });
           sock.resume();
         },
         () => sock.destroy(),

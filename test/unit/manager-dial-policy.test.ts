@@ -6,7 +6,7 @@ import { DialPolicy } from '../../manager/dial-policy';
 import { ManagerServer } from '../../manager/server';
 import { CHANNEL_OPTIONS, managerPackage, type ManagerClient } from '../../src/rpc/services';
 import { PROTOCOL } from '../../src/core/version';
-import { openRawTcp } from '../../src/tunnel/raw-flow';
+import { openRawTcp } from '../../src/tunnel/raw/flow';
 
 t.test('the policy: what is always refused, what the cluster and the allow list let through', async (t) => {
   const subnets = ['10.96.0.0/12', '10.244.0.0/16'];

@@ -6,7 +6,7 @@ import { ManagerServer } from '../../manager/server';
 import { DialPolicy } from '../../manager/dial-policy';
 import { CHANNEL_OPTIONS, managerPackage, type ManagerClient } from '../../src/rpc/services';
 import { PROTOCOL } from '../../src/core/version';
-import { DatagramFramer } from '../../src/tunnel/h2-flows';
+import { DatagramFramer } from '../../src/tunnel/h2/protocol';
 
 // UDP flows whose socket cannot connect fail that flow only; the manager lives on.
 // 127.255.255.255 is the loopback subnet's broadcast address: connect() on a UDP

@@ -5,12 +5,14 @@ import { ManagerServer } from '../../manager/server';
 import { DialPolicy } from '../../manager/dial-policy';
 import { CHANNEL_OPTIONS, managerPackage, type ManagerClient } from '../../src/rpc/services';
 import { PROTOCOL, VERSION } from '../../src/core/version';
-import { H2FlowClient } from '../../src/tunnel/h2-client';
+import { H2FlowClient } from '../../src/tunnel/h2/client';
 import { DialError } from '../../src/tunnel/messages';
 import { readConfig } from '../../src/core/config';
-import { RawFlowBudget, ephemeralPortCount, formatRequest, openRawFlow, openRawTcp, parseRequest, readLine } from '../../src/tunnel/raw-flow';
+import { readLine } from '../../src/tunnel/fast-socket';
+import { RawFlowBudget, ephemeralPortCount } from '../../src/tunnel/raw/budget';
+import { formatRequest, openRawFlow, openRawTcp, parseRequest } from '../../src/tunnel/raw/flow';
 
-// Raw flows on the manager's data port (src/tunnel/raw-flow.ts), against a real
+// Raw flows on the manager's data port (src/tunnel/raw/flow.ts), against a real
 // manager and real TCP servers on loopback.
 
 let mgr: ManagerServer;

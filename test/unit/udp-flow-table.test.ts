@@ -3,7 +3,7 @@ import { ipToBytes } from '../../src/core/address';
 import { UdpFlowTable, type EvictReason } from '../../src/tunnel/udp-flow-table';
 import { UdpRelay } from '../../daemon/root/udp-relay';
 import { buildUdp, parsePacket } from '../../daemon/root/packet';
-import type { DatagramChannel } from '../../src/tunnel/h2-flows';
+import type { DatagramChannel } from '../../src/tunnel/h2/protocol';
 
 // The UDP flow table's fairness: one source cannot hold more than its share,
 // a full table makes room at the greediest source's oldest flow, idle flows go.

@@ -39,7 +39,7 @@ export interface ManagerLinkOptions {
  * 'linked' (agent id), 'unlinked' (reason).
  */
 export class ManagerLink extends EventEmitter {
-  readonly client: ManagerClient;
+  private client: ManagerClient;
   private id = '';
   private data?: H2FlowClient;
   private current: InterceptInfo__Output[] = [];
@@ -54,8 +54,12 @@ export class ManagerLink extends EventEmitter {
   constructor(private readonly opts: ManagerLinkOptions) {
     super();
     this.heartbeatMs = opts.heartbeatMs ?? HEARTBEAT_MS;
+    this.client = this.channel();
+  }
+
+  private channel(): ManagerClient {
     const Manager = managerPackage().Manager;
-    this.client = new Manager(opts.manager, grpc.credentials.createInsecure(), {
+    return new Manager(this.opts.manager, grpc.credentials.createInsecure(), {
       ...CHANNEL_OPTIONS,
       // The channel's own reconnect backoff must not outlast ours after a manager restart.
       'grpc.initial_reconnect_backoff_ms': BACKOFF_MIN_MS,
@@ -127,6 +131,11 @@ export class ManagerLink extends EventEmitter {
       }
       this.unlink();
       if (this.stopped) break;
+      // A new channel, so a new connection: the old one's connect may be stuck on the address of a manager pod that is
+      // gone (a Service address that kube-proxy still sent there), silently dropped, which TCP gives up on only after a
+      // minute or more, while every call in between ends at its deadline.
+      this.client.close();
+      this.client = this.channel();
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, backoff * (0.8 + Math.random() * 0.4));
         this.wake = () => {

@@ -95,7 +95,9 @@ export class InterceptRegistry implements H2DivertBroker {
    * owner's credential on the data plane, so only the owner gets it back.
    */
   private info(i: Intercept, viewer?: string): InterceptInfo {
-    const agents = this.agentsFor(i.spec.workload, i.spec.namespace);
+    const registered = this.agentsFor(i.spec.workload, i.spec.namespace);
+    // An agent serves the intercept once it watches the registry (and so has its rules), not when it arrived.
+    const agents = registered.filter((a) => a.watchers.size > 0);
     return {
       id: i.id,
       spec: i.spec,
@@ -104,7 +106,7 @@ export class InterceptRegistry implements H2DivertBroker {
       state: agents.length > 0 ? 'ACTIVE' : 'WAITING_FOR_AGENT',
       requests: i.requests,
       mirrors_dropped: i.mirrorsDropped,
-      env: agents[0]?.info.env ?? {},
+      env: registered[0]?.info.env ?? {},
       agents: agents.length,
       message: agents.length > 0 ? '' : `no traffic agent of ${i.spec.workload}.${i.spec.namespace} is connected yet`,
     };
@@ -315,6 +317,11 @@ export class InterceptRegistry implements H2DivertBroker {
   private arrive(info: AgentInfo__Output, dataPort: number, cb: grpc.sendUnaryData<AgentSession>): void {
     // The agent id is its credential on the data plane: random (122 bits), never shown to clients.
     const a: Agent = { id: randomUUID(), info: { ...info, token: '' }, lastSeen: Date.now(), watchers: new Set() };
+    // A pod's agent that arrives again replaces its earlier registration: after a pause of the manager, the
+    // Arrives it gave up on come in too, and none of them may count as an agent until its lease runs out.
+    if (info.pod_name) {
+      for (const old of this.agentsFor(info.workload, info.namespace)) if (old.info.pod_name === info.pod_name) this.removeAgent(old);
+    }
     this.agents.set(a.id, a);
     log.info('agent arrived', { agent: a.id, workload: info.workload, namespace: info.namespace, pod: info.pod_name });
     cb(null, { agent_id: a.id, manager: { version: VERSION, protocol: PROTOCOL }, lease_seconds: this.agentLeaseMs / 1000, data_port: dataPort });

@@ -78,9 +78,10 @@ export interface SpliceOptions {
  *   - an error, a reset or a close before both directions ended resets the
  *     other end (RST, RST_STREAM CANCEL);
  *   - the flow is done when both ends are closed.
- * An HTTP/2 stream's 'end' is passed on one turn of the event loop later:
- * Node emits it before the close that tells a peer's RST_STREAM from its
- * END_STREAM, and a reset must not reach the other end as a FIN.
+ * An HTTP/2 stream's 'end' is passed on two turns of the event loop later
+ * (at once if the stream closes cleanly first): on a peer's RST_STREAM, Node
+ * emits 'end' first and the close with its code one turn after, and a reset
+ * must not reach the other end as a FIN.
  */
 export function splice(a: FlowEnd, b: FlowEnd, opts: SpliceOptions = {}): void {
   const { counters, halfCloseB } = opts;
@@ -140,7 +141,7 @@ export function splice(a: FlowEnd, b: FlowEnd, opts: SpliceOptions = {}): void {
       onEnd();
     };
     x.on('end', () => {
-      if (isStream(x)) pendingEnd = setImmediate(runEnd);
+      if (isStream(x)) pendingEnd = setImmediate(() => (pendingEnd = setImmediate(runEnd)));
       else onEnd();
     });
     x.on('error', (err: NodeJS.ErrnoException) => {

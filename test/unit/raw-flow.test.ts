@@ -159,8 +159,8 @@ t.test("a reset from the destination resets the client's socket", async (t) => {
   t.equal(err?.code, 'ECONNRESET');
 });
 
-t.test('joinSockets: a local half-close reaches the far end, which still answers', async (t) => {
-  // local app <-> [a | joinSockets | b] <-> raw flow <-> server that answers after the FIN
+t.test('splice: a local half-close reaches the far end, which still answers', async (t) => {
+  // local app <-> [a | splice | b] <-> raw flow <-> server that answers after the FIN
   const port = await serve((s) => {
     let n = 0;
     s.on('data', (d: Buffer) => (n += d.length));

@@ -23,14 +23,17 @@ src/gen/.stamp: $(wildcard proto/rdbg/v1/*.proto) node_modules/.stamp
 	  --grpcLib=@grpc/grpc-js -I proto -O src/gen.tmp rdbg/v1/manager.proto rdbg/v1/daemon.proto >/dev/null
 	@rm -rf src/gen && mv src/gen.tmp src/gen && touch $@
 
+# ENV_TABLE=--check (CI): fail when README.md's table of variables is out of date instead of rewriting it.
 build: gen
 	tsc -p tsconfig.json
 	@chmod +x dist/bin/rdbg.js
+	@node scripts/gen-env-table.js $(ENV_TABLE)
 
+# Types, eslint, and the layer rules on the resolved import graph (.dependency-cruiser.cjs).
 lint: gen
 	tsc -p tsconfig.json --noEmit
 	eslint .
-	node scripts/check-layers.js
+	bash scripts/check-layers.sh
 
 test-unit: build
 	tap 'dist/test/unit/**/*.test.js'

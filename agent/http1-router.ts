@@ -7,7 +7,7 @@ import { DivertError, logBug } from './errors';
 import { forwardRaw, rawErrorResponse, rawResponseHead, trailerPairs, withoutHeaders } from './http-headers';
 import type { ActiveIntercept } from './intercept-table';
 import { routeRequest } from './route';
-import { abort, splice } from './splice';
+import { reset, splice } from '../src/tunnel/splice';
 import type { RouterDeps } from './router-deps';
 
 const log = logger('agent.http1');
@@ -76,7 +76,7 @@ export class Http1Router {
       fn();
     } catch (err) {
       log.error('request handling failed', { err: errorMessage(err), stack: (err as Error).stack });
-      abort(socket);
+      reset(socket);
     }
   }
 
@@ -282,13 +282,13 @@ export class Http1Router {
       socket.removeListener('close', onClose);
       upSocket.on('error', () => undefined);
       if (socket.destroyed) {
-        abort(upSocket);
+        reset(upSocket);
         return;
       }
       socket.write(rawResponseHead(upRes.statusCode ?? 502, upRes.statusMessage ?? '', upRes.rawHeaders));
       if (!ok) {
         socket.end();
-        abort(upSocket);
+        reset(upSocket);
         return;
       }
       if (upHead.length) socket.write(upHead);
@@ -303,7 +303,7 @@ export class Http1Router {
       const raw = withoutHeaders(forwardRaw(upRes.rawHeaders), CLOSE_DELIMITED);
       socket.write(rawResponseHead(upRes.statusCode ?? 502, upRes.statusMessage ?? '', [...raw, 'Connection', 'close']));
       upRes.pipe(socket);
-      upRes.on('error', () => abort(socket));
+      upRes.on('error', () => reset(socket));
     });
     up.on('error', (err) => {
       if (socket.destroyed) return;

@@ -1,7 +1,9 @@
 import { readFileSync } from 'node:fs';
-import { parse, splitHostPort } from '../src/cli/args';
+import { splitHostPort } from '../src/core/address';
+import { parse } from '../src/cli/args';
 import { Codes, errorMessage, RdbgError } from '../src/core/errors';
-import { logger, toggleDebugOnSignal } from '../src/core/log';
+import { readConfig } from '../src/core/config';
+import { logger, setLevel, setTrace, toggleDebugOnSignal } from '../src/core/log';
 import { appEnvironment, TrafficAgent } from './traffic-agent';
 
 const log = logger('agent');
@@ -14,9 +16,8 @@ port the Service targets (Q) and forwards to the app (P); requests that match
 an intercept go to the laptop that owns it. RDBG_MANAGER may stand for
 --manager, RDBG_AGENT_TOKEN carries the agent credential (or
 RDBG_AGENT_TOKEN_FILE names a file holding it, read again at every
-re-arrival: a projected service-account token rotates), and
-RDBG_AGENT_TRANSPORT=grpc keeps diverted flows on the Tunnel RPC instead of
-the manager's HTTP/2 data plane.`;
+re-arrival: a projected service-account token rotates). Diverted flows go
+on the manager's data port, an HTTP/2 stream each.`;
 
 const HINT = 'see "rdbg agent --help"';
 
@@ -32,9 +33,7 @@ function port(text: string | undefined, flag: string): number {
  * RDBG_AGENT_TOKEN. An unreadable file gives '' and a warning once per
  * distinct error; the manager then refuses the arrival and the agent retries.
  */
-export function tokenSource(env: NodeJS.ProcessEnv): () => string {
-  const file = env.RDBG_AGENT_TOKEN_FILE;
-  const fixed = env.RDBG_AGENT_TOKEN ?? '';
+export function tokenSource(file: string | undefined, fixed: string): () => string {
   if (!file) return () => fixed;
   let lastError = '';
   return () => {
@@ -68,7 +67,10 @@ export async function agentMain(argv: string[]): Promise<void> {
     'app-host': { type: 'string', default: '127.0.0.1' },
     'pod-name': { type: 'string' },
   });
-  const manager = values.manager ?? process.env.RDBG_MANAGER;
+  const cfg = readConfig('agent');
+  setLevel(cfg.logLevel ?? 'info');
+  setTrace(cfg.trace);
+  const manager = values.manager ?? cfg.manager;
   if (!manager) throw new RdbgError(Codes.BAD_ARGUMENT, 'agent run: --manager HOST:PORT (or RDBG_MANAGER) is required', HINT);
   splitHostPort(manager, '--manager');
   if (!values.workload || !values.namespace) throw new RdbgError(Codes.BAD_ARGUMENT, 'agent run: --workload and --namespace are required', HINT);
@@ -79,11 +81,11 @@ export async function agentMain(argv: string[]): Promise<void> {
     appPort: port(values['app-port'], '--app-port'),
     appHost: values['app-host'],
     listenPort: port(values['listen-port'], '--listen-port'),
-    podName: values['pod-name'] ?? process.env.POD_NAME,
-    podIp: process.env.POD_IP,
-    token: tokenSource(process.env),
-    env: appEnvironment(process.env),
-    transport: process.env.RDBG_AGENT_TRANSPORT === 'grpc' ? 'grpc' : 'auto',
+    podName: values['pod-name'] ?? cfg.podName,
+    podIp: cfg.podIp,
+    token: tokenSource(cfg.agentTokenFile, cfg.agentToken),
+    // The app's environment, which the agent's pod copies: data to report, not the agent's settings.
+    env: appEnvironment(process.env, cfg.agentEnv),
   });
   toggleDebugOnSignal();
   // The last line of defence: a bug in one connection's handling must not take the pod's traffic down with it.

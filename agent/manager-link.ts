@@ -1,12 +1,11 @@
 import { EventEmitter } from 'node:events';
-import { isIPv6 } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
-import { splitHostPort } from '../src/cli/args';
+import { joinHostPort, splitHostPort } from '../src/core/address';
 import { errorMessage } from '../src/core/errors';
 import { logger } from '../src/core/log';
 import { CHANNEL_OPTIONS, managerPackage, type ManagerClient } from '../src/rpc/services';
-import { H2FlowClient } from '../src/tunnel/h2-client';
-import { H } from '../src/tunnel/h2-flows';
+import { H2FlowClient } from '../src/tunnel/h2/client';
+import { H } from '../src/tunnel/h2/protocol';
 import type { AgentInfo } from '../src/gen/rdbg/v1/AgentInfo';
 import type { AgentSession__Output } from '../src/gen/rdbg/v1/AgentSession';
 import type { InterceptInfo__Output } from '../src/gen/rdbg/v1/InterceptInfo';
@@ -24,11 +23,6 @@ export interface ManagerLinkOptions {
   info: AgentInfo;
   heartbeatMs?: number;
   /**
-   * How diverted flows travel: 'auto' takes the manager's HTTP/2 data plane
-   * when it has one (several times faster), 'grpc' always the Tunnel RPC.
-   */
-  transport?: 'auto' | 'grpc';
-  /**
    * The credential, asked again at every (re-)arrival: a projected
    * service-account token is rotated on disk while the agent runs.
    */
@@ -45,7 +39,7 @@ export interface ManagerLinkOptions {
  * 'linked' (agent id), 'unlinked' (reason).
  */
 export class ManagerLink extends EventEmitter {
-  readonly client: ManagerClient;
+  private client: ManagerClient;
   private id = '';
   private data?: H2FlowClient;
   private current: InterceptInfo__Output[] = [];
@@ -60,8 +54,12 @@ export class ManagerLink extends EventEmitter {
   constructor(private readonly opts: ManagerLinkOptions) {
     super();
     this.heartbeatMs = opts.heartbeatMs ?? HEARTBEAT_MS;
+    this.client = this.channel();
+  }
+
+  private channel(): ManagerClient {
     const Manager = managerPackage().Manager;
-    this.client = new Manager(opts.manager, grpc.credentials.createInsecure(), {
+    return new Manager(this.opts.manager, grpc.credentials.createInsecure(), {
       ...CHANNEL_OPTIONS,
       // The channel's own reconnect backoff must not outlast ours after a manager restart.
       'grpc.initial_reconnect_backoff_ms': BACKOFF_MIN_MS,
@@ -133,6 +131,11 @@ export class ManagerLink extends EventEmitter {
       }
       this.unlink();
       if (this.stopped) break;
+      // A new channel, so a new connection: the old one's connect may be stuck on the address of a manager pod that is
+      // gone (a Service address that kube-proxy still sent there), silently dropped, which TCP gives up on only after a
+      // minute or more, while every call in between ends at its deadline.
+      this.client.close();
+      this.client = this.channel();
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, backoff * (0.8 + Math.random() * 0.4));
         this.wake = () => {
@@ -158,10 +161,10 @@ export class ManagerLink extends EventEmitter {
   private serve(session: AgentSession__Output): Promise<string> {
     return new Promise((resolve) => {
       this.id = session.agent_id;
-      if (session.data_port && this.opts.transport !== 'grpc') {
+      if (session.data_port) {
         const { host } = splitHostPort(this.opts.manager, 'manager');
         const id = this.id;
-        this.data = new H2FlowClient(`${isIPv6(host) ? `[${host}]` : host}:${session.data_port}`, () => ({ [H.agent]: id }), (reason) =>
+        this.data = new H2FlowClient(joinHostPort(host, session.data_port), () => ({ [H.agent]: id }), (reason) =>
           log.warn('lost the data plane; diverted flows open again on next use', { reason }),
         );
       }

@@ -10,7 +10,7 @@ import type { ActiveIntercept } from './intercept-table';
 import { readHeaderBlock, sniffProtocol, type Sniffed } from './protocol-sniff';
 import { isKubeProbe } from './route';
 import type { RouterDeps } from './router-deps';
-import { abort, splice } from './splice';
+import { reset, splice } from '../src/tunnel/splice';
 
 const log = logger('agent.port');
 
@@ -69,7 +69,7 @@ export class PortProxy {
       .then((s) => this.dispatch(sock, s))
       .catch((err: unknown) => {
         log.error('connection dispatch failed', { err: errorMessage(err), stack: (err as Error).stack });
-        abort(sock);
+        reset(sock);
       });
   }
 
@@ -96,7 +96,7 @@ export class PortProxy {
   private join(sock: net.Socket, sniffed: Sniffed, upstream: Duplex): void {
     if (sniffed.ended) {
       // The caller already sent FIN: deliver its bytes and FIN, then carry the answer back.
-      upstream.on('error', () => abort(sock));
+      upstream.on('error', () => reset(sock));
       upstream.end(sniffed.head);
       upstream.pipe(sock);
       return;
@@ -124,7 +124,7 @@ export class PortProxy {
         (err: Error) => {
           log.debug('divert failed', { intercept: i.id, err: errorMessage(err) });
           if (sniffed.protocol === 'http1' && !sock.destroyed) sock.end(rawErrorResponse(502, 'Bad Gateway', errorMessage(err)));
-          else abort(sock);
+          else reset(sock);
         },
       )
       .catch(logBug('divert connection'));

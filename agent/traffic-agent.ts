@@ -25,8 +25,6 @@ export interface AgentOptions {
   env?: Record<string, string>;
   sniffTimeoutMs?: number;
   heartbeatMs?: number;
-  /** 'auto': the manager's HTTP/2 data plane when it has one; 'grpc': always the Tunnel RPC. */
-  transport?: 'auto' | 'grpc';
   /** How much a mirror copy may queue while the laptop is slower than the app. */
   mirrorLimits?: MirrorLimits;
 }
@@ -41,8 +39,8 @@ const INTERNAL_ENV = /^(RDBG_|NODE_OPTIONS$|_$)/;
  * POD_IP when the app has no such variable, and what the rdbg image sets:
  * PATH, NODE_ENV, HOME), so they are left out of the report.
  */
-export function appEnvironment(env: NodeJS.ProcessEnv): Record<string, string> {
-  const own = new Set((env.RDBG_AGENT_ENV ?? '').split(',').map((s) => s.trim()).filter(Boolean));
+export function appEnvironment(env: NodeJS.ProcessEnv, agentOwn: readonly string[] = []): Record<string, string> {
+  const own = new Set(agentOwn);
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(env)) if (v !== undefined && !INTERNAL_ENV.test(k) && !own.has(k)) out[k] = v;
   return out;
@@ -72,7 +70,6 @@ export class TrafficAgent {
     this.link = new ManagerLink({
       manager: opts.manager,
       heartbeatMs: opts.heartbeatMs,
-      transport: opts.transport,
       info: {},
       token: typeof opts.token === 'function' ? opts.token : undefined,
     });

@@ -1,17 +1,16 @@
-import { SOCKET_HWM } from '../src/tunnel/h2-flows';
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import { logger } from '../src/core/log';
-import {
-  DatagramFramer, H, H2_SETTINGS, MAX_SESSION_MEMORY, PATH, WINDOW, dialCodeFrom, decodeMessage, encodeMessage, header, joinSocket,
-} from '../src/tunnel/h2-flows';
-import { HALF_CLOSE_MAGIC, serveHalfCloses } from '../src/tunnel/half-close';
-import { dialCodeForErrno, type DialCode } from '../src/tunnel/messages';
-import { connectFlowSocket, formatReply, joinSockets, KEEPALIVE_MS, parseRequest, RAW_MAGIC, readLine } from '../src/tunnel/raw-flow';
+import { SOCKET_HWM, connectFlowSocket, readLine } from '../src/tunnel/fast-socket';
+import { DatagramFramer, H, H2_SETTINGS, MAX_SESSION_MEMORY, PATH, WINDOW, header } from '../src/tunnel/h2/protocol';
+import { dialCodeForErrno, dialCodeFrom, decodeMessage, encodeMessage, type DialCode } from '../src/tunnel/messages';
+import { formatReply, KEEPALIVE_MS, parseRequest, RAW_MAGIC } from '../src/tunnel/raw/flow';
+import { HALF_CLOSE_MAGIC, serveHalfCloses } from '../src/tunnel/raw/half-close';
+import { splice } from '../src/tunnel/splice';
 import type { ClusterDNS } from './cluster-dns';
 import type { DialPolicy } from './dial-policy';
 import type { SessionRegistry } from './sessions';
-import type { TunnelStats } from './tunnel-handler';
+import type { FlowStats } from './flow-stats';
 import { describeErrno } from './errno';
 import { openUdpFlow } from './udp-flow';
 
@@ -57,7 +56,7 @@ function endWhenDue(f: RawFlowState): void {
   f.up.end();
 }
 
-/** The manager's end of the HTTP/2 data plane (see src/tunnel/h2-flows.ts). */
+/** The manager's end of the HTTP/2 data plane (see src/tunnel/h2/protocol.ts). */
 export class DataPlane {
   readonly server: http2.Http2Server;
   private readonly tcp: net.Server;
@@ -70,7 +69,7 @@ export class DataPlane {
   constructor(
     private readonly sessions: SessionRegistry,
     private readonly dns: ClusterDNS,
-    private readonly stats: TunnelStats,
+    private readonly stats: FlowStats,
     private readonly policy: DialPolicy,
   ) {
     this.server = http2.createServer({ settings: H2_SETTINGS, maxSessionMemory: MAX_SESSION_MEMORY });
@@ -87,7 +86,7 @@ export class DataPlane {
     this.server.on('stream', (stream, headers) => this.onStream(stream, headers));
     this.server.on('sessionError', () => undefined);
     // Our own listener, so that every connection gets TCP_NODELAY before HTTP/2 takes it,
-    // and raw flows (src/tunnel/raw-flow.ts) are told apart from HTTP/2 by their first byte.
+    // and raw flows (src/tunnel/raw/flow.ts) are told apart from HTTP/2 by their first byte.
     this.tcp = net.createServer({ noDelay: true, allowHalfOpen: true, highWaterMark: SOCKET_HWM } as net.ServerOpts, (sock) => this.onConnection(sock));
   }
 
@@ -139,24 +138,26 @@ export class DataPlane {
       (code, message) => reply(code, address, message),
       (up, onDone) => {
         sock.setKeepAlive(true, KEEPALIVE_MS);
-        // a = the destination, as joinSocket counts for HTTP/2 flows.
+        // a = the destination, as HTTP/2 flows count.
         const state: RawFlowState = { session: req.session, up, received: 0, endAt: -1 };
         this.rawFlows.set(id, state);
         const done = (err?: string): void => {
           this.rawFlows.delete(id);
           onDone(err);
         };
-        joinSockets(up, sock, this.stats, done, {
+        splice(up, sock, {
+          counters: this.stats,
           countBA: (n) => ((state.received += n), endWhenDue(state)),
           // The laptop's FIN answers ours after a half-close sent beside the flow.
           halfClosedB: () => state.endAt === -2,
+          onDone: done,
         });
       },
       true,
     );
   }
 
-  /** A connection that carries a session's half-closes (src/tunnel/half-close.ts). */
+  /** A connection that carries a session's half-closes (src/tunnel/raw/half-close.ts). */
   private onHalfCloses(sock: net.Socket, sessionId: string): void {
     if (!this.sessions.get(sessionId)) return void sock.end(formatReply('DENIED', '', 'no such session (it expired, or the manager restarted): reconnect'));
     serveHalfCloses(sock, (flow, bytes) => this.takeHalfClose(sessionId, flow, bytes));
@@ -281,7 +282,7 @@ export class DataPlane {
       address,
       port,
       (code, message) => answer(stream, code, message, address),
-      (up, onDone) => joinSocket(up, stream, this.stats, onDone),
+      (up, onDone) => splice(up, stream, { counters: this.stats, onDone }),
       false,
     );
   }
@@ -301,7 +302,7 @@ export class DataPlane {
     fast: boolean,
   ): void {
     const opts = { host: address, port, allowHalfOpen: true, noDelay: true, highWaterMark: SOCKET_HWM } as net.NetConnectOpts;
-    // joinSockets reads fast readers; joinSocket (HTTP/2) takes 'data' events
+    // a fast reader only where the flow's other end is a socket (see fast-socket.ts)
     const up = fast ? connectFlowSocket(opts) : net.connect(opts);
     up.setTimeout(DIAL_TIMEOUT_MS);
     const fail = (err: NodeJS.ErrnoException): void => {

@@ -1,10 +1,11 @@
 import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
+import { ipFromBytes, ipToBytes, joinHostPort, unmapIPv4 } from '../src/core/address';
 import { cidrContains, parseCidr, type Cidr } from '../src/core/cidr';
 
 /**
  * Which destinations the manager dials for a client. Every dial path (HTTP/2
- * and raw flows, the gRPC Tunnel, TCP and UDP) asks `refusal()` after names
+ * and raw flows, TCP and UDP) asks `refusal()` after names
  * are resolved, so a name that points at 127.0.0.1 is refused like the address.
  *
  * Always refused: loopback, link-local (the cloud metadata address is one),
@@ -66,9 +67,10 @@ export class DialPolicy {
 
   /** Why the manager will not dial `address` (an IP), or undefined when it will. */
   refusal(address: string, port: number): string | undefined {
-    const ip = unmapped(address);
-    if (!isIP(ip)) return `${address} is not an IP address`;
-    const dst = isIP(ip) === 6 ? `[${ip}]:${port}` : `${ip}:${port}`;
+    if (!isIP(address)) return `${address} is not an IP address`;
+    // One text per address, so the comparison with the manager's own addresses cannot be dodged by spelling.
+    const ip = ipKey(address);
+    const dst = joinHostPort(ip, port);
     for (const n of NEVER) {
       if (!cidrContains(n.cidr, ip)) continue;
       if (n.loopback && this.opts.allowLoopback) return undefined;
@@ -98,10 +100,13 @@ export class DialPolicy {
 
   private isOwn(ip: string, named: boolean): boolean {
     const now = Date.now();
-    if (now - this.own.at > OWN_TTL_MS) this.own = { at: now, list: (this.opts.ownAddresses ?? interfaceAddresses)() };
+    if (now - this.own.at > OWN_TTL_MS) {
+      const list = (this.opts.ownAddresses ?? interfaceAddresses)().filter((a) => isIP(a.address));
+      this.own = { at: now, list: list.map((a) => ({ ...a, address: ipKey(a.address) })) };
+    }
     // An address held on the loopback device that the cluster's subnets or the allow list
     // name is a service address put there (the test sandbox does this), not the manager's interface.
-    return this.own.list.some((a) => unmapped(a.address) === ip && !(a.loopbackDevice && named));
+    return this.own.list.some((a) => a.address === ip && !(a.loopbackDevice && named));
   }
 }
 
@@ -111,8 +116,7 @@ function interfaceAddresses(): { address: string; loopbackDevice: boolean }[] {
   );
 }
 
-/** ::ffff:127.0.0.1 dials 127.0.0.1: check the IPv4 address it carries. */
-function unmapped(address: string): string {
-  const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-  return m ? m[1] : address;
+/** The canonical text of an address; ::ffff:127.0.0.1 dials 127.0.0.1, so it is the IPv4 address it carries. */
+function ipKey(address: string): string {
+  return unmapIPv4(ipFromBytes(ipToBytes(address)));
 }

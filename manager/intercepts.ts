@@ -11,16 +11,13 @@ import type { DivertRequest } from '../src/gen/rdbg/v1/DivertRequest';
 import type { InterceptInfo } from '../src/gen/rdbg/v1/InterceptInfo';
 import type { InterceptSnapshot } from '../src/gen/rdbg/v1/InterceptSnapshot';
 import type { InterceptSpec__Output } from '../src/gen/rdbg/v1/InterceptSpec';
-import type { Open__Output } from '../src/gen/rdbg/v1/Open';
-import type { TunnelStream } from '../src/tunnel/messages';
 import type { SessionRegistry } from './sessions';
 import { StallClock } from './stall-clock';
-import { reject, type DivertBroker } from './tunnel-handler';
 import type { H2DivertBroker } from './data-plane';
-import { H, encodeMessage } from '../src/tunnel/h2-flows';
-import type { DialCode } from '../src/tunnel/messages';
-import { versionMismatch } from './server';
-import { spliceStreams } from './splice';
+import { H } from '../src/tunnel/h2/protocol';
+import { encodeMessage, type DialCode } from '../src/tunnel/messages';
+import { splice } from '../src/tunnel/splice';
+import { versionMismatch } from './version-check';
 
 const AGENT_SWEEP_MS = 1000;
 
@@ -44,10 +41,12 @@ interface Intercept {
   mirrorsDropped: number;
 }
 
-type PendingFlow = { intercept: Intercept; timer: NodeJS.Timeout } & (
-  | { kind: 'grpc'; agentStream: TunnelStream }
-  | { kind: 'h2'; agentStream: http2.ServerHttp2Stream }
-);
+/** An agent's diverted flow, waiting for the owner's laptop to accept it. */
+interface PendingFlow {
+  intercept: Intercept;
+  timer: NodeJS.Timeout;
+  agentStream: http2.ServerHttp2Stream;
+}
 
 /** A refusal from an authorization hook (Kubernetes mode: TokenReview, intercept claims). */
 export type Refusal = { code: grpc.status; details: string };
@@ -66,7 +65,7 @@ type AgentHandlerNames = 'AgentArrive' | 'AgentHeartbeat' | 'AgentDepart' | 'Wat
  * port, which agents serve each workload, and the meeting point where an
  * agent's diverted flow is joined to the owning client's accepting flow.
  */
-export class InterceptRegistry implements DivertBroker, H2DivertBroker {
+export class InterceptRegistry implements H2DivertBroker {
   private readonly agents = new Map<string, Agent>();
   private readonly intercepts = new Map<string, Intercept>();
   private readonly diversions = new Map<string, grpc.ServerWritableStream<unknown, DivertRequest>>();
@@ -96,7 +95,9 @@ export class InterceptRegistry implements DivertBroker, H2DivertBroker {
    * owner's credential on the data plane, so only the owner gets it back.
    */
   private info(i: Intercept, viewer?: string): InterceptInfo {
-    const agents = this.agentsFor(i.spec.workload, i.spec.namespace);
+    const registered = this.agentsFor(i.spec.workload, i.spec.namespace);
+    // An agent serves the intercept once it watches the registry (and so has its rules), not when it arrived.
+    const agents = registered.filter((a) => a.watchers.size > 0);
     return {
       id: i.id,
       spec: i.spec,
@@ -105,7 +106,7 @@ export class InterceptRegistry implements DivertBroker, H2DivertBroker {
       state: agents.length > 0 ? 'ACTIVE' : 'WAITING_FOR_AGENT',
       requests: i.requests,
       mirrors_dropped: i.mirrorsDropped,
-      env: agents[0]?.info.env ?? {},
+      env: registered[0]?.info.env ?? {},
       agents: agents.length,
       message: agents.length > 0 ? '' : `no traffic agent of ${i.spec.workload}.${i.spec.namespace} is connected yet`,
     };
@@ -316,6 +317,11 @@ export class InterceptRegistry implements DivertBroker, H2DivertBroker {
   private arrive(info: AgentInfo__Output, dataPort: number, cb: grpc.sendUnaryData<AgentSession>): void {
     // The agent id is its credential on the data plane: random (122 bits), never shown to clients.
     const a: Agent = { id: randomUUID(), info: { ...info, token: '' }, lastSeen: Date.now(), watchers: new Set() };
+    // A pod's agent that arrives again replaces its earlier registration: after a pause of the manager, the
+    // Arrives it gave up on come in too, and none of them may count as an agent until its lease runs out.
+    if (info.pod_name) {
+      for (const old of this.agentsFor(info.workload, info.namespace)) if (old.info.pod_name === info.pod_name) this.removeAgent(old);
+    }
     this.agents.set(a.id, a);
     log.info('agent arrived', { agent: a.id, workload: info.workload, namespace: info.namespace, pod: info.pod_name });
     cb(null, { agent_id: a.id, manager: { version: VERSION, protocol: PROTOCOL }, lease_seconds: this.agentLeaseMs / 1000, data_port: dataPort });
@@ -346,7 +352,6 @@ export class InterceptRegistry implements DivertBroker, H2DivertBroker {
       intercept_id: flow.intercept.id,
       local_port: spec.local_port,
       local_host: spec.local_host || '127.0.0.1',
-      transport: flow.kind,
     });
     return flowId;
   }
@@ -359,37 +364,6 @@ export class InterceptRegistry implements DivertBroker, H2DivertBroker {
     return p;
   }
 
-  fromAgent(open: Open__Output, stream: TunnelStream): void {
-    const target = this.divertTarget(open.agent_id, open.intercept_id);
-    if ('code' in target) return reject(stream, target.code, target.message);
-    stream.pause();
-    const flowId = this.park({ kind: 'grpc', agentStream: stream, intercept: target.intercept }, target.watcher, (m) => reject(stream, 'TIMEOUT', m));
-    stream.on('error', () => this.unpark(flowId, target.intercept.sessionId));
-  }
-
-  fromClient(open: Open__Output, stream: TunnelStream): void {
-    const p = this.unpark(open.accept_flow_id, open.session_id);
-    if (!p || p.kind !== 'grpc') {
-      reject(stream, 'FAILED', 'no such diverted flow (it timed out, or belongs to another client or transport)');
-      return;
-    }
-    // The client answers with its own dial result (its local dial), then the two flows are joined.
-    stream.once('data', (msg) => {
-      if (msg.msg !== 'dial' || !msg.dial) {
-        reject(p.agentStream, 'FAILED', 'the client answered a diverted flow without a dial result');
-        reject(stream, 'FAILED', 'a diverted flow must start with a dial result');
-        return;
-      }
-      p.agentStream.write({ dial: msg.dial });
-      if (msg.dial.code !== 'OK') {
-        p.agentStream.end();
-        stream.end();
-        return;
-      }
-      spliceStreams(p.agentStream, stream);
-    });
-  }
-
   divertFromAgent(agentId: string, interceptId: string, stream: http2.ServerHttp2Stream): void {
     const respond = (code: DialCode, message: string): void => {
       if (!stream.closed && !stream.headersSent) {
@@ -399,14 +373,14 @@ export class InterceptRegistry implements DivertBroker, H2DivertBroker {
     const target = this.divertTarget(agentId, interceptId);
     if ('code' in target) return respond(target.code, target.message);
     stream.pause();
-    const flowId = this.park({ kind: 'h2', agentStream: stream, intercept: target.intercept }, target.watcher, (m) => respond('TIMEOUT', m));
+    const flowId = this.park({ agentStream: stream, intercept: target.intercept }, target.watcher, (m) => respond('TIMEOUT', m));
     stream.once('close', () => this.unpark(flowId, target.intercept.sessionId));
   }
 
   acceptFromClient(sessionId: string, flowId: string, dial: DialCode, message: string, stream: http2.ServerHttp2Stream): void {
     const p = this.unpark(flowId, sessionId);
-    if (!p || p.kind !== 'h2') {
-      stream.respond({ ':status': 404, [H.dial]: 'FAILED', [H.message]: encodeMessage('no such diverted flow (it timed out, or belongs to another client or transport)') }, { endStream: true });
+    if (!p) {
+      stream.respond({ ':status': 404, [H.dial]: 'FAILED', [H.message]: encodeMessage('no such diverted flow (it timed out, or belongs to another client)') }, { endStream: true });
       return;
     }
     const agent = p.agentStream;
@@ -421,23 +395,6 @@ export class InterceptRegistry implements DivertBroker, H2DivertBroker {
     }
     agent.respond({ ':status': 200, [H.dial]: 'OK' });
     stream.respond({ ':status': 200, [H.dial]: 'OK' });
-    joinStreams(agent, stream);
+    splice(agent, stream);
   }
-}
-
-/** Two HTTP/2 streams joined byte for byte, END_STREAM and resets passed across. */
-function joinStreams(a: http2.ServerHttp2Stream, b: http2.ServerHttp2Stream): void {
-  const oneWay = (from: http2.ServerHttp2Stream, to: http2.ServerHttp2Stream): void => {
-    from.on('data', (d: Buffer) => {
-      if (!to.write(d)) from.pause();
-    });
-    to.on('drain', () => from.resume());
-    from.on('end', () => to.end());
-    from.on('close', () => {
-      if (from.rstCode !== http2.constants.NGHTTP2_NO_ERROR && !to.closed) to.close(http2.constants.NGHTTP2_CANCEL);
-    });
-    from.resume();
-  };
-  oneWay(a, b);
-  oneWay(b, a);
 }

@@ -1,9 +1,11 @@
-import { parse, asList, splitHostPort } from '../src/cli/args';
+import { splitHostPort } from '../src/core/address';
+import { parse, asList } from '../src/cli/args';
 import { parseCidr } from '../src/core/cidr';
 import { Codes, RdbgError } from '../src/core/errors';
 import { raiseFileLimit } from '../src/core/rlimit';
 import { startProfile, stopProfile } from '../src/core/profile';
-import { logger, toggleDebugOnSignal } from '../src/core/log';
+import { readConfig, type ManagerConfig } from '../src/core/config';
+import { logger, setLevel, setTrace, toggleDebugOnSignal } from '../src/core/log';
 import { ManagerServer } from './server';
 import { KubeMode } from './kube/mode';
 import { DEFAULT_TLS_DIR, WebhookServer } from './kube/webhook-server';
@@ -11,15 +13,18 @@ import { VERSION } from '../src/core/version';
 
 const log = logger('manager');
 
-export const MANAGER_USAGE = `rdbg manager serve --listen HOST:PORT [--data-listen HOST:PORT|none] [--service-cidr CIDR]... [--pod-cidr CIDR]...
+export const MANAGER_USAGE = `rdbg manager serve --listen HOST:PORT [--data-listen HOST:PORT] [--service-cidr CIDR]... [--pod-cidr CIDR]...
                    [--cluster-domain cluster.local] [--namespace rdbg] [--cluster-namespace NS]... [--lease-seconds 15]
                    [--allow-cidr CIDR]...
 rdbg manager serve --kubernetes [--kubeconfig FILE] [--resolv-conf FILE] [--cluster-domain D] [--namespace NS] [--listen HOST:PORT]
                    [--allow-cidr CIDR]...
 
 Runs the traffic manager. It dials destinations and resolves names with the
-network and resolver of wherever it runs. The data plane (raw HTTP/2 flows)
-listens on the next port unless --data-listen says otherwise.
+network and resolver of wherever it runs. gRPC on --listen is the control
+plane (sessions, DNS, intercepts); every flow goes on the data port, the next
+port unless --data-listen says otherwise: a TCP connection of its own per
+flow from a client that reaches the manager directly, HTTP/2 streams (one per
+flow) over port-forward and from agents.
 
 Clients reach the cluster's service and pod subnets, and beyond them only
 the subnets named by --allow-cidr (a client's --also-proxy asks, this
@@ -63,6 +68,9 @@ export async function managerMain(argv: string[]): Promise<void> {
     'tls-dir': { type: 'string', default: DEFAULT_TLS_DIR },
     'allow-cidr': { type: 'string', multiple: true },
   });
+  const cfg = readConfig('manager');
+  setLevel(cfg.logLevel ?? 'info');
+  setTrace(cfg.trace);
   splitHostPort(values.listen!, '--listen');
   const stripDots = (d: string): string => d.replace(/^\.|\.$/g, '');
   const kube = values.kubernetes
@@ -76,25 +84,25 @@ export async function managerMain(argv: string[]): Promise<void> {
   if (!kube && (values.kubeconfig || values['resolv-conf'])) {
     throw new RdbgError(Codes.BAD_ARGUMENT, '--kubeconfig and --resolv-conf go with --kubernetes', 'run "rdbg manager --help"');
   }
-  if (kube && process.env.RDBG_MANAGER_TOKEN) log.warn('RDBG_MANAGER_TOKEN is ignored in Kubernetes mode (clients come over port-forward, agents by TokenReview)');
+  if (kube && cfg.managerToken) log.warn('RDBG_MANAGER_TOKEN is ignored in Kubernetes mode (clients come over port-forward, agents by TokenReview)');
   const server = new ManagerServer({
     listen: values.listen!,
-    dataListen: values['data-listen'] === 'none' ? '' : values['data-listen'],
+    dataListen: values['data-listen'],
     serviceSubnets: asList(values['service-cidr']).map((c) => parseCidr(c).text),
     podSubnets: asList(values['pod-cidr']).map((c) => parseCidr(c).text),
     clusterDomain: kube?.clusterDomain ?? stripDots(values['cluster-domain'] ?? 'cluster.local'),
     namespace: kube?.namespace ?? values.namespace ?? 'rdbg',
     namespaces: asList(values['cluster-namespace']).length ? asList(values['cluster-namespace']) : ['default'],
     leaseSeconds: Math.max(3, Number(values['lease-seconds'])),
-    token: kube ? undefined : process.env.RDBG_MANAGER_TOKEN || undefined,
+    token: kube ? undefined : cfg.managerToken,
     allowCidrs: asList(values['allow-cidr']).flatMap((c) => c.split(',')).filter((c) => c.trim()).map((c) => parseCidr(c).text),
     kube,
   });
   raiseFileLimit();
-  startProfile();
+  startProfile(cfg.cpuProfile);
   toggleDebugOnSignal();
   await server.start();
-  const webhook = kube && values['webhook-listen'] !== 'none' ? webhookServer(kube.namespace, values['webhook-listen']!, values['tls-dir']!) : undefined;
+  const webhook = kube && values['webhook-listen'] !== 'none' ? webhookServer(cfg, kube.namespace, values['webhook-listen']!, values['tls-dir']!) : undefined;
   await webhook?.start();
   const stop = (signal: string): void => {
     log.info('stopping', { signal });
@@ -105,8 +113,8 @@ export async function managerMain(argv: string[]): Promise<void> {
 }
 
 /** The agent-injection webhook of a manager in namespace ns (docs/kubernetes.md, "Injection"). */
-function webhookServer(ns: string, listen: string, tlsDir: string): WebhookServer {
-  const image = process.env.RDBG_AGENT_IMAGE;
+function webhookServer(cfg: ManagerConfig, ns: string, listen: string, tlsDir: string): WebhookServer {
+  const image = cfg.agentImage;
   if (!image) {
     throw new RdbgError(Codes.BAD_ARGUMENT, 'the webhook needs the agent image in RDBG_AGENT_IMAGE', 'the rdbg-manager Deployment sets it; or pass --webhook-listen none');
   }
@@ -118,7 +126,7 @@ function webhookServer(ns: string, listen: string, tlsDir: string): WebhookServe
       managerAddress: `rdbg-manager.${ns}:8081`,
       agentPortBase: 9900,
       version: VERSION,
-      pullPolicy: process.env.RDBG_AGENT_PULL_POLICY || 'IfNotPresent',
+      pullPolicy: cfg.agentPullPolicy,
     },
     tlsDir,
     host,

@@ -1,5 +1,4 @@
 import * as grpc from '@grpc/grpc-js';
-import { hostname } from 'node:os';
 import { errorMessage } from '../src/core/errors';
 import { logger } from '../src/core/log';
 import { PROTOCOL, VERSION } from '../src/core/version';
@@ -9,18 +8,19 @@ import type { ManagerHandlers } from '../src/gen/rdbg/v1/Manager';
 import type { ClusterInfo } from '../src/gen/rdbg/v1/ClusterInfo';
 import { ClusterDNS } from './cluster-dns';
 import { SessionRegistry } from './sessions';
-import { TunnelHandler, type TunnelCall } from './tunnel-handler';
+import { newFlowStats, type FlowStats } from './flow-stats';
 import { InterceptRegistry, type AgentAuthorizer } from './intercepts';
 import { DataPlane } from './data-plane';
 import { DialPolicy } from './dial-policy';
-import { splitHostPort } from '../src/cli/args';
+import { versionMismatch } from './version-check';
+import { splitHostPort } from '../src/core/address';
 import type { KubeMode } from './kube/mode';
 
 const log = logger('manager');
 
 export interface ManagerConfig {
   listen: string; // host:port
-  dataListen?: string; // host:port of the HTTP/2 data plane; '' for none
+  dataListen?: string; // host:port of the data plane (default: the next port after listen's)
   serviceSubnets: string[];
   podSubnets: string[];
   clusterDomain: string;
@@ -36,22 +36,12 @@ export interface ManagerConfig {
   kube?: KubeMode;
 }
 
-export function versionMismatch(theirs: { version: string; protocol: number }, who: 'client' | 'agent'): string | undefined {
-  if (theirs.protocol === PROTOCOL) return undefined;
-  const fix =
-    who === 'client'
-      ? theirs.protocol > PROTOCOL
-        ? `upgrade the traffic manager to ${theirs.version} ("rdbg manager upgrade"), or use an rdbg client of version ${VERSION}`
-        : `install rdbg ${VERSION} on this laptop, or run the manager of version ${theirs.version}`
-      : `re-inject the agent ("rdbg uninstall WORKLOAD" then intercept again) so that it matches the manager ${VERSION}`;
-  return `rdbg ${who} ${theirs.version} speaks protocol ${theirs.protocol}, but the traffic manager ${VERSION} speaks protocol ${PROTOCOL}: ${fix}`;
-}
-
 export class ManagerServer {
   readonly server = new grpc.Server(SERVER_OPTIONS);
   readonly sessions: SessionRegistry;
   readonly dns: ClusterDNS;
-  readonly tunnels: TunnelHandler;
+  /** every flow's counters, on the data plane */
+  readonly stats: FlowStats = newFlowStats();
   readonly intercepts: InterceptRegistry;
   readonly data: DataPlane;
   readonly dialPolicy: DialPolicy;
@@ -69,15 +59,9 @@ export class ManagerServer {
         },
         allowCidrs: config.allowCidrs,
       });
-    this.tunnels = new TunnelHandler(this.sessions, this.dns, this.dialPolicy);
     this.intercepts = new InterceptRegistry(this.sessions, config.leaseSeconds * 1000);
-    this.tunnels.broker = this.intercepts;
-    this.data = new DataPlane(this.sessions, this.dns, this.tunnels.stats, this.dialPolicy);
+    this.data = new DataPlane(this.sessions, this.dns, this.stats, this.dialPolicy);
     this.data.broker = this.intercepts;
-    if (config.kube) {
-      const kube = config.kube;
-      this.tunnels.clientGuard = (call) => kube.clientRefusal(call);
-    }
     this.server.addService(managerPackage().Manager.service, this.handlers());
   }
 
@@ -102,12 +86,10 @@ export class ManagerServer {
       this.server.bindAsync(this.config.listen, creds, (err, port) => (err ? reject(err) : resolve(port))),
     );
     enlargeServerWindows(this.server);
-    if (this.config.dataListen !== '') {
-      const { host, port } = splitHostPort(this.config.listen, '--listen');
-      // Next to the gRPC port; an ephemeral gRPC port (0) gets an ephemeral data port (its +1 may be taken).
-      const data = this.config.dataListen ? splitHostPort(this.config.dataListen, '--data-listen') : { host, port: port === 0 ? 0 : this.port + 1 };
-      await this.data.listen(data.host, data.port);
-    }
+    const { host, port } = splitHostPort(this.config.listen, '--listen');
+    // Next to the gRPC port; an ephemeral gRPC port (0) gets an ephemeral data port (its +1 may be taken).
+    const data = this.config.dataListen ? splitHostPort(this.config.dataListen, '--data-listen') : { host, port: port === 0 ? 0 : this.port + 1 };
+    await this.data.listen(data.host, data.port);
     log.info('traffic manager listening', {
       address: this.config.listen,
       port: this.port,
@@ -221,14 +203,13 @@ export class ManagerServer {
           (err) => cb({ code: grpc.status.INTERNAL, details: errorMessage(err) }),
         );
       },
-      Tunnel: (call) => this.tunnels.handle(call as TunnelCall),
       ...this.intercepts.clientHandlers(this.config.kube && ((...a) => this.config.kube!.checkClaim(...a))),
       ...this.intercepts.agentHandlers(this.agentAuthorizer(), () => this.data.port),
     };
   }
 }
 
-/** The RPCs only clients make (Tunnel is guarded per flow: agents open diverted flows on it too). */
+/** The RPCs only clients make. */
 const CLIENT_CALLS = [
   'Arrive', 'Heartbeat', 'Depart', 'GetClusterInfo', 'LookupDNS', 'CreateIntercept', 'RemoveIntercept', 'ListIntercepts', 'WatchDiversions',
 ] as const;
@@ -244,8 +225,4 @@ function guardClient<H>(handler: H, refusal: (call: AnyCall) => string | undefin
     if (cb) cb(err);
     else call.emit?.('error', err);
   }) as H;
-}
-
-export function defaultUser(): string {
-  return `${process.env.USER ?? 'user'}@${hostname()}`;
 }

@@ -3,7 +3,7 @@ import { EventEmitter } from 'node:events';
 import { logger } from '../src/core/log';
 import { StallClock } from './stall-clock';
 
-const log = logger('manager.sessions');
+const log = logger('manager.session');
 
 export interface ClientSession {
   id: string;

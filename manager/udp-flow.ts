@@ -2,15 +2,16 @@ import * as dgram from 'node:dgram';
 import { isIP } from 'node:net';
 import { errorMessage } from '../src/core/errors';
 import { logger } from '../src/core/log';
-import { dialCodeForErrno, type DialCode, type TunnelStream } from '../src/tunnel/messages';
+import { dialCodeForErrno, type DialCode } from '../src/tunnel/messages';
 import { describeErrno } from './errno';
-import type { TunnelStats } from './tunnel-handler';
+import type { FlowStats } from './flow-stats';
+import { joinHostPort } from '../src/core/address';
 
 const log = logger('manager.udp');
 
 const UDP_IDLE_MS = 60_000;
 
-/** The client's end of a UDP flow, as one transport (HTTP/2 data plane, gRPC Tunnel) carries it. */
+/** The client's end of a UDP flow, as the data plane carries it. */
 export interface UdpFlowClient {
   /** The dial's result, given once: OK, or the code and message of why not. */
   answer(code: DialCode, message: string, errno?: string): void;
@@ -34,8 +35,8 @@ export interface UdpFlowHandle {
  * event loop, where it would end the manager and every session on it.
  * The flow ends after a minute of silence.
  */
-export function openUdpFlow(address: string, port: number, client: UdpFlowClient, stats: TunnelStats): UdpFlowHandle {
-  const dst = isIP(address) === 6 ? `[${address}]:${port}` : `${address}:${port}`;
+export function openUdpFlow(address: string, port: number, client: UdpFlowClient, stats: FlowStats): UdpFlowHandle {
+  const dst = joinHostPort(address, port);
   const sock = dgram.createSocket(isIP(address) === 6 ? 'udp6' : 'udp4');
   let state: 'dialling' | 'open' | 'closed' = 'dialling';
   let idle: NodeJS.Timeout | undefined;
@@ -111,34 +112,4 @@ export function openUdpFlow(address: string, port: number, client: UdpFlowClient
     fail(err as NodeJS.ErrnoException);
   }
   return { close: () => close() };
-}
-
-/**
- * A UDP flow on the gRPC Tunnel: every `data` message is one datagram to the
- * destination, every datagram from it comes back as one `data` message.
- */
-export function runUdpFlow(address: string, port: number, stream: TunnelStream, stats: TunnelStats): void {
-  // Datagrams sent before the dial's answer wait in the stream, not in a void.
-  stream.pause();
-  const flow = openUdpFlow(
-    address,
-    port,
-    {
-      answer: (code, message, errno) => {
-        stream.write({ dial: code === 'OK' ? { code, address } : { code, message, errno: errno ?? '', address } });
-      },
-      deliver: (d) => void stream.write({ data: d }),
-      start: (send, close) => {
-        stream.on('data', (m) => {
-          if (m.msg === 'data' && m.data) send(m.data);
-          else if (m.msg === 'close_write' || m.msg === 'reset') close();
-        });
-        stream.resume();
-      },
-      end: () => stream.end(),
-    },
-    stats,
-  );
-  stream.on('end', () => flow.close());
-  stream.on('error', () => flow.close());
 }

@@ -2,16 +2,13 @@ import { EventEmitter } from 'node:events';
 import { bigIntToIp, type Cidr } from '../../src/core/cidr';
 import { Codes, RdbgError, errorMessage } from '../../src/core/errors';
 import { logger } from '../../src/core/log';
-import { H2FlowClient } from '../../src/tunnel/h2-client';
-import { RawFlowBudget } from '../../src/tunnel/raw-flow';
-import { openTcpFlow, RawConnectionPool } from '../../src/tunnel/raw-pool';
+import { DataPlaneClient } from '../../src/tunnel/client';
 import { openFileLimit } from '../../src/core/rlimit';
-import { datagramChannel, type DatagramChannel } from '../../src/tunnel/h2-flows';
 import type { RootStatus } from '../../src/gen/rdbg/v1/RootStatus';
 import type { SessionGrant__Output } from '../../src/gen/rdbg/v1/SessionGrant';
 import type { Journal, JournalEntry } from './journal';
 import { PROTO_TCP, PROTO_UDP, parsePacket } from './packet';
-import type { Platform, TunDevice } from './platform/platform';
+import type { Platform, TunDevice, TunReader } from './platform/platform';
 import { planRoutes } from '../../src/core/route-plan';
 import { SessionWatch } from './session-watch';
 import { TcpNat } from './tcp-nat';
@@ -38,6 +35,8 @@ export interface RootOptions {
   dnsInclude: string[]; // suffixes always asked of the cluster
   dnsExclude: string[]; // suffixes never asked of the cluster (added to the defaults)
   resolvConf: string;
+  tunReader?: TunReader; // RDBG_TUN_READER
+  rawFlowsMax?: number; // RDBG_RAW_FLOWS_MAX
 }
 
 function nth(c: Cidr, n: number): string {
@@ -54,8 +53,7 @@ export class RootEngine extends EventEmitter {
   private tun?: TunDevice;
   private nat?: TcpNat;
   private udp?: UdpRelay;
-  private h2?: H2FlowClient;
-  private pool?: RawConnectionPool;
+  private dataPlane?: DataPlaneClient;
   private dns?: HostDns;
   private routes: string[] = [];
   private malformed = 0;
@@ -110,7 +108,7 @@ export class RootEngine extends EventEmitter {
     }
 
     this.record({ id: `tun:${this.opts.tunName}`, kind: 'tun', data: { name: this.opts.tunName } });
-    this.tun = this.platform.openTun(this.opts.tunName);
+    this.tun = this.platform.openTun(this.opts.tunName, this.opts.tunReader);
     const addresses = [`${this.tunIp}/${this.opts.tunCidr.bits}`, ...(this.tunIp6 ? [`${this.tunIp6}/${this.opts.tunCidr6!.bits}`] : [])];
     this.platform.configureTun(this.tun.name, { addresses, mtu: MTU, txqueuelen: TXQUEUELEN });
     for (const c of plan.routes) {
@@ -120,26 +118,13 @@ export class RootEngine extends EventEmitter {
       this.routes.push(c.text);
     }
 
-    this.h2 = new H2FlowClient(grant.data_address, () => ({ 'rdbg-session': this.session?.grant?.session_id ?? '' }));
-    const rawBudget = RawFlowBudget.forThisProcess(openFileLimit());
-    const poolFor = (g: SessionGrant__Output): RawConnectionPool | undefined =>
-      !g.raw_flows && g.raw_flow_pool > 0 ? new RawConnectionPool(g.data_address, rawBudget, g.raw_flow_pool) : undefined;
-    this.pool = poolFor(grant);
-    this.session.on('grant', (g: SessionGrant__Output) => {
-      if (g.session_id && grant.session_id && g.session_id !== grant.session_id && g.data_address === grant.data_address) {
-        // a new session may mean a new manager pod behind the same port-forward address
-        this.h2?.renew();
-        this.pool?.flush();
-        grant = g;
-      }
-      if (g.data_address && g.data_address !== grant.data_address) {
-        this.h2?.close();
-        this.pool?.close();
-        grant = g;
-        this.h2 = new H2FlowClient(g.data_address, () => ({ 'rdbg-session': this.session?.grant?.session_id ?? '' }));
-        this.pool = poolFor(g);
-      }
-    });
+    const dp = new DataPlaneClient({ fileLimit: openFileLimit(), rawFlowsMax: this.opts.rawFlowsMax });
+    this.dataPlane = dp;
+    const useGrant = (g: SessionGrant__Output): void => {
+      if (g.data_address) dp.use({ address: g.data_address, session: g.session_id, direct: g.raw_flows });
+    };
+    useGrant(grant);
+    this.session.on('grant', useGrant);
     const write = (pkt: Buffer): boolean => this.tun!.write(pkt);
     const fakes = (c: Cidr | undefined, count: number): string[] => (c ? Array.from({ length: count }, (_, i) => nth(c, i + 2)) : []);
     this.nat = new TcpNat({
@@ -150,14 +135,11 @@ export class RootEngine extends EventEmitter {
       listenPort: NAT_PORT,
       write,
       dialer: {
-        dial: (host, port, source) => {
-          const dp = { address: grant.data_address, h2: this.h2!, rawFlows: grant.raw_flows, budget: rawBudget, pool: this.pool };
-          return openTcpFlow(dp, { session: this.session?.grant?.session_id ?? '', protocol: 'tcp', host, port, source });
-        },
+        dial: (host, port, source) => dp.tcp(host, port, source),
       },
     });
     await this.nat.start();
-    this.udp = new UdpRelay({ dial: (host, port, source) => this.openUdp(host, port, source) }, write);
+    this.udp = new UdpRelay({ dial: (host, port, source) => dp.udp(host, port, source) }, write);
     this.tun.start((buf) => this.onPacket(buf));
 
     this.dns = new HostDns({
@@ -170,7 +152,7 @@ export class RootEngine extends EventEmitter {
       include: this.opts.dnsInclude,
       exclude: this.opts.dnsExclude,
       // Straight to the manager's data plane; the user daemon's gRPC relay is the fallback.
-      lookup: (name, qtype) => this.h2!.dns(name, qtype).catch(() => this.session!.lookup(name, qtype)),
+      lookup: (name, qtype) => dp.dns(name, qtype).catch(() => this.session!.lookup(name, qtype)),
     });
     await this.dns.start();
     this.session.on('grant', (g: SessionGrant__Output) => {
@@ -228,10 +210,6 @@ export class RootEngine extends EventEmitter {
     }
   }
 
-  private async openUdp(host: string, port: number, source: string): Promise<DatagramChannel> {
-    return datagramChannel(await this.h2!.open('udp', host, port, source));
-  }
-
   private onPacket(buf: Buffer): void {
     const p = parsePacket(buf);
     if (!p) {
@@ -267,8 +245,6 @@ export class RootEngine extends EventEmitter {
       session_state: this.session?.grant?.state ?? 'UNKNOWN',
       flows_refused: this.nat?.stats.refused ?? 0,
       malformed_packets: this.malformed,
-      pooled_flows: this.pool?.stats.taken ?? 0,
-      pool_misses: this.pool?.stats.empty ?? 0,
     };
   }
 
@@ -276,8 +252,7 @@ export class RootEngine extends EventEmitter {
     await this.dns?.stop().catch((err: Error) => log.warn('DNS restore failed', { err: err.message }));
     this.udp?.close();
     this.nat?.close();
-    this.h2?.close();
-    this.pool?.close();
+    this.dataPlane?.close();
     this.session?.close();
     for (const cidr of this.routes.reverse()) {
       try {

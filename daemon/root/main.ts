@@ -3,7 +3,8 @@ import { asList, parse, type Options } from '../../src/cli/args';
 import { ROOT_OPTIONS } from '../../src/cli/root-options';
 import { parseCidr } from '../../src/core/cidr';
 import { Codes, RdbgError, errorMessage } from '../../src/core/errors';
-import { logger, setLevel, getLevel, type Level } from '../../src/core/log';
+import { LOG_LEVELS, oneOf, readConfig, traceList } from '../../src/core/config';
+import { logger, setLevel, setTrace } from '../../src/core/log';
 import { ROOT_BASE, currentNetns, rootPaths, rootSessionId, type RootPaths } from '../../src/core/paths';
 import type { StartupMessage } from '../../src/rpc/startup';
 import { undoAll } from './cleanup';
@@ -26,7 +27,7 @@ function tell(msg: StartupMessage): void {
 
 export const ROOT_USAGE = `rdbg daemon-root --user-socket PATH [--cleanup] [--tun-name rdbg0] [--tun-cidr 169.254.83.0/24] [--tun-cidr6 fd72:6462:6700::/64]
                  [--also-proxy CIDR]... [--never-proxy CIDR]... [--allow-conflicting-subnets]
-                 [--dns auto|resolv.conf|none] [--dns-include SUFFIX]... [--dns-exclude SUFFIX]... [--log-level LEVEL]
+                 [--dns auto|resolv.conf|none] [--dns-include SUFFIX]... [--dns-exclude SUFFIX]... [--log-level LEVEL] [--trace CATEGORY,...]
 Started by "rdbg connect" as root (through sudo); --cleanup only undoes what a crashed daemon of the
 session of PATH left behind. Its state is /var/run/rdbg/<session>/, where <session> is derived from
 the calling user (SUDO_UID), PATH and the network namespace; PATH must be that user's socket.`;
@@ -53,6 +54,7 @@ const OPTIONS = {
   'user-socket': { type: 'string' },
   ...ROOT_OPTIONS,
   'log-level': { type: 'string' },
+  trace: { type: 'string' },
   cleanup: { type: 'boolean' },
 } as const satisfies Options;
 
@@ -73,11 +75,12 @@ export async function rootDaemonMain(argv: string[]): Promise<void> {
 
 async function rootDaemon(values: Values): Promise<void> {
   if (process.getuid?.() !== 0) throw new RdbgError(Codes.PERMISSION, 'the root daemon must run as root', 'run "rdbg connect"; it starts the root daemon through sudo');
-  const level = values['log-level'];
-  if (level !== undefined) {
-    if (!['debug', 'info', 'warn', 'error'].includes(level)) throw new RdbgError(Codes.BAD_ARGUMENT, `--log-level ${level} is not one of debug, info, warn, error`);
-    setLevel(level as Level);
-  }
+  // Through sudo the environment is empty: the CLI hands on its log settings as flags, which win.
+  const cfg = readConfig('root');
+  const logLevel = values['log-level'] !== undefined ? oneOf(LOG_LEVELS)(values['log-level'], '--log-level') : (cfg.logLevel ?? 'info');
+  const trace = values.trace !== undefined ? traceList(values.trace, '--trace') : cfg.trace;
+  setLevel(logLevel);
+  setTrace(trace);
   const { uid, gid } = callerIds(process.env);
   const userSocket = values['user-socket'] ?? '';
   validateUserSocket(userSocket, uid, !values.cleanup);
@@ -94,6 +97,8 @@ async function rootDaemon(values: Values): Promise<void> {
     dnsMode: values.dns as RootOptions['dnsMode'],
     dnsInclude: asList(values['dns-include']),
     dnsExclude: asList(values['dns-exclude']),
+    tunReader: cfg.tunReader,
+    rawFlowsMax: cfg.rawFlowsMax,
   };
   if (!['auto', 'resolv.conf', 'none'].includes(engine.dnsMode)) throw new RdbgError(Codes.BAD_ARGUMENT, `--dns ${engine.dnsMode} is not one of auto, resolv.conf, none`);
 
@@ -117,7 +122,7 @@ async function rootDaemon(values: Values): Promise<void> {
   if (existsSync(paths.socket)) rmSync(paths.socket);
   process.exitCode = await runWatchdog({
     paths,
-    config: { journal: paths.journal, socket: paths.socket, uid, gid, logLevel: getLevel(), engine: { ...engine, tunCidr: tunCidr.text, tunCidr6: tunCidr6?.text } },
+    config: { journal: paths.journal, socket: paths.socket, uid, gid, logLevel, trace, cpuProfile: cfg.cpuProfile, engine: { ...engine, tunCidr: tunCidr.text, tunCidr6: tunCidr6?.text } },
     tell,
   });
 }

@@ -85,24 +85,6 @@ export function parsePacket(buf: Buffer): Packet | undefined {
   return { buf, family, proto, ipHeaderLen: ihl, src, dst, srcPort, dstPort, tcpFlags, payloadOffset };
 }
 
-export function addrToString(a: Buffer): string {
-  if (a.length === 4) return `${a[0]}.${a[1]}.${a[2]}.${a[3]}`;
-  const g: string[] = [];
-  for (let i = 0; i < 16; i += 2) g.push(a.readUInt16BE(i).toString(16));
-  return g.join(':').replace(/(^|:)0(:0)+(:|$)/, '::').replace(/:::+/, '::');
-}
-
-export function addrFromString(s: string): Buffer {
-  if (s.includes('.') && !s.includes(':')) return Buffer.from(s.split('.').map(Number));
-  const [h, t] = s.split('::');
-  const head = h ? h.split(':') : [];
-  const tail = t !== undefined && t !== '' ? t.split(':') : [];
-  const groups = t === undefined ? head : [...head, ...Array(8 - head.length - tail.length).fill('0'), ...tail];
-  const b = Buffer.alloc(16);
-  groups.forEach((x, i) => b.writeUInt16BE(parseInt(x, 16), i * 2));
-  return b;
-}
-
 // --- checksums ---------------------------------------------------------------
 
 function sum16(buf: Buffer, start: number, end: number, acc = 0): number {

@@ -1,9 +1,10 @@
-import { SOCKET_HWM } from '../../src/tunnel/h2-flows';
+import { ipFromBytes, ipToBytes, joinHostPort, unmapIPv4 } from '../../src/core/address';
+import { SOCKET_HWM } from '../../src/tunnel/fast-socket';
 import * as net from 'node:net';
 import { logger } from '../../src/core/log';
 import { DialError } from '../../src/tunnel/messages';
 import {
-  TCP_ACK, TCP_RST, TCP_SYN, addrFromString, addrToString, buildHostUnreachable, buildRst, parsePacket, rewrite, type Packet,
+  TCP_ACK, TCP_RST, TCP_SYN, buildHostUnreachable, buildRst, parsePacket, rewrite, type Packet,
 } from './packet';
 
 const log = logger('rootd.nat');
@@ -70,10 +71,10 @@ export class TcpNat {
       write: (pkt: Buffer) => boolean;
     },
   ) {
-    this.listen4 = addrFromString(opts.listen4);
-    this.listen6 = opts.listen6 ? addrFromString(opts.listen6) : undefined;
-    this.fakes4 = opts.fakes4.map(addrFromString);
-    this.fakes6 = opts.fakes6.map(addrFromString);
+    this.listen4 = ipToBytes(opts.listen4);
+    this.listen6 = opts.listen6 ? ipToBytes(opts.listen6) : undefined;
+    this.fakes4 = opts.fakes4.map(ipToBytes);
+    this.fakes6 = opts.fakes6.map(ipToBytes);
   }
 
   async start(): Promise<void> {
@@ -174,8 +175,8 @@ export class TcpNat {
     this.byApp.set(key, flow);
     this.byFake.set(this.fakeKey(fake.addr, fake.port), flow);
     this.stats.flows++;
-    const host = addrToString(flow.dst);
-    this.opts.dialer.dial(host, flow.dstPort, `${addrToString(flow.app)}:${flow.appPort}`).then(
+    const host = ipFromBytes(flow.dst);
+    this.opts.dialer.dial(host, flow.dstPort, joinHostPort(ipFromBytes(flow.app), flow.appPort)).then(
       (opened) => {
         if (flow.state !== 'dialing') return opened.cancel();
         flow.state = 'open';
@@ -231,8 +232,8 @@ export class TcpNat {
 
   /** The kernel accepted the rewritten connection: join it to its tunnel flow. */
   private accepted(sock: net.Socket): void {
-    const addr = (sock.remoteAddress ?? '').replace(/^::ffff:/, '');
-    const flow = net.isIP(addr) ? this.byFake.get(this.fakeKey(addrFromString(addr), sock.remotePort ?? 0)) : undefined;
+    const addr = unmapIPv4(sock.remoteAddress ?? '');
+    const flow = net.isIP(addr) ? this.byFake.get(this.fakeKey(ipToBytes(addr), sock.remotePort ?? 0)) : undefined;
     if (!flow || !flow.join) {
       sock.resetAndDestroy();
       return;

@@ -1,7 +1,8 @@
+import { ipFromBytes, joinHostPort } from '../../src/core/address';
 import { logger } from '../../src/core/log';
-import type { DatagramChannel } from '../../src/tunnel/h2-flows';
+import type { DatagramChannel } from '../../src/tunnel/h2/protocol';
 import { UdpFlowTable, type UdpFlowTableStats } from '../../src/tunnel/udp-flow-table';
-import { addrToString, buildHostUnreachable, buildUdp, parsePacket, type Packet } from './packet';
+import { buildHostUnreachable, buildUdp, parsePacket, type Packet } from './packet';
 
 const log = logger('rootd.udp');
 
@@ -67,7 +68,7 @@ export class UdpRelay {
       const dstPort = p.dstPort;
       const first = Buffer.from(p.buf);
       const f = flow;
-      flow.channel = this.dialer.dial(addrToString(dst), dstPort, `${addrToString(app)}:${appPort}`).then(
+      flow.channel = this.dialer.dial(ipFromBytes(dst), dstPort, joinHostPort(ipFromBytes(app), appPort)).then(
         (ch) => {
           if (f.closed) {
             ch.close();
@@ -85,7 +86,7 @@ export class UdpRelay {
           this.drop(key, f);
           const orig = parsePacket(first);
           if (orig && !f.closed) this.write(buildHostUnreachable(orig));
-          log.debug('UDP flow failed', { dst: `${addrToString(dst)}:${dstPort}`, err: err.message });
+          log.debug('UDP flow failed', { dst: joinHostPort(ipFromBytes(dst), dstPort), err: err.message });
           return undefined;
         },
       );

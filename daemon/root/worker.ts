@@ -2,7 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import { chmodSync, chownSync, rmSync } from 'node:fs';
 import { parseCidr } from '../../src/core/cidr';
 import { Codes, RdbgError, errorMessage } from '../../src/core/errors';
-import { logger, setLevel, toggleDebugOnSignal, type Level } from '../../src/core/log';
+import { logger, setLevel, setTrace, toggleDebugOnSignal, type Level } from '../../src/core/log';
 import { raiseFileLimit } from '../../src/core/rlimit';
 import { startProfile, stopProfile } from '../../src/core/profile';
 import { daemonPackage } from '../../src/rpc/services';
@@ -21,6 +21,8 @@ export interface WorkerConfig {
   gid: number;
   watchdogPid: number;
   logLevel: Level;
+  trace: string[];
+  cpuProfile?: string;
   engine: Omit<RootOptions, 'tunCidr' | 'tunCidr6' | 'resolvConf'> & { tunCidr: string; tunCidr6?: string };
 }
 
@@ -42,8 +44,9 @@ function send(msg: WorkerMessage): void {
  */
 async function runWorker(cfg: WorkerConfig): Promise<void> {
   setLevel(cfg.logLevel);
+  setTrace(cfg.trace);
   raiseFileLimit();
-  startProfile();
+  startProfile(cfg.cpuProfile);
   toggleDebugOnSignal();
   const opts: RootOptions = {
     ...cfg.engine,

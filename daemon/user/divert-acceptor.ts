@@ -1,11 +1,9 @@
-import { SOCKET_HWM } from '../../src/tunnel/h2-flows';
 import * as grpc from '@grpc/grpc-js';
 import * as net from 'node:net';
 import { logger } from '../../src/core/log';
-import { pipeFlow } from '../../src/tunnel/flow-pipe';
-import type { H2FlowClient } from '../../src/tunnel/h2-client';
-import { joinSocket } from '../../src/tunnel/h2-flows';
-import type { TunnelStream } from '../../src/tunnel/messages';
+import type { DataPlaneClient } from '../../src/tunnel/client';
+import { SOCKET_HWM } from '../../src/tunnel/fast-socket';
+import { splice } from '../../src/tunnel/splice';
 import type { DivertRequest__Output } from '../../src/gen/rdbg/v1/DivertRequest';
 import type { Counters } from './counters';
 import type { ManagerLink } from './manager-link';
@@ -23,7 +21,7 @@ export class DivertAcceptor {
   constructor(
     private readonly link: ManagerLink,
     private readonly counters: Counters,
-    private readonly dataPlane: () => H2FlowClient | undefined = () => undefined,
+    private readonly dataPlane: () => DataPlaneClient | undefined = () => undefined,
   ) {
     link.on('session', () => this.start());
   }
@@ -46,37 +44,19 @@ export class DivertAcceptor {
   }
 
   private accept(req: DivertRequest__Output): void {
-    const h2 = req.transport === 'h2' ? this.dataPlane() : undefined;
-    if (h2) return this.acceptH2(req, h2);
-    const host = req.local_host || '127.0.0.1';
-    const call = this.link.client.tunnel() as unknown as TunnelStream;
-    call.on('error', () => undefined);
-    call.write({ open: { session_id: this.link.sessionId, accept_flow_id: req.flow_id, protocol: 'TCP' } });
-    const sock = net.connect({ host, port: req.local_port, allowHalfOpen: true, noDelay: true, highWaterMark: SOCKET_HWM } as net.NetConnectOpts);
-    sock.once('error', (err: NodeJS.ErrnoException) => {
-      const why = err.code === 'ECONNREFUSED' ? 'connection refused (is the local process listening?)' : `${err.code ?? err.message}`;
-      log.info('local process unreachable for a diverted flow', { target: `${host}:${req.local_port}`, err: err.code });
-      call.write({
-        dial: { code: err.code === 'ECONNREFUSED' ? 'REFUSED' : 'FAILED', message: `could not reach ${host}:${req.local_port}: ${why}`, errno: err.code ?? '' },
-      });
-      call.end();
-    });
-    sock.once('connect', () => {
-      sock.removeAllListeners('error');
-      this.counters.divertedFlows++;
-      call.write({ dial: { code: 'OK', address: `${host}:${req.local_port}` } });
-      pipeFlow(sock, call, { counters: this.counters });
-    });
+    const dp = this.dataPlane();
+    if (dp) return this.acceptOn(req, dp);
+    log.warn('a diverted flow came while there is no data plane', { flow: req.flow_id });
   }
 
   /** Over the data plane: dial the local process first, then answer with the result. */
-  private acceptH2(req: DivertRequest__Output, h2: H2FlowClient): void {
+  private acceptOn(req: DivertRequest__Output, dp: DataPlaneClient): void {
     const host = req.local_host || '127.0.0.1';
     const sock = net.connect({ host, port: req.local_port, allowHalfOpen: true, noDelay: true, highWaterMark: SOCKET_HWM } as net.NetConnectOpts);
     sock.once('error', (err: NodeJS.ErrnoException) => {
       const why = err.code === 'ECONNREFUSED' ? 'connection refused (is the local process listening?)' : `${err.code ?? err.message}`;
       log.info('local process unreachable for a diverted flow', { target: `${host}:${req.local_port}`, err: err.code });
-      h2.accept(req.flow_id, err.code === 'ECONNREFUSED' ? 'REFUSED' : 'FAILED', `could not reach ${host}:${req.local_port}: ${why}`).then(
+      dp.accept(req.flow_id, err.code === 'ECONNREFUSED' ? 'REFUSED' : 'FAILED', `could not reach ${host}:${req.local_port}: ${why}`).then(
         (s) => s.close(),
         () => undefined,
       );
@@ -84,11 +64,11 @@ export class DivertAcceptor {
     sock.once('connect', () => {
       sock.removeAllListeners('error');
       sock.on('error', () => undefined);
-      h2.accept(req.flow_id, 'OK').then(
+      dp.accept(req.flow_id, 'OK').then(
         (stream) => {
           this.counters.divertedFlows++;
           sock.removeAllListeners('error');
-          joinSocket(sock, stream, this.counters);
+          splice(sock, stream, { counters: this.counters });
         },
         (err: Error) => {
           log.debug('diverted flow could not be accepted', { err: err.message });

@@ -12,7 +12,7 @@ import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { Codes, RdbgError } from '../../src/core/errors';
 import { logger } from '../../src/core/log';
-import { splitHostPort } from '../../src/cli/args';
+import { joinHostPort, splitHostPort } from '../../src/core/address';
 import { kubeconfigFiles, loadKube, type KubeOptions } from '../../src/kube/config';
 import { PodForwarder } from '../../src/kube/forwarder';
 import { kubeError, Workloads } from '../../src/kube/workloads';
@@ -29,9 +29,9 @@ export interface KubeTransport {
   managerNamespace: string;
   control: string; // host:port the gRPC link dials
   data: string; // host:port of the data plane
-  rawFlows: boolean; // TCP flows on connections of their own (direct transport only: see src/tunnel/raw-flow.ts)
+  rawFlows: boolean; // TCP flows on connections of their own (direct transport only: see src/tunnel/raw/flow.ts)
   neverRoute: string[]; // the apiserver's addresses: never into the TUN
-  describe(dataPlane: boolean, rawPool: number): string;
+  describe(): string;
   /** writes the session's claim on the workload with the user's credentials (docs/kubernetes.md) */
   claim: ClaimHook;
   /** why the last forwarded connection failed (RBAC, no ready pod...), if one did */
@@ -82,7 +82,7 @@ export async function openKubeTransport(target: KubeOptions, managerNamespace: s
   let data: string;
   if (direct) {
     const { host } = splitHostPort(direct, '--manager');
-    data = `${host.includes(':') ? `[${host}]` : host}:${PORTS.data}`;
+    data = joinHostPort(host, PORTS.data);
   } else {
     data = await forward(PORTS.data);
   }
@@ -99,13 +99,9 @@ export async function openKubeTransport(target: KubeOptions, managerNamespace: s
     data,
     rawFlows: Boolean(direct),
     neverRoute,
-    describe: (dataPlane, pool) =>
+    describe: () =>
       `port-forward through ${kube.server} (context ${kube.context}) to the manager in namespace ${managerNamespace}` +
-      (dataPlane
-        ? direct
-          ? `; data plane direct at ${data} (raw TCP flows)`
-          : `; data plane over port-forward (HTTP/2${pool > 0 ? `, and TCP flows raw on ${pool} connections opened ahead` : ''})`
-        : '; gRPC tunnel'),
+      (direct ? `; data plane direct at ${data} (raw TCP flows)` : '; data plane over port-forward (HTTP/2)'),
     claim: async (spec, sessionId, on) => {
       const ws = new Workloads(kube.kc);
       const w = await ws.find(spec.workload ?? '', spec.namespace || kube.namespace);

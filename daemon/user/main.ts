@@ -4,10 +4,12 @@ import { Codes, RdbgError, errorMessage } from '../../src/core/errors';
 import { raiseFileLimit } from '../../src/core/rlimit';
 import { startGcPacer } from '../../src/core/gc-pacer';
 import { startProfile, stopProfile } from '../../src/core/profile';
-import { logger, toggleDebugOnSignal } from '../../src/core/log';
+import { readConfig, type UserConfig } from '../../src/core/config';
+import { logger, setLevel, setTrace, toggleDebugOnSignal } from '../../src/core/log';
 import { daemonPidPath, daemonSocketPath } from '../../src/core/paths';
 import { VERSION } from '../../src/core/version';
-import { parse, splitHostPort } from '../../src/cli/args';
+import { joinHostPort, splitHostPort } from '../../src/core/address';
+import { parse } from '../../src/cli/args';
 import { daemonPackage } from '../../src/rpc/services';
 import type { StartupMessage } from '../../src/rpc/startup';
 import type { SessionGrant } from '../../src/gen/rdbg/v1/SessionGrant';
@@ -18,7 +20,6 @@ import { LocalIntercepts } from './intercepts';
 import { ManagerLink } from './manager-link';
 import { SocksServer } from './socks-server';
 import { FlowOpener } from './flows';
-import { RawConnectionPool } from '../../src/tunnel/raw-pool';
 import type { KubeTransport } from './kube-transport';
 
 const log = logger('userd');
@@ -40,15 +41,19 @@ export async function userDaemonMain(argv: string[]): Promise<void> {
     context: { type: 'string' },
     'manager-namespace': { type: 'string', default: 'rdbg' },
   });
-  raiseFileLimit();
-  startProfile();
-  toggleDebugOnSignal();
-  startGcPacer();
+  let cfg: UserConfig | undefined;
   try {
+    cfg = readConfig('user');
+    setLevel(cfg.logLevel ?? 'info');
+    setTrace(cfg.trace);
+    raiseFileLimit();
+    startProfile(cfg.cpuProfile);
+    toggleDebugOnSignal();
+    startGcPacer();
     const kube = values.kubernetes
       ? // loaded only in Kubernetes mode: the Kubernetes client is tens of MB of heap
         await (await import('./kube-transport')).openKubeTransport(
-          { kubeconfig: values.kubeconfig, context: values.context, namespace: values.namespace },
+          { kubeconfig: values.kubeconfig, kubeconfigList: cfg.kubeconfig, context: values.context, namespace: values.namespace },
           values['manager-namespace']!,
           values.manager,
         )
@@ -59,20 +64,21 @@ export async function userDaemonMain(argv: string[]): Promise<void> {
       socks: values.socks,
       namespace: values.namespace ?? kube?.namespace ?? 'default',
       kube,
+      config: cfg,
     });
   } catch (err) {
     const e = err instanceof RdbgError ? err : new RdbgError(Codes.DAEMON_START, errorMessage(err));
     log.error('user daemon failed to start', { code: e.code, err: e.message });
     tell({ ready: false, code: e.code, message: e.message, hint: e.hint });
-    cleanupFiles();
+    if (cfg) cleanupFiles(cfg.runtimeDir);
     process.exitCode = 1;
     setTimeout(() => process.exit(1), 100).unref();
   }
 }
 
-function cleanupFiles(): void {
-  rmSync(daemonSocketPath(), { force: true });
-  rmSync(daemonPidPath(), { force: true });
+function cleanupFiles(dir: string): void {
+  rmSync(daemonSocketPath(dir), { force: true });
+  rmSync(daemonPidPath(dir), { force: true });
 }
 
 interface DaemonOptions {
@@ -81,12 +87,13 @@ interface DaemonOptions {
   namespace: string;
   dataAddress?: string; // where the data plane is reached, when not beside the manager's address
   kube?: KubeTransport;
+  config: UserConfig;
 }
 
 async function runUserDaemon(opts: DaemonOptions): Promise<void> {
   if (!opts.manager) throw new RdbgError(Codes.BAD_ARGUMENT, 'the user daemon needs --manager HOST:PORT');
   const counters = newCounters();
-  const link = new ManagerLink({ address: opts.manager, namespace: opts.namespace, token: process.env.RDBG_MANAGER_TOKEN });
+  const link = new ManagerLink({ address: opts.manager, namespace: opts.namespace, token: opts.config.managerToken });
   const intercepts = new LocalIntercepts(link, opts.kube?.claim);
   const diverts = new DivertAcceptor(link, counters, () => flows.dataPlane());
   try {
@@ -102,16 +109,16 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
   let socksAddress = '';
   const { host: managerHost } = splitHostPort(opts.manager, '--manager');
   const flows = new FlowOpener(link, counters, () =>
-    link.dataPort ? (opts.dataAddress ?? `${managerHost.includes(':') ? `[${managerHost}]` : managerHost}:${link.dataPort}`) : undefined,
+    link.dataPort ? (opts.dataAddress ?? joinHostPort(managerHost, link.dataPort)) : undefined,
     opts.kube ? opts.kube.rawFlows : true,
-    opts.kube && !opts.kube.rawFlows ? RawConnectionPool.sizeFromEnv() : 0,
+    opts.config.rawFlowsMax,
   );
   const socks = new SocksServer(flows, counters);
   if (opts.socks) {
     const { host, port } = splitHostPort(opts.socks, '--socks');
     try {
       const a = await socks.listen(host, port);
-      socksAddress = `${a.address.includes(':') ? `[${a.address}]` : a.address}:${a.port}`;
+      socksAddress = joinHostPort(a.address, a.port);
     } catch (err) {
       throw new RdbgError(Codes.DAEMON_START, `cannot listen for SOCKS5 on ${opts.socks}: ${errorMessage(err)}`, 'choose another port with --socks');
     }
@@ -130,7 +137,7 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
     await link.close();
     opts.kube?.close();
     server.forceShutdown();
-    cleanupFiles();
+    cleanupFiles(opts.config.runtimeDir);
     await stopProfile('user-daemon');
     setTimeout(() => process.exit(0), 50);
   };
@@ -159,7 +166,9 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
         events: link.events,
         connected_since: link.connectedSince?.toISOString() ?? '',
         pid: process.pid,
-        transport: opts.kube ? opts.kube.describe(link.dataPort > 0, flows.rawPoolSize) : link.dataPort ? `data plane at port ${link.dataPort} (${flows.rawBudget.max > 0 ? `TCP flows on connections of their own, up to ${flows.rawBudget.max}, then ` : ''}HTTP/2), gRPC control at ${opts.manager}` : `gRPC tunnel to ${opts.manager}`,
+        transport: opts.kube
+          ? opts.kube.describe()
+          : `data plane at port ${link.dataPort} (${flows.client.budget.max > 0 ? `TCP flows on connections of their own, up to ${flows.client.budget.max}, then ` : ''}HTTP/2), gRPC control at ${opts.manager}`,
         intercepts: intercepts.count,
         kube_context: opts.kube?.context ?? '',
         kubeconfig: opts.kube?.kubeconfig ?? '',
@@ -198,7 +207,6 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
     session_id: link.sessionId,
     data_address: flows.dataAddress() ?? '',
     raw_flows: flows.rawFlows,
-    raw_flow_pool: flows.rawPoolSize,
     cluster: link.cluster ?? null,
     manager_addresses: [managerHost, ...(opts.kube?.neverRoute ?? [])],
   });
@@ -223,13 +231,13 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
     });
   };
   server.addService(daemonPackage().UserDaemon.service, { ...handlers, WatchSession, LookupDNS });
-  const sockPath = daemonSocketPath();
+  const sockPath = daemonSocketPath(opts.config.runtimeDir);
   rmSync(sockPath, { force: true });
   await new Promise<void>((resolve, reject) =>
     server.bindAsync(`unix://${sockPath}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
   );
   chmodSync(sockPath, 0o600);
-  writeFileSync(daemonPidPath(), String(process.pid));
+  writeFileSync(daemonPidPath(opts.config.runtimeDir), String(process.pid));
   process.once('SIGTERM', () => void quit('SIGTERM'));
   process.once('SIGINT', () => void quit('SIGINT'));
   log.info('user daemon ready', { manager: opts.manager, socks: socksAddress, session: link.sessionId, context: opts.kube?.context });

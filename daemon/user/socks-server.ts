@@ -1,4 +1,4 @@
-import { SOCKET_HWM } from '../../src/tunnel/h2-flows';
+import { SOCKET_HWM } from '../../src/tunnel/fast-socket';
 import * as dgram from 'node:dgram';
 import * as net from 'node:net';
 import { logger } from '../../src/core/log';
@@ -9,6 +9,7 @@ import {
 import type { Counters } from './counters';
 import type { FlowOpener, TcpFlow, UdpFlow } from './flows';
 import { UdpFlowTable } from '../../src/tunnel/udp-flow-table';
+import { unmapIPv4 } from '../../src/core/address';
 
 const log = logger('userd.socks');
 
@@ -153,7 +154,7 @@ export class SocksServer {
   /** UDP ASSOCIATE: one relay socket per association, one tunnel flow per destination. */
   private async associate(ctrl: net.Socket): Promise<void> {
     const local = ctrl.localAddress ?? '127.0.0.1';
-    const udp = dgram.createSocket(net.isIPv6(local) && !local.startsWith('::ffff:') ? 'udp6' : 'udp4');
+    const udp = dgram.createSocket(net.isIPv6(unmapIPv4(local)) ? 'udp6' : 'udp4');
     // One client socket per association: the same bounded table as the TUN device's, its one source at the limit.
     const flows = new UdpFlowTable<Promise<UdpFlow | undefined>>({
       max: ASSOCIATION_MAX_FLOWS,
@@ -178,7 +179,7 @@ export class SocksServer {
     ctrl.resume();
     udp.on('message', (msg, rinfo) => {
       // Only the client that holds the control connection may use the relay.
-      if (rinfo.address.replace(/^::ffff:/, '') !== (ctrl.remoteAddress ?? '').replace(/^::ffff:/, '')) return;
+      if (unmapIPv4(rinfo.address) !== unmapIPv4(ctrl.remoteAddress ?? '')) return;
       client = { address: rinfo.address, port: rinfo.port };
       let parsed: { addr: Address; data: Buffer };
       try {
@@ -223,7 +224,7 @@ export class SocksServer {
         s.send(data);
       });
     });
-    udp.bind(0, local.replace(/^::ffff:/, ''), () => {
+    udp.bind(0, unmapIPv4(local), () => {
       if (closed) return;
       const a = udp.address();
       ctrl.write(reply(REPLY.SUCCEEDED, a.address, a.port));

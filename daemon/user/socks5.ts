@@ -1,4 +1,5 @@
 import { isIP } from 'node:net';
+import { ipFromBytes, ipToBytes } from '../../src/core/address';
 
 /** SOCKS5 (RFC 1928) wire format: parsing what clients send, building what we answer. */
 
@@ -58,14 +59,12 @@ export function parseAddress(buf: Buffer, off: number): { addr: Address; end: nu
     case ATYP.IPV4:
       end = off + 1 + 4;
       if (buf.length < end + 2) return undefined;
-      host = [...buf.subarray(off + 1, end)].join('.');
+      host = ipFromBytes(buf.subarray(off + 1, end));
       break;
     case ATYP.IPV6: {
       end = off + 1 + 16;
       if (buf.length < end + 2) return undefined;
-      const groups: string[] = [];
-      for (let i = 0; i < 8; i++) groups.push(buf.readUInt16BE(off + 1 + i * 2).toString(16));
-      host = groups.join(':');
+      host = ipFromBytes(buf.subarray(off + 1, end));
       break;
     }
     case ATYP.DOMAIN: {
@@ -102,13 +101,8 @@ export function parseRequest(buf: Buffer): Request | undefined {
 export function encodeAddress(host: string, port: number): Buffer {
   const family = isIP(host);
   let head: Buffer;
-  if (family === 4) {
-    head = Buffer.from([ATYP.IPV4, ...host.split('.').map(Number)]);
-  } else if (family === 6) {
-    head = Buffer.alloc(17);
-    head[0] = ATYP.IPV6;
-    const { value } = ipv6ToBytes(host);
-    value.copy(head, 1);
+  if (family) {
+    head = Buffer.concat([Buffer.from([family === 4 ? ATYP.IPV4 : ATYP.IPV6]), ipToBytes(host)]);
   } else {
     const name = Buffer.from(host, 'latin1');
     head = Buffer.concat([Buffer.from([ATYP.DOMAIN, name.length]), name]);
@@ -116,16 +110,6 @@ export function encodeAddress(host: string, port: number): Buffer {
   const p = Buffer.alloc(2);
   p.writeUInt16BE(port);
   return Buffer.concat([head, p]);
-}
-
-function ipv6ToBytes(ip: string): { value: Buffer } {
-  const [h, t] = ip.split('::');
-  const head = h ? h.split(':') : [];
-  const tail = t !== undefined && t !== '' ? t.split(':') : [];
-  const groups = t === undefined ? head : [...head, ...Array(8 - head.length - tail.length).fill('0'), ...tail];
-  const b = Buffer.alloc(16);
-  groups.forEach((g, i) => b.writeUInt16BE(parseInt(g, 16), i * 2));
-  return { value: b };
 }
 
 export function reply(code: number, host = '0.0.0.0', port = 0): Buffer {

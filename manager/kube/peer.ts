@@ -1,4 +1,5 @@
 import { isIP } from 'node:net';
+import { unmapIPv4 } from '../../src/core/address';
 
 /** The address part of a gRPC peer string (`ipv4:127.0.0.1:5000`, `ipv6:[::1]:5000`). */
 export function peerAddress(peer: string): string {
@@ -16,7 +17,7 @@ export function peerAddress(peer: string): string {
  */
 export function isLoopback(address: string | undefined): boolean {
   if (!address) return false;
-  const a = address.toLowerCase().replace(/^::ffff:/, '');
+  const a = unmapIPv4(address.toLowerCase());
   return a === '::1' || (isIP(a) === 4 && a.startsWith('127.'));
 }
 

@@ -12,13 +12,6 @@ export function parse<O extends Options>(command: string, argv: string[], option
   }
 }
 
-export function splitHostPort(text: string, what: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(text);
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) throw new RdbgError(Codes.BAD_ARGUMENT, `${what} "${text}" must look like HOST:PORT`);
-  return { host: m[1] ?? m[2] ?? '', port };
-}
-
 export function asList(v: string | boolean | (string | boolean)[] | undefined): string[] {
   if (v === undefined) return [];
   return (Array.isArray(v) ? v : [v]).map(String);

@@ -3,9 +3,10 @@ import { existsSync } from 'node:fs';
 import { daemonSocketPath } from '../core/paths';
 import { daemonPackage, type UserDaemonClient } from '../rpc/services';
 
-export function daemonClient(): UserDaemonClient {
+/** A client of the user daemon whose directory is dir (the CLI's runtimeDir). */
+export function daemonClient(dir: string): UserDaemonClient {
   const UserDaemon = daemonPackage().UserDaemon;
-  return new UserDaemon(`unix://${daemonSocketPath()}`, grpc.credentials.createInsecure()) as unknown as UserDaemonClient;
+  return new UserDaemon(`unix://${daemonSocketPath(dir)}`, grpc.credentials.createInsecure()) as unknown as UserDaemonClient;
 }
 
 /** Calls one unary method of the user daemon; rejects with the gRPC error. */
@@ -20,6 +21,6 @@ export function callDaemon<Req, Res>(
   );
 }
 
-export function daemonSocketExists(): boolean {
-  return existsSync(daemonSocketPath());
+export function daemonSocketExists(dir: string): boolean {
+  return existsSync(daemonSocketPath(dir));
 }

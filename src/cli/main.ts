@@ -1,5 +1,7 @@
 import { RdbgError } from '../core/errors';
-import { setLevel } from '../core/log';
+import { readConfig } from '../core/config';
+import { setLevel, setTrace } from '../core/log';
+import type { CliContext } from './context';
 import { VERSION } from '../core/version';
 import { CONNECT_USAGE, connectCommand, quitCommand, statusCommand } from './commands/connect';
 import { INTERCEPT_USAGE, interceptCommand, leaveCommand, listCommand } from './commands/intercept';
@@ -32,10 +34,10 @@ ${DOCTOR_USAGE}
 
 ${MANAGER_ADMIN_USAGE}`;
 
-const commands: Record<string, (argv: string[]) => Promise<void>> = {
+const commands: Record<string, (argv: string[], ctx: CliContext) => Promise<void>> = {
   connect: connectCommand,
   status: statusCommand,
-  quit: () => quitCommand(),
+  quit: quitCommand,
   intercept: interceptCommand,
   leave: leaveCommand,
   list: listCommand,
@@ -48,8 +50,6 @@ const commands: Record<string, (argv: string[]) => Promise<void>> = {
 
 export async function cliMain(argv: string[]): Promise<void> {
   const debug = argv.includes('--debug');
-  // The CLI talks to people: its components' info logs (port-forwards, API calls) are noise here.
-  if (!process.env.RDBG_LOG_LEVEL) setLevel(debug ? 'debug' : 'warn');
   const args = argv.filter((a) => a !== '--debug');
   const name = args[0] ?? 'help';
   const run = commands[name === '--help' || name === '-h' ? 'help' : name];
@@ -59,7 +59,11 @@ export async function cliMain(argv: string[]): Promise<void> {
     return;
   }
   try {
-    await run(args.slice(1));
+    const config = readConfig('cli');
+    // The CLI talks to people: its components' info logs (port-forwards, API calls) are noise here.
+    setLevel(config.logLevel ?? (debug ? 'debug' : 'warn'));
+    setTrace(config.trace);
+    await run(args.slice(1), { config, childEnv: process.env });
   } catch (err) {
     if (debug) process.stderr.write(`${(err as Error)?.stack}\n`);
     if (err instanceof RdbgError) {

@@ -37,5 +37,5 @@ export function fromGrpc(err: unknown, what: string): RdbgError {
     if (e.code === grpc.status.PERMISSION_DENIED) return new RdbgError(Codes.PERMISSION, e.details);
     return new RdbgError(Codes.BAD_ARGUMENT, `${what}: ${e.details || e.message}`);
   }
-  return err instanceof RdbgError ? err : new RdbgError('RDBG_INTERNAL', `${what}: ${(err as Error)?.message ?? String(err)}`);
+  return err instanceof RdbgError ? err : new RdbgError(Codes.INTERNAL, `${what}: ${(err as Error)?.message ?? String(err)}`);
 }

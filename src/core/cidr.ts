@@ -1,4 +1,4 @@
-import { isIP } from 'node:net';
+import { ipFromBytes, ipToBytes } from './address';
 import { Codes, RdbgError } from './errors';
 
 /** An IPv4 or IPv6 subnet, held as a bigint range so that overlap checks are exact. */
@@ -10,36 +10,16 @@ export interface Cidr {
 }
 
 export function ipToBigInt(ip: string): { family: 4 | 6; value: bigint } {
-  const family = isIP(ip);
-  if (family === 4) {
-    const parts = ip.split('.').map(Number);
-    return { family: 4, value: BigInt(((parts[0] << 24) >>> 0) + (parts[1] << 16) + (parts[2] << 8) + parts[3]) };
-  }
-  if (family === 6) {
-    let text = ip;
-    const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
-    if (v4) {
-      const n = ipToBigInt(v4[1]).value;
-      text = text.slice(0, -v4[1].length) + ((n >> 16n) & 0xffffn).toString(16) + ':' + (n & 0xffffn).toString(16);
-    }
-    const [head, tail] = text.split('::');
-    const h = head ? head.split(':') : [];
-    const tl = tail !== undefined && tail !== '' ? tail.split(':') : [];
-    const groups = tail === undefined ? h : [...h, ...Array(8 - h.length - tl.length).fill('0'), ...tl];
-    let value = 0n;
-    for (const g of groups) value = (value << 16n) + BigInt(parseInt(g, 16));
-    return { family: 6, value };
-  }
-  throw new RdbgError(Codes.BAD_ARGUMENT, `"${ip}" is not an IP address`);
+  const bytes = ipToBytes(ip);
+  let value = 0n;
+  for (const b of bytes) value = (value << 8n) | BigInt(b);
+  return { family: bytes.length === 4 ? 4 : 6, value };
 }
 
 export function bigIntToIp(family: 4 | 6, value: bigint): string {
-  if (family === 4) {
-    return [24n, 16n, 8n, 0n].map((s) => String((value >> s) & 0xffn)).join('.');
-  }
-  const groups: string[] = [];
-  for (let i = 7; i >= 0; i--) groups.push(((value >> BigInt(i * 16)) & 0xffffn).toString(16));
-  return groups.join(':').replace(/(^|:)0(:0)+(:|$)/, '::').replace(/:::+/, '::');
+  const bytes = Buffer.alloc(family === 4 ? 4 : 16);
+  for (let i = bytes.length - 1, v = value; i >= 0; i--, v >>= 8n) bytes[i] = Number(v & 0xffn);
+  return ipFromBytes(bytes);
 }
 
 export function parseCidr(text: string): Cidr {

@@ -31,6 +31,8 @@ export const Codes = {
   PORT_FORWARD: 'RDBG_PORT_FORWARD',
   /** The apiserver refuses the workload's pods with the agent (Pod Security, a policy webhook). */
   ADMISSION: 'RDBG_ADMISSION_REJECTED',
+  /** A bug: a failure with no code of its own. */
+  INTERNAL: 'RDBG_INTERNAL',
 } as const;
 
 export function errorMessage(err: unknown): string {

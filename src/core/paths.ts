@@ -1,35 +1,29 @@
 import { createHash } from 'node:crypto';
 import { mkdirSync, chmodSync, readlinkSync, statSync } from 'node:fs';
-import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 
 /**
- * Where the user daemon keeps its socket, pid file and log. RDBG_HOME wins
- * (tests give each sandbox its own); then XDG_RUNTIME_DIR; then ~/.cache.
- * The directory is 0700 so that only its owner can reach the socket.
+ * The user daemon's directory (socket, pid file, log), from the process's
+ * configuration (RDBG_HOME, XDG_RUNTIME_DIR, ~/.cache: src/core/config.ts).
+ * It is made 0700 so that only its owner can reach the socket.
  */
-export function runtimeDir(): string {
-  const dir = process.env.RDBG_HOME
-    ? process.env.RDBG_HOME
-    : process.env.XDG_RUNTIME_DIR
-      ? join(process.env.XDG_RUNTIME_DIR, 'rdbg')
-      : join(homedir(), '.cache', 'rdbg');
+export function runtimeDir(dir: string): string {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const st = statSync(dir);
   if ((st.mode & 0o077) !== 0) chmodSync(dir, 0o700);
   return dir;
 }
 
-export function daemonSocketPath(): string {
-  return join(runtimeDir(), 'daemon.sock');
+export function daemonSocketPath(dir: string): string {
+  return join(runtimeDir(dir), 'daemon.sock');
 }
 
-export function daemonPidPath(): string {
-  return join(runtimeDir(), 'daemon.pid');
+export function daemonPidPath(dir: string): string {
+  return join(runtimeDir(dir), 'daemon.pid');
 }
 
-export function daemonLogPath(): string {
-  return join(runtimeDir(), 'daemon.log');
+export function daemonLogPath(dir: string): string {
+  return join(runtimeDir(dir), 'daemon.log');
 }
 
 /**
@@ -68,6 +62,6 @@ export function rootPaths(id: string, base = ROOT_BASE): RootPaths {
 }
 
 /** The root daemon paths of this user's session, as root will derive them from `rdbg connect`'s arguments. */
-export function sessionRootPaths(): RootPaths {
-  return rootPaths(rootSessionId(process.getuid?.() ?? 0, resolve(daemonSocketPath()), currentNetns()));
+export function sessionRootPaths(dir: string): RootPaths {
+  return rootPaths(rootSessionId(process.getuid?.() ?? 0, resolve(daemonSocketPath(dir)), currentNetns()));
 }

@@ -7,14 +7,16 @@ import { join } from 'node:path';
  * quit, written as DIR/<component>-<pid>.cpuprofile (open it in Chrome's
  * DevTools). Node refuses --cpu-prof in NODE_OPTIONS, hence this.
  */
-let session: Session | undefined;
+let session: { inspector: Session; dir: string } | undefined;
 
-export function startProfile(): void {
-  if (!process.env.RDBG_CPU_PROFILE || session) return;
-  session = new Session();
-  session.connect();
-  session.post('Profiler.enable');
-  session.post('Profiler.start');
+/** Starts recording when dir is set (the process's cpuProfile setting). */
+export function startProfile(dir: string | undefined): void {
+  if (!dir || session) return;
+  const inspector = new Session();
+  inspector.connect();
+  inspector.post('Profiler.enable');
+  inspector.post('Profiler.start');
+  session = { inspector, dir };
 }
 
 export function stopProfile(component: string): Promise<void> {
@@ -22,8 +24,8 @@ export function stopProfile(component: string): Promise<void> {
   if (!s) return Promise.resolve();
   session = undefined;
   return new Promise((resolve) =>
-    s.post('Profiler.stop', (err, res) => {
-      if (!err) writeFileSync(join(process.env.RDBG_CPU_PROFILE!, `${component}-${process.pid}.cpuprofile`), JSON.stringify(res.profile));
+    s.inspector.post('Profiler.stop', (err, res) => {
+      if (!err) writeFileSync(join(s.dir, `${component}-${process.pid}.cpuprofile`), JSON.stringify(res.profile));
       resolve();
     }),
   );

@@ -18,8 +18,8 @@ export interface KubeOptions {
   context?: string;
   /** a namespace (kubectl's --namespace) */
   namespace?: string;
-  /** the environment to read KUBECONFIG and HOME from (tests) */
-  env?: NodeJS.ProcessEnv;
+  /** the KUBECONFIG variable (from the process's configuration): a list of files */
+  kubeconfigList?: string;
 }
 
 /** A loaded kubeconfig with its context resolved. */
@@ -36,15 +36,14 @@ const SERVICE_ACCOUNT_TOKEN = '/var/run/secrets/kubernetes.io/serviceaccount/tok
 
 /** The kubeconfig files kubectl would read, in order (the first one names the current context). */
 export function kubeconfigFiles(opts: KubeOptions = {}): string[] {
-  const env = opts.env ?? process.env;
   if (opts.kubeconfig) {
     if (!existsSync(opts.kubeconfig)) {
       throw new RdbgError(Codes.KUBECONFIG, `kubeconfig ${opts.kubeconfig} does not exist`, 'check the --kubeconfig path');
     }
     return [opts.kubeconfig];
   }
-  if (env.KUBECONFIG) return env.KUBECONFIG.split(delimiter).filter((f) => f && existsSync(f));
-  const home = join(env.HOME ?? homedir(), '.kube', 'config');
+  if (opts.kubeconfigList) return opts.kubeconfigList.split(delimiter).filter((f) => f && existsSync(f));
+  const home = join(homedir(), '.kube', 'config');
   return existsSync(home) ? [home] : [];
 }
 
@@ -76,7 +75,7 @@ export function loadKube(opts: KubeOptions = {}): Kube {
     kc = new k8s.KubeConfig();
     kc.loadFromCluster();
   } else {
-    const where = (opts.env ?? process.env).KUBECONFIG ? 'KUBECONFIG names no existing file' : 'no ~/.kube/config';
+    const where = opts.kubeconfigList ? 'KUBECONFIG names no existing file' : 'no ~/.kube/config';
     throw new RdbgError(Codes.KUBECONFIG, `no kubeconfig found (${where})`,
       'pass --kubeconfig FILE, set KUBECONFIG, or check that `kubectl get pods` works');
   }

@@ -13,7 +13,7 @@ import { openPortForward, type PortForwardOptions, type PortForwardStream } from
 import { openPodConnection, type PortForwardTunnel, type SpdyPortForwardStream } from './spdy-portforward';
 import { waitForReadyPod, type PodQuery } from './ready-pod';
 
-const log = logger('kube-forward');
+const log = logger('kube.forward');
 
 export interface PodForwarderOptions extends PodQuery {
   /** the pod port to reach */

@@ -1,23 +1,5 @@
-import type { TunnelMessage, TunnelMessage__Output } from '../gen/rdbg/v1/TunnelMessage';
-import type { DialResult__Output } from '../gen/rdbg/v1/DialResult';
-
-export type { TunnelMessage, TunnelMessage__Output };
-export type DialCode = DialResult__Output['code'];
-
-/** A bidirectional gRPC stream of tunnel messages, from either end of a call. */
-export interface TunnelStream {
-  write(msg: TunnelMessage, cb?: (err?: Error | null) => void): boolean;
-  end(): void;
-  pause(): void;
-  resume(): void;
-  on(event: 'data', fn: (msg: TunnelMessage__Output) => void): this;
-  on(event: 'end' | 'drain' | 'close', fn: () => void): this;
-  on(event: 'error', fn: (err: Error & { code?: number; details?: string }) => void): this;
-  once(event: 'data', fn: (msg: TunnelMessage__Output) => void): this;
-  removeListener(event: string, fn: (...args: never[]) => void): this;
-  removeAllListeners(event?: string): this;
-  cancel?(): void;
-}
+/** The result of a flow's dial, as the manager answers it. */
+export type DialCode = 'OK' | 'REFUSED' | 'UNREACHABLE' | 'TIMEOUT' | 'NAME_ERROR' | 'DENIED' | 'FAILED';
 
 /** Map a socket error to the dial code and the message a client will show. */
 export function dialCodeForErrno(errno: string | undefined): DialCode {
@@ -40,11 +22,6 @@ export function dialCodeForErrno(errno: string | undefined): DialCode {
   }
 }
 
-/** Bad messages from a peer end the one flow they belong to with this error. */
-export class ProtocolViolation extends Error {
-  readonly code = 'RDBG_TUNNEL_PROTOCOL';
-}
-
 /** The far end could not open the flow; `code` says why (REFUSED, UNREACHABLE, NAME_ERROR ...). */
 export class DialError extends Error {
   constructor(
@@ -53,5 +30,26 @@ export class DialError extends Error {
   ) {
     super(message);
     this.name = 'DialError';
+  }
+}
+
+const DIAL_CODES = new Set<string>(['OK', 'REFUSED', 'UNREACHABLE', 'TIMEOUT', 'NAME_ERROR', 'DENIED', 'FAILED']);
+
+/** A dial code read off the wire: anything unknown is FAILED. */
+export function dialCodeFrom(v: unknown): DialCode {
+  const s = String(v ?? 'FAILED');
+  return (DIAL_CODES.has(s) ? s : 'FAILED') as DialCode;
+}
+
+/** Messages travel in header values and reply lines, which take visible ASCII only: they are percent-encoded. */
+export function encodeMessage(m: string): string {
+  return encodeURIComponent(m.slice(0, 1000));
+}
+
+export function decodeMessage(v: unknown): string {
+  try {
+    return decodeURIComponent(String(v ?? ''));
+  } catch {
+    return String(v ?? '');
   }
 }

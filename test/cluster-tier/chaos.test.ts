@@ -145,6 +145,10 @@ t.test('chaos: rdbg keeps working through what real clusters and laptops do', as
       else t.ok(st.reconnects - before.reconnects <= 2, `reconnects: ${st.reconnects - before.reconnects}`);
       const row = { event: name, failed: failed.length, recoveryMs: Math.max(0, recoveredAt - t1), session: st.session_id === before.session_id ? 'resumed' : 'new' };
       t.comment(`${name}: ${row.failed} failed requests during the event, recovered ${row.recoveryMs} ms after it ended (session ${row.session})`);
+      for (const k of new Set(failed.map((p) => p.kind))) {
+        const f = failed.filter((p) => p.kind === k);
+        t.comment(`  ${k}: ${f.length} failed, ${f[0].at - t0}..${f[f.length - 1].at - t0} ms after the event began; first: ${f[0].detail}; last: ${f[f.length - 1].detail}`);
+      }
       rows.push(row);
     });
   };
@@ -183,6 +187,12 @@ t.test('chaos: rdbg keeps working through what real clusters and laptops do', as
   await event('the user daemon paused 60 s (a laptop asleep)', pause(userDaemon, 60_000), false);
   if (process.env.RDBG_CHAOS_LONG) await event('the user daemon paused 10 min (a laptop asleep)', pause(userDaemon, 600_000), false);
 
+  if (process.env.RDBG_KEEP_LOGS) {
+    // the pods' logs go with the namespace: keep them beside the daemons' logs
+    for (const [file, args] of [['agents.log', ['-n', ns, 'logs', '-l', 'app=echo', '--all-containers', '--prefix', '--timestamps', '--tail=-1']], ['manager.log', ['-n', MNS, 'logs', '-l', MANAGER_SELECTOR, '--all-containers', '--prefix', '--timestamps', '--tail=-1']]] as const) {
+      writeFileSync(join(home, file), (await c.kubectl([...args], { check: false })).stdout);
+    }
+  }
   const table = ['| event | failed requests during it | recovery after it ended (ms) | session |', '|---|---|---|---|',
     ...rows.map((r) => `| ${r.event} | ${r.failed} | ${r.recoveryMs} | ${r.session} |`)].join('\n');
   t.comment(`\n${table}`);

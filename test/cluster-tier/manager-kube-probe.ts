@@ -7,7 +7,6 @@
 import * as grpc from '@grpc/grpc-js';
 import * as http2 from 'node:http2';
 import { CHANNEL_OPTIONS, managerPackage } from '../../src/rpc/services';
-import type { Open } from '../../src/gen/rdbg/v1/Open';
 
 interface Probe {
   grpc?: string;
@@ -24,15 +23,7 @@ function out(v: unknown): void {
 
 const p = JSON.parse(process.argv[2]) as Probe;
 setTimeout(() => out({ ok: false, code: -1, details: 'probe timed out' }), 15_000).unref();
-if (p.grpc && p.call === 'Tunnel') {
-  // The first answer to a flow's open message.
-  const Manager = managerPackage().Manager;
-  const client = new Manager(p.grpc, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
-  const call = client.Tunnel();
-  call.on('data', (m) => out({ ok: true, res: m }));
-  call.on('error', (err: grpc.ServiceError) => out({ ok: false, code: err.code, details: err.details }));
-  call.write({ open: p.req as Open });
-} else if (p.grpc) {
+if (p.grpc) {
   const Manager = managerPackage().Manager;
   type Unary = (req: unknown, opts: object, cb: (err: grpc.ServiceError | null, res: unknown) => void) => void;
   const client = new Manager(p.grpc, grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as unknown as Record<string, Unary>;

@@ -253,7 +253,10 @@ t.test('the agent has the app\'s env (ConfigMap, downward API, resource limits) 
     const out = (await c.kubectl(['-n', ns, 'exec', pod.metadata!.name!, '-c', container, '--', ...cmd])).stdout;
     return Object.fromEntries(out.trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
   };
-  const reported = await envOf('rdbg-agent', ['node', '-e', "for (const [k, v] of Object.entries(require('/app/dist/agent/traffic-agent').appEnvironment(process.env))) console.log(k + '=' + v)"]);
+  // As agent/main.ts computes it: the agent's own variables (RDBG_AGENT_ENV, set by the webhook) left out.
+  const script = "const own = require('/app/dist/src/core/config').readConfig('agent', process.env).agentEnv;" +
+    " for (const [k, v] of Object.entries(require('/app/dist/agent/traffic-agent').appEnvironment(process.env, own))) console.log(k + '=' + v)";
+  const reported = await envOf('rdbg-agent', ['node', '-e', script]);
   const appEnv = await envOf('app', ['env']);
   for (const k of ['PATH', 'HOME']) delete appEnv[k]; // the app image's and the runtime's, not the pod spec's
   t.same(reported, appEnv, 'the reported env equals the app container\'s');

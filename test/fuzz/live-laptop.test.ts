@@ -1,9 +1,10 @@
 import t from 'tap';
+import { ipToBytes } from '../../src/core/address';
 import * as dnsPacket from 'dns-packet';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { addrFromString, buildUdp, TCP_ACK, TCP_SYN } from '../../daemon/root/packet';
+import { buildUdp, TCP_ACK, TCP_SYN } from '../../daemon/root/packet';
 import { encodeAddress } from '../../daemon/user/socks5';
 import { tcpSegment } from '../helpers/packets';
 import { CLUSTER, Sandbox } from '../helpers/sandbox';
@@ -116,7 +117,7 @@ t.test("the manager's gRPC port: mutated gRPC messages to every kind of call", a
   const msg = Buffer.from('0a0a646576406c6170746f7012036465761803220474657374', 'hex');
   const call = (method: string, body: Buffer): Buffer =>
     conversation([[':method', 'POST'], [':scheme', 'http'], [':authority', 'm'], [':path', `/rdbg.v1.Manager/${method}`], ['content-type', 'application/grpc'], ['te', 'trailers']], body);
-  const seeds = ['Arrive', 'Heartbeat', 'LookupDNS', 'CreateIntercept', 'Tunnel', 'AgentArrive', 'WatchIntercepts'].map((m) => call(m, grpcMessage(msg)));
+  const seeds = ['Arrive', 'Heartbeat', 'LookupDNS', 'CreateIntercept', 'WatchDiversions', 'AgentArrive', 'WatchIntercepts'].map((m) => call(m, grpcMessage(msg)));
   const payloads = sample(mutated(seeds, 200), runs(300), 3);
   const run = blast(0, { mode: 'tcp', host: '198.18.1.1', port: CLUSTER.managerPort, payloads });
   const good = await alongside(curlTun, run);
@@ -146,8 +147,8 @@ t.test("the root daemon's DNS server: mutated queries over UDP and TCP", async (
 });
 
 t.test('the TUN device: mutated IPv4 TCP and UDP packets to a cluster address', async (t) => {
-  const dst = addrFromString(CLUSTER.echoIp);
-  const src = addrFromString('198.18.1.2');
+  const dst = ipToBytes(CLUSTER.echoIp);
+  const src = ipToBytes('198.18.1.2');
   const seeds = [
     tcpSegment(4, '198.18.1.2', 40000, CLUSTER.echoIp, 80, TCP_SYN),
     tcpSegment(4, '198.18.1.2', 40001, CLUSTER.echoIp, 80, TCP_ACK, Buffer.from('GET / HTTP/1.1\r\n\r\n')),

@@ -1,7 +1,8 @@
 import t from 'tap';
 import fc from 'fast-check';
+import { ipFromBytes, ipToBytes } from '../../src/core/address';
 import {
-  PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_SYN, addrFromString, addrToString, buildEchoReply, buildHostUnreachable, buildRst,
+  PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_SYN, buildEchoReply, buildHostUnreachable, buildRst,
   buildUdp, parsePacket, rewrite, transportChecksum,
 } from '../../daemon/root/packet';
 import { TcpNat } from '../../daemon/root/tcp-nat';
@@ -24,7 +25,7 @@ const wellFormed = fc
   .map(([six, tcp, a4, b4, a6, b6, sp, dp, flags, data]) => {
     const [src, dst] = six ? [a6, b6] : [a4, b4];
     const family = six ? 6 : 4;
-    return tcp ? tcpSegment(family, src, sp, dst, dp, flags, data) : buildUdp(family, addrFromString(src), sp, addrFromString(dst), dp, data);
+    return tcp ? tcpSegment(family, src, sp, dst, dp, flags, data) : buildUdp(family, ipToBytes(src), sp, ipToBytes(dst), dp, data);
   });
 
 function checksumsValid(buf: Buffer): boolean {
@@ -46,8 +47,8 @@ const SEEDS = [
   tcpSegment(4, '169.254.83.1', 40000, '198.19.128.10', 80, TCP_SYN),
   tcpSegment(4, '169.254.83.1', 40000, '198.19.128.10', 80, TCP_ACK | TCP_FIN, Buffer.from('GET / HTTP/1.1\r\n\r\n')),
   tcpSegment(6, 'fd72:6462:6700::1', 40000, '2001:db8:96::10', 80, TCP_ACK, Buffer.from('hello')),
-  buildUdp(4, addrFromString('169.254.83.1'), 5353, addrFromString('198.19.128.10'), 53, Buffer.from('query')),
-  buildUdp(6, addrFromString('fd72:6462:6700::1'), 5353, addrFromString('2001:db8:96::10'), 53, Buffer.from('query')),
+  buildUdp(4, ipToBytes('169.254.83.1'), 5353, ipToBytes('198.19.128.10'), 53, Buffer.from('query')),
+  buildUdp(6, ipToBytes('fd72:6462:6700::1'), 5353, ipToBytes('2001:db8:96::10'), 53, Buffer.from('query')),
 ];
 /** An IPv4 packet around `body` (header checksum left 0: the TUN side does not check it). */
 function ipv4(proto: number, body: Buffer): Buffer {
@@ -112,9 +113,9 @@ t.test('rewrite keeps every checksum valid (random addresses, ports and payloads
       if (!checksumsValid(buf)) return false;
       const p = parsePacket(buf)!;
       const [src, dst] = p.family === 4 ? [a4, b4] : [a6, b6];
-      rewrite(p, addrFromString(src), sp, addrFromString(dst), dp);
+      rewrite(p, ipToBytes(src), sp, ipToBytes(dst), dp);
       const q = parsePacket(p.buf)!;
-      return checksumsValid(p.buf) && q.srcPort === sp && q.dstPort === dp && addrToString(q.dst) === addrToString(addrFromString(dst));
+      return checksumsValid(p.buf) && q.srcPort === sp && q.dstPort === dp && ipFromBytes(q.dst) === ipFromBytes(ipToBytes(dst));
     }),
     params(),
   );

@@ -5,8 +5,8 @@ import {
   FrameReader, HeaderCodec, SpdyProtocolError, dataFrameHeader, decodeHeaderBlock, encodeHeaderBlock, goAwayFrame, pingFrame, replyFrame, rstStreamFrame,
   settingsFrame, synStreamFrame, windowUpdateFrame, type ControlFrame,
 } from '../../src/kube/spdy-frames';
-import { formatReply, formatRequest, parseReply, parseRequest } from '../../src/tunnel/raw-flow';
-import { DatagramFramer } from '../../src/tunnel/h2-flows';
+import { formatReply, formatRequest, parseReply, parseRequest } from '../../src/tunnel/raw/flow';
+import { DatagramFramer } from '../../src/tunnel/h2/protocol';
 import { chunked, mutated, params, report, RUNS } from './fuzz';
 
 // The byte-level parsers of the wire protocols: SOCKS5, SPDY port-forward

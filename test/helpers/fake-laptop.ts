@@ -2,20 +2,18 @@
  * A stand-in for the user daemon on a developer's laptop, for the agent's
  * tests: it talks to a real traffic manager through the real Manager gRPC API
  * (Arrive, Heartbeat, CreateIntercept, WatchDiversions), and for each
- * DivertRequest dials the local server and answers on the transport the
- * agent used: a Tunnel with `open {session_id, accept_flow_id}` then `dial`,
- * piped with pipeFlow; or the data plane's `accept` (H2FlowClient), joined
- * with joinSocket. The real user daemon (daemon/user) replaces it end to end.
+ * DivertRequest dials the local server and answers on the data plane's
+ * `accept` (H2FlowClient), joined with splice. The real user daemon (daemon/user) replaces it end to end.
  */
 import * as net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
-import { describeErrno } from '../../manager/tunnel-handler';
+import { describeErrno } from '../../manager/errno';
 import { PROTOCOL, VERSION } from '../../src/core/version';
 import { CHANNEL_OPTIONS, managerPackage, type ManagerClient } from '../../src/rpc/services';
-import { pipeFlow } from '../../src/tunnel/flow-pipe';
-import { H2FlowClient } from '../../src/tunnel/h2-client';
-import { H, joinSocket } from '../../src/tunnel/h2-flows';
-import { dialCodeForErrno, type TunnelStream } from '../../src/tunnel/messages';
+import { H2FlowClient } from '../../src/tunnel/h2/client';
+import { H } from '../../src/tunnel/h2/protocol';
+import { splice } from '../../src/tunnel/splice';
+import { dialCodeForErrno } from '../../src/tunnel/messages';
 import type { DivertRequest__Output } from '../../src/gen/rdbg/v1/DivertRequest';
 import type { InterceptInfo__Output } from '../../src/gen/rdbg/v1/InterceptInfo';
 import type { InterceptSpec } from '../../src/gen/rdbg/v1/InterceptSpec';
@@ -97,28 +95,7 @@ export class FakeLaptop {
 
   private accept(d: DivertRequest__Output): void {
     this.stats.diversions++;
-    if (d.transport === 'h2' && this.data) return this.acceptH2(d, this.data);
-    const call = this.client.Tunnel();
-    const stream = call as unknown as TunnelStream;
-    call.on('error', () => undefined);
-    call.write({ open: { session_id: this.sessionId, accept_flow_id: d.flow_id, protocol: 'TCP' } });
-    const host = d.local_host || '127.0.0.1';
-    const sock = net.connect({ host, port: d.local_port, allowHalfOpen: true, noDelay: true });
-    stream.pause();
-    sock.once('error', (err: NodeJS.ErrnoException) => {
-      this.stats.refused++;
-      call.write({ dial: { code: dialCodeForErrno(err.code), message: describeErrno(err), errno: err.code ?? '', address: `${host}:${d.local_port}` } });
-      call.end();
-    });
-    sock.once('connect', () => {
-      this.stats.dialled++;
-      sock.removeAllListeners('error');
-      call.write({ dial: { code: 'OK', address: `${host}:${d.local_port}` } });
-      const flow = { sock };
-      this.flows.add(flow);
-      pipeFlow(sock, stream, { onDone: () => this.flows.delete(flow) });
-      stream.resume();
-    });
+    if (this.data) this.acceptH2(d, this.data);
   }
 
   private acceptH2(d: DivertRequest__Output, data: H2FlowClient): void {
@@ -140,7 +117,7 @@ export class FakeLaptop {
           const flow = { sock };
           this.flows.add(flow);
           stream.on('error', () => undefined);
-          joinSocket(sock, stream, undefined, () => this.flows.delete(flow));
+          splice(sock, stream, { onDone: () => this.flows.delete(flow) });
           sock.resume();
         },
         () => sock.destroy(),

@@ -1,4 +1,5 @@
-import { PROTO_TCP, TCP_ACK, addrFromString, buildUdp, parsePacket, transportChecksum } from '../../daemon/root/packet';
+import { ipToBytes } from '../../src/core/address';
+import { PROTO_TCP, TCP_ACK, buildUdp, parsePacket, transportChecksum } from '../../daemon/root/packet';
 
 /** A TCP segment built the slow, obvious way, to check the fast code against. */
 export function tcpSegment(family: 4 | 6, src: string, sport: number, dst: string, dport: number, flags: number, payload = Buffer.alloc(0)): Buffer {
@@ -12,7 +13,7 @@ export function tcpSegment(family: 4 | 6, src: string, sport: number, dst: strin
   t.writeUInt16BE(65535, 14);
   payload.copy(t, 20);
   // buildUdp gives us a correct IP header for the family; swap in TCP.
-  const ip = buildUdp(family, addrFromString(src), 1, addrFromString(dst), 1, Buffer.alloc(0)).subarray(0, family === 4 ? 20 : 40);
+  const ip = buildUdp(family, ipToBytes(src), 1, ipToBytes(dst), 1, Buffer.alloc(0)).subarray(0, family === 4 ? 20 : 40);
   const buf = Buffer.concat([ip, t]);
   if (family === 4) {
     buf[9] = PROTO_TCP;

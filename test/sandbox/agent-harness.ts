@@ -50,7 +50,6 @@ export async function startAgent(t: Teardown, managerPort: number, appPort: numb
     listenHost: '127.0.0.1',
     env: { APP_MODE: 'test' },
     heartbeatMs: 500,
-    transport: (process.env.RDBG_AGENT_TRANSPORT as 'grpc' | undefined) ?? 'auto',
     ...extra,
   });
   await a.start();

@@ -77,3 +77,52 @@ t.test('a lost agent session drops the intercepts until it arrives again', async
   await waitFor(() => agent.table.size === 1, 5000, 'intercept back from the new snapshot');
   t.equal((await get(agent.listenPort, '/x', { 'x-user': 'alice' })).headers['x-served-by'], 'laptop');
 });
+
+// What a deleted manager pod leaves behind in a cluster: the agent dials the
+// Service address, and for a while kube-proxy still sends new connections to
+// the old pod, where they hang in silence (conntrack keeps them there). A relay
+// stands in for the Service: in 'hold' it accepts and never answers, like the
+// dead pod; then it forwards to the new manager, but a connection it held
+// stays held.
+t.test('a connection left hanging by a manager that is gone does not keep the agent from the new one', async (t) => {
+  const app = await startServer(t, 'app');
+  const lap = await startServer(t, 'laptop');
+  let target = 0; // 0: hold
+  const live = new Set<net.Socket>();
+  const relay = net.createServer((s) => {
+    live.add(s);
+    s.on('close', () => live.delete(s));
+    s.on('error', () => undefined);
+    if (!target) return;
+    const up = net.connect(target, '127.0.0.1');
+    up.on('error', () => s.destroy());
+    s.on('error', () => up.destroy());
+    s.pipe(up).pipe(s);
+    s.on('close', () => up.destroy());
+    up.on('close', () => s.destroy());
+  });
+  const relayPort = await new Promise<number>((r) => relay.listen(0, '127.0.0.1', () => r((relay.address() as net.AddressInfo).port)));
+  t.teardown(() => {
+    for (const s of live) s.destroy();
+    relay.close();
+  });
+  const first = await startManager(t);
+  target = first.port;
+  const agent = await startAgent(t, relayPort, app.port);
+  const firstId = agent.link.agentId;
+  t.ok(firstId, 'linked through the relay');
+
+  target = 0;
+  for (const s of live) s.destroy();
+  first.server.forceShutdown();
+  await first.stop();
+  await waitFor(() => agent.link.agentId === '', 5000, 'the agent saw its manager go');
+  await waitFor(() => live.size > 0, 5000, 'the agent dialled again, into the silence');
+
+  const second = await startManager(t);
+  target = second.port;
+  await waitFor(() => agent.link.agentId !== '', 10_000, 'linked to the new manager, well before a keepalive would give up on the hanging connection');
+  const laptop = await startLaptop(t, second.port);
+  await intercept(laptop, agent, { headers: [{ name: 'x-user', value: 'alice', regex: false }], local_port: lap.port });
+  t.equal((await get(agent.listenPort, '/back', { 'x-user': 'alice' })).headers['x-served-by'], 'laptop', 'diverted by the new manager');
+});

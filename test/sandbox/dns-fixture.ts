@@ -113,7 +113,7 @@ export class DnsSandbox {
       `--listen-address=${DNS.loopForwarder}`, '--port=53', `--server=${DNS.rdbgLoop}`,
     ]);
     const m = this.start(c, 'node', [
-      RDBG, 'manager', 'serve', '--listen', `${DNS.clusterVeth}:${DNS.managerPort}`, '--data-listen', 'none',
+      RDBG, 'manager', 'serve', '--listen', `${DNS.clusterVeth}:${DNS.managerPort}`,
       '--service-cidr', DNS.serviceCidr, '--pod-cidr', DNS.podCidr, '--cluster-domain', 'cluster.local',
     ]);
     this.manager = m;

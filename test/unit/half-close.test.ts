@@ -5,11 +5,11 @@ import { ManagerServer } from '../../manager/server';
 import { DialPolicy } from '../../manager/dial-policy';
 import { CHANNEL_OPTIONS, managerPackage, type ManagerClient } from '../../src/rpc/services';
 import { PROTOCOL, VERSION } from '../../src/core/version';
-import { HALF_CLOSE_MAGIC, HalfCloseChannel } from '../../src/tunnel/half-close';
-import { H2FlowClient } from '../../src/tunnel/h2-client';
-import { openRawTcp, rawFlowId } from '../../src/tunnel/raw-flow';
+import { HALF_CLOSE_MAGIC, HalfCloseChannel } from '../../src/tunnel/raw/half-close';
+import { DataPlaneClient } from '../../src/tunnel/client';
+import { openRawTcp, rawFlowId } from '../../src/tunnel/raw/flow';
 
-// Raw flows' half-closes on a connection of their own (src/tunnel/half-close.ts),
+// Raw flows' half-closes on a connection of their own (src/tunnel/raw/half-close.ts),
 // against a real manager and a real server on loopback.
 
 let mgr: ManagerServer;
@@ -138,14 +138,31 @@ t.test('a manager without this channel: the half-close goes as an HTTP/2 request
   t.equal(await ch.halfClose('1', 1), undefined, 'not carried');
   t.equal(await ch.halfClose('2', 1), undefined, 'nor the next');
   t.equal(refused, 1, 'which did not try again');
-  const h2 = new H2FlowClient(`127.0.0.1:${(old.address() as net.AddressInfo).port}`, () => ({ 'rdbg-session': session }));
-  t.teardown(() => h2.close());
-  const f = await flowWith('four');
-  t.teardown(() => f.sock.destroy());
-  t.equal(await h2.halfClose(f.id, 4), true, 'the client took the HTTP/2 way, and the manager the half-close');
+  // The data-plane client, as the daemons use it: the raw flow's half-close takes the HTTP/2 way, not a FIN.
+  const dp = new DataPlaneClient({ fileLimit: 4096 });
+  t.teardown(() => dp.close());
+  dp.use({ address: `127.0.0.1:${(old.address() as net.AddressInfo).port}`, session, direct: true });
+  const flow = await dp.tcp('127.0.0.1', slowPort, '127.0.0.1:1');
+  const app = await localPair((inner) => flow.join(inner, () => undefined));
+  t.teardown(() => app.destroy());
+  const got: Buffer[] = [];
+  app.on('data', (d: Buffer) => got.push(d));
+  app.end('four');
+  await new Promise((r) => app.once('end', r));
+  t.equal(Buffer.concat(got).toString(), 'got 4 bytes', 'the app half-closed and got its answer');
   t.equal(refused, 2, 'after one try on the channel');
-  t.equal(await f.answer, 'got 4 bytes');
+  t.equal(dp.budget.closedFirstLastMinute, 0, 'the half-close went beside the flow as an HTTP/2 request: no FIN went first');
 });
+
+/** A connected pair of loopback sockets: `inner` goes to `take`, the app end comes back. */
+async function localPair(take: (inner: net.Socket) => void): Promise<net.Socket> {
+  const srv = net.createServer({ allowHalfOpen: true }, (inner) => {
+    srv.close();
+    take(inner);
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  return net.connect({ port: (srv.address() as net.AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true });
+}
 
 t.test('a manager that stops answering: the half-closes come back undecided, to go another way', async (t) => {
   // Takes the connection and never says a word, as a frozen port-forward would.

@@ -1,6 +1,7 @@
 import t from 'tap';
+import { ipToBytes } from '../../src/core/address';
 import {
-  PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_RST, TCP_SYN, addrFromString, buildHostUnreachable, buildRst, buildUdp, parsePacket, rewrite, transportChecksum,
+  PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_RST, TCP_SYN, buildHostUnreachable, buildRst, buildUdp, parsePacket, rewrite, transportChecksum,
 } from '../../daemon/root/packet';
 import { tcpSegment } from '../helpers/packets';
 import { TcpNat } from '../../daemon/root/tcp-nat';
@@ -29,13 +30,13 @@ t.test('rewrite keeps IPv4 and IPv6 checksums correct', async (t) => {
     const seg = tcpSegment(family, a, 40000, b, 80, TCP_ACK, Buffer.from('GET / HTTP/1.1\r\n\r\n'));
     t.ok(checksumsValid(seg), `built v${family} segment is valid`);
     const p = parsePacket(seg)!;
-    rewrite(p, addrFromString(c), 1025, addrFromString(d), 1);
+    rewrite(p, ipToBytes(c), 1025, ipToBytes(d), 1);
     t.ok(checksumsValid(p.buf), `v${family} checksums valid after rewrite`);
     const q = parsePacket(p.buf)!;
     t.equal(q.srcPort, 1025);
     t.equal(q.dstPort, 1);
   }
-  const udp = buildUdp(4, addrFromString('198.19.128.10'), 7, addrFromString('169.254.83.1'), 5555, Buffer.from('echo'));
+  const udp = buildUdp(4, ipToBytes('198.19.128.10'), 7, ipToBytes('169.254.83.1'), 5555, Buffer.from('echo'));
   t.ok(checksumsValid(udp), 'built UDP is valid');
 });
 
@@ -84,7 +85,7 @@ t.test('malformed packets are dropped, never thrown on (fuzz, fixed seed)', asyn
   const seeds = [
     tcpSegment(4, '169.254.83.1', 40000, '198.19.128.10', 80, TCP_SYN),
     tcpSegment(6, 'fd72:6462:6700::1', 40000, '2001:db8:96::10', 80, TCP_ACK, Buffer.from('hello')),
-    buildUdp(4, addrFromString('169.254.83.1'), 5353, addrFromString('198.19.128.10'), 53, Buffer.from('query')),
+    buildUdp(4, ipToBytes('169.254.83.1'), 5353, ipToBytes('198.19.128.10'), 53, Buffer.from('query')),
   ];
   let parsed = 0;
   let rejected = 0;

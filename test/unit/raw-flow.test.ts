@@ -5,11 +5,14 @@ import { ManagerServer } from '../../manager/server';
 import { DialPolicy } from '../../manager/dial-policy';
 import { CHANNEL_OPTIONS, managerPackage, type ManagerClient } from '../../src/rpc/services';
 import { PROTOCOL, VERSION } from '../../src/core/version';
-import { H2FlowClient } from '../../src/tunnel/h2-client';
+import { H2FlowClient } from '../../src/tunnel/h2/client';
 import { DialError } from '../../src/tunnel/messages';
-import { RawFlowBudget, ephemeralPortCount, formatRequest, openRawFlow, openRawTcp, parseRequest, readLine } from '../../src/tunnel/raw-flow';
+import { readConfig } from '../../src/core/config';
+import { readLine } from '../../src/tunnel/fast-socket';
+import { RawFlowBudget, ephemeralPortCount } from '../../src/tunnel/raw/budget';
+import { formatRequest, openRawFlow, openRawTcp, parseRequest } from '../../src/tunnel/raw/flow';
 
-// Raw flows on the manager's data port (src/tunnel/raw-flow.ts), against a real
+// Raw flows on the manager's data port (src/tunnel/raw/flow.ts), against a real
 // manager and real TCP servers on loopback.
 
 let mgr: ManagerServer;
@@ -156,8 +159,8 @@ t.test("a reset from the destination resets the client's socket", async (t) => {
   t.equal(err?.code, 'ECONNRESET');
 });
 
-t.test('joinSockets: a local half-close reaches the far end, which still answers', async (t) => {
-  // local app <-> [a | joinSockets | b] <-> raw flow <-> server that answers after the FIN
+t.test('splice: a local half-close reaches the far end, which still answers', async (t) => {
+  // local app <-> [a | splice | b] <-> raw flow <-> server that answers after the FIN
   const port = await serve((s) => {
     let n = 0;
     s.on('data', (d: Buffer) => (n += d.length));
@@ -255,8 +258,8 @@ t.test('the budget: raw flows up to the limit, each given back once', async (t) 
   r2();
   t.equal(RawFlowBudget.forLimits(20_000, 28_232).max, 4872, 'at once: a quarter of what the file limit leaves');
   t.equal(RawFlowBudget.forLimits(20_000, 28_232).maxPerMinute, 7058, 'per minute: a quarter of the ephemeral ports');
-  t.equal(RawFlowBudget.forThisProcess(20_000, { RDBG_RAW_FLOWS_MAX: '0' }).max, 0, 'RDBG_RAW_FLOWS_MAX=0 turns raw flows off');
-  t.equal(RawFlowBudget.forThisProcess(20_000, { RDBG_RAW_FLOWS_MAX: 'lots' }).max, 4872, 'a malformed value is ignored');
+  t.equal(RawFlowBudget.forThisProcess(20_000, readConfig('user', { RDBG_RAW_FLOWS_MAX: '0' }).rawFlowsMax).max, 0, 'RDBG_RAW_FLOWS_MAX=0 turns raw flows off');
+  t.equal(RawFlowBudget.forThisProcess(20_000, readConfig('user', {}).rawFlowsMax).max, 4872, 'unset: a share of the file limit');
   t.equal(ephemeralPortCount(() => '32768\t60999\n'), 28232, 'the range as Linux writes it');
   t.equal(ephemeralPortCount(() => 'garbage'), 28232, "Linux's default when it cannot be read");
   let released = 0;

@@ -1,8 +1,9 @@
 import t from 'tap';
+import { ipToBytes } from '../../src/core/address';
 import { UdpFlowTable, type EvictReason } from '../../src/tunnel/udp-flow-table';
 import { UdpRelay } from '../../daemon/root/udp-relay';
-import { addrFromString, buildUdp, parsePacket } from '../../daemon/root/packet';
-import type { DatagramChannel } from '../../src/tunnel/h2-flows';
+import { buildUdp, parsePacket } from '../../daemon/root/packet';
+import type { DatagramChannel } from '../../src/tunnel/h2/protocol';
 
 // The UDP flow table's fairness: one source cannot hold more than its share,
 // a full table makes room at the greediest source's oldest flow, idle flows go.
@@ -109,9 +110,9 @@ t.test('UdpRelay: after one socket sent to 4,200 destinations, another socket\'s
   const written: Buffer[] = [];
   const relay = new UdpRelay(dialer, (pkt) => written.push(pkt) > 0);
   t.teardown(() => relay.close());
-  const app = addrFromString('169.254.83.1');
+  const app = ipToBytes('169.254.83.1');
   const send = (srcPort: number, dst: string, dstPort: number, data: string): void =>
-    relay.onPacket(parsePacket(buildUdp(4, app, srcPort, addrFromString(dst), dstPort, Buffer.from(data)))!);
+    relay.onPacket(parsePacket(buildUdp(4, app, srcPort, ipToBytes(dst), dstPort, Buffer.from(data)))!);
   for (let i = 0; i < 4200; i++) send(40000, `198.19.${128 + (i >> 8)}.${i & 255}`, 9999, 'x');
   await new Promise((r) => setImmediate(r));
   t.equal(relay.active, 256, 'the flooding socket holds its per-source limit');

@@ -5,7 +5,7 @@ import { SocksServer } from '../../daemon/user/socks-server';
 import { newCounters } from '../../daemon/user/counters';
 import { encodeUdpDatagram, parseUdpDatagram } from '../../daemon/user/socks5';
 import type { FlowOpener } from '../../daemon/user/flows';
-import type { DatagramChannel } from '../../src/tunnel/h2-flows';
+import type { DatagramChannel } from '../../src/tunnel/h2/protocol';
 
 // SOCKS5 UDP ASSOCIATE shares the TUN device's bounded flow table: one client
 // that sends to 4,200 destinations holds at most 256 tunnel flows, and its

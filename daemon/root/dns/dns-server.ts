@@ -54,7 +54,7 @@ const TCP_IDLE_MS = 10_000;
  */
 export const UDP_RECEIVE_BUFFER = 4 << 20;
 
-const log = logger('dns');
+const log = logger('rootd.dns');
 
 /**
  * The laptop's resolver while connected: cluster names are resolved by the

@@ -4,7 +4,7 @@ import { logger } from '../../../src/core/log';
 import type { Journal } from '../journal';
 import { apply, type ResolvConfChange } from './resolv-conf';
 
-const log = logger('dns.resolv-conf');
+const log = logger('rootd.dns.resolv-conf');
 
 export interface ResolvConfWatchOptions {
   /** How often the file is read (ms). Default 1000. */

@@ -15,7 +15,7 @@ import { parseResolvConf } from './resolv-conf';
  * with the TUN device anyway (test/sandbox/dns-resolved-host, a real resolved).
  */
 
-const log = logger('dns.resolved');
+const log = logger('rootd.dns.resolved');
 const STUB = '/run/systemd/resolve/stub-resolv.conf';
 /** resolved's own view of the uplink servers (not the 127.0.0.53 stub, which would loop back to us). */
 const UPLINK_RESOLV_CONF = '/run/systemd/resolve/resolv.conf';

@@ -1,6 +1,7 @@
 import * as dgram from 'node:dgram';
 import * as net from 'node:net';
 import { DnsCodes, dnsError } from './dns-errors';
+import { joinHostPort } from '../../../src/core/address';
 
 export interface Upstream {
   address: string;
@@ -30,7 +31,7 @@ export function parseUpstream(text: string): Upstream {
 }
 
 export function upstreamText(u: Upstream): string {
-  return u.family === 6 ? `[${u.address}]:${u.port}` : `${u.address}:${u.port}`;
+  return joinHostPort(u.address, u.port);
 }
 
 /**

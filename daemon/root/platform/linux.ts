@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { Socket } from 'node:net';
 import koffi from 'koffi';
 import { logger } from '../../../src/core/log';
-import type { Platform, Route, TunDevice } from './platform';
+import type { Platform, Route, TunDevice, TunReader } from './platform';
 
 const log = logger('rootd.tun');
 
@@ -51,6 +51,7 @@ class LinuxTun implements TunDevice {
   constructor(
     readonly name: string,
     private readonly fd: number,
+    private readonly reader: TunReader = 'event-loop',
   ) {
     this.pollfd.writeInt32LE(fd, 0);
     this.pollfd.writeInt16LE(POLLIN, 4);
@@ -80,7 +81,7 @@ class LinuxTun implements TunDevice {
       }
       return n;
     };
-    if (process.env.RDBG_TUN_READER !== 'poll') {
+    if (this.reader !== 'poll') {
       try {
         this.watcher = watchReadable(this.fd, this.buf, (len) => {
           deliver(this.buf.subarray(0, len));
@@ -161,7 +162,7 @@ function ip(args: string[]): string {
 }
 
 export const linuxPlatform: Platform = {
-  openTun(name) {
+  openTun(name, reader) {
     libc ??= bindLibc();
     const fd = libc.open('/dev/net/tun', O_RDWR | O_NONBLOCK | O_CLOEXEC) as number;
     if (fd < 0) throw new Error(`cannot open /dev/net/tun (errno ${koffi.errno()}): is the tun module loaded, and are we root?`);
@@ -173,7 +174,7 @@ export const linuxPlatform: Platform = {
       libc.close(fd);
       throw new Error(`TUNSETIFF ${name} failed (errno ${e})`);
     }
-    return new LinuxTun(ifr.toString('ascii', 0, 16).replace(/\0.*$/, ''), fd);
+    return new LinuxTun(ifr.toString('ascii', 0, 16).replace(/\0.*$/, ''), fd, reader);
   },
   configureTun(name, { addresses, mtu, txqueuelen }) {
     ip(['link', 'set', 'dev', name, 'mtu', String(mtu), 'txqueuelen', String(txqueuelen)]);

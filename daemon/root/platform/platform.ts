@@ -16,8 +16,11 @@ export interface TunDevice {
 import type { Route } from '../../../src/core/route-plan';
 export type { Route };
 
+export type TunReader = 'event-loop' | 'poll';
+
 export interface Platform {
-  openTun(name: string): TunDevice;
+  /** reader: how packets are read (RDBG_TUN_READER); the event loop's epoll unless `poll` */
+  openTun(name: string, reader?: TunReader): TunDevice;
   configureTun(name: string, opts: { addresses: string[]; mtu: number; txqueuelen: number }): void;
   addRoute(cidr: string, dev: string, via?: string): void;
   deleteRoute(cidr: string, dev?: string): void;

@@ -13,9 +13,11 @@ import type { StartupMessage } from '../../rpc/startup';
 import type { DaemonStatus__Output } from '../../gen/rdbg/v1/DaemonStatus';
 import type { InterceptList__Output } from '../../gen/rdbg/v1/InterceptList';
 import type { ListInterceptsRequest } from '../../gen/rdbg/v1/ListInterceptsRequest';
-import { asList, parse, splitHostPort } from '../args';
+import { splitHostPort } from '../../core/address';
+import { asList, parse } from '../args';
 import { ROOT_OPTIONS, rootArgv } from '../root-options';
 import { callDaemon, daemonClient, daemonSocketExists } from '../daemon-client';
+import type { CliContext } from '../context';
 import { fromGrpc, humanBytes, progress, say } from '../output';
 
 export const CONNECT_USAGE = `rdbg connect [--kubeconfig FILE] [--context NAME] [--namespace NS] [--manager-namespace rdbg]
@@ -39,9 +41,9 @@ Examples: rdbg connect --context staging && curl http://echo.default/
           curl --socks5-hostname 127.0.0.1:1080 http://echo.default/
           rdbg connect --manager 10.0.0.1:8081 && curl http://echo.default/`;
 
-export async function getStatus(): Promise<DaemonStatus__Output | undefined> {
-  if (!daemonSocketExists()) return undefined;
-  const client = daemonClient();
+export async function getStatus(ctx: CliContext): Promise<DaemonStatus__Output | undefined> {
+  if (!daemonSocketExists(ctx.config.runtimeDir)) return undefined;
+  const client = daemonClient(ctx.config.runtimeDir);
   try {
     return await callDaemon(client, client.status, {}, 3000);
   } catch {
@@ -57,8 +59,8 @@ export function droppedCopies(n: number): string {
 }
 
 /** Mirror copies dropped for this session's intercepts; 0 when the list cannot be had. */
-async function mirrorCopiesDropped(): Promise<number> {
-  const client = daemonClient();
+async function mirrorCopiesDropped(ctx: CliContext): Promise<number> {
+  const client = daemonClient(ctx.config.runtimeDir);
   try {
     const r = await callDaemon<ListInterceptsRequest, InterceptList__Output>(client, client.list, { session_id: '', all: false }, 3000);
     return r.intercepts.reduce((n, i) => n + Number(i.mirrors_dropped ?? 0), 0);
@@ -69,7 +71,7 @@ async function mirrorCopiesDropped(): Promise<number> {
   }
 }
 
-export async function connectCommand(argv: string[]): Promise<void> {
+export async function connectCommand(argv: string[], ctx: CliContext): Promise<void> {
   const { values } = parse('connect', argv, {
     manager: { type: 'string' },
     socks: { type: 'string' },
@@ -82,15 +84,15 @@ export async function connectCommand(argv: string[]): Promise<void> {
     help: { type: 'boolean', short: 'h' },
   });
   if (values.help) return say(CONNECT_USAGE);
-  const existing = await getStatus();
-  const tunSession = readTunSession();
-  if (existing && tunSession && !(await getRootStatus())) {
+  const existing = await getStatus(ctx);
+  const tunSession = readTunSession(ctx);
+  if (existing && tunSession && !(await getRootStatus(ctx))) {
     // The session is alive but its root daemon is not (a crash, kill -9): start a new one for it.
-    const gone = rootDaemonProblem();
+    const gone = rootDaemonProblem(ctx);
     progress(`the root daemon of this session is not running (${gone.reason}): starting a new one; it first undoes what the old one left behind`);
-    const root = await startDaemon(tunSession.args, 'daemon-root', rootLogPath());
+    const root = await startDaemon(ctx, tunSession.args, 'daemon-root', rootLogPath(ctx));
     if (!root.ready) throw new RdbgError(root.code, root.message, root.hint);
-    say(`Repaired: ${await tunSummary(existing)}`);
+    say(`Repaired: ${await tunSummary(ctx, existing)}`);
     return;
   }
   if (existing) {
@@ -105,7 +107,7 @@ export async function connectCommand(argv: string[]): Promise<void> {
     splitHostPort(socks, '--socks');
   }
 
-  progress(`starting the user daemon (log: ${daemonLogPath()})`);
+  progress(`starting the user daemon (log: ${daemonLogPath(ctx.config.runtimeDir)})`);
   const daemonArgs = [
     ...(values.manager ? ['--manager', values.manager] : []),
     ...(values.namespace ? ['--namespace', values.namespace] : []),
@@ -119,9 +121,9 @@ export async function connectCommand(argv: string[]): Promise<void> {
   } else {
     progress(`connecting to the traffic manager at ${values.manager}`);
   }
-  const msg = await startDaemon(daemonArgs, 'daemon-user', daemonLogPath());
+  const msg = await startDaemon(ctx, daemonArgs, 'daemon-user', daemonLogPath(ctx.config.runtimeDir));
   if (!msg.ready) throw new RdbgError(msg.code, msg.message, msg.hint);
-  const st = await getStatus();
+  const st = await getStatus(ctx);
   const where = st?.kube_context ? `in context ${st.kube_context} (namespace ${st.manager_namespace}, through the apiserver)` : `at ${values.manager}`;
   const subnets = [...asList(st?.cluster?.service_subnets), ...asList(st?.cluster?.pod_subnets)].join(', ') || 'none announced';
   if (socks) {
@@ -130,22 +132,26 @@ export async function connectCommand(argv: string[]): Promise<void> {
   }
 
   progress('starting the root daemon: TUN device, routes and DNS');
-  // --user-socket first: the sudo rule in the README matches this prefix.
-  const level = process.env.RDBG_LOG_LEVEL;
-  const rootArgs = ['--user-socket', resolve(daemonSocketPath()), ...rootArgv(values), ...(level ? ['--log-level', level] : [])];
+  // --user-socket first: the sudo rule in the README matches this prefix. Sudo passes no
+  // environment, so the root daemon gets the CLI's log settings as flags.
+  const { logLevel, trace } = ctx.config;
+  const rootArgs = [
+    '--user-socket', resolve(daemonSocketPath(ctx.config.runtimeDir)), ...rootArgv(values),
+    ...(logLevel ? ['--log-level', logLevel] : []), ...(trace.length ? ['--trace', trace.join(',')] : []),
+  ];
   // Remembered so that `status` knows this session has a root daemon, and `connect` can restart it.
-  writeFileSync(tunSessionPath(), JSON.stringify({ args: rootArgs }) + '\n', { mode: 0o600 });
-  const root = await startDaemon(rootArgs, 'daemon-root', rootLogPath());
+  writeFileSync(tunSessionPath(ctx), JSON.stringify({ args: rootArgs }) + '\n', { mode: 0o600 });
+  const root = await startDaemon(ctx, rootArgs, 'daemon-root', rootLogPath(ctx));
   if (!root.ready) {
-    await quitCommand([], true);
+    await quitCommand([], ctx, true);
     throw new RdbgError(root.code, root.message, root.hint);
   }
-  say(`Connected to ${await tunSummary(st, where)}`);
+  say(`Connected to ${await tunSummary(ctx, st, where)}`);
 }
 
 /** "traffic manager V at W: rdbg0 routes ...; DNS via ..." */
-async function tunSummary(st: DaemonStatus__Output | undefined, where = st?.kube_context ? `in context ${st.kube_context}` : `at ${st?.manager_address}`): Promise<string> {
-  const rs = await getRootStatus();
+async function tunSummary(ctx: CliContext, st: DaemonStatus__Output | undefined, where = st?.kube_context ? `in context ${st.kube_context}` : `at ${st?.manager_address}`): Promise<string> {
+  const rs = await getRootStatus(ctx);
   const subnets = [...asList(st?.cluster?.service_subnets), ...asList(st?.cluster?.pod_subnets)].join(', ') || 'none announced';
   return (
     `traffic manager ${st?.manager?.version ?? '?'} ${where}: ${rs?.tun_device ?? 'TUN'} routes ${(rs?.routes ?? []).map((r) => r.cidr).join(', ') || subnets}; ` +
@@ -153,18 +159,18 @@ async function tunSummary(st: DaemonStatus__Output | undefined, where = st?.kube
   );
 }
 
-function rootLogPath(): string {
-  return join(runtimeDir(), 'root-daemon.log');
+function rootLogPath(ctx: CliContext): string {
+  return join(runtimeDir(ctx.config.runtimeDir), 'root-daemon.log');
 }
 
 /** This session runs in TUN mode: the root daemon's arguments, written by `connect`, removed by `quit`. */
-function tunSessionPath(): string {
-  return join(runtimeDir(), 'tun-session.json');
+function tunSessionPath(ctx: CliContext): string {
+  return join(runtimeDir(ctx.config.runtimeDir), 'tun-session.json');
 }
 
-function readTunSession(): { args: string[] } | undefined {
+function readTunSession(ctx: CliContext): { args: string[] } | undefined {
   try {
-    const v = JSON.parse(readFileSync(tunSessionPath(), 'utf8')) as { args?: unknown };
+    const v = JSON.parse(readFileSync(tunSessionPath(ctx), 'utf8')) as { args?: unknown };
     return Array.isArray(v.args) && v.args.every((a) => typeof a === 'string') ? { args: v.args as string[] } : undefined;
   } catch {
     return undefined;
@@ -190,8 +196,8 @@ function onResolvedHost(): boolean {
 }
 
 /** Why this TUN session has no root daemon, for `status` and `connect`. */
-function rootDaemonProblem(): { state: 'NOT_RUNNING'; reason: string; cleaned: boolean; since?: string; detail: string; hint: string } {
-  const paths = sessionRootPaths();
+function rootDaemonProblem(ctx: CliContext): { state: 'NOT_RUNNING'; reason: string; cleaned: boolean; since?: string; detail: string; hint: string } {
+  const paths = sessionRootPaths(ctx.config.runtimeDir);
   let exit: RootExit | undefined;
   try {
     exit = JSON.parse(readFileSync(paths.exitRecord, 'utf8')) as RootExit;
@@ -219,8 +225,8 @@ function rootDaemonProblem(): { state: 'NOT_RUNNING'; reason: string; cleaned: b
   };
 }
 
-export async function getRootStatus(): Promise<RootStatus__Output | undefined> {
-  const socket = sessionRootPaths().socket;
+export async function getRootStatus(ctx: CliContext): Promise<RootStatus__Output | undefined> {
+  const socket = sessionRootPaths(ctx.config.runtimeDir).socket;
   if (!existsSync(socket)) return undefined;
   const RootDaemon = daemonPackage().RootDaemon;
   const client = new RootDaemon(`unix://${socket}`, grpc.credentials.createInsecure()) as unknown as RootDaemonClient;
@@ -235,10 +241,10 @@ export async function getRootStatus(): Promise<RootStatus__Output | undefined> {
   }
 }
 
-async function quitRoot(): Promise<string | undefined> {
+async function quitRoot(ctx: CliContext): Promise<string | undefined> {
   const RootDaemon = daemonPackage().RootDaemon;
-  const paths = sessionRootPaths();
-  const st = await getRootStatus();
+  const paths = sessionRootPaths(ctx.config.runtimeDir);
+  const st = await getRootStatus(ctx);
   if (st) {
     const client = new RootDaemon(`unix://${paths.socket}`, grpc.credentials.createInsecure()) as unknown as RootDaemonClient;
     await new Promise<void>((resolve) => client.quit({}, { deadline: Date.now() + 10_000 }, () => resolve()));
@@ -251,8 +257,8 @@ async function quitRoot(): Promise<string | undefined> {
   }
   // No root daemon answers: undo whatever a crashed one left behind, and forget its exit record.
   if (!existsSync(paths.dir) && !existsSync(paths.exitRecord)) return undefined;
-  const gone = rootDaemonProblem();
-  const [cmd, args, env] = rootCommand(['--user-socket', resolve(daemonSocketPath()), '--cleanup']);
+  const gone = rootDaemonProblem(ctx);
+  const [cmd, args, env] = rootCommand(ctx, ['--user-socket', resolve(daemonSocketPath(ctx.config.runtimeDir)), '--cleanup']);
   const r = spawnSync(cmd, args, { encoding: 'utf8', env });
   if (r.status !== 0) return `cleanup of a crashed root daemon failed: ${r.stderr.trim()}`;
   if (/^Nothing/.test(r.stdout)) return `the root daemon had stopped (${gone.reason}); ${gone.detail}`;
@@ -265,15 +271,15 @@ async function quitRoot(): Promise<string | undefined> {
  * our environment (sudo resets it; root reads no path from it). Run as root
  * directly, sudo's variables are dropped so that root takes us for the caller.
  */
-function rootCommand(args: string[]): [string, string[], NodeJS.ProcessEnv] {
+function rootCommand(ctx: CliContext, args: string[]): [string, string[], NodeJS.ProcessEnv] {
   const argv = [...rootPrefix(), ...args];
   if (process.getuid?.() === 0) {
-    const env = { ...process.env };
+    const env = { ...ctx.childEnv };
     for (const k of ['SUDO_UID', 'SUDO_GID', 'SUDO_USER', 'SUDO_COMMAND']) delete env[k];
     return [argv[0], argv.slice(1), env];
   }
   // -n: fail at once instead of prompting for a password on a detached process with no terminal.
-  return ['sudo', ['-n', '--', ...argv], process.env];
+  return ['sudo', ['-n', '--', ...argv], ctx.childEnv];
 }
 
 /** The fixed start of the root daemon's command line: node, rdbg's entry point (symlinks resolved), daemon-root, --user-socket. */
@@ -282,9 +288,9 @@ function rootPrefix(): string[] {
 }
 
 /** The sudoers line that lets this user start exactly the root daemon (README: "Root through sudo"). */
-function sudoHint(): string | undefined {
+function sudoHint(ctx: CliContext): string | undefined {
   if (process.getuid?.() === 0) return undefined;
-  return `see ${rootLogPath()}; if sudo asked for a password, add to /etc/sudoers.d/rdbg: ${userInfo().username} ALL=(root) NOPASSWD: ${rootPrefix().join(' ')} --user-socket *`;
+  return `see ${rootLogPath(ctx)}; if sudo asked for a password, add to /etc/sudoers.d/rdbg: ${userInfo().username} ALL=(root) NOPASSWD: ${rootPrefix().join(' ')} --user-socket *`;
 }
 
 /** The root daemon's startup message: one JSON line on its stdout. */
@@ -307,8 +313,8 @@ function startupLine(child: ReturnType<typeof spawn>): Promise<StartupMessage | 
 const USER_DAEMON_V8_FLAGS = ['--max-semi-space-size=16', '--expose-gc'];
 
 /** Spawns a daemon in the background and waits for it to say it is ready (or why not). */
-function startDaemon(args: string[], which: 'daemon-user' | 'daemon-root', logPath: string): Promise<StartupMessage> {
-  if (which === 'daemon-user') rmSync(daemonSocketPath(), { force: true });
+function startDaemon(ctx: CliContext, args: string[], which: 'daemon-user' | 'daemon-root', logPath: string): Promise<StartupMessage> {
+  if (which === 'daemon-user') rmSync(daemonSocketPath(ctx.config.runtimeDir), { force: true });
   const log = openSync(logPath, 'a');
   // V8's --optimize-for-size costs each new connection about 100-130 us of CPU
   // in each daemon. The user daemon carries the port-forward's TLS and
@@ -316,7 +322,7 @@ function startDaemon(args: string[], which: 'daemon-user' | 'daemon-root', logPa
   // time. --expose-gc lets it collect when its heap has grown (src/core/gc-pacer.ts).
   // The root daemon's worker sets its own heap flags (daemon/root/watchdog.ts).
   const [cmd, argv, env] =
-    which === 'daemon-root' ? rootCommand(args) : [process.execPath, [...USER_DAEMON_V8_FLAGS, '--', process.argv[1], which, ...args], process.env];
+    which === 'daemon-root' ? rootCommand(ctx, args) : [process.execPath, [...USER_DAEMON_V8_FLAGS, '--', process.argv[1], which, ...args], ctx.childEnv];
   const child = spawn(cmd, argv, {
     detached: true,
     // sudo closes descriptors beyond stderr: the root daemon answers on stdout.
@@ -337,7 +343,7 @@ function startDaemon(args: string[], which: 'daemon-user' | 'daemon-root', logPa
       if (child.connected) child.disconnect();
       resolve(m);
     };
-    const exited = (code: number | null): StartupMessage => ({ ready: false, code: Codes.DAEMON_START, message: `the ${which} exited (code ${code}) before it was ready`, hint: (which === 'daemon-root' && sudoHint()) || `see ${logPath}` });
+    const exited = (code: number | null): StartupMessage => ({ ready: false, code: Codes.DAEMON_START, message: `the ${which} exited (code ${code}) before it was ready`, hint: (which === 'daemon-root' && sudoHint(ctx)) || `see ${logPath}` });
     if (which === 'daemon-root') {
       // Its stdout closes when it exits: the line, if any, comes first.
       void startupLine(child).then((m) => done(m ?? exited(child.exitCode)));
@@ -348,13 +354,13 @@ function startDaemon(args: string[], which: 'daemon-user' | 'daemon-root', logPa
   });
 }
 
-export async function statusCommand(argv: string[]): Promise<void> {
+export async function statusCommand(argv: string[], ctx: CliContext): Promise<void> {
   const { values } = parse('status', argv, { output: { type: 'string', short: 'o' } });
-  const st = await getStatus();
+  const st = await getStatus(ctx);
   // A TUN session whose root daemon does not answer is broken: say so, and what repairs it.
-  const rs = st ? await getRootStatus() : undefined;
-  const leftBehind = !st && existsSync(sessionRootPaths().dir);
-  const problem = (st && !rs && readTunSession()) || leftBehind ? rootDaemonProblem() : undefined;
+  const rs = st ? await getRootStatus(ctx) : undefined;
+  const leftBehind = !st && existsSync(sessionRootPaths(ctx.config.runtimeDir).dir);
+  const problem = (st && !rs && readTunSession(ctx)) || leftBehind ? rootDaemonProblem(ctx) : undefined;
   if (values.output === 'json') {
     say(JSON.stringify(st ? { ...st, root: rs ?? null, root_problem: problem ?? null } : { state: 'NOT_RUNNING', root_problem: problem ?? null }, null, 2));
     return;
@@ -377,7 +383,7 @@ export async function statusCommand(argv: string[]): Promise<void> {
   say(`Cluster domain:   ${cl?.cluster_domain ?? '-'}; search ${(cl?.dns_search ?? []).join(' ')}`);
   say(`Flows:            ${c.flows_active} active, ${c.flows_opened} opened, ${c.flows_failed} failed`);
   say(`Traffic:          ${humanBytes(c.bytes_out)} out, ${humanBytes(c.bytes_in)} in; ${c.diverted_flows} diverted flows`);
-  const dropped = st.intercepts > 0 ? await mirrorCopiesDropped() : 0;
+  const dropped = st.intercepts > 0 ? await mirrorCopiesDropped(ctx) : 0;
   say(`Intercepts:       ${st.intercepts}${dropped > 0 ? ` (${droppedCopies(dropped)})` : ''}`);
   say(`Reconnects:       ${st.reconnects}${st.last_error ? ` (last problem: ${st.last_error})` : ''}`);
   if (rs) {
@@ -388,7 +394,6 @@ export async function statusCommand(argv: string[]): Promise<void> {
       const evicted = rs.udp_evicted_source_limit + rs.udp_evicted_table_full;
       say(`UDP flows:        ${rs.udp_flows} of ${rs.udp_flow_limit}, per-source limit ${rs.udp_source_limit}; ${evicted} evicted to make room (${rs.udp_evicted_source_limit} at a source's limit, ${rs.udp_evicted_table_full} with the table full)`);
     }
-    if (rs.pooled_flows || rs.pool_misses) say(`Over port-forward: ${rs.pooled_flows} TCP flows on connections opened ahead, ${rs.pool_misses} as HTTP/2 streams (none was ready)`);
   }
   if (st.events.length > 0) {
     say('Recent events:');
@@ -405,18 +410,18 @@ function pidAlive(pid: number): boolean {
   }
 }
 
-export async function quitCommand(_argv: string[] = [], quiet = false): Promise<void> {
-  const rootNote = await quitRoot();
-  rmSync(tunSessionPath(), { force: true });
+export async function quitCommand(_argv: string[], ctx: CliContext, quiet = false): Promise<void> {
+  const rootNote = await quitRoot(ctx);
+  rmSync(tunSessionPath(ctx), { force: true });
   let pid = 0;
   try {
-    pid = Number(readFileSync(daemonPidPath(), 'utf8'));
+    pid = Number(readFileSync(daemonPidPath(ctx.config.runtimeDir), 'utf8'));
   } catch {
     // no pid file
   }
-  const st = await getStatus();
+  const st = await getStatus(ctx);
   if (st) {
-    const client = daemonClient();
+    const client = daemonClient(ctx.config.runtimeDir);
     try {
       await callDaemon(client, client.quit, {}, 5000);
     } catch (err) {
@@ -430,8 +435,8 @@ export async function quitCommand(_argv: string[] = [], quiet = false): Promise<
   const until = Date.now() + 5000;
   while (pid && pidAlive(pid) && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
   if (pid && pidAlive(pid)) process.kill(pid, 'SIGKILL');
-  rmSync(daemonSocketPath(), { force: true });
-  rmSync(daemonPidPath(), { force: true });
+  rmSync(daemonSocketPath(ctx.config.runtimeDir), { force: true });
+  rmSync(daemonPidPath(ctx.config.runtimeDir), { force: true });
   if (quiet) return;
   if (st) say(`Disconnected: the user daemon has stopped and its intercepts are gone${rootNote ? `; ${rootNote}` : ''}.`);
   else say(rootNote ? `rdbg was not connected; ${rootNote}.` : 'rdbg was not connected; nothing left to clean up.');

@@ -12,6 +12,7 @@ import { PROTOCOL, VERSION } from '../../core/version';
 import { hostname, userInfo } from 'node:os';
 import { managerPackage, type ManagerClient } from '../../rpc/services';
 import { loadKube, type Kube } from '../../kube/config';
+import type { CliContext } from '../context';
 import { PodForwarder } from '../../kube/forwarder';
 import { admissionProblem, AGENT_CONTAINER } from '../../kube/injection';
 import { MANAGER as MANAGER_NAME, MANAGER_SELECTOR, PORTS } from '../../kube/manifests';
@@ -266,7 +267,7 @@ function checkHostDns(ctx: Ctx): void {
   else add(ctx, 'dns', 'ok', stub ? 'systemd-resolved: rdbg adds a per-link DNS server and routing domains' : 'plain /etc/resolv.conf: rdbg prepends its resolver and restores the original on quit');
 }
 
-export async function doctorCommand(argv: string[]): Promise<void> {
+export async function doctorCommand(argv: string[], cli: CliContext): Promise<void> {
   const { values, positionals } = parse('doctor', argv, {
     kubeconfig: { type: 'string' },
     context: { type: 'string' },
@@ -276,7 +277,7 @@ export async function doctorCommand(argv: string[]): Promise<void> {
     help: { type: 'boolean', short: 'h' },
   }, true);
   if (values.help) return say(DOCTOR_USAGE);
-  const kube = loadKube({ kubeconfig: values.kubeconfig, context: values.context, namespace: values.namespace });
+  const kube = loadKube({ kubeconfig: values.kubeconfig, kubeconfigList: cli.config.kubeconfig, context: values.context, namespace: values.namespace });
   const ctx: Ctx = { kube, kc: kube.kc, ns: values.namespace ?? kube.namespace, mns: values['manager-namespace']!, checks: [] };
   try {
     const v = await kube.kc.makeApiClient(k8s.VersionApi).getCode();

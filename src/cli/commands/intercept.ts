@@ -9,6 +9,7 @@ import { asList, parse } from '../args';
 import { callDaemon, daemonClient } from '../daemon-client';
 import { fromGrpc, progress, say, table } from '../output';
 import { droppedCopies, getStatus } from './connect';
+import type { CliContext } from '../context';
 import type { DaemonStatus__Output } from '../../gen/rdbg/v1/DaemonStatus';
 import { loadKube } from '../../kube/config';
 import { describe, Workloads, type InterceptTarget } from '../../kube/workloads';
@@ -41,8 +42,8 @@ function parsePort(text: string): { local: number; remote: number; remoteText?: 
  * Kubernetes mode: NAME becomes the workload behind it and the app port;
  * the agent is injected (once) before the manager is asked.
  */
-async function prepareOnKubernetes(st: DaemonStatus__Output, name: string, namespace: string, remote?: string): Promise<InterceptTarget> {
-  const { kc } = loadKube({ context: st.kube_context, env: { ...process.env, KUBECONFIG: st.kubeconfig || process.env.KUBECONFIG } });
+async function prepareOnKubernetes(ctx: CliContext, st: DaemonStatus__Output, name: string, namespace: string, remote?: string): Promise<InterceptTarget> {
+  const { kc } = loadKube({ context: st.kube_context, kubeconfigList: st.kubeconfig || ctx.config.kubeconfig });
   const ws = new Workloads(kc);
   const target = await ws.resolve(name, namespace, remote);
   progress(`${target.service ? `service ${target.service} is served by ` : ''}${describe(target.workload)}, container ${target.container}, port ${target.agentPort}`);
@@ -67,7 +68,7 @@ function envFileText(env: Record<string, string>): string {
   return Object.keys(env).sort().map((k) => `${k}=${env[k].replace(/\n/g, '\\n')}`).join('\n') + '\n';
 }
 
-export async function interceptCommand(argv: string[]): Promise<void> {
+export async function interceptCommand(argv: string[], ctx: CliContext): Promise<void> {
   const dash = argv.indexOf('--');
   const own = dash >= 0 ? argv.slice(0, dash) : argv;
   const command = dash >= 0 ? argv.slice(dash + 1) : [];
@@ -91,10 +92,10 @@ export async function interceptCommand(argv: string[]): Promise<void> {
   if (positionals.length !== 1) throw new RdbgError(Codes.BAD_ARGUMENT, 'intercept takes exactly one workload or service name', INTERCEPT_USAGE);
   if (!values.port) throw new RdbgError(Codes.BAD_ARGUMENT, 'intercept needs --port LOCAL[:REMOTE]');
   const { local, remote, remoteText } = parsePort(values.port);
-  const st = await getStatus();
+  const st = await getStatus(ctx);
   if (!st) throw new RdbgError(Codes.NOT_CONNECTED, 'intercept: rdbg is not connected', 'run "rdbg connect" first');
   if (remoteText && !remote && !st.kube_context) throw new RdbgError(Codes.BAD_ARGUMENT, `--port "${values.port}": a named remote port needs Kubernetes mode`);
-  const target = st.kube_context ? await prepareOnKubernetes(st, positionals[0], values.namespace || st.namespace, remoteText) : undefined;
+  const target = st.kube_context ? await prepareOnKubernetes(ctx, st, positionals[0], values.namespace || st.namespace, remoteText) : undefined;
   const headers = asList(values.header).map(parseHeaderFlag);
   const spec = {
     workload: target?.workload.name ?? positionals[0],
@@ -106,7 +107,7 @@ export async function interceptCommand(argv: string[]): Promise<void> {
     local_port: local,
     local_host: values['local-host'] ?? '127.0.0.1',
   };
-  const client = daemonClient();
+  const client = daemonClient(ctx.config.runtimeDir);
   let info: InterceptInfo__Output;
   try {
     info = await callDaemon(client, client.intercept, { spec, name: positionals[0] }, 15_000);
@@ -129,7 +130,7 @@ export async function interceptCommand(argv: string[]): Promise<void> {
     client.close();
     return;
   }
-  const merged: NodeJS.ProcessEnv = { ...process.env };
+  const merged: NodeJS.ProcessEnv = { ...ctx.childEnv };
   for (const [k, v] of Object.entries(env)) if (!KEEP_LOCAL.has(k)) merged[k] = v;
   const code = await new Promise<number>((resolve) => {
     const child = spawn(command[0], command.slice(1), { stdio: 'inherit', env: merged });
@@ -153,10 +154,10 @@ export async function interceptCommand(argv: string[]): Promise<void> {
   process.exitCode = code;
 }
 
-export async function leaveCommand(argv: string[]): Promise<void> {
+export async function leaveCommand(argv: string[], ctx: CliContext): Promise<void> {
   const { values, positionals } = parse('leave', argv, { namespace: { type: 'string', short: 'n' } }, true);
   if (positionals.length !== 1) throw new RdbgError(Codes.BAD_ARGUMENT, 'leave takes the intercepted workload name', 'see "rdbg list"');
-  const client = daemonClient();
+  const client = daemonClient(ctx.config.runtimeDir);
   try {
     await callDaemon(client, client.leave, { workload: positionals[0], namespace: values.namespace ?? '' });
     say(`Left the intercept of ${positionals[0]}.`);
@@ -172,9 +173,9 @@ function requestsCell(i: InterceptInfo__Output): string {
   return dropped > 0 ? `${i.requests} (${droppedCopies(dropped)})` : String(i.requests);
 }
 
-export async function listCommand(argv: string[]): Promise<void> {
+export async function listCommand(argv: string[], ctx: CliContext): Promise<void> {
   const { values } = parse('list', argv, { output: { type: 'string', short: 'o' }, all: { type: 'boolean', short: 'a' } });
-  const client = daemonClient();
+  const client = daemonClient(ctx.config.runtimeDir);
   let list: InterceptInfo__Output[];
   try {
     list = (await callDaemon<ListInterceptsRequest, InterceptList__Output>(client, client.list, { session_id: '', all: values.all ?? false })).intercepts;

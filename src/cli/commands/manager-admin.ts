@@ -6,6 +6,7 @@ import { Codes, RdbgError } from '../../core/errors';
 import { VERSION } from '../../core/version';
 import { KubeClient, kubeError, type WorkloadKind } from '../../kube/apply';
 import { loadKube } from '../../kube/config';
+import type { CliContext } from '../context';
 import { generateWebhookTls, reusableTls, type WebhookTls } from '../../kube/certs';
 import {
   CREATED_NAMESPACE, DEFAULT_IMAGE, DEFAULT_NAMESPACE, MANAGED_BY, MANAGER, TLS_SECRET, objectRef, renderObjects,
@@ -61,7 +62,7 @@ function checkNamespace(ns: string): void {
 }
 
 /** rdbg manager install|upgrade */
-export async function managerAdminCommand(argv: string[]): Promise<void> {
+export async function managerAdminCommand(argv: string[], ctx: CliContext): Promise<void> {
   const [sub, ...rest] = argv;
   const { values } = parse(`manager ${sub}`, rest, {
     ...KUBE_OPTIONS,
@@ -88,7 +89,7 @@ export async function managerAdminCommand(argv: string[]): Promise<void> {
     return;
   }
   if (values.output) throw new RdbgError(Codes.BAD_ARGUMENT, '-o goes with --dry-run');
-  const kube = new KubeClient(loadKube({ kubeconfig: values.kubeconfig, context: values.context }).kc);
+  const kube = new KubeClient(loadKube({ kubeconfig: values.kubeconfig, kubeconfigList: ctx.config.kubeconfig, context: values.context }).kc);
   await installOrUpgrade(kube, sub as 'install' | 'upgrade', { namespace: ns, image: values.image, pullPolicy, allowCidrs, timeoutMs: timeoutMs(values.timeout!) });
 }
 
@@ -159,7 +160,7 @@ async function storedTls(kube: KubeClient, ns: string): Promise<WebhookTls | und
 }
 
 /** rdbg uninstall --all */
-export async function uninstallCommand(argv: string[]): Promise<void> {
+export async function uninstallCommand(argv: string[], ctx: CliContext): Promise<void> {
   const { values, positionals } = parse('uninstall', argv, {
     ...KUBE_OPTIONS,
     all: { type: 'boolean' },
@@ -169,7 +170,7 @@ export async function uninstallCommand(argv: string[]): Promise<void> {
   if (!values.all && positionals.length === 1) {
     // -n is the workload's namespace here; without it, the kubeconfig context's
     const explicit = argv.some((a) => a === '-n' || a === '--namespace' || a.startsWith('--namespace='));
-    await uninstallWorkload(positionals[0], { namespace: explicit ? values.namespace : undefined, kubeconfig: values.kubeconfig, context: values.context });
+    await uninstallWorkload(positionals[0], { namespace: explicit ? values.namespace : undefined, kubeconfig: values.kubeconfig, kubeconfigList: ctx.config.kubeconfig, context: values.context });
     return;
   }
   if (!values.all || positionals.length) {
@@ -177,7 +178,7 @@ export async function uninstallCommand(argv: string[]): Promise<void> {
   }
   checkNamespace(values.namespace!);
   const t0 = Date.now();
-  const kube = new KubeClient(loadKube({ kubeconfig: values.kubeconfig, context: values.context }).kc);
+  const kube = new KubeClient(loadKube({ kubeconfig: values.kubeconfig, kubeconfigList: ctx.config.kubeconfig, context: values.context }).kc);
   const unmarked = await removeMarks(kube, asList(values['agent-namespace']));
   const deleted = await removeManager(kube, values.namespace!, timeoutMs(values.timeout!));
   if (!unmarked && !deleted) {

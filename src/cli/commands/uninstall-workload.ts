@@ -8,8 +8,8 @@ import { progress, say } from '../output';
  * template is restored exactly as it was (the marks and claims go), and its
  * pods restart once without the agent. Intercepts on it end with the agent.
  */
-export async function uninstallWorkload(name: string, opts: { namespace?: string; kubeconfig?: string; context?: string }): Promise<void> {
-  const kube = loadKube({ kubeconfig: opts.kubeconfig, context: opts.context, namespace: opts.namespace });
+export async function uninstallWorkload(name: string, opts: { namespace?: string; kubeconfig?: string; kubeconfigList?: string; context?: string }): Promise<void> {
+  const kube = loadKube({ kubeconfig: opts.kubeconfig, kubeconfigList: opts.kubeconfigList, context: opts.context, namespace: opts.namespace });
   const ws = new Workloads(kube.kc);
   const ns = opts.namespace ?? kube.namespace;
   const w = await ws.find(name, ns);

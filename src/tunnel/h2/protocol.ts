@@ -1,6 +1,4 @@
 import * as http2 from 'node:http2';
-import type { Socket } from 'node:net';
-import type { DialCode } from './messages';
 
 /**
  * The data plane: one HTTP/2 stream per flow, carrying the flow's raw bytes.
@@ -16,9 +14,8 @@ import type { DialCode } from './messages';
  *   POST /rdbg.v1/dns     rdbg-session, rdbg-name, rdbg-qtype -> a DNSResponse as JSON
  *                         (the root daemon's cluster lookups: one hop instead of two gRPC calls)
  *
- * It stands beside the gRPC Tunnel RPC (same semantics) because it is cheaper
- * on Node: no per-message protobuf and grpc-js call machinery. Measured on the
- * SOCKS path: added latency +370 -> +212 us, bulk 167 -> 201 MB/s.
+ * Flows are not gRPC calls because those cost a protobuf message and grpc-js
+ * call machinery per chunk on Node.
  */
 export const PATH = { flow: '/rdbg.v1/flow', divert: '/rdbg.v1/divert', accept: '/rdbg.v1/accept', dns: '/rdbg.v1/dns', halfClose: '/rdbg.v1/half-close' } as const;
 export const H = {
@@ -39,11 +36,6 @@ export const H = {
 } as const;
 
 export const WINDOW = 16 * 1024 * 1024;
-/**
- * Buffer this much per flow socket before pushing back: with Node's 16 KB
- * default every 64 KB read stalls the flow on a pause/drain round.
- */
-export const SOCKET_HWM = 1024 * 1024;
 export const H2_SETTINGS: http2.Settings = {
   initialWindowSize: WINDOW,
   maxConcurrentStreams: 1 << 20,
@@ -53,99 +45,9 @@ export const H2_SETTINGS: http2.Settings = {
 /** Megabytes of buffered data nghttp2 may hold for one session before it refuses new streams. */
 export const MAX_SESSION_MEMORY = 4096;
 
-const DIAL_CODES = new Set(['OK', 'REFUSED', 'UNREACHABLE', 'TIMEOUT', 'NAME_ERROR', 'DENIED', 'FAILED']);
-
-export function dialCodeFrom(v: unknown): DialCode {
-  const s = String(v ?? 'FAILED');
-  return (DIAL_CODES.has(s) ? s : 'FAILED') as DialCode;
-}
-
-/** Header values must be visible ASCII: messages are percent-encoded. */
-export function encodeMessage(m: string): string {
-  return encodeURIComponent(m.slice(0, 1000));
-}
-
-export function decodeMessage(v: unknown): string {
-  try {
-    return decodeURIComponent(String(v ?? ''));
-  } catch {
-    return String(v ?? '');
-  }
-}
-
 export function header(headers: http2.IncomingHttpHeaders, name: string): string {
   const v = headers[name];
   return Array.isArray(v) ? v[0] : (v ?? '');
-}
-
-export interface JoinCounters {
-  bytesOut: number; // socket -> stream
-  bytesIn: number; // stream -> socket
-}
-
-/**
- * Joins a TCP socket (allowHalfOpen) and an HTTP/2 stream with backpressure
- * both ways: FIN becomes END_STREAM and back; an error or reset on either
- * side resets the other (RST on the socket, RST_STREAM on the stream).
- */
-export function joinSocket(sock: Socket, stream: http2.Http2Stream, counters?: JoinCounters, onDone?: (err?: string) => void): void {
-  widenStreamBuffer(stream);
-  let sockEnded = false; // we saw FIN from the socket
-  let streamEnded = false; // we saw END_STREAM from the peer
-  let done = false;
-  const finish = (err?: string): void => {
-    if (done) return;
-    done = true;
-    onDone?.(err);
-  };
-  const reset = (why: string): void => {
-    if (!stream.closed && !stream.destroyed) stream.close(http2.constants.NGHTTP2_CANCEL);
-    // libuv refuses an RST while our FIN is in flight (EINVAL) and node then leaks the handle.
-    if (!sock.destroyed) {
-      if (sock.writableEnded && !sock.writableFinished) sock.destroy();
-      else sock.resetAndDestroy();
-    }
-    finish(why);
-  };
-  sock.on('data', (d: Buffer) => {
-    if (counters) counters.bytesOut += d.length;
-    if (!stream.write(d)) sock.pause();
-  });
-  stream.on('drain', () => sock.resume());
-  sock.on('end', () => {
-    sockEnded = true;
-    stream.end();
-  });
-  stream.on('data', (d: Buffer) => {
-    if (counters) counters.bytesIn += d.length;
-    if (!sock.write(d)) stream.pause();
-  });
-  sock.on('drain', () => stream.resume());
-  stream.on('end', () => {
-    streamEnded = true;
-    sock.end();
-  });
-  sock.on('error', (err: NodeJS.ErrnoException) => reset(`socket: ${err.code ?? err.message}`));
-  stream.on('error', (err: Error) => reset(`stream: ${err.message}`));
-  stream.on('close', () => {
-    if (stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR || !streamEnded) reset(`stream reset (code ${stream.rstCode})`);
-    else if (sockEnded) finish();
-  });
-  sock.on('close', () => {
-    if (!(sockEnded && streamEnded)) reset('socket closed');
-    else finish();
-  });
-}
-
-/**
- * Http2Stream has no highWaterMark option, and its 16 KB default makes every
- * 64 KB chunk a pause/drain round trip. Its stream state is Node's public
- * Writable/Readable machinery, so raising the mark there is safe.
- */
-export function widenStreamBuffer(stream: http2.Http2Stream): void {
-  const st = stream as unknown as { _writableState?: { highWaterMark: number }; _readableState?: { highWaterMark: number } };
-  if (st._writableState) st._writableState.highWaterMark = SOCKET_HWM;
-  if (st._readableState) st._readableState.highWaterMark = SOCKET_HWM;
 }
 
 /** Splits a byte stream of [u16 length][datagram] frames. */

@@ -1,13 +1,14 @@
 import * as net from 'node:net';
-import { splitHostPort } from '../cli/args';
-import { logger } from '../core/log';
-import { KEEPALIVE_MS, MAX_LINE, formatReply, parseReply } from './raw-flow';
+import { splitHostPort } from '../../core/address';
+import { logger } from '../../core/log';
+import { MAX_LINE } from '../fast-socket';
+import { KEEPALIVE_MS, formatReply, parseReply } from './flow';
 
-const log = logger('tunnel.halfclose');
+const log = logger('tunnel.half-close');
 
 /**
  * Raw flows' half-closes, sent beside them on one connection of their own to
- * the manager's data port (see JoinOptions.halfCloseB in raw-flow.ts):
+ * the manager's data port (see SpliceOptions.halfCloseB in ../splice.ts):
  *
  *   client:  RDBG-HALFCLOSE/1 <session>\n            then per half-close:  <flow id> <bytes sent>\n
  *   manager: <dial code> - <message>\n (as a flow's)  then per line, in order: K <flow id>\n (taken) or N <flow id>\n

@@ -1,11 +1,10 @@
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
-import { logger } from '../core/log';
-import { HalfCloseChannel } from './half-close';
-import { DialError } from './messages';
-import { H, H2_SETTINGS, MAX_SESSION_MEMORY, PATH, WINDOW, decodeMessage, dialCodeFrom, encodeMessage, header } from './h2-flows';
-import type { DialCode } from './messages';
-import type { DNSResponse__Output } from '../gen/rdbg/v1/DNSResponse';
+import { joinHostPort, splitHostPort } from '../../core/address';
+import { logger } from '../../core/log';
+import { DialError, decodeMessage, dialCodeFrom, encodeMessage, type DialCode } from '../messages';
+import { H, H2_SETTINGS, MAX_SESSION_MEMORY, PATH, WINDOW, header } from './protocol';
+import type { DNSResponse__Output } from '../../gen/rdbg/v1/DNSResponse';
 
 const log = logger('tunnel.h2');
 
@@ -23,8 +22,6 @@ export class H2FlowClient {
   /** every connection still open: the current one, and those renew() left to finish */
   private readonly sessions = new Set<http2.ClientHttp2Session>();
   private closed = false;
-  /** raw flows' half-closes, on a connection of their own (see half-close.ts) */
-  private readonly halfCloses: HalfCloseChannel;
 
   constructor(
     private readonly address: string, // host:port of the data plane
@@ -32,9 +29,7 @@ export class H2FlowClient {
     /** the current connection stopped answering pings */
     private readonly onLost?: (reason: string) => void,
     private readonly pings = { everyMs: PING_EVERY_MS, timeoutMs: PING_TIMEOUT_MS },
-  ) {
-    this.halfCloses = new HalfCloseChannel(address, () => identity()['rdbg-session'] ?? '');
-  }
+  ) {}
 
   /**
    * New flows open a new connection from now on: the manager behind the
@@ -44,7 +39,6 @@ export class H2FlowClient {
    * closes it quietly: it is no longer the client's connection to report.
    */
   renew(): void {
-    this.halfCloses.renew();
     const old = this.session;
     this.session = undefined;
     old?.close();
@@ -52,14 +46,13 @@ export class H2FlowClient {
 
   private get(): http2.ClientHttp2Session {
     if (this.session && !this.session.closed && !this.session.destroyed) return this.session;
-    const host = this.address.includes(':') && !this.address.startsWith('[') && this.address.split(':').length > 2 ? `[${this.address}]` : this.address;
-    const { hostname, port } = new URL(`http://${host}`);
-    const s = http2.connect(`http://${host}`, {
+    const { host, port } = splitHostPort(this.address, "the manager's data address");
+    const s = http2.connect(`http://${joinHostPort(host, port)}`, {
       settings: H2_SETTINGS,
       maxSessionMemory: MAX_SESSION_MEMORY,
       peerMaxConcurrentStreams: 1 << 20,
       // Small requests must not wait for Nagle.
-      createConnection: () => net.connect({ host: hostname.replace(/^\[|\]$/g, ''), port: Number(port), noDelay: true }),
+      createConnection: () => net.connect({ host, port, noDelay: true }),
     });
     s.on('connect', () => {
       try {
@@ -151,14 +144,10 @@ export class H2FlowClient {
   }
 
   /**
-   * A raw flow's half-close, sent beside it: the manager ends the flow's
-   * destination socket once it has received `bytes` bytes of it (see
-   * JoinOptions.halfCloseB in raw-flow.ts). True when the manager took it.
-   * It goes on the half-close connection where it can, else as a request here.
+   * A raw flow's half-close as a request (see ../raw/half-close.ts for the
+   * channel that usually carries it). True when the manager took it.
    */
   async halfClose(flow: string, bytes: number): Promise<boolean> {
-    const taken = await this.halfCloses.halfClose(flow, bytes);
-    if (taken !== undefined) return taken;
     try {
       // Both sides end the stream with their headers: no body, no reset to send.
       const req = await this.request(PATH.halfClose, { [H.flow]: flow, [H.bytes]: String(bytes) }, true);
@@ -179,7 +168,6 @@ export class H2FlowClient {
 
   close(): void {
     this.closed = true;
-    this.halfCloses.close();
     for (const s of this.sessions) s.destroy();
   }
 }

@@ -1,0 +1,8 @@
+import type { CliConfig } from '../core/config';
+
+/** What every CLI command is given by src/cli/main.ts: the settings read once, and the environment its children inherit. */
+export interface CliContext {
+  config: CliConfig;
+  /** handed unchanged to the processes the CLI starts (the user daemon, a command run with a pod's environment) */
+  childEnv: NodeJS.ProcessEnv;
+}

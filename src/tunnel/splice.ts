@@ -84,120 +84,168 @@ export interface SpliceOptions {
  * must not reach the other end as a FIN.
  */
 export function splice(a: FlowEnd, b: FlowEnd, opts: SpliceOptions = {}): void {
-  const { counters, halfCloseB } = opts;
-  let aEnded = false; // a sent its FIN
-  let bEnded = false;
-  let aClosed = false;
-  let bClosed = false;
-  let sentAB = 0;
-  let done = false;
-  const finish = (err?: string): void => {
-    if (done) return;
-    done = true;
-    opts.onDone?.(err);
-  };
-  const fail = (why: string): void => {
-    reset(a);
-    reset(b);
-    finish(why);
-  };
-  carry(a, b, (n) => {
-    sentAB += n;
-    if (counters) counters.bytesOut += n;
-  });
-  carry(b, a, (n) => {
-    opts.countBA?.(n);
-    if (counters) counters.bytesIn += n;
-  });
-
-  const endBFirst = (): void => {
-    if (!bEnded && !b.destroyed) opts.onClosedFirstB?.();
-    b.end();
-  };
-  const aEnd = (): void => {
-    aEnded = true;
-    if (bEnded) return void b.end();
-    if (!halfCloseB) return endBFirst();
-    halfCloseB(sentAB).then((ok) => ok || endBFirst(), endBFirst);
-  };
-  const bEnd = (): void => {
-    bEnded = true;
-    a.end();
-    if (aEnded && halfCloseB) b.end(); // its FIN was held back
-  };
-  const closed = (x: FlowEnd): void => {
-    if (x === a) aClosed = true;
-    else bClosed = true;
-    if (done) return;
-    if (isStream(x) && x.rstCode !== http2.constants.NGHTTP2_NO_ERROR) return fail(`stream reset (code ${x.rstCode})`);
-    if (aEnded && bEnded) {
-      if (aClosed && bClosed) finish();
-    } else if (!(x === a && aEnded && !bClosed && opts.halfClosedB?.())) fail('connection closed');
-  };
-  for (const [x, onEnd] of [[a, aEnd], [b, bEnd]] as const) {
-    let pendingEnd: NodeJS.Immediate | undefined;
-    const runEnd = (): void => {
-      pendingEnd = undefined;
-      onEnd();
-    };
-    x.on('end', () => {
-      if (isStream(x)) pendingEnd = setImmediate(() => (pendingEnd = setImmediate(runEnd)));
-      else onEnd();
-    });
-    x.on('error', (err: NodeJS.ErrnoException) => {
-      clearImmediate(pendingEnd);
-      pendingEnd = undefined;
-      fail(`${isStream(x) ? 'stream' : 'socket'}: ${err.code ?? err.message}`);
-    });
-    x.on('close', () => {
-      if (pendingEnd) {
-        clearImmediate(pendingEnd);
-        if (isStream(x) && x.rstCode === http2.constants.NGHTTP2_NO_ERROR) runEnd();
-        else pendingEnd = undefined;
-      }
-      closed(x);
-    });
-  }
-  a.resume();
-  b.resume();
+  new Splice(a, b, opts);
 }
 
-/** Carry from -> to with backpressure, counting each chunk once it is handed to `to`. */
-function carry(from: FlowEnd, to: FlowEnd, count: (n: number) => void): void {
-  if (isStream(from)) widenStreamBuffer(from);
-  const fr = fastReader(from);
-  if (!fr) {
-    from.on('data', (d: Buffer) => {
-      const more = to.write(d);
-      count(d.length);
-      if (!more) from.pause();
-    });
-    to.on('drain', () => from.resume());
-    return;
+/**
+ * One splice's state. A daemon holds thousands of idle flows, so a flow costs
+ * one object, one closure per listener and no per-end scopes: the handlers
+ * are methods, and the deferred 'end' is a static function with arguments.
+ */
+class Splice {
+  private aEnded = false; // a sent its FIN
+  private bEnded = false;
+  private aClosed = false;
+  private bClosed = false;
+  private sentAB = 0;
+  private done = false;
+  private pendingA?: NodeJS.Immediate;
+  private pendingB?: NodeJS.Immediate;
+
+  constructor(
+    private readonly a: FlowEnd,
+    private readonly b: FlowEnd,
+    private readonly opts: SpliceOptions,
+  ) {
+    this.carry(a, b, true);
+    this.carry(b, a, false);
+    a.on('end', () => this.ended(a));
+    b.on('end', () => this.ended(b));
+    a.on('error', (err: NodeJS.ErrnoException) => this.errored(a, err));
+    b.on('error', (err: NodeJS.ErrnoException) => this.errored(b, err));
+    a.on('close', () => this.closedEnd(a));
+    b.on('close', () => this.closedEnd(b));
+    a.resume();
+    b.resume();
   }
-  // A fast reader's chunk lives in its buffer: when its write does not complete at once,
-  // read again only after that very write is done (writes complete in order: counting them tells which).
-  let sent = 0;
-  let written = 0;
-  let waitingFor = 0;
-  const onWritten = (): void => {
-    written++;
-    if (waitingFor === 0 || written < waitingFor) return;
-    waitingFor = 0;
-    from.resume();
-  };
-  fr.sink = (chunk: Buffer): boolean => {
-    sent++;
-    to.write(chunk, onWritten);
-    count(chunk.length);
-    if (to.writableLength === 0) return true;
-    waitingFor = sent;
-    return false;
-  };
-  fr.wake = undefined;
-  for (const c of fr.stash.splice(0)) {
-    sent++;
-    to.write(c, onWritten); // copies: they may wait in the queue
-    count(c.length);
+
+  private finish(err?: string): void {
+    if (this.done) return;
+    this.done = true;
+    this.opts.onDone?.(err);
+  }
+
+  private fail(why: string): void {
+    reset(this.a);
+    reset(this.b);
+    this.finish(why);
+  }
+
+  private counted(ab: boolean, n: number): void {
+    const { counters } = this.opts;
+    if (ab) {
+      this.sentAB += n;
+      if (counters) counters.bytesOut += n;
+    } else {
+      this.opts.countBA?.(n);
+      if (counters) counters.bytesIn += n;
+    }
+  }
+
+  private endBFirst(): void {
+    if (!this.bEnded && !this.b.destroyed) this.opts.onClosedFirstB?.();
+    this.b.end();
+  }
+
+  private aEnd(): void {
+    this.aEnded = true;
+    if (this.bEnded) return void this.b.end();
+    const { halfCloseB } = this.opts;
+    if (!halfCloseB) return this.endBFirst();
+    const fallBack = (): void => this.endBFirst();
+    halfCloseB(this.sentAB).then((ok) => ok || fallBack(), fallBack);
+  }
+
+  private bEnd(): void {
+    this.bEnded = true;
+    this.a.end();
+    if (this.aEnded && this.opts.halfCloseB) this.b.end(); // its FIN was held back
+  }
+
+  private pending(x: FlowEnd): NodeJS.Immediate | undefined {
+    return x === this.a ? this.pendingA : this.pendingB;
+  }
+
+  private setPending(x: FlowEnd, p: NodeJS.Immediate | undefined): void {
+    if (x === this.a) this.pendingA = p;
+    else this.pendingB = p;
+  }
+
+  /** x's end, passed on. */
+  private static runEnd(s: Splice, x: FlowEnd): void {
+    s.setPending(x, undefined);
+    if (x === s.a) s.aEnd();
+    else s.bEnd();
+  }
+
+  private static deferEnd(s: Splice, x: FlowEnd): void {
+    s.setPending(x, setImmediate(Splice.runEnd, s, x));
+  }
+
+  private ended(x: FlowEnd): void {
+    if (isStream(x)) this.setPending(x, setImmediate(Splice.deferEnd, this, x));
+    else Splice.runEnd(this, x);
+  }
+
+  private errored(x: FlowEnd, err: NodeJS.ErrnoException): void {
+    clearImmediate(this.pending(x));
+    this.setPending(x, undefined);
+    this.fail(`${isStream(x) ? 'stream' : 'socket'}: ${err.code ?? err.message}`);
+  }
+
+  private closedEnd(x: FlowEnd): void {
+    const p = this.pending(x);
+    if (p) {
+      clearImmediate(p);
+      if (isStream(x) && x.rstCode === http2.constants.NGHTTP2_NO_ERROR) Splice.runEnd(this, x);
+      else this.setPending(x, undefined);
+    }
+    if (x === this.a) this.aClosed = true;
+    else this.bClosed = true;
+    if (this.done) return;
+    if (isStream(x) && x.rstCode !== http2.constants.NGHTTP2_NO_ERROR) return this.fail(`stream reset (code ${x.rstCode})`);
+    if (this.aEnded && this.bEnded) {
+      if (this.aClosed && this.bClosed) this.finish();
+    } else if (!(x === this.a && this.aEnded && !this.bClosed && this.opts.halfClosedB?.())) this.fail('connection closed');
+  }
+
+  /** Carry from -> to with backpressure, counting each chunk once it is handed to `to` (ab: a -> b). */
+  private carry(from: FlowEnd, to: FlowEnd, ab: boolean): void {
+    if (isStream(from)) widenStreamBuffer(from);
+    const fr = fastReader(from);
+    if (!fr) {
+      from.on('data', (d: Buffer) => {
+        const more = to.write(d);
+        this.counted(ab, d.length);
+        if (!more) from.pause();
+      });
+      to.on('drain', () => from.resume());
+      return;
+    }
+    // A fast reader's chunk lives in its buffer: when its write does not complete at once,
+    // read again only after that very write is done (writes complete in order: counting them tells which).
+    let sent = 0;
+    let written = 0;
+    let waitingFor = 0;
+    const onWritten = (): void => {
+      written++;
+      if (waitingFor === 0 || written < waitingFor) return;
+      waitingFor = 0;
+      from.resume();
+    };
+    fr.sink = (chunk: Buffer): boolean => {
+      sent++;
+      to.write(chunk, onWritten);
+      this.counted(ab, chunk.length);
+      if (to.writableLength === 0) return true;
+      waitingFor = sent;
+      return false;
+    };
+    fr.wake = undefined;
+    for (const c of fr.stash.splice(0)) {
+      sent++;
+      to.write(c, onWritten); // copies: they may wait in the queue
+      this.counted(ab, c.length);
+    }
   }
 }

@@ -1,10 +1,7 @@
 import t from 'tap';
-import * as grpc from '@grpc/grpc-js';
+import { startLoopbackManager, type LoopbackManager } from '../helpers/loopback-manager';
 import * as net from 'node:net';
 import { ManagerServer } from '../../manager/server';
-import { DialPolicy } from '../../manager/dial-policy';
-import { CHANNEL_OPTIONS, managerPackage, type ManagerClient } from '../../src/rpc/services';
-import { PROTOCOL, VERSION } from '../../src/core/version';
 import { HALF_CLOSE_MAGIC, HalfCloseChannel } from '../../src/tunnel/raw/half-close';
 import { DataPlaneClient } from '../../src/tunnel/client';
 import { openRawTcp, rawFlowId } from '../../src/tunnel/raw/flow';
@@ -12,8 +9,8 @@ import { openRawTcp, rawFlowId } from '../../src/tunnel/raw/flow';
 // Raw flows' half-closes on a connection of their own (src/tunnel/raw/half-close.ts),
 // against a real manager and a real server on loopback.
 
+let lm: LoopbackManager;
 let mgr: ManagerServer;
-let client: ManagerClient;
 let session = '';
 let slowPort = 0;
 let dataAddress = '';
@@ -30,17 +27,12 @@ t.before(async () => {
   await new Promise<void>((r) => slow.listen(0, '127.0.0.1', () => r()));
   closers.push(() => slow.close());
   slowPort = (slow.address() as net.AddressInfo).port;
-  mgr = new ManagerServer({ listen: '127.0.0.1:0', serviceSubnets: [], podSubnets: [], clusterDomain: 'cluster.local', namespace: 'rdbg', leaseSeconds: 15, dialPolicy: DialPolicy.permissive() });
-  const port = await mgr.start();
+  lm = await startLoopbackManager();
+  ({ mgr, session } = lm);
   dataAddress = `127.0.0.1:${mgr.data.port}`;
-  client = new (managerPackage().Manager)(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as unknown as ManagerClient;
-  session = await new Promise((resolve, reject) =>
-    client.arrive({ client_version: VERSION, protocol: PROTOCOL, user: 'test' }, (err, res) => (err ? reject(err) : resolve(res!.session_id))),
-  );
 });
 t.teardown(async () => {
-  client.close();
-  await mgr.stop();
+  await lm.stop();
   closers.forEach((c) => c());
 });
 

@@ -1,29 +1,23 @@
 import t from 'tap';
+import { startLoopbackManager, type LoopbackManager } from '../helpers/loopback-manager';
 import * as grpc from '@grpc/grpc-js';
-import { ManagerServer } from '../../manager/server';
-import { DialPolicy } from '../../manager/dial-policy';
-import { CHANNEL_OPTIONS, managerPackage, type ManagerClient } from '../../src/rpc/services';
+import { type ManagerClient } from '../../src/rpc/services';
 import { PROTOCOL, VERSION } from '../../src/core/version';
 import type { InterceptInfo__Output } from '../../src/gen/rdbg/v1/InterceptInfo';
 
 // Which agents an intercept counts as serving it, against a real manager on loopback:
 // `rdbg list` says ACTIVE with N agents only when N agents really have the intercept's rules.
 
-let mgr: ManagerServer;
+let lm: LoopbackManager;
 let client: ManagerClient;
 let session = '';
 
 t.before(async () => {
-  mgr = new ManagerServer({ listen: '127.0.0.1:0', serviceSubnets: [], podSubnets: [], clusterDomain: 'cluster.local', namespace: 'rdbg', leaseSeconds: 15, dialPolicy: DialPolicy.permissive() });
-  const port = await mgr.start();
-  client = new (managerPackage().Manager)(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as unknown as ManagerClient;
-  session = await new Promise((resolve, reject) =>
-    client.arrive({ client_version: VERSION, protocol: PROTOCOL, user: 'test' }, (err, res) => (err ? reject(err) : resolve(res!.session_id))),
-  );
+  lm = await startLoopbackManager();
+  ({ client, session } = lm);
 });
 t.teardown(async () => {
-  client.close();
-  await mgr.stop();
+  await lm.stop();
 });
 
 const call = <T>(fn: (cb: (err: grpc.ServiceError | null, res?: T) => void) => void): Promise<T> =>

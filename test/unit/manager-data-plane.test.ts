@@ -1,14 +1,15 @@
 import t from 'tap';
+import { startLoopbackManager, type LoopbackManager } from '../helpers/loopback-manager';
 import * as grpc from '@grpc/grpc-js';
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import { ManagerServer } from '../../manager/server';
-import { DialPolicy } from '../../manager/dial-policy';
-import { CHANNEL_OPTIONS, managerPackage, type ManagerClient } from '../../src/rpc/services';
+import { type ManagerClient } from '../../src/rpc/services';
 import { PROTOCOL } from '../../src/core/version';
 
 // The manager's data port and control plane against malformed and hostile requests, on loopback.
 
+let lm: LoopbackManager;
 let mgr: ManagerServer;
 let client: ManagerClient;
 let session = '';
@@ -22,17 +23,11 @@ t.before(async () => {
   }).listen(0, '127.0.0.1');
   await new Promise((r) => echo.once('listening', r));
   echoPort = (echo.address() as net.AddressInfo).port;
-  mgr = new ManagerServer({ listen: '127.0.0.1:0', serviceSubnets: [], podSubnets: [], clusterDomain: 'cluster.local', namespace: 'rdbg', leaseSeconds: 15, dialPolicy: DialPolicy.permissive() });
-  const port = await mgr.start();
-  const Manager = managerPackage().Manager;
-  client = new Manager(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as unknown as ManagerClient;
-  session = await new Promise((resolve, reject) =>
-    client.arrive({ client_version: '0.1.0', protocol: PROTOCOL, user: 'test' }, (err, res) => (err ? reject(err) : resolve(res!.session_id))),
-  );
+  lm = await startLoopbackManager();
+  ({ mgr, client, session } = lm);
 });
 t.teardown(async () => {
-  client.close();
-  await mgr.stop();
+  await lm.stop();
   echo.close();
 });
 

@@ -1,11 +1,8 @@
 import t from 'tap';
+import { startLoopbackManager, type LoopbackManager } from '../helpers/loopback-manager';
 import * as dgram from 'node:dgram';
-import * as grpc from '@grpc/grpc-js';
 import * as http2 from 'node:http2';
 import { ManagerServer } from '../../manager/server';
-import { DialPolicy } from '../../manager/dial-policy';
-import { CHANNEL_OPTIONS, managerPackage, type ManagerClient } from '../../src/rpc/services';
-import { PROTOCOL } from '../../src/core/version';
 import { DatagramFramer } from '../../src/tunnel/h2/protocol';
 
 // UDP flows whose socket cannot connect fail that flow only; the manager lives on.
@@ -13,8 +10,8 @@ import { DatagramFramer } from '../../src/tunnel/h2/protocol';
 // socket without SO_BROADCAST fails there with EACCES, and no packet leaves.
 const NO_CONNECT = '127.255.255.255';
 
+let lm: LoopbackManager;
 let mgr: ManagerServer;
-let client: ManagerClient;
 let session = '';
 let echo: dgram.Socket;
 let echoPort = 0;
@@ -24,19 +21,11 @@ t.before(async () => {
   echo.on('message', (m, r) => echo.send(m, r.port, r.address));
   await new Promise<void>((r) => echo.bind(0, '127.0.0.1', () => r()));
   echoPort = echo.address().port;
-  mgr = new ManagerServer({
-    listen: '127.0.0.1:0', serviceSubnets: [], podSubnets: [], clusterDomain: 'cluster.local', namespace: 'rdbg', leaseSeconds: 15,
-    dialPolicy: DialPolicy.permissive(),
-  });
-  const port = await mgr.start();
-  client = new (managerPackage().Manager)(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as unknown as ManagerClient;
-  session = await new Promise((resolve, reject) =>
-    client.arrive({ client_version: '0.1.0', protocol: PROTOCOL, user: 'test' }, (err, res) => (err ? reject(err) : resolve(res!.session_id))),
-  );
+  lm = await startLoopbackManager();
+  ({ mgr, session } = lm);
 });
 t.teardown(async () => {
-  client.close();
-  await mgr.stop();
+  await lm.stop();
   echo.close();
 });
 

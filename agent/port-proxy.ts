@@ -6,6 +6,7 @@ import { logBug } from './errors';
 import { rawErrorResponse } from './http-headers';
 import { Http1Router } from './http1-router';
 import { Http2Router } from './http2-router';
+import { SplicedH2 } from './h2-splice';
 import type { ActiveIntercept } from './intercept-table';
 import { readHeaderBlock, sniffProtocol, type Sniffed } from './protocol-sniff';
 import { isKubeProbe } from './route';
@@ -30,6 +31,8 @@ export class PortProxy {
   readonly h1: Http1Router;
   readonly h2: Http2Router;
   private readonly conns = new Set<net.Socket>();
+  /** h2c connections spliced to the app while no intercept applied to the port. */
+  private readonly splicedH2 = new Set<SplicedH2>();
   private readonly sniffTimeoutMs: number;
 
   constructor(
@@ -61,6 +64,17 @@ export class PortProxy {
     await closed;
   }
 
+  /**
+   * The intercept table changed. h2c connections spliced while nothing was
+   * intercepted are asked to move to a new connection, which is routed per
+   * stream (HTTP/1 connections are routed per request already).
+   */
+  interceptsChanged(): void {
+    if (this.deps.table.size === 0) return;
+    for (const c of this.splicedH2) c.drain();
+    this.splicedH2.clear();
+  }
+
   private onConnection(sock: net.Socket): void {
     this.conns.add(sock);
     sock.on('close', () => this.conns.delete(sock));
@@ -87,7 +101,10 @@ export class PortProxy {
       }
     }
     if (sniffed.protocol === 'http1' && !sniffed.ended) return this.h1.accept(sock, sniffed.head);
-    if (sniffed.protocol === 'h2' && !sniffed.ended) return this.h2.accept(sock, sniffed.head);
+    if (sniffed.protocol === 'h2' && !sniffed.ended) {
+      if (this.deps.table.size > 0) return this.h2.accept(sock, sniffed.head);
+      return this.spliceH2(sock, sniffed.head);
+    }
     for (const m of this.deps.table.globalMirrors()) this.mirrorConnection(sock, sniffed, m);
     this.join(sock, sniffed, this.deps.app.connect());
   }
@@ -103,6 +120,14 @@ export class PortProxy {
     }
     if (sniffed.head.length) sock.unshift(sniffed.head);
     splice(sock, upstream);
+    sock.resume();
+  }
+
+  /** No rule can match a stream of this connection: the caller and the app speak HTTP/2 to each other (see SplicedH2). */
+  private spliceH2(sock: net.Socket, head: Buffer): void {
+    sock.unshift(head);
+    const c = new SplicedH2(sock, this.deps.app.connect(), () => this.splicedH2.delete(c));
+    this.splicedH2.add(c);
     sock.resume();
   }
 

@@ -96,6 +96,7 @@ export class TrafficAgent {
     this.link.on('intercepts', (list) => {
       const gone = this.table.update(list);
       this.pools.drop(gone);
+      this.proxy.interceptsChanged();
       log.info('intercepts', { count: this.table.size });
     });
     this.link.start();

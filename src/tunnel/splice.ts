@@ -50,6 +50,8 @@ export function reset(x: FlowEnd): void {
 
 export interface SpliceOptions {
   counters?: ByteCounters;
+  /** Turns each chunk carried from b to a into what is written to a (a copy, when it differs). */
+  mapBA?: (chunk: Buffer) => Buffer;
   /** Sees every chunk carried from b to a, once it is written to a (so a may be ended then). */
   countBA?: (n: number) => void;
   /**
@@ -212,9 +214,11 @@ class Splice {
   /** Carry from -> to with backpressure, counting each chunk once it is handed to `to` (ab: a -> b). */
   private carry(from: FlowEnd, to: FlowEnd, ab: boolean): void {
     if (isStream(from)) widenStreamBuffer(from);
+    const map = ab ? undefined : this.opts.mapBA;
     const fr = fastReader(from);
     if (!fr) {
-      from.on('data', (d: Buffer) => {
+      from.on('data', (chunk: Buffer) => {
+        const d = map ? map(chunk) : chunk;
         const more = to.write(d);
         this.counted(ab, d.length);
         if (!more) from.pause();
@@ -233,7 +237,8 @@ class Splice {
       waitingFor = 0;
       from.resume();
     };
-    fr.sink = (chunk: Buffer): boolean => {
+    fr.sink = (read: Buffer): boolean => {
+      const chunk = map ? map(read) : read;
       sent++;
       to.write(chunk, onWritten);
       this.counted(ab, chunk.length);
@@ -242,7 +247,8 @@ class Splice {
       return false;
     };
     fr.wake = undefined;
-    for (const c of fr.stash.splice(0)) {
+    for (const stashed of fr.stash.splice(0)) {
+      const c = map ? map(stashed) : stashed;
       sent++;
       to.write(c, onWritten); // copies: they may wait in the queue
       this.counted(ab, c.length);

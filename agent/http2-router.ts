@@ -4,7 +4,7 @@ import { PassThrough } from 'node:stream';
 import { errorMessage } from '../src/core/errors';
 import { logger } from '../src/core/log';
 import { DivertError, logBug } from './errors';
-import { appFailure } from './http1-router';
+import { appFailure } from './http1-proxy';
 import type { ActiveIntercept } from './intercept-table';
 import { routeRequest } from './route';
 import type { RouterDeps } from './router-deps';

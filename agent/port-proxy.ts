@@ -4,7 +4,7 @@ import { errorMessage } from '../src/core/errors';
 import { logger } from '../src/core/log';
 import { logBug } from './errors';
 import { rawErrorResponse } from './http-headers';
-import { Http1Router } from './http1-router';
+import { Http1Proxy } from './http1-proxy';
 import { Http2Router } from './http2-router';
 import { SplicedH2 } from './h2-splice';
 import type { ActiveIntercept } from './intercept-table';
@@ -28,7 +28,7 @@ export interface PortProxyOptions {
  */
 export class PortProxy {
   readonly server: net.Server;
-  readonly h1: Http1Router;
+  readonly h1: Http1Proxy;
   readonly h2: Http2Router;
   private readonly conns = new Set<net.Socket>();
   /** h2c connections spliced to the app while no intercept applied to the port. */
@@ -40,7 +40,7 @@ export class PortProxy {
     opts: PortProxyOptions = {},
   ) {
     this.sniffTimeoutMs = opts.sniffTimeoutMs ?? 300;
-    this.h1 = new Http1Router(deps);
+    this.h1 = new Http1Proxy(deps);
     this.h2 = new Http2Router(deps);
     this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, (sock) => this.onConnection(sock));
     this.server.on('error', (err) => log.error('listener error', { err: errorMessage(err) }));

@@ -6,6 +6,7 @@ import type { FakeLaptop } from '../helpers/fake-laptop';
 import {
   get,
   intercept,
+  listen,
   rawExchange,
   removeIntercept,
   startAgent,
@@ -287,4 +288,103 @@ t.test('requests to the laptop are counted and reported in heartbeats', async (t
   const list = await laptop.listIntercepts();
   const mine = list.find((i) => i.id === interceptId);
   t.ok(mine && mine.requests > 5, `requests counted (${mine?.requests})`);
+});
+
+t.test('requests the app and the agent could frame differently are refused before either side sees them', async (t) => {
+  const smuggles = [
+    // Which of the two decides where the body ends? Neither: 400.
+    'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n',
+    'POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n',
+    'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1, 2\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n',
+    'GET / HTTP/1.1\r\nHost: x\nContent-Length: 30\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n',
+    'GET / HTTP/1.1\r\nHost: x\r\nX-Fold: a\r\n b\r\n\r\n',
+    'POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n',
+  ];
+  const before = app.seen.length;
+  for (const bad of smuggles) {
+    const out = await rawExchange(agent.listenPort, bad, (s) => /\r\n\r\n[\s\S]*\n/.test(s));
+    t.match(out, /^HTTP\/1\.1 400 Bad Request\r\n/, `400 for ${JSON.stringify(bad.slice(0, 60))}`);
+  }
+  t.notOk(app.seen.slice(before).some((s) => s.includes('/smuggled')), 'no smuggled request reached the app');
+});
+
+t.test('curl uploads with Expect: 100-continue, to both sides', async (t) => {
+  const { execFile } = await import('node:child_process');
+  const body = 'u'.repeat(3 * 1024 * 1024);
+  for (const user of ['alice', 'bob']) {
+    const out = await new Promise<string>((resolve, reject) => {
+      const c = execFile(
+        'curl',
+        ['-sS', '--max-time', '20', '-H', `x-user: ${user}`, '-H', 'Expect: 100-continue', '--data-binary', '@-', `http://127.0.0.1:${agent.listenPort}/up`],
+        { maxBuffer: 16 << 20 },
+        (err, stdout) => (err ? reject(err) : resolve(stdout)),
+      );
+      c.stdin!.end(body);
+    });
+    const side = user === 'alice' ? 'laptop' : 'app';
+    t.equal(out.length, `${side} POST /up body=`.length + body.length + 1, `${side}: the whole body and its answer`);
+    t.ok(out.startsWith(`${side} POST /up body=uuu`));
+  }
+});
+
+t.test('an app that closes after every response (HTTP/1.0, python http.server) behind the agent', async (t) => {
+  const { spawn } = await import('node:child_process');
+  const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { tmpdir } = await import('node:os');
+  const dir = mkdtempSync(join(tmpdir(), 'rdbg-pyhttp-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'f.txt'), 'from python\n');
+  const probe = net.createServer();
+  const port = await new Promise<number>((r) => probe.listen(0, '127.0.0.1', () => r((probe.address() as net.AddressInfo).port)));
+  await new Promise((r) => probe.close(r));
+  const py = spawn('python3', ['-m', 'http.server', '--bind', '127.0.0.1', '--directory', dir, String(port)], { stdio: 'ignore' });
+  t.teardown(() => py.kill('SIGKILL'));
+  const manager = await startManager(t);
+  const a = await startAgent(t, manager.port, port);
+  for (let i = 0; i < 50; i++) {
+    try {
+      await get(port, '/f.txt');
+      break;
+    } catch {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  // A keep-alive client: python answers HTTP/1.0 and closes; the agent closes the caller's connection with it.
+  const ka = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  t.teardown(() => ka.destroy());
+  const sockets = new Set<net.Socket>();
+  for (let i = 0; i < 5; i++) {
+    const r = await get(a.listenPort, '/f.txt', {}, ka);
+    t.equal(r.status, 200);
+    t.equal(r.body, 'from python\n');
+    sockets.add(r.socket);
+  }
+  t.equal(sockets.size, 5, 'a connection per request, as without the agent');
+});
+
+t.test('the app closes an idle keep-alive connection: the next request on the caller connection still gets its answer', async (t) => {
+  // An app that closes a connection idle for 100 ms, and says nothing of it in its answers.
+  const srv = net.createServer((sock) => {
+    let idle = setTimeout(() => sock.end(), 100);
+    sock.on('error', () => undefined);
+    sock.on('data', (d: Buffer) => {
+      clearTimeout(idle);
+      const path = / (\S+) /.exec(d.toString('latin1'))?.[1] ?? '?';
+      const body = `short-lived ${path}`;
+      sock.write(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+      idle = setTimeout(() => sock.end(), 100);
+    });
+  });
+  const port = await listen(srv, t);
+  const manager = await startManager(t);
+  const a = await startAgent(t, manager.port, port);
+  const ka = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  t.teardown(() => ka.destroy());
+  const first = await get(a.listenPort, '/1', {}, ka);
+  await new Promise((r) => setTimeout(r, 300));
+  const second = await get(a.listenPort, '/2', {}, ka);
+  t.equal(first.body, 'short-lived /1');
+  t.equal(second.body, 'short-lived /2');
+  t.equal(second.socket, first.socket, "the caller's connection outlived the app's");
 });

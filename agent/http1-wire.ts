@@ -43,7 +43,6 @@ export interface Head {
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 const REQUEST_LINE = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+) ([!-~\x80-\xff]+) HTTP\/1\.([0-9])$/;
 const STATUS_LINE = /^HTTP\/1\.([0-9]) ([0-9]{3})(?: [\t !-~\x80-\xff]*)?$/;
-// eslint-disable-next-line no-control-regex
 const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
 
 const CRLFCRLF = Buffer.from('\r\n\r\n', 'latin1');

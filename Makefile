@@ -68,6 +68,7 @@ chaos: deps build cluster-build
 
 bench: deps build
 	node dist/bench/run.js
+	node dist/bench/wire.js
 	node dist/bench/scale.js
 	bash test/cluster/up.sh
 	node dist/bench/kube.js

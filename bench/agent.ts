@@ -11,126 +11,10 @@
  *
  * `node dist/bench/agent.js` prints the figures as JSON; `benchAgent()` returns them.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import * as http from 'node:http';
-import * as net from 'node:net';
-import { resolve } from 'node:path';
-import { FakeLaptop } from '../test/helpers/fake-laptop';
+import { AgentEnv, BIG, latencyUs, listen, median, request, server, warmUp } from './agent-env';
 
-const RDBG = resolve(__dirname, '../bin/rdbg.js');
 const ROUNDS = 5;
-const LATENCY_N = 300;
-const WARMUP_N = 3000;
-const BIG = 64 * 1024 * 1024;
-const BLOCK = Buffer.alloc(256 * 1024, 0x61);
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
-
-function server(name: string): http.Server {
-  const s = http.createServer((req, res) => {
-    if (req.url?.startsWith('/big')) {
-      res.writeHead(200, { 'content-length': BIG, 'x-served-by': name });
-      let left = BIG;
-      const push = (): void => {
-        while (left > 0) {
-          const k = Math.min(left, BLOCK.length);
-          left -= k;
-          if (!res.write(k === BLOCK.length ? BLOCK : BLOCK.subarray(0, k))) {
-            res.once('drain', push);
-            return;
-          }
-        }
-        res.end();
-      };
-      push();
-      return;
-    }
-    req.resume();
-    res.writeHead(200, { 'content-length': 2, 'x-served-by': name });
-    res.end('ok');
-  });
-  s.keepAliveTimeout = 60_000;
-  return s;
-}
-
-function listen(s: net.Server): Promise<number> {
-  return new Promise((r) => s.listen(0, '127.0.0.1', () => r((s.address() as net.AddressInfo).port)));
-}
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  const p = await listen(s);
-  await new Promise((r) => s.close(r));
-  return p;
-}
-
-function child(args: string[], ready: (line: string) => string | undefined): Promise<{ proc: ChildProcess; value: string }> {
-  return new Promise((resolvePromise, reject) => {
-    const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RDBG_LOG_LEVEL: 'info' } });
-    let buf = '';
-    const timer = setTimeout(() => reject(new Error(`${args.join(' ')} did not start: ${buf.slice(-500)}`)), 15_000);
-    const onLine = (chunk: Buffer): void => {
-      buf += chunk.toString();
-      for (const line of buf.split('\n')) {
-        const v = ready(line);
-        if (v !== undefined) {
-          clearTimeout(timer);
-          proc.stdout?.removeAllListeners('data');
-          proc.stderr?.removeAllListeners('data');
-          proc.stdout?.resume();
-          proc.stderr?.resume();
-          resolvePromise({ proc, value: v });
-          return;
-        }
-      }
-    };
-    proc.stdout?.on('data', onLine);
-    proc.stderr?.on('data', onLine);
-    proc.once('exit', (code) => reject(new Error(`${args.join(' ')} exited with ${code}: ${buf.slice(-500)}`)));
-  });
-}
-
-function request(agent: http.Agent, port: number, path: string, headers: Record<string, string>): Promise<{ who: string; bytes: number }> {
-  return new Promise((resolvePromise, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, path, headers, agent }, (res) => {
-      let bytes = 0;
-      res.on('data', (c: Buffer) => (bytes += c.length));
-      res.on('end', () => resolvePromise({ who: String(res.headers['x-served-by']), bytes }));
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
-
-async function latencyUs(port: number, headers: Record<string, string>): Promise<number> {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
-  try {
-    for (let i = 0; i < 20; i++) await request(agent, port, '/small', headers); // warm up
-    const xs: number[] = [];
-    for (let i = 0; i < LATENCY_N; i++) {
-      const t0 = process.hrtime.bigint();
-      await request(agent, port, '/small', headers);
-      xs.push(Number(process.hrtime.bigint() - t0) / 1000);
-    }
-    return median(xs);
-  } finally {
-    agent.destroy();
-  }
-}
-
-/** Requests until the JIT has compiled the path (see the note in benchAgent). */
-async function warmUp(port: number, headers: Record<string, string>): Promise<void> {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
-  try {
-    for (let i = 0; i < WARMUP_N; i++) await request(agent, port, '/small', headers);
-  } finally {
-    agent.destroy();
-  }
-}
 
 async function throughputMBs(port: number, headers: Record<string, string>): Promise<number> {
   const agent = new http.Agent({ keepAlive: false });
@@ -150,22 +34,10 @@ export async function benchAgent(): Promise<Record<string, number>> {
     const lapPort = await listen(lap);
     cleanup.push(() => app.close(), () => lap.close(), () => app.closeAllConnections(), () => lap.closeAllConnections());
 
-    const mgr = await child([RDBG, 'manager', 'serve', '--listen', '127.0.0.1:0'], (line) => {
-      const m = /"msg":"traffic manager listening".*?"port":(\d+)/.exec(line);
-      return m?.[1];
-    });
-    cleanup.push(() => mgr.proc.kill('SIGKILL'));
-    const manager = `127.0.0.1:${mgr.value}`;
-
-    const agentPort = await freePort();
-    const agentProc = await child(
-      [RDBG, 'agent', 'run', '--manager', manager, '--workload', 'bench', '--namespace', 'default', '--app-port', String(appPort), '--listen-port', String(agentPort)],
-      (line) => (line.includes('linked to the traffic manager') ? 'linked' : undefined),
-    );
-    cleanup.push(() => agentProc.proc.kill('SIGKILL'));
-
-    const laptopProc = await child([__filename, 'laptop', manager, String(appPort), String(lapPort)], (line) => (line.startsWith('READY') ? 'ready' : undefined));
-    cleanup.push(() => laptopProc.proc.kill('SIGKILL'));
+    const env = await AgentEnv.start();
+    cleanup.push(() => env.close());
+    const agentPort = await env.agent('bench', appPort);
+    await env.laptop([{ workload: 'bench', port: appPort, header: { name: 'x-user', value: 'bench' }, localPort: lapPort }]);
 
     const mine = { 'x-user': 'bench' };
     const ka = new http.Agent({ keepAlive: true });
@@ -220,27 +92,15 @@ export async function benchAgent(): Promise<Record<string, number>> {
   }
 }
 
-/** Child mode: the laptop's daemon stand-in, holding one header intercept. */
-async function laptopMain(manager: string, appPort: number, localPort: number): Promise<void> {
-  const l = new FakeLaptop({ manager, user: 'bench@laptop' });
-  await l.arrive();
-  await l.createIntercept({ workload: 'bench', namespace: 'default', port: appPort, headers: [{ name: 'x-user', value: 'bench', regex: false }], local_port: localPort });
-  process.stdout.write('READY\n');
-}
-
 if (require.main === module) {
-  if (process.argv[2] === 'laptop') {
-    void laptopMain(process.argv[3], Number(process.argv[4]), Number(process.argv[5]));
-  } else {
-    benchAgent().then(
-      (r) => {
-        process.stdout.write(JSON.stringify(r, null, 2) + '\n');
-        process.exit(0);
-      },
-      (err: Error) => {
-        process.stderr.write(`bench agent: ${err.stack}\n`);
-        process.exit(1);
-      },
-    );
-  }
+  benchAgent().then(
+    (r) => {
+      process.stdout.write(JSON.stringify(r, null, 2) + '\n');
+      process.exit(0);
+    },
+    (err: Error) => {
+      process.stderr.write(`bench agent: ${err.stack}\n`);
+      process.exit(1);
+    },
+  );
 }

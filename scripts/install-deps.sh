@@ -18,14 +18,18 @@ have nghttpd      || need+=(nghttp2-server)
 have nc           || need+=(netcat-openbsd)
 have ip           || need+=(iproute2)
 have python3      || need+=(python3)
+have pgbench      || need+=(postgresql-client)
+# The PostgreSQL server is not on PATH: bench/wire.ts runs /usr/lib/postgresql/VERSION/bin/initdb and postgres.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-# redis-server's Debian package starts a system instance; the tests run their own.
+# redis-server's and postgresql's Debian packages start a system instance; the tests and benches run their own.
 systemctl disable --now redis-server >/dev/null 2>&1 || true
+systemctl disable --now postgresql >/dev/null 2>&1 || true
 # h2spec for the fuzz tier, built with Go into the cache (outside the repository).
 bash "$(dirname "$0")/install-h2spec.sh" >/dev/null
 # systemd-resolved, unpacked into the cache (never installed) for the resolved-host DNS test.

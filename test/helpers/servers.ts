@@ -1,5 +1,6 @@
 /**
- * Real servers for the sandbox's `cluster` namespace: HTTP (port 80), TCP echo
+ * Real servers for the sandbox's `cluster` namespace: HTTP (port 80: /bytes,
+ * /zeros, /sha256, /sink, /headers), TCP echo
  * and UDP echo (port 7) on every address given. Prints READY when listening.
  * Usage: node servers.js ADDR [ADDR...]
  */
@@ -45,6 +46,13 @@ function httpServer(addr: string): http.Server {
         h.update(d);
       });
       req.on('end', () => res.end(`${h.digest('hex')} ${n}\n`));
+      return;
+    }
+    if (url.pathname === '/sink') {
+      // Upload benchmarks: count the body and throw it away (no hashing to slow the reference).
+      let n = 0;
+      req.on('data', (d: Buffer) => (n += d.length));
+      req.on('end', () => res.end(`${n}\n`));
       return;
     }
     if (url.pathname === '/headers') {

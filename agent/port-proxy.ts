@@ -5,7 +5,7 @@ import { logger } from '../src/core/log';
 import { logBug } from './errors';
 import { rawErrorResponse } from './http-headers';
 import { Http1Proxy } from './http1-proxy';
-import { Http2Router } from './http2-router';
+import { H2Router } from './h2-router';
 import { SplicedH2 } from './h2-splice';
 import type { ActiveIntercept } from './intercept-table';
 import { readHeaderBlock, sniffProtocol, type Sniffed } from './protocol-sniff';
@@ -29,7 +29,7 @@ export interface PortProxyOptions {
 export class PortProxy {
   readonly server: net.Server;
   readonly h1: Http1Proxy;
-  readonly h2: Http2Router;
+  readonly h2: H2Router;
   private readonly conns = new Set<net.Socket>();
   /** h2c connections spliced to the app while no intercept applied to the port. */
   private readonly splicedH2 = new Set<SplicedH2>();
@@ -41,7 +41,7 @@ export class PortProxy {
   ) {
     this.sniffTimeoutMs = opts.sniffTimeoutMs ?? 300;
     this.h1 = new Http1Proxy(deps);
-    this.h2 = new Http2Router(deps);
+    this.h2 = new H2Router(deps);
     this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, (sock) => this.onConnection(sock));
     this.server.on('error', (err) => log.error('listener error', { err: errorMessage(err) }));
   }

@@ -10,7 +10,9 @@ import { HUFFMAN_LENGTHS, STATIC_TABLE } from './hpack-tables';
  * the RFC's own examples (test/unit/hpack.test.ts) and h2spec's hpack cases.
  */
 
-export class HpackError extends Error {}
+export class HpackError extends Error {
+  override name = 'HpackError';
+}
 
 export type HeaderList = [string, string][];
 

@@ -108,6 +108,5 @@ export class TrafficAgent {
     await this.link.stop();
     await this.proxy.close();
     this.pools.closeAll();
-    this.app.close();
   }
 }

@@ -1,4 +1,3 @@
-import * as http from 'node:http';
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import { errorMessage } from '../src/core/errors';
@@ -15,10 +14,6 @@ const log = logger('agent.upstream');
 export const H2_WINDOW = 8 * 1024 * 1024;
 export const H2_SETTINGS: http2.Settings = { initialWindowSize: H2_WINDOW, enablePush: false };
 
-function hostForUrl(host: string): string {
-  return net.isIPv6(host) ? `[${host}]` : host;
-}
-
 /** Widen the connection-level receive window once the session is up. */
 export function widenSession(session: http2.Http2Session): void {
   const widen = (): void => {
@@ -32,10 +27,8 @@ export function widenSession(session: http2.Http2Session): void {
   else widen();
 }
 
-/** The app container's port: a keep-alive pool for HTTP/1, raw sockets, and HTTP/2 sessions. */
+/** The app container's port: one connection per caller connection. */
 export class AppUpstream {
-  readonly agent = new http.Agent({ keepAlive: true, maxFreeSockets: 64, scheduling: 'lifo' });
-
   constructor(
     readonly host: string,
     readonly port: number,
@@ -48,59 +41,10 @@ export class AppUpstream {
   connect(): net.Socket {
     return net.connect({ host: this.host, port: this.port, allowHalfOpen: true, noDelay: true });
   }
-
-  /** A fresh HTTP/2 session to the app (one per caller connection). */
-  h2(): http2.ClientHttp2Session {
-    const s = http2.connect(`http://${hostForUrl(this.host)}:${this.port}`, { settings: H2_SETTINGS });
-    widenSession(s);
-    return s;
-  }
-
-  close(): void {
-    this.agent.destroy();
-  }
 }
 
-/** An http.Agent whose connections are diverted flows to one intercept's laptop. */
-class DivertAgent extends http.Agent {
-  private retired = false;
-
-  constructor(
-    private readonly link: ManagerLink,
-    private readonly intercept: ActiveIntercept,
-  ) {
-    super({ keepAlive: true, maxFreeSockets: 16, scheduling: 'lifo' });
-  }
-
-  override createConnection(
-    options: http.ClientRequestArgs & { rdbgSource?: string },
-    cb?: (err: Error | null, stream: Duplex) => void,
-  ): undefined {
-    // allowHalfOpen false: a laptop server that closes an idle keep-alive flow closes our end too.
-    openDivertedDuplex(this.link, this.intercept, options.rdbgSource ?? '', false)
-      .then(
-        (d) => cb?.(null, d),
-        (err: Error) => cb?.(err, undefined as never),
-      )
-      .catch(logBug('divert agent'));
-    return undefined;
-  }
-
-  /** No new keep-alive: idle flows close now, busy ones when their request is done. */
-  retire(): void {
-    this.retired = true;
-    for (const list of Object.values(this.freeSockets)) for (const s of list ?? []) s.destroy();
-  }
-
-  override keepSocketAlive(socket: Parameters<http.Agent['keepSocketAlive']>[0]): boolean {
-    // node's Agent returns whether to keep the socket; @types/node says void.
-    return !this.retired && (super.keepSocketAlive(socket) as unknown as boolean);
-  }
-}
-
-/** The connections to one intercept's laptop: an HTTP/1 pool and one shared HTTP/2 session. */
+/** The connections to one intercept's laptop: raw diverted flows, and one shared HTTP/2 session. */
 export class DivertPool {
-  readonly agent: DivertAgent;
   private session?: Promise<http2.ClientHttp2Session>;
   /** Raw flows (whole connections, upgrades): reset when the intercept ends, so callers reconnect to the app. */
   private readonly flows = new Set<Duplex>();
@@ -109,9 +53,7 @@ export class DivertPool {
   constructor(
     private readonly link: ManagerLink,
     readonly intercept: ActiveIntercept,
-  ) {
-    this.agent = new DivertAgent(link, intercept);
-  }
+  ) {}
 
   /** A raw diverted flow (upgrades, CONNECT, whole TCP connections). */
   async open(source: string): Promise<Duplex> {
@@ -151,7 +93,6 @@ export class DivertPool {
 
   close(): void {
     this.closed = true;
-    this.agent.retire();
     for (const f of this.flows) f.destroy(new Error('the intercept has ended'));
     const p = this.session;
     this.session = undefined;

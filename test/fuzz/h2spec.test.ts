@@ -5,7 +5,7 @@ import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { get, startAgent, startManager, startServer } from '../sandbox/agent-harness';
+import { get, intercept, startAgent, startLaptop, startManager, startServer } from '../sandbox/agent-harness';
 
 // h2spec, an HTTP/2 conformance suite written by others, against the
 // manager's data port and the traffic agent (h2c, prior knowledge), and
@@ -111,4 +111,32 @@ t.test('h2spec against nghttpd alone, for comparison', async (t) => {
   const r = await h2spec(port, 'nghttpd');
   t.comment(`nghttpd: ${r.failed.length} of ${r.total} cases fail: ${r.failed.join(' ')}`);
   t.ok(r.total > 100);
+});
+
+t.test('h2spec through the agent routing per stream (an intercept on the port) in front of nghttpd: no case fails that nghttpd alone passes', async (t) => {
+  const port = await freePort();
+  const nghttpd = spawn('nghttpd', ['--no-tls', String(port)], { stdio: 'ignore' });
+  t.teardown(() => nghttpd.kill('SIGKILL'));
+  await new Promise((r) => setTimeout(r, 500));
+  const alone = await h2spec(port, 'nghttpd-alone');
+  const m = await startManager(t);
+  const laptopServer = await startServer(t, 'laptop');
+  const agent = await startAgent(t, m.port, port);
+  const laptop = await startLaptop(t, m.port);
+  await intercept(laptop, agent, { headers: [{ name: 'x-user', value: 'alice', regex: false }], local_port: laptopServer.port });
+  const routed = await h2spec(agent.listenPort, 'agent-routing');
+  const worse = routed.failed.filter((c) => !alone.failed.includes(c));
+  t.comment(`nghttpd alone: ${alone.failed.length} of ${alone.total} fail; through the routing agent: ${routed.failed.length} (${routed.failed.join(' ')})`);
+  t.same(worse, [], 'every case nghttpd passes alone, it passes through the agent');
+  t.equal(routed.total, alone.total);
+  const s = http2.connect(`http://127.0.0.1:${agent.listenPort}`);
+  s.on('error', () => undefined);
+  t.teardown(() => s.destroy());
+  const who = await new Promise<string>((resolve, reject) => {
+    const req = s.request({ ':path': '/after-h2spec', 'x-user': 'alice' });
+    req.on('response', (h) => resolve(String(h['x-served-by'])));
+    req.on('error', reject);
+    req.resume();
+  });
+  t.equal(who, 'laptop', 'and still routes afterwards');
 });

@@ -1,7 +1,7 @@
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import { logger } from '../src/core/log';
-import { SOCKET_HWM, connectFlowSocket, readLine } from '../src/tunnel/fast-socket';
+import { SOCKET_HWM, connectFlowSocket, createFlowServer, fastReader, plainReads, readLine } from '../src/tunnel/fast-socket';
 import { DatagramFramer, H, H2_SETTINGS, MAX_SESSION_MEMORY, PATH, WINDOW, header } from '../src/tunnel/h2/protocol';
 import { dialCodeForErrno, dialCodeFrom, decodeMessage, encodeMessage, type DialCode } from '../src/tunnel/messages';
 import { formatReply, KEEPALIVE_MS, parseRequest, RAW_MAGIC } from '../src/tunnel/raw/flow';
@@ -87,23 +87,42 @@ export class DataPlane {
     this.server.on('sessionError', () => undefined);
     // Our own listener, so that every connection gets TCP_NODELAY before HTTP/2 takes it,
     // and raw flows (src/tunnel/raw/flow.ts) are told apart from HTTP/2 by their first byte.
-    this.tcp = net.createServer({ noDelay: true, allowHalfOpen: true, highWaterMark: SOCKET_HWM } as net.ServerOpts, (sock) => this.onConnection(sock));
+    this.tcp = createFlowServer({ noDelay: true, allowHalfOpen: true, highWaterMark: SOCKET_HWM }, (sock) => this.onConnection(sock));
   }
 
   private onConnection(sock: net.Socket): void {
     sock.on('error', () => undefined);
     const silent = (): void => void sock.destroy();
     sock.setTimeout(DIAL_TIMEOUT_MS, silent);
-    sock.once('data', (first: Buffer) => {
-      sock.pause();
-      sock.unshift(first);
+    /** True when the connection is HTTP/2's, which reads it from now on. */
+    const sniff = (first: Buffer): boolean => {
       sock.setTimeout(0);
       sock.removeListener('timeout', silent);
-      if (first[0] === RAW_MAGIC.charCodeAt(0)) return void this.onRawFlow(sock).catch((err) => flowBug(err, () => sock.destroy()));
+      if (first[0] === RAW_MAGIC.charCodeAt(0)) {
+        this.onRawFlow(sock).catch((err) => flowBug(err, () => sock.destroy()));
+        return false;
+      }
       // Left paused: HTTP/2 reads what is buffered with socket.read(), then consumes the handle.
+      plainReads(sock);
+      sock.pause();
       sock.allowHalfOpen = false;
       this.server.emit('connection', sock);
-    });
+      return true;
+    };
+    const fr = fastReader(sock);
+    if (!fr) {
+      sock.once('data', (first: Buffer) => {
+        sock.pause();
+        sock.unshift(first);
+        sniff(first);
+      });
+      return;
+    }
+    // Called from the read itself, so that a connection that is not a flow gives its buffer back at once.
+    fr.wake = () => {
+      fr.wake = undefined;
+      return sniff(fr.stash[0]);
+    };
   }
 
   /** A raw flow: one request line, one reply line, then the connection is the flow. */
@@ -160,6 +179,7 @@ export class DataPlane {
   /** A connection that carries a session's half-closes (src/tunnel/raw/half-close.ts). */
   private onHalfCloses(sock: net.Socket, sessionId: string): void {
     if (!this.sessions.get(sessionId)) return void sock.end(formatReply('DENIED', '', 'no such session (it expired, or the manager restarted): reconnect'));
+    plainReads(sock);
     serveHalfCloses(sock, (flow, bytes) => this.takeHalfClose(sessionId, flow, bytes));
   }
 

@@ -1,5 +1,5 @@
 import { ipFromBytes, ipToBytes, joinHostPort, unmapIPv4 } from '../../src/core/address';
-import { SOCKET_HWM } from '../../src/tunnel/fast-socket';
+import { SOCKET_HWM, createFlowServer } from '../../src/tunnel/fast-socket';
 import * as net from 'node:net';
 import { logger } from '../../src/core/log';
 import { DialError } from '../../src/tunnel/messages';
@@ -80,7 +80,7 @@ export class TcpNat {
   async start(): Promise<void> {
     const addrs = [this.opts.listen4, ...(this.opts.listen6 ? [this.opts.listen6] : [])];
     for (const host of addrs) {
-      const srv = net.createServer({ allowHalfOpen: true, noDelay: true, highWaterMark: SOCKET_HWM }, (sock) => this.accepted(sock));
+      const srv = createFlowServer({ allowHalfOpen: true, noDelay: true, highWaterMark: SOCKET_HWM }, (sock) => this.accepted(sock));
       srv.on('error', (err) => log.error('NAT listener failed', { err: err.message }));
       await new Promise<void>((resolve, reject) => {
         srv.once('error', reject);

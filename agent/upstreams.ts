@@ -4,7 +4,7 @@ import { errorMessage } from '../src/core/errors';
 import { logger } from '../src/core/log';
 import type { Duplex } from 'node:stream';
 import { divertFailure, openDivertedDuplex } from './divert';
-import { DivertError, logBug } from './errors';
+import { DivertError } from './errors';
 import type { ActiveIntercept } from './intercept-table';
 import type { ManagerLink } from './manager-link';
 

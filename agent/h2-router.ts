@@ -16,6 +16,8 @@ const log = logger('agent.http2');
 
 /** Connection window the agent gives the app beyond the initial 64 KiB: what it may hold for a caller that reads slowly. */
 const APP_WINDOW_EXTRA = 256 * 1024;
+/** The app's window is topped up once this much was passed on: a WINDOW_UPDATE per chunk would double the agent's writes. */
+const APP_GRANT_BATCH = 128 * 1024;
 /** Connection-specific headers HTTP/2 forbids. */
 const DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'http2-settings']);
 /** And in a request node sends: :authority stands for host. */
@@ -299,6 +301,8 @@ class H2Conn {
   /** Agent frames waiting for the end of an app header block. */
   private pendingOut: Buffer[] = [];
   private toApp: Buffer[] = [];
+  /** App DATA passed on to the caller and not yet granted back to the app. */
+  private owedApp = 0;
   private done = false;
   private appEnded = false;
 
@@ -523,7 +527,7 @@ class H2Conn {
     }
     cut(at);
     this.abuf = at === this.abuf.length ? Buffer.alloc(0) : Buffer.from(this.abuf.subarray(at));
-    if (granted) this.toApp.push(h2.windowUpdate(0, granted));
+    this.grantApp(granted);
     if (!this.appInBlock && this.pendingOut.length) out.push(...this.pendingOut.splice(0));
     this.writeCaller(out);
     if (this.held.length) this.app.pause();
@@ -543,6 +547,14 @@ class H2Conn {
     }
   }
 
+  /** The app's connection window, topped up in batches. */
+  private grantApp(n: number): void {
+    this.owedApp += n;
+    if (this.owedApp < APP_GRANT_BATCH) return;
+    this.toApp.push(h2.windowUpdate(0, this.owedApp));
+    this.owedApp = 0;
+  }
+
   /** App frames held for the caller's connection window go out as the window opens. */
   private releaseHeld(): void {
     const out: Buffer[] = [];
@@ -557,7 +569,7 @@ class H2Conn {
       } else this.appControl(head, f.subarray(h2.FRAME_HEADER));
       out.push(this.held.shift()!);
     }
-    if (granted) this.toApp.push(h2.windowUpdate(0, granted));
+    this.grantApp(granted);
     if (!this.appInBlock && this.pendingOut.length) out.push(...this.pendingOut.splice(0));
     this.writeCaller(out);
     if (!this.held.length) this.app.resume();

@@ -3,6 +3,7 @@ import type { Socket } from 'node:net';
 import { PassThrough } from 'node:stream';
 import { errorMessage } from '../src/core/errors';
 import { logger } from '../src/core/log';
+import { reset } from '../src/tunnel/splice';
 import { DivertError, logBug } from './errors';
 import * as h2 from './h2-frames';
 import { E, F, T } from './h2-frames';
@@ -18,6 +19,8 @@ const log = logger('agent.http2');
 const APP_WINDOW_EXTRA = 256 * 1024;
 /** The app's window is topped up once this much was passed on: a WINDOW_UPDATE per chunk would double the agent's writes. */
 const APP_GRANT_BATCH = 128 * 1024;
+/** The largest request header block the agent reads (HEADERS and its CONTINUATIONs): past it a caller is flooding. */
+const MAX_HEADER_BLOCK = 256 * 1024;
 /** Connection-specific headers HTTP/2 forbids. */
 const DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'http2-settings']);
 /** And in a request node sends: :authority stands for host. */
@@ -115,7 +118,7 @@ class Diverted {
 
   open(session: Promise<http2.ClientHttp2Session>): void {
     session.then(
-      (s) => {
+      this.conn.guarded((s: http2.ClientHttp2Session) => {
         if (this.closed) return;
         let up: http2.ClientHttp2Stream;
         try {
@@ -124,12 +127,13 @@ class Diverted {
           return this.fail(err as Error);
         }
         this.up = up;
+        const g = this.conn.guarded;
         up.on('error', () => undefined);
-        up.on('response', (h, flags) => this.onResponse(h, (flags & F.END_STREAM) !== 0));
-        up.on('data', (d: Buffer) => this.onData(d));
-        up.on('trailers', (t) => (this.trailers = headerList(t)));
-        up.on('end', () => this.onEnd());
-        up.on('close', () => this.onUpClose());
+        up.on('response', g((h: http2.IncomingHttpHeaders, flags: number) => this.onResponse(h, (flags & F.END_STREAM) !== 0)));
+        up.on('data', g((d: Buffer) => this.onData(d)));
+        up.on('trailers', g((t: http2.IncomingHttpHeaders) => (this.trailers = headerList(t))));
+        up.on('end', g(() => this.onEnd()));
+        up.on('close', g(() => this.onUpClose()));
         up.on('wantTrailers', () => {
           try {
             up.sendTrailers(this.reqTrailers ?? {});
@@ -139,8 +143,8 @@ class Diverted {
         });
         for (const e of this.early.splice(0)) this.write(e.data, e.len);
         if (this.earlyEnd) up.end();
-      },
-      (err: Error) => this.fail(err),
+      }),
+      this.conn.guarded((err: Error) => this.fail(err)),
     );
   }
 
@@ -284,7 +288,7 @@ class H2Conn {
   private prefaceLeft = h2.PREFACE.length;
   private readonly decoder = new HpackDecoder();
   /** A caller header block being read: its stream, END_STREAM, fragments and the raw frames. */
-  private block?: { stream: number; end: boolean; fragments: Buffer[]; frames: Buffer[] };
+  private block?: { stream: number; end: boolean; fragments: Buffer[]; frames: Buffer[]; size: number };
   private rewriting = false;
   private widened = false;
   private readonly diverted = new Map<number, Diverted>();
@@ -313,11 +317,11 @@ class H2Conn {
     head: Buffer,
   ) {
     this.cbuf = head;
-    caller.on('data', (d: Buffer) => this.fromCaller(d));
+    caller.on('data', this.guarded((d: Buffer) => this.fromCaller(d)));
     caller.on('end', () => this.app.end());
     caller.on('close', () => this.close());
     caller.on('drain', () => this.app.resume());
-    app.on('data', (d: Buffer) => this.fromApp(d));
+    app.on('data', this.guarded((d: Buffer) => this.fromApp(d)));
     app.on('end', () => this.onAppEnd());
     app.on('close', () => this.onAppEnd());
     app.on('error', (err) => log.debug('app connection error', { err: errorMessage(err) }));
@@ -328,8 +332,20 @@ class H2Conn {
   }
 
   start(): void {
-    this.fromCaller(Buffer.alloc(0));
+    this.guarded(() => this.fromCaller(Buffer.alloc(0)))();
   }
+
+  /** `fn` as a handler whose failure (a bug) costs this connection only, never the agent. */
+  readonly guarded = <A extends unknown[]>(fn: (...a: A) => void) =>
+    (...a: A): void => {
+      try {
+        fn(...a);
+      } catch (err) {
+        log.error('h2 connection handling failed', { err: errorMessage(err), stack: (err as Error).stack });
+        reset(this.caller);
+        this.close();
+      }
+    };
 
   // -- caller -> app ---------------------------------------------------------
 
@@ -392,12 +408,14 @@ class H2Conn {
         if (f.stream === 0) throw new ConnectionError(E.PROTOCOL_ERROR, 'HEADERS on stream 0');
         const frag = h2.headersFragment(payload, f.flags);
         if (!frag) throw new ConnectionError(E.PROTOCOL_ERROR, 'HEADERS padding longer than the frame');
-        this.block = { stream: f.stream, end: (f.flags & F.END_STREAM) !== 0, fragments: [frag], frames: [raw] };
+        this.block = { stream: f.stream, end: (f.flags & F.END_STREAM) !== 0, fragments: [frag], frames: [raw], size: frag.length };
         if (f.flags & F.END_HEADERS) this.headerBlock();
         return;
       }
       case T.CONTINUATION: {
         if (!this.block || this.block.stream !== f.stream) throw new ConnectionError(E.PROTOCOL_ERROR, 'CONTINUATION without its HEADERS');
+        this.block.size += payload.length;
+        if (this.block.size > MAX_HEADER_BLOCK) throw new ConnectionError(E.ENHANCE_YOUR_CALM, `a header block beyond ${MAX_HEADER_BLOCK} bytes`);
         this.block.fragments.push(payload);
         this.block.frames.push(raw);
         if (f.flags & F.END_HEADERS) this.headerBlock();

@@ -73,7 +73,7 @@ class Upstream {
     this.sock = sock;
     const ended = (): void => conn.upstreamEnded(this);
     this.handlers.push(
-      ['data', (d: Buffer) => conn.fromUpstream(this, d)],
+      ['data', conn.guarded((d: Buffer) => conn.fromUpstream(this, d))],
       ['drain', () => conn.upstreamDrained()],
       ['error', (err: Error) => (this.err ??= err)],
       ['end', ended],
@@ -147,7 +147,17 @@ class Http1Conn {
     if (deps.table.size === 0) this.upstream(undefined);
   }
 
-  private readonly onData = (d: Buffer): void => this.fromCaller(d);
+  /** `fn` as a handler whose failure (a bug) costs this connection only, never the agent. */
+  readonly guarded = <A extends unknown[]>(fn: (...a: A) => void) =>
+    (...a: A): void => {
+      try {
+        fn(...a);
+      } catch (err) {
+        log.error('http1 connection handling failed', { err: errorMessage(err), stack: (err as Error).stack });
+        this.destroy();
+      }
+    };
+  private readonly onData = this.guarded((d: Buffer): void => this.fromCaller(d));
   private readonly onEnd = (): void => this.callerEnd();
   private readonly onClose = (): void => this.close();
   private readonly onDrain = (): void => {

@@ -388,3 +388,18 @@ t.test('the app closes an idle keep-alive connection: the next request on the ca
   t.equal(second.body, 'short-lived /2');
   t.equal(second.socket, first.socket, "the caller's connection outlived the app's");
 });
+
+t.test('a bug in the routing costs its own connection, never the agent', async (t) => {
+  const table = agent.table as unknown as { divertFor: (...a: unknown[]) => unknown };
+  const real = table.divertFor;
+  table.divertFor = () => {
+    throw new Error('a bug');
+  };
+  const broken = await get(agent.listenPort, '/boom', { 'x-user': 'alice' }).then(
+    () => 'answered',
+    (err: NodeJS.ErrnoException) => err.code ?? err.message,
+  );
+  table.divertFor = real;
+  t.equal(broken, 'ECONNRESET', 'that connection is reset');
+  t.equal((await get(agent.listenPort, '/fine', { 'x-user': 'alice' })).headers['x-served-by'], 'laptop', 'the next one is served');
+});

@@ -181,3 +181,42 @@ t.test('malformed HTTP/2 frames cost only their own connection', async (t) => {
   t.equal((await h2get(s, '/after', { 'x-user': 'alice' })).headers['x-served-by'], 'laptop');
   t.equal((await get(agent.listenPort, '/h1-after')).headers['x-served-by'], 'app', 'HTTP/1 unaffected');
 });
+
+t.test('a bug in the routing costs its own connection, never the agent', async (t) => {
+  const table = agent.table as unknown as { divertFor: (...a: unknown[]) => unknown };
+  const real = table.divertFor;
+  table.divertFor = () => {
+    throw new Error('a bug');
+  };
+  const s = h2session(t);
+  const broken = await h2get(s, '/boom', { 'x-user': 'alice' }).then(
+    () => 'answered',
+    (err: NodeJS.ErrnoException) => err.code ?? err.message,
+  );
+  table.divertFor = real;
+  t.not(broken, 'answered', `that connection fails (${broken})`);
+  const s2 = h2session(t);
+  t.equal((await h2get(s2, '/fine', { 'x-user': 'alice' })).headers['x-served-by'], 'laptop', 'a new one is served');
+});
+
+t.test('a CONTINUATION flood ends its own connection with ENHANCE_YOUR_CALM', async (t) => {
+  const { frame, PREFACE, T } = await import('../../agent/h2-frames');
+  const sock = net.connect(agent.listenPort, '127.0.0.1');
+  t.teardown(() => sock.destroy());
+  let got = Buffer.alloc(0);
+  sock.on('data', (d: Buffer) => (got = Buffer.concat([got, d])));
+  sock.on('error', () => undefined);
+  const closed = new Promise((r) => sock.on('close', r));
+  sock.write(Buffer.concat([PREFACE, frame(T.SETTINGS, 0, 0), frame(T.HEADERS, 0, 1, Buffer.from([0x82]))]));
+  const junk = frame(T.CONTINUATION, 0, 1, Buffer.alloc(16_000, 0x40));
+  for (let i = 0; i < 40 && !sock.destroyed; i++) sock.write(junk);
+  await closed;
+  let code = -1;
+  for (let i = 0; i + 9 <= got.length; ) {
+    const len = got.readUIntBE(i, 3);
+    if (got[i + 3] === T.GOAWAY) code = got.readUInt32BE(i + 13);
+    i += 9 + len;
+  }
+  t.equal(code, 0xb, 'GOAWAY ENHANCE_YOUR_CALM');
+  t.equal((await h2get(h2session(t), '/after')).headers['x-served-by'], 'app', 'others are served');
+});

@@ -32,6 +32,7 @@ import { join } from 'node:path';
 import { waitForLine, waitForLog, type Netns } from '../test/helpers/netns';
 import { CLUSTER, Sandbox } from '../test/helpers/sandbox';
 import { AgentEnv, freePort, latencyUs, listen, median, request, server, warmUp } from './agent-env';
+import { ratioChart } from './chart';
 import { markdownTable, type BenchRow } from './row';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -527,6 +528,8 @@ async function main(): Promise<void> {
   mkdirSync(out, { recursive: true });
   writeFileSync(join(out, 'wire.json'), JSON.stringify({ date: new Date().toISOString(), rounds: ROUNDS, seconds, rows, raw: s.raw, problems: s.problems, errors }, null, 2) + '\n');
   writeFileSync(join(out, 'wire.md'), table + '\n');
+  // Black ticks: the goals; green bars meet theirs, red ones do not, grey ones have none.
+  writeFileSync(join(out, 'wire.svg'), ratioChart(rows, "rdbg's speed as a share of the same client's without rdbg (make bench, bench/wire.ts)"));
   process.exit(errors.length ? 1 : 0);
 }
 

@@ -302,6 +302,8 @@ class H2Conn {
   /** App frames held back for the caller's connection window, in order. */
   private held: Buffer[] = [];
   private appInBlock = false;
+  /** The app's SETTINGS, the first frame a server must send, has gone to the caller. */
+  private appStarted = false;
   /** Agent frames waiting for the end of an app header block. */
   private pendingOut: Buffer[] = [];
   private toApp: Buffer[] = [];
@@ -540,6 +542,7 @@ class H2Conn {
           this.callerWindow -= f.length;
           granted += f.length;
         } else this.appControl(f, this.abuf.subarray(at + h2.FRAME_HEADER, end));
+        this.appStarted = true;
       }
       at = end;
     }
@@ -606,7 +609,8 @@ class H2Conn {
   toCaller(frames: Buffer[]): void {
     if (this.done) return;
     // Ahead of app frames held for the window: they are of other streams, and these take no connection window of theirs.
-    if (this.appInBlock) {
+    // But never before the app's SETTINGS (a laptop may answer first), nor inside one of its header blocks.
+    if (this.appInBlock || !this.appStarted) {
       this.pendingOut.push(...frames);
       return;
     }

@@ -12,9 +12,11 @@ let app: TestServer;
 let laptopServer: TestServer;
 let agent: TrafficAgent;
 let laptop: FakeLaptop;
+let managerPort: number;
 
 t.before(async () => {
   const manager = await startManager(t);
+  managerPort = manager.port;
   app = await startServer(t, 'app');
   laptopServer = await startServer(t, 'laptop');
   agent = await startAgent(t, manager.port, app.port);
@@ -219,4 +221,26 @@ t.test('a CONTINUATION flood ends its own connection with ENHANCE_YOUR_CALM', as
   }
   t.equal(code, 0xb, 'GOAWAY ENHANCE_YOUR_CALM');
   t.equal((await h2get(h2session(t), '/after')).headers['x-served-by'], 'app', 'others are served');
+});
+
+t.test("a laptop that answers before the app's SETTINGS: the answer waits for them (a server's first frame)", async (t) => {
+  // The app's side of the connection is slow to start: 300 ms before its first byte.
+  const slowFront = net.createServer((sock) => {
+    sock.on('error', () => undefined);
+    const up = net.connect(app.port, '127.0.0.1');
+    up.on('error', () => sock.destroy());
+    sock.pipe(up);
+    setTimeout(() => up.pipe(sock), 300);
+  });
+  const port = await new Promise<number>((r) => slowFront.listen(0, '127.0.0.1', () => r((slowFront.address() as net.AddressInfo).port)));
+  t.teardown(() => slowFront.close());
+  const slow = await startAgent(t, managerPort, port);
+  const id = await intercept(laptop, slow, { headers: [{ name: 'x-user', value: 'alice', regex: false }], local_port: laptopServer.port });
+  t.teardown(() => removeIntercept(laptop, slow, id));
+  const s = http2.connect(`http://127.0.0.1:${slow.listenPort}`);
+  s.on('error', () => undefined);
+  t.teardown(() => s.destroy());
+  const r = await h2get(s, '/early', { 'x-user': 'alice' });
+  t.equal(r.headers['x-served-by'], 'laptop');
+  t.equal(r.body, 'laptop GET /early\n');
 });

@@ -25,3 +25,19 @@ const log = logger('agent');
 export function logBug(what: string): (err: unknown) => void {
   return (err) => log.error(`bug in ${what}`, { err: errorMessage(err), stack: (err as Error)?.stack });
 }
+
+/**
+ * `fn` as an event handler whose failure (a bug) costs one connection only, never the agent:
+ * the error is logged with `what`, and `drop` ends that connection.
+ */
+export function guard(what: string, drop: () => void) {
+  return <A extends unknown[]>(fn: (...a: A) => void) =>
+    (...a: A): void => {
+      try {
+        fn(...a);
+      } catch (err) {
+        log.error(`${what} failed`, { err: errorMessage(err), stack: (err as Error)?.stack });
+        drop();
+      }
+    };
+}

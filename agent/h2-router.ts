@@ -4,7 +4,7 @@ import { PassThrough } from 'node:stream';
 import { errorMessage } from '../src/core/errors';
 import { logger } from '../src/core/log';
 import { reset } from '../src/tunnel/splice';
-import { DivertError, logBug } from './errors';
+import { DivertError, guard, logBug } from './errors';
 import * as h2 from './h2-frames';
 import { E, F, T } from './h2-frames';
 import { encodeHeaders, HpackDecoder, HpackError, type HeaderList } from './hpack';
@@ -338,16 +338,10 @@ class H2Conn {
   }
 
   /** `fn` as a handler whose failure (a bug) costs this connection only, never the agent. */
-  readonly guarded = <A extends unknown[]>(fn: (...a: A) => void) =>
-    (...a: A): void => {
-      try {
-        fn(...a);
-      } catch (err) {
-        log.error('h2 connection handling failed', { err: errorMessage(err), stack: (err as Error).stack });
-        reset(this.caller);
-        this.close();
-      }
-    };
+  readonly guarded = guard('h2 connection handling', () => {
+    reset(this.caller);
+    this.close();
+  });
 
   // -- caller -> app ---------------------------------------------------------
 

@@ -1,19 +1,12 @@
 import type { Socket } from 'node:net';
 import { splice } from '../src/tunnel/splice';
+import { FRAME_HEADER, goaway } from './h2-frames';
 
-const FRAME_HEADER = 9;
-const GOAWAY = 0x7;
 /** The graceful-shutdown notice of RFC 9113 6.8: no stream is refused, new ones go elsewhere. */
 const ANY_STREAM = 0x7fffffff;
 
-/** A GOAWAY frame on stream 0 with NO_ERROR and the given last stream id. */
-export function goawayFrame(lastStreamId = ANY_STREAM): Buffer {
-  const f = Buffer.alloc(FRAME_HEADER + 8);
-  f.writeUIntBE(8, 0, 3);
-  f[3] = GOAWAY;
-  f.writeUInt32BE(lastStreamId & ANY_STREAM, FRAME_HEADER);
-  return f;
-}
+/** A GOAWAY frame with NO_ERROR that refuses no stream. */
+export const goawayFrame = (): Buffer => goaway(ANY_STREAM, 0);
 
 /**
  * Where the frames of one direction of an HTTP/2 connection begin, without

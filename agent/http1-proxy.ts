@@ -3,7 +3,7 @@ import { PassThrough, type Duplex } from 'node:stream';
 import { errorMessage } from '../src/core/errors';
 import { logger } from '../src/core/log';
 import { reset, splice } from '../src/tunnel/splice';
-import { DivertError, logBug } from './errors';
+import { DivertError, guard, logBug } from './errors';
 import { rawErrorResponse } from './http-headers';
 import { BodyMeter, parseRequestHead, parseResponseHead, WireError, type Head } from './http1-wire';
 import type { ActiveIntercept } from './intercept-table';
@@ -148,15 +148,7 @@ class Http1Conn {
   }
 
   /** `fn` as a handler whose failure (a bug) costs this connection only, never the agent. */
-  readonly guarded = <A extends unknown[]>(fn: (...a: A) => void) =>
-    (...a: A): void => {
-      try {
-        fn(...a);
-      } catch (err) {
-        log.error('http1 connection handling failed', { err: errorMessage(err), stack: (err as Error).stack });
-        this.destroy();
-      }
-    };
+  readonly guarded = guard('http1 connection handling', () => this.destroy());
   private readonly onData = this.guarded((d: Buffer): void => this.fromCaller(d));
   private readonly onEnd = (): void => this.callerEnd();
   private readonly onClose = (): void => this.close();

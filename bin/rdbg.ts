@@ -2,7 +2,11 @@
 // ("node --": Node 20 takes an --env-file argument anywhere on its command line as its own option.)
 // The one rdbg binary: the CLI, and every component as a subcommand, so that
 // one package (and one image) serves the laptop, the manager and the agent.
+import * as nodeModule from 'node:module';
 import { RdbgError } from '../src/core/errors';
+
+// V8's compiled code kept between runs (Node 22.1 and later; older lines have no such call).
+(nodeModule as { enableCompileCache?: () => unknown }).enableCompileCache?.();
 
 // Each process loads only its own part: the root daemon and the agent must not
 // carry the CLI's Kubernetes client (tens of MB of heap in a daemon whose

@@ -7,6 +7,7 @@ import type { ManagerLink } from './manager-link';
 const log = logger('userd.intercepts');
 const RESTORE_RETRY_MS = 2_000;
 const RESTORE_TRIES = 30;
+const AGENT_POLL_MS = 100;
 
 /** Kubernetes mode: proves (or drops) this session's right to intercept a workload before the manager is asked. */
 export type ClaimHook = (spec: InterceptSpec, sessionId: string, on: boolean) => Promise<void>;
@@ -73,6 +74,25 @@ export class LocalIntercepts {
         resolve(res);
       }),
     );
+  }
+
+  /**
+   * Until `want` agents serve intercept `id` (agents register a moment after
+   * their pod is ready), asking the manager every 100 ms for up to `timeoutMs`;
+   * the agents that serve it then.
+   */
+  async waitForAgents(id: string, want: number, timeoutMs = 60_000): Promise<number> {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const list = await new Promise<InterceptInfo__Output[]>((resolve, reject) =>
+        this.link.client.listIntercepts({ session_id: this.link.sessionId, all: false }, { deadline: Date.now() + 5000 }, (err, res) =>
+          err ? reject(err) : resolve(res?.intercepts ?? []),
+        ),
+      );
+      const agents = list.find((i) => i.id === id)?.agents ?? 0;
+      if (agents >= want || Date.now() >= until) return agents;
+      await new Promise((r) => setTimeout(r, AGENT_POLL_MS));
+    }
   }
 
   /** Remove one intercept by id, or every intercept of a workload that this laptop holds. */

@@ -15,8 +15,8 @@ import { logger } from '../../src/core/log';
 import { joinHostPort, splitHostPort } from '../../src/core/address';
 import { kubeconfigFiles, loadKube, type KubeOptions } from '../../src/kube/config';
 import { PodForwarder } from '../../src/kube/forwarder';
-import { kubeError, Workloads } from '../../src/kube/workloads';
-import { setClaim } from '../../src/kube/injection';
+import { kubeError, Workloads, type InterceptTarget, type WorkloadRef } from '../../src/kube/workloads';
+import { agentInPlace, setClaim } from '../../src/kube/injection';
 import type { ClaimHook } from './intercepts';
 import { MANAGER_SELECTOR, PORTS } from '../../src/kube/manifests';
 
@@ -32,6 +32,12 @@ export interface KubeTransport {
   rawFlows: boolean; // TCP flows on connections of their own (direct transport only: see src/tunnel/raw/flow.ts)
   neverRoute: string[]; // the apiserver's addresses: never into the TUN
   describe(): string;
+  /**
+   * The workload behind NAME and its app port, when its agent is in and rolled
+   * out; undefined when the agent must be injected first (the CLI does that,
+   * with progress).
+   */
+  prepare(name: string, namespace: string, remote: string): Promise<InterceptTarget | undefined>;
   /** writes the session's claim on the workload with the user's credentials (docs/kubernetes.md) */
   claim: ClaimHook;
   /** why the last forwarded connection failed (RBAC, no ready pod...), if one did */
@@ -89,6 +95,9 @@ export async function openKubeTransport(target: KubeOptions, managerNamespace: s
   // the apiserver carries the port-forwards and the direct address the data plane: neither may go into the TUN
   const neverRoute = await addressesOf(kube.server);
   if (direct) neverRoute.push(splitHostPort(direct, '--manager').host.replace(/^\[|\]$/g, ''));
+  // One client for the session: its API discovery stays cached between intercepts.
+  const workloads = new Workloads(kube.kc);
+  const resolved = new Map<string, WorkloadRef>();
   log.info('kubernetes transport ready', { context: kube.context, managerNamespace, control, data, apiserver: kube.server });
   return {
     context: kube.context,
@@ -102,10 +111,16 @@ export async function openKubeTransport(target: KubeOptions, managerNamespace: s
     describe: () =>
       `port-forward through ${kube.server} (context ${kube.context}) to the manager in namespace ${managerNamespace}` +
       (direct ? `; data plane direct at ${data} (raw TCP flows)` : '; data plane over port-forward (HTTP/2)'),
+    prepare: async (name, namespace, remote) => {
+      const t = await workloads.resolve(name, namespace || kube.namespace, remote || undefined);
+      if (!(await agentInPlace(workloads, t))) return undefined;
+      resolved.set(`${t.workload.namespace}/${t.workload.name}`, t.workload);
+      return t;
+    },
     claim: async (spec, sessionId, on) => {
-      const ws = new Workloads(kube.kc);
-      const w = await ws.find(spec.workload ?? '', spec.namespace || kube.namespace);
-      await setClaim(ws, w, sessionId, on);
+      const ns = spec.namespace || kube.namespace;
+      const w = resolved.get(`${ns}/${spec.workload}`) ?? (await workloads.find(spec.workload ?? '', ns));
+      await setClaim(workloads, w, sessionId, on);
     },
     lastError: () => forwarders.map((f) => f.stats().lastError).find((e) => e),
     close: () => forwarders.forEach((f) => f.close()),

@@ -10,7 +10,7 @@ import { daemonPidPath, daemonSocketPath } from '../../src/core/paths';
 import { VERSION } from '../../src/core/version';
 import { joinHostPort, splitHostPort } from '../../src/core/address';
 import { parse } from '../../src/cli/args';
-import { daemonPackage } from '../../src/rpc/services';
+import { daemonPackage, PREPARE_IN_CLI } from '../../src/rpc/services';
 import type { StartupMessage } from '../../src/rpc/startup';
 import type { SessionGrant } from '../../src/gen/rdbg/v1/SessionGrant';
 import type { UserDaemonHandlers } from '../../src/gen/rdbg/v1/UserDaemon';
@@ -183,10 +183,31 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
       const spec = call.request.spec;
       if (!spec) return cb({ code: grpc.status.INVALID_ARGUMENT, details: 'no intercept spec' });
       spec.namespace ||= opts.namespace;
-      intercepts.create(spec).then(
-        (info) => cb(null, info),
-        (err: grpc.ServiceError) => cb({ code: err.code, details: err.details }),
-      );
+      const { resolve, name, remote_port: remote } = call.request;
+      if (!resolve || !opts.kube) {
+        intercepts.create(spec).then(
+          (info) => cb(null, info),
+          (err: grpc.ServiceError) => cb({ code: err.code, details: err.details }),
+        );
+        return;
+      }
+      // The CLI injects the agent, with progress, and says every error about NAME in its own words.
+      const inCli = (why: string): void => {
+        log.debug('intercept prepared by the CLI', { name, why });
+        cb({ code: grpc.status.FAILED_PRECONDITION, details: PREPARE_IN_CLI });
+      };
+      opts.kube.prepare(name, spec.namespace, remote).then(
+        async (t) => {
+          if (!t) return inCli('the agent is not in place');
+          const info = await intercepts.create({ ...spec, workload: t.workload.name, namespace: t.workload.namespace, port: t.appPort });
+          if (info.agents < t.replicas) {
+            info.agents = await intercepts.waitForAgents(info.id, t.replicas);
+            if (info.agents > 0) info.state = 'ACTIVE';
+          }
+          cb(null, info);
+        },
+        (err: Error) => inCli(errorMessage(err)),
+      ).catch((err: grpc.ServiceError) => cb({ code: err.code ?? grpc.status.INTERNAL, details: err.details ?? errorMessage(err) }));
     },
     Leave: (call, cb) => {
       intercepts.remove(call.request.workload, call.request.namespace, call.request.id).then(

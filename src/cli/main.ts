@@ -3,13 +3,16 @@ import { readConfig } from '../core/config';
 import { setLevel, setTrace } from '../core/log';
 import type { CliContext } from './context';
 import { VERSION } from '../core/version';
-import { CONNECT_USAGE, connectCommand, quitCommand, statusCommand } from './commands/connect';
-import { INTERCEPT_USAGE, interceptCommand, leaveCommand, listCommand } from './commands/intercept';
-import { DOCTOR_USAGE, doctorCommand } from './commands/doctor';
-import { MANAGER_ADMIN_USAGE, managerAdminCommand, uninstallCommand } from './commands/manager-admin';
 import { say } from './output';
 
-const USAGE = `rdbg ${VERSION}: run and debug one service on your laptop as if it were inside the cluster.
+const usage = async (): Promise<string> => {
+  const [{ CONNECT_USAGE }, { INTERCEPT_USAGE }, { DOCTOR_USAGE }, { MANAGER_ADMIN_USAGE }] = await Promise.all([
+    import('./commands/connect'),
+    import('./commands/intercept'),
+    import('./commands/doctor'),
+    import('./commands/manager-admin'),
+  ]);
+  return `rdbg ${VERSION}: run and debug one service on your laptop as if it were inside the cluster.
 
 Commands:
   connect     reach the cluster's network (SOCKS5 proxy)        rdbg connect --manager HOST:PORT --socks 1080
@@ -33,19 +36,23 @@ ${INTERCEPT_USAGE}
 ${DOCTOR_USAGE}
 
 ${MANAGER_ADMIN_USAGE}`;
+};
 
-const commands: Record<string, (argv: string[], ctx: CliContext) => Promise<void>> = {
-  connect: connectCommand,
-  status: statusCommand,
-  quit: quitCommand,
-  intercept: interceptCommand,
-  leave: leaveCommand,
-  list: listCommand,
-  doctor: doctorCommand,
-  manager: managerAdminCommand,
-  uninstall: uninstallCommand,
+type Command = (argv: string[], ctx: CliContext) => Promise<void>;
+
+// Each command loads only its own module: the Kubernetes client alone is most of a CLI start.
+const commands: Record<string, Command> = {
+  connect: async (a, c) => (await import('./commands/connect')).connectCommand(a, c),
+  status: async (a, c) => (await import('./commands/connect')).statusCommand(a, c),
+  quit: async (a, c) => (await import('./commands/connect')).quitCommand(a, c),
+  intercept: async (a, c) => (await import('./commands/intercept')).interceptCommand(a, c),
+  leave: async (a, c) => (await import('./commands/intercept')).leaveCommand(a, c),
+  list: async (a, c) => (await import('./commands/intercept')).listCommand(a, c),
+  doctor: async (a, c) => (await import('./commands/doctor')).doctorCommand(a, c),
+  manager: async (a, c) => (await import('./commands/manager-admin')).managerAdminCommand(a, c),
+  uninstall: async (a, c) => (await import('./commands/manager-admin')).uninstallCommand(a, c),
   version: async () => say(`rdbg ${VERSION}`),
-  help: async () => say(USAGE),
+  help: async () => say(await usage()),
 };
 
 export async function cliMain(argv: string[]): Promise<void> {

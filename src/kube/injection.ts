@@ -245,7 +245,7 @@ export function hasAgent(p: k8s.V1Pod): boolean {
 }
 
 /** The live pods of a workload, found through its selector and ownership. */
-export async function podsOf(ws: Workloads, w: WorkloadRef, terminating = false): Promise<k8s.V1Pod[]> {
+export async function podsOf(ws: Workloads, w: WorkloadRef, terminating = false, read?: Obj): Promise<k8s.V1Pod[]> {
   if (w.kind === 'Pod') {
     try {
       return [await ws.core.readNamespacedPod({ name: w.name, namespace: w.namespace })];
@@ -253,7 +253,7 @@ export async function podsOf(ws: Workloads, w: WorkloadRef, terminating = false)
       return [];
     }
   }
-  const obj = await ws.read(w);
+  const obj = read ?? (await ws.read(w));
   const sel = obj.spec?.selector?.matchLabels ?? {};
   const labelSelector = Object.entries(sel).map(([k, v]) => `${k}=${v}`).join(',');
   const items = (await ws.core.listNamespacedPod({ namespace: w.namespace, labelSelector })).items;
@@ -300,6 +300,31 @@ async function creationRefused(ws: Workloads, w: WorkloadRef, obj: Obj | undefin
  * progress as it changes. With `target`, a refusal by admission of the new
  * pods ends the wait at once with the cause (Codes.ADMISSION).
  */
+function wantedPods(w: WorkloadRef, obj: Obj | undefined): number {
+  return w.kind === 'Pod' ? 1 : w.kind === 'DaemonSet' ? (obj?.status?.desiredNumberScheduled ?? 1) : (obj?.spec?.replicas ?? 1);
+}
+
+/** Terminating pods of the old shape still answer requests: a rollout is done when they are gone. */
+function staleCount(all: k8s.V1Pod[], withAgent: boolean): number {
+  return all.filter((p) => hasAgent(p) !== withAgent).length;
+}
+
+/**
+ * Whether the workload is as ensureAgent leaves it for `t`: marked for its
+ * port, and every pod ready with the agent, none of the old shape left. Reads
+ * only (the workload and its pods), so an intercept of a workload whose agent
+ * is in needs no write but its claim.
+ */
+export async function agentInPlace(ws: Workloads, t: InterceptTarget): Promise<boolean> {
+  const w = t.workload;
+  const obj = await ws.read(w);
+  const meta = templateMeta(w, obj);
+  if (meta.labels?.[INJECT_LABEL] !== 'enabled' || meta.annotations?.[AGENT_PORT_ANNOTATION] !== t.agentPort) return false;
+  const all = await podsOf(ws, w, true, obj);
+  const good = all.filter((p) => !p.metadata?.deletionTimestamp && ready(p) && hasAgent(p)).length;
+  return good >= wantedPods(w, obj) && staleCount(all, true) === 0;
+}
+
 export async function waitForRollout(ws: Workloads, w: WorkloadRef, progress: Progress, timeoutMs: number, withAgent: boolean, target?: InterceptTarget): Promise<void> {
   const until = Date.now() + timeoutMs;
   let last = '';
@@ -310,12 +335,11 @@ export async function waitForRollout(ws: Workloads, w: WorkloadRef, progress: Pr
       const refused = await creationRefused(ws, w, obj, before);
       if (refused) throw admissionRejection(target, refused);
     }
-    const want = w.kind === 'Pod' ? 1 : w.kind === 'DaemonSet' ? (obj?.status?.desiredNumberScheduled ?? 1) : (obj?.spec?.replicas ?? 1);
-    const all = await podsOf(ws, w, true).catch(() => [] as k8s.V1Pod[]);
+    const want = wantedPods(w, obj);
+    const all = await podsOf(ws, w, true, obj).catch(() => [] as k8s.V1Pod[]);
     const pods = all.filter((p) => !p.metadata?.deletionTimestamp);
     const good = pods.filter((p) => ready(p) && hasAgent(p) === withAgent).length;
-    // terminating pods of the old shape still answer requests: the rollout is done when they are gone
-    const stale = all.filter((p) => hasAgent(p) !== withAgent).length;
+    const stale = staleCount(all, withAgent);
     const line = `rollout of ${w.kind.toLowerCase()}/${w.name}: ${good} of ${want} pods ready ${withAgent ? 'with' : 'without'} the agent${stale ? `, ${stale} old pods still running` : ''}`;
     if (line !== last) progress(line);
     last = line;

@@ -21,6 +21,9 @@ function load<T>(file: string): T {
   return grpc.loadPackageDefinition(def) as unknown as T;
 }
 
+/** The user daemon's answer to an intercept it leaves to the CLI to prepare (daemon.proto, InterceptRequest.resolve). */
+export const PREPARE_IN_CLI = 'PREPARE_IN_CLI';
+
 let managerProto: ManagerProto | undefined;
 let daemonProto: DaemonProto | undefined;
 

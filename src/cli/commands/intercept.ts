@@ -11,9 +11,8 @@ import { fromGrpc, progress, say, table } from '../output';
 import { droppedCopies, getStatus } from './connect';
 import type { CliContext } from '../context';
 import type { DaemonStatus__Output } from '../../gen/rdbg/v1/DaemonStatus';
-import { loadKube } from '../../kube/config';
-import { describe, Workloads, type InterceptTarget } from '../../kube/workloads';
-import { ensureAgent } from '../../kube/injection';
+import type { InterceptTarget } from '../../kube/workloads';
+import { PREPARE_IN_CLI } from '../../rpc/services';
 
 export const INTERCEPT_USAGE = `rdbg intercept NAME --port LOCAL[:REMOTE] [--header NAME=VALUE|NAME=~REGEX]... [--path-prefix /p]
                [--mirror] [--namespace NS] [--env-file FILE] [--env-json FILE] [-- COMMAND ARGS...]
@@ -43,6 +42,8 @@ function parsePort(text: string): { local: number; remote: number; remoteText?: 
  * the agent is injected (once) before the manager is asked.
  */
 async function prepareOnKubernetes(ctx: CliContext, st: DaemonStatus__Output, name: string, namespace: string, remote?: string): Promise<InterceptTarget> {
+  // Loaded here only: the Kubernetes client is most of a CLI start, and the daemon does the usual case.
+  const [{ loadKube }, { describe, Workloads }, { ensureAgent }] = await Promise.all([import('../../kube/config'), import('../../kube/workloads'), import('../../kube/injection')]);
   const { kc } = loadKube({ context: st.kube_context, kubeconfigList: st.kubeconfig || ctx.config.kubeconfig });
   const ws = new Workloads(kc);
   const target = await ws.resolve(name, namespace, remote);
@@ -62,6 +63,12 @@ async function waitForAgents(client: ReturnType<typeof daemonClient>, id: string
     await new Promise((r) => setTimeout(r, 500));
   }
   return agents;
+}
+
+/** The daemon's "prepare it in the CLI" is no error: the CLI goes on (undefined); any other is. */
+function notForDaemon(err: unknown): undefined {
+  if ((err as { details?: string }).details === PREPARE_IN_CLI) return undefined;
+  throw err;
 }
 
 function envFileText(env: Record<string, string>): string {
@@ -95,22 +102,28 @@ export async function interceptCommand(argv: string[], ctx: CliContext): Promise
   const st = await getStatus(ctx);
   if (!st) throw new RdbgError(Codes.NOT_CONNECTED, 'intercept: rdbg is not connected', 'run "rdbg connect" first');
   if (remoteText && !remote && !st.kube_context) throw new RdbgError(Codes.BAD_ARGUMENT, `--port "${values.port}": a named remote port needs Kubernetes mode`);
-  const target = st.kube_context ? await prepareOnKubernetes(ctx, st, positionals[0], values.namespace || st.namespace, remoteText) : undefined;
   const headers = asList(values.header).map(parseHeaderFlag);
-  const spec = {
-    workload: target?.workload.name ?? positionals[0],
-    namespace: target?.workload.namespace ?? values.namespace ?? '',
-    port: target?.appPort ?? remote,
+  const rule = {
     headers,
     path_prefix: values['path-prefix'] ?? '',
     mirror: values.mirror ?? false,
     local_port: local,
     local_host: values['local-host'] ?? '127.0.0.1',
   };
+  const spec = { ...rule, workload: positionals[0], namespace: values.namespace ?? '', port: remote };
   const client = daemonClient(ctx.config.runtimeDir);
-  let info: InterceptInfo__Output;
+  let info: InterceptInfo__Output | undefined;
+  let target: InterceptTarget | undefined;
   try {
-    info = await callDaemon(client, client.intercept, { spec, name: positionals[0] }, 15_000);
+    // Kubernetes mode: the daemon, whose client is warm, takes a workload whose agent is in; else this CLI injects it.
+    if (st.kube_context) info = await callDaemon<object, InterceptInfo__Output>(client, client.intercept, { spec, name: positionals[0], resolve: true, remote_port: remoteText ?? '' }, 75_000).catch(notForDaemon);
+    if (st.kube_context && !info) {
+      target = await prepareOnKubernetes(ctx, st, positionals[0], values.namespace || st.namespace, remoteText);
+      spec.workload = target.workload.name;
+      spec.namespace = target.workload.namespace;
+      spec.port = target.appPort;
+    }
+    info ??= await callDaemon<object, InterceptInfo__Output>(client, client.intercept, { spec, name: positionals[0] }, 15_000);
     if (target && info.agents < target.replicas) {
       progress(`waiting for the agents of ${target.replicas} pod(s) to take the intercept`);
       info.agents = await waitForAgents(client, info.id, target.replicas);

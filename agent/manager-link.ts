@@ -189,6 +189,12 @@ export class ManagerLink extends EventEmitter {
         this.current = snap.intercepts ?? [];
         log.debug('intercepts', { ids: this.current.map((i) => i.id) });
         this.emit('intercepts', this.current);
+        // The table routes by it now (the listeners are synchronous): the manager may answer the laptop.
+        if (snap.version) {
+          this.client.AgentApplied({ agent_id: this.id, version: snap.version }, { deadline: Date.now() + this.heartbeatMs }, (err) => {
+            if (err) log.debug('could not confirm the intercepts', { err: err.details || err.message });
+          });
+        }
       });
       watch.on('error', (err: grpc.ServiceError) => end(`watch: ${err.details || err.message}`));
       watch.on('end', () => end('the manager ended the intercept watch'));

@@ -30,7 +30,13 @@ interface Agent {
   info: AgentInfo__Output;
   lastSeen: number;
   watchers: Set<grpc.ServerWritableStream<unknown, InterceptSnapshot>>;
+  /** The version of the last snapshot sent, and of the last one the agent said it routes by. */
+  sent: number;
+  applied: number;
 }
+
+/** How long a change waits for the workload's agents to take it before the client gets its answer anyway. */
+const APPLY_WAIT_MS = 2_000;
 
 interface Intercept {
   id: string;
@@ -58,7 +64,7 @@ export type AgentAuthorizer = (info: AgentInfo__Output) => Promise<Refusal | und
 export type ClaimCheck = (sessionId: string, workload: string, namespace: string) => Promise<Refusal | undefined>;
 
 type ClientHandlerNames = 'CreateIntercept' | 'RemoveIntercept' | 'ListIntercepts' | 'WatchDiversions';
-type AgentHandlerNames = 'AgentArrive' | 'AgentHeartbeat' | 'AgentDepart' | 'WatchIntercepts';
+type AgentHandlerNames = 'AgentArrive' | 'AgentHeartbeat' | 'AgentDepart' | 'WatchIntercepts' | 'AgentApplied';
 
 /**
  * The intercept registry: which client holds which rule on which workload
@@ -72,6 +78,9 @@ export class InterceptRegistry implements H2DivertBroker {
   private readonly pending = new Map<string, PendingFlow>();
   private readonly timer: NodeJS.Timeout;
   private readonly clock = new StallClock(AGENT_SWEEP_MS);
+  private snapshots = 0;
+  /** Changes waiting for agents to take them: each resolves once `done()` says so. */
+  private readonly applyWaiters = new Set<{ done: () => boolean; resolve: () => void }>();
 
   constructor(
     private readonly sessions: SessionRegistry,
@@ -117,12 +126,40 @@ export class InterceptRegistry implements H2DivertBroker {
   }
 
   private pushSnapshot(a: Agent): void {
+    const version = ++this.snapshots;
     const snapshot = {
       intercepts: [...this.intercepts.values()]
         .filter((i) => i.spec.workload === a.info.workload && i.spec.namespace === a.info.namespace)
         .map((i) => this.info(i)),
+      version,
     };
+    if (a.watchers.size > 0) a.sent = version;
     for (const w of a.watchers) w.write(snapshot);
+  }
+
+  /**
+   * Resolves once every agent of the workload that watches routes by the
+   * snapshots sent so far (or after APPLY_WAIT_MS, for an agent that is slow
+   * or going away): a client told "active" or "left" may rely on it at once.
+   */
+  private applied(workload: string, namespace: string): Promise<void> {
+    const due = this.agentsFor(workload, namespace).filter((a) => a.watchers.size > 0).map((a) => [a, a.sent] as const);
+    const done = (): boolean => due.every(([a, v]) => a.applied >= v || !this.agents.has(a.id) || a.watchers.size === 0);
+    if (done()) return Promise.resolve();
+    return new Promise((resolve) => {
+      const w = { done, resolve: () => {} };
+      const timer = setTimeout(() => w.resolve(), APPLY_WAIT_MS);
+      w.resolve = () => {
+        clearTimeout(timer);
+        this.applyWaiters.delete(w);
+        resolve();
+      };
+      this.applyWaiters.add(w);
+    });
+  }
+
+  private checkApplied(): void {
+    for (const w of [...this.applyWaiters]) if (w.done()) w.resolve();
   }
 
   private sessionEnded(sessionId: string): void {
@@ -156,6 +193,7 @@ export class InterceptRegistry implements H2DivertBroker {
   private removeAgent(a: Agent): void {
     this.agents.delete(a.id);
     for (const w of a.watchers) w.end();
+    this.checkApplied();
   }
 
   /** Which ports of a workload an intercept on `port` applies to. */
@@ -211,8 +249,11 @@ export class InterceptRegistry implements H2DivertBroker {
         const session = this.sessions.get(sessionId);
         const create = (): void => {
           const r = this.create(sessionId, spec);
-          if (r instanceof Error) cb(r);
-          else cb(null, r);
+          if (r instanceof Error) return cb(r);
+          void this.applied(r.spec?.workload ?? '', r.spec?.namespace ?? '').then(() => {
+            const i = this.intercepts.get(r.id ?? '');
+            cb(null, i ? this.info(i, sessionId) : r);
+          });
         };
         if (!claimCheck || !session || !spec.workload) return create();
         claimCheck(sessionId, spec.workload, spec.namespace || session.namespace).then(
@@ -234,7 +275,7 @@ export class InterceptRegistry implements H2DivertBroker {
           log.info('intercept removed', { intercept: i.id, owner: i.owner });
           this.notifyAgents(i.spec.workload, i.spec.namespace);
         }
-        cb(null, {});
+        void Promise.all(mine.map((i) => this.applied(i.spec.workload, i.spec.namespace))).then(() => cb(null, {}));
       },
       ListIntercepts: (call, cb) => {
         const r = call.request;
@@ -300,6 +341,14 @@ export class InterceptRegistry implements H2DivertBroker {
         }
         cb(null, {});
       },
+      AgentApplied: (call, cb) => {
+        const a = this.agents.get(call.request.agent_id);
+        if (a) {
+          a.applied = Math.max(a.applied, Number(call.request.version));
+          this.checkApplied();
+        }
+        cb(null, {});
+      },
       WatchIntercepts: (call) => {
         const a = this.agents.get(call.request.agent_id);
         if (!a) {
@@ -307,8 +356,12 @@ export class InterceptRegistry implements H2DivertBroker {
           return;
         }
         a.watchers.add(call);
-        call.on('cancelled', () => a.watchers.delete(call));
-        call.on('error', () => a.watchers.delete(call));
+        const gone = (): void => {
+          a.watchers.delete(call);
+          this.checkApplied();
+        };
+        call.on('cancelled', gone);
+        call.on('error', gone);
         this.pushSnapshot(a);
       },
     };
@@ -316,7 +369,7 @@ export class InterceptRegistry implements H2DivertBroker {
 
   private arrive(info: AgentInfo__Output, dataPort: number, cb: grpc.sendUnaryData<AgentSession>): void {
     // The agent id is its credential on the data plane: random (122 bits), never shown to clients.
-    const a: Agent = { id: randomUUID(), info: { ...info, token: '' }, lastSeen: Date.now(), watchers: new Set() };
+    const a: Agent = { id: randomUUID(), info: { ...info, token: '' }, lastSeen: Date.now(), watchers: new Set(), sent: 0, applied: 0 };
     // A pod's agent that arrives again replaces its earlier registration: after a pause of the manager, the
     // Arrives it gave up on come in too, and none of them may count as an agent until its lease runs out.
     if (info.pod_name) {

@@ -257,6 +257,30 @@ t.test('rdbg on Kubernetes', async (t) => {
     await admin.rdbg(['leave', 'echo']);
   });
 
+  await t.test('the inner loop: active when intercept returns, back at once on leave, a restarted local process reached with no command', async (t) => {
+    const echoApp = join(repoRoot(), 'test', 'cluster', 'apps', 'echo-http.js');
+    const localUp = (): Promise<unknown> => waitFor('local copy listening', async () => (await c.laptop('curl', ['-s', 'http://127.0.0.1:9092/healthz'], { check: false })).stdout === 'ok\n', 10_000);
+    const pods = (await c.kubectlJson<{ items: { metadata: { name: string }; status: { podIP: string } }[] }>(['-n', ns, 'get', 'pods', '-l', 'app=echo'])).items;
+    // Every replica, asked once each, right after the command: no retry hides a replica that has not taken the change.
+    const everyPod = async (): Promise<string[]> => Promise.all(pods.map(async (p) => (await fromPod(c, ns, `http://${p.status.podIP}:9900/loop`, { 'x-dev': 'loop' })).name));
+    let local = c.laptopSpawn(t, 'env', ['NAME=echo-v1', 'PORT=9092', 'node', echoApp]);
+    await localUp();
+    for (let round = 1; round <= 2; round++) {
+      await admin.rdbg(['intercept', 'echo', '--port', '9092:80', '--header', 'x-dev=loop']);
+      t.same(await everyPod(), pods.map(() => 'echo-v1'), `round ${round}: every replica diverts as soon as intercept returns`);
+      await admin.rdbg(['leave', 'echo']);
+      t.same(await everyPod(), pods.map(() => 'echo'), `round ${round}: every replica serves the header itself as soon as leave returns`);
+    }
+    await admin.rdbg(['intercept', 'echo', '--port', '9092:80', '--header', 'x-dev=loop']);
+    // The developer restarts the local process (an edit, a debugger restart): nothing to tell rdbg.
+    local.kill('SIGKILL');
+    await new Promise((r) => local.once('close', r));
+    local = c.laptopSpawn(t, 'env', ['NAME=echo-v2', 'PORT=9092', 'node', echoApp]);
+    await localUp();
+    t.same(await everyPod(), pods.map(() => 'echo-v2'), 'the restarted process gets the next request of every replica');
+    await admin.rdbg(['leave', 'echo']);
+  });
+
   await t.test('a StatefulSet behind a numeric targetPort', async (t) => {
     c.laptopSpawn(t, 'env', ['NAME=store-on-laptop', 'PORT=9092', 'node', join(repoRoot(), 'test', 'cluster', 'apps', 'echo-http.js')]);
     await waitFor('local copy listening', async () => (await c.laptop('curl', ['-s', 'http://127.0.0.1:9092/healthz'], { check: false })).stdout === 'ok\n', 10_000);

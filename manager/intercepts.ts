@@ -370,10 +370,11 @@ export class InterceptRegistry implements H2DivertBroker {
   private arrive(info: AgentInfo__Output, dataPort: number, cb: grpc.sendUnaryData<AgentSession>): void {
     // The agent id is its credential on the data plane: random (122 bits), never shown to clients.
     const a: Agent = { id: randomUUID(), info: { ...info, token: '' }, lastSeen: Date.now(), watchers: new Set(), sent: 0, applied: 0 };
-    // A pod's agent that arrives again replaces its earlier registration: after a pause of the manager, the
+    // An agent that arrives again replaces its earlier registration: after a pause of the manager, the
     // Arrives it gave up on come in too, and none of them may count as an agent until its lease runs out.
+    // The same agent is the same pod serving the same ports; a host may run one agent per port.
     if (info.pod_name) {
-      for (const old of this.agentsFor(info.workload, info.namespace)) if (old.info.pod_name === info.pod_name) this.removeAgent(old);
+      for (const old of this.agentsFor(info.workload, info.namespace)) if (sameAgent(old.info, info)) this.removeAgent(old);
     }
     this.agents.set(a.id, a);
     log.info('agent arrived', { agent: a.id, workload: info.workload, namespace: info.namespace, pod: info.pod_name });
@@ -450,4 +451,10 @@ export class InterceptRegistry implements H2DivertBroker {
     stream.respond({ ':status': 200, [H.dial]: 'OK' });
     splice(agent, stream);
   }
+}
+
+/** Whether two registrations are one agent arriving again: the same pod, serving the same app ports. */
+function sameAgent(a: AgentInfo__Output, b: AgentInfo__Output): boolean {
+  const ports = (i: AgentInfo__Output): string => [...new Set(i.ports.map((p) => p.app_port))].sort((x, y) => x - y).join(',');
+  return a.pod_name === b.pod_name && ports(a) === ports(b);
 }

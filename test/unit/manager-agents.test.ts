@@ -23,10 +23,10 @@ t.teardown(async () => {
 const call = <T>(fn: (cb: (err: grpc.ServiceError | null, res?: T) => void) => void): Promise<T> =>
   new Promise((resolve, reject) => fn((err, res) => (err ? reject(err) : resolve(res!))));
 
-function arrive(workload: string, pod: string): Promise<string> {
+function arrive(workload: string, pod: string, appPort = 8080): Promise<string> {
   const info = {
     version: VERSION, protocol: PROTOCOL, workload, namespace: 'default', pod_name: pod, pod_ip: '127.0.0.1',
-    ports: [{ name: 'http', app_port: 8080, listen_port: 9090, service_port: 80 }],
+    ports: [{ name: 'http', app_port: appPort, listen_port: appPort + 1010, service_port: 80 }],
   };
   return call<{ agent_id: string }>((cb) => client.agentArrive(info, cb)).then((s) => s.agent_id);
 }
@@ -81,4 +81,23 @@ t.test("a pod's agent that arrives again replaces its earlier registrations (the
   const w = await watch(latest);
   t.teardown(() => w.cancel());
   t.match(await listed('w2'), { state: 'ACTIVE', agents: 1 }, 'one pod, one agent');
+});
+
+t.test('one host, one agent per port: both stay registered and watching (no flapping)', async (t) => {
+  const hb = (id: string) => call<{ ok: boolean }>((cb) => client.agentHeartbeat({ agent_id: id, requests: {} }, cb)).then(() => 'ok', (e: grpc.ServiceError) => e.code);
+  const web = await arrive('w3', 'vm', 8080);
+  const ww = await watch(web);
+  t.teardown(() => ww.cancel());
+  let ended = false;
+  ww.once('end', () => (ended = true));
+  const admin = await arrive('w3', 'vm', 8081);
+  const wa = await watch(admin);
+  t.teardown(() => wa.cancel());
+  await sleep(100);
+  t.equal(ended, false, "the port 8080 agent's watch goes on");
+  t.equal(await hb(web), 'ok');
+  t.equal(await hb(admin), 'ok');
+  const spec = { workload: 'w3', namespace: 'default', port: 8081, headers: [{ name: 'x-dev', value: 'me', regex: false }], local_port: 8081 };
+  await call<InterceptInfo__Output>((cb) => client.createIntercept({ session_id: session, spec }, cb));
+  t.match(await listed('w3'), { state: 'ACTIVE', agents: 2 });
 });

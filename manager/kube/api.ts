@@ -1,5 +1,6 @@
 import * as k8s from '@kubernetes/client-node';
 import { Codes, RdbgError, errorMessage } from '../../src/core/errors';
+import { keepConnections } from '../../src/kube/keep-alive';
 
 /** The API clients the manager uses, from one kubeconfig. */
 export interface KubeApi {
@@ -31,6 +32,7 @@ export function loadKubeApi(kubeconfig?: string): KubeApi {
       kubeconfig ? `the kubeconfig ${kubeconfig} names no cluster` : 'not running in a pod (KUBERNETES_SERVICE_HOST is unset): pass --kubeconfig FILE',
     );
   }
+  keepConnections(kc);
   return {
     kc,
     core: kc.makeApiClient(k8s.CoreV1Api),

@@ -10,6 +10,7 @@ import * as tls from 'node:tls';
 import WebSocket from 'ws';
 import { Codes, RdbgError, errorMessage } from '../core/errors';
 import type { Kube } from './config';
+import { sameMaterial } from './keep-alive';
 
 /** The apiserver answered a request with an HTTP error (its Status message in `message`). */
 export class ApiStatusError extends RdbgError {
@@ -96,13 +97,6 @@ function reusingTlsConnect(kube: Kube): (opts: tls.ConnectionOptions & { host?: 
     socket.on('session', (session: Buffer) => { entry.session = session; });
     return socket;
   };
-}
-
-function sameMaterial(a: unknown, b: unknown): boolean {
-  if (a === b) return true;
-  if (Buffer.isBuffer(a) && Buffer.isBuffer(b)) return a.equals(b);
-  if (Array.isArray(a) && Array.isArray(b)) return a.length === b.length && a.every((x, i) => sameMaterial(x, b[i]));
-  return false;
 }
 
 export interface WebSocketOptions {

@@ -10,6 +10,7 @@ import { homedir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import * as k8s from '@kubernetes/client-node';
 import { Codes, RdbgError, errorMessage } from '../core/errors';
+import { keepConnections } from './keep-alive';
 
 export interface KubeOptions {
   /** a kubeconfig file (kubectl's --kubeconfig); wins over KUBECONFIG */
@@ -65,7 +66,7 @@ function readFiles(files: string[]): k8s.KubeConfig {
   return kc;
 }
 
-/** Loads the kubeconfig and resolves context, namespace and apiserver URL. Makes no request. */
+/** Loads the kubeconfig and resolves context, namespace and apiserver URL; API calls keep their connections (keep-alive.ts). Makes no request. */
 export function loadKube(opts: KubeOptions = {}): Kube {
   const files = kubeconfigFiles(opts);
   let kc: k8s.KubeConfig;
@@ -98,5 +99,5 @@ export function loadKube(opts: KubeOptions = {}): Kube {
   if (!cluster?.server) {
     throw new RdbgError(Codes.KUBECONFIG, `context "${context}" names cluster "${ctx.cluster}", which is not in the kubeconfig`);
   }
-  return { kc, context, namespace: opts.namespace || ctx.namespace || 'default', server: cluster.server.replace(/\/+$/, '') };
+  return { kc: keepConnections(kc), context, namespace: opts.namespace || ctx.namespace || 'default', server: cluster.server.replace(/\/+$/, '') };
 }

@@ -204,18 +204,29 @@ async function main(): Promise<void> {
       note(k, (await first) - t0);
     };
 
+    /** The intercept CLI returns once the first pod's agent has it: the rest of the rollout, old pods gone. */
+    const settled = async (withAgent: boolean): Promise<void> => {
+      await c.rollout(ns, TARGET);
+      for (const t0 = now(); now() - t0 < 120_000; await sleep(200)) {
+        const pods = await c.kubectlJson<{ items: { spec: { containers: { name: string }[] } }[] }>(['-n', ns, 'get', 'pods', '-l', `app=${TARGET}`]);
+        if (pods.items.length === REPLICAS && pods.items.every((p) => p.spec.containers.some((x) => x.name === 'rdbg-agent') === withAgent)) return;
+      }
+      throw new Error(`the pods of ${TARGET} did not settle ${withAgent ? 'with' : 'without'} the agent within 120 s`);
+    };
+
     // First intercept with injection: the agent goes in, both replicas roll.
     for (let i = 0; i < INJECT_REPS; i++) {
       if (i > 0) {
+        await settled(true);
         await leave(rdbg);
         await rdbg.run(['uninstall', TARGET, '-n', ns]);
-        await c.rollout(ns, TARGET);
+        await settled(false);
         await sleep(1000);
       }
       log(`intercept with injection ${i + 1}/${INJECT_REPS}`);
       await toFirst('inject', () => intercept(rdbg));
     }
-    await c.rollout(ns, TARGET);
+    await settled(true);
     await leave(rdbg);
 
     // Intercept (agent in), the local process restarting, and leave, in turns.

@@ -60,6 +60,7 @@ export class ManagerServer {
         allowCidrs: config.allowCidrs,
       });
     this.intercepts = new InterceptRegistry(this.sessions, config.leaseSeconds * 1000);
+    this.sessions.on('ended', (id: string) => config.kube?.claims.forget(id));
     this.data = new DataPlane(this.sessions, this.dns, this.stats, this.dialPolicy);
     this.data.broker = this.intercepts;
     this.server.addService(managerPackage().Manager.service, this.handlers());

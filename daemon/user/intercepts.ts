@@ -22,6 +22,12 @@ export class LocalIntercepts {
   private readonly held = new Map<string, InterceptSpec>();
   /** Intercepts to take again on the current session, not yet taken. */
   private pending: { spec: InterceptSpec; tries: number; lastError: string }[] = [];
+  /**
+   * The workloads this laptop has claimed, by session: a claim stays for the
+   * session (a developer switching rules on one workload writes it once) and
+   * is taken off at quit, or when a new session replaces the one it was for.
+   */
+  private readonly claims = new Map<string, { workload: string; namespace: string; session: string }>();
   private retry?: NodeJS.Timeout;
   private restoring?: Promise<void>;
   private restoreAgain = false;
@@ -58,7 +64,10 @@ export class LocalIntercepts {
     const session = this.link.sessionId;
     if (this.claim) {
       try {
+        const t0 = performance.now();
         await this.claim(spec, session, true);
+        log.debug('claim in place', { workload: spec.workload, ms: Math.round(performance.now() - t0) });
+        if (spec.workload) this.claims.set(`${session}\n${spec.namespace}\n${spec.workload}`, { workload: spec.workload, namespace: spec.namespace ?? '', session });
       } catch (err) {
         const e = err as Error & { code?: string; hint?: string };
         throw Object.assign(new Error(e.message), { code: grpc.status.PERMISSION_DENIED, details: `${e.message}${e.hint ? ` (${e.hint})` : ''}` });
@@ -95,7 +104,7 @@ export class LocalIntercepts {
     }
   }
 
-  /** Remove one intercept by id, or every intercept of a workload that this laptop holds. */
+  /** Remove one intercept by id, or every intercept of a workload that this laptop holds. The workload's claim stays. */
   remove(workload: string, namespace: string, id = ''): Promise<void> {
     const ns = namespace || this.link.opts.namespace;
     const byId = id ? this.held.get(id) : undefined;
@@ -110,25 +119,39 @@ export class LocalIntercepts {
         { deadline: Date.now() + 5000 },
         (err) => (err ? reject(err) : resolve()),
       ),
-    ).finally(() => {
-      const still = [...this.held.values()].some((s) => s.workload === released.workload && s.namespace === released.namespace);
-      if (this.claim && !still && released.workload) {
-        this.claim(released, this.link.sessionId, false).catch((err) => log.warn('could not release the claim', { workload: released.workload, err: (err as Error).message }));
-      }
-    });
+    );
   }
 
+  /** Every intercept ends and every claim is taken off (quit). */
   async removeAll(): Promise<void> {
     clearTimeout(this.retry);
     this.pending = [];
     for (const [id, spec] of [...this.held]) {
       await this.remove(spec.workload!, spec.namespace!, id).catch(() => undefined);
     }
+    await this.releaseClaims(() => true);
+  }
+
+  /** Takes off the claims that `which` picks, in parallel; a failure is logged (a stale claim is harmless). */
+  private async releaseClaims(which: (session: string) => boolean): Promise<void> {
+    const claim = this.claim;
+    if (!claim) return;
+    const todo = [...this.claims].filter(([, c]) => which(c.session));
+    for (const [k] of todo) this.claims.delete(k);
+    await Promise.all(
+      todo.map(([, c]) =>
+        claim({ workload: c.workload, namespace: c.namespace }, c.session, false).catch((err) =>
+          log.warn('could not release the claim', { workload: c.workload, err: (err as Error).message }),
+        ),
+      ),
+    );
   }
 
   /** A resumed session kept its intercepts; a new one has none of them. */
   private onSession(resumed: boolean): void {
     if (!resumed) {
+      const current = this.link.sessionId;
+      void this.releaseClaims((session) => session !== current);
       for (const spec of this.held.values()) this.pending.push({ spec, tries: 0, lastError: '' });
       this.held.clear();
     }

@@ -15,12 +15,14 @@ import { logger } from '../../src/core/log';
 import { joinHostPort, splitHostPort } from '../../src/core/address';
 import { kubeconfigFiles, loadKube, type KubeOptions } from '../../src/kube/config';
 import { PodForwarder } from '../../src/kube/forwarder';
-import { kubeError, Workloads, type InterceptTarget, type WorkloadRef } from '../../src/kube/workloads';
+import { kubeError, Workloads, type InterceptTarget, type ResolveHint, type WorkloadRef } from '../../src/kube/workloads';
 import { agentInPlace, setClaim } from '../../src/kube/injection';
+import { claimAnnotation } from '../../src/kube/marks';
 import type { ClaimHook } from './intercepts';
 import { MANAGER_SELECTOR, PORTS } from '../../src/kube/manifests';
 
 const log = logger('userd.kube');
+const HINTS_MAX = 256;
 
 export interface KubeTransport {
   context: string;
@@ -38,7 +40,11 @@ export interface KubeTransport {
    * with progress).
    */
   prepare(name: string, namespace: string, remote: string): Promise<InterceptTarget | undefined>;
-  /** writes the session's claim on the workload with the user's credentials (docs/kubernetes.md) */
+  /**
+   * writes the session's claim on the workload with the user's credentials
+   * (docs/kubernetes.md); no write when the workload, as prepare() just read
+   * it, already carries it
+   */
   claim: ClaimHook;
   /** why the last forwarded connection failed (RBAC, no ready pod...), if one did */
   lastError(): string | undefined;
@@ -95,9 +101,16 @@ export async function openKubeTransport(target: KubeOptions, managerNamespace: s
   // the apiserver carries the port-forwards and the direct address the data plane: neither may go into the TUN
   const neverRoute = await addressesOf(kube.server);
   if (direct) neverRoute.push(splitHostPort(direct, '--manager').host.replace(/^\[|\]$/g, ''));
-  // One client for the session: its API discovery stays cached between intercepts.
+  // One client for the session: its API discovery and ReplicaSet owners stay cached between intercepts.
   const workloads = new Workloads(kube.kc);
-  const resolved = new Map<string, WorkloadRef>();
+  // what the last lookup of each name found, so that the next one is one round of parallel reads
+  const hints = new Map<string, ResolveHint>();
+  // the workloads prepare() found, with their annotations as read
+  const resolved = new Map<string, { ref: WorkloadRef; annotations: Record<string, string> }>();
+  const remember = <V>(m: Map<string, V>, k: string, v: V): void => {
+    if (m.size >= HINTS_MAX && !m.has(k)) m.delete(m.keys().next().value!);
+    m.set(k, v);
+  };
   log.info('kubernetes transport ready', { context: kube.context, managerNamespace, control, data, apiserver: kube.server });
   return {
     context: kube.context,
@@ -112,15 +125,22 @@ export async function openKubeTransport(target: KubeOptions, managerNamespace: s
       `port-forward through ${kube.server} (context ${kube.context}) to the manager in namespace ${managerNamespace}` +
       (direct ? `; data plane direct at ${data} (raw TCP flows)` : '; data plane over port-forward (HTTP/2)'),
     prepare: async (name, namespace, remote) => {
-      const t = await workloads.resolve(name, namespace || kube.namespace, remote || undefined);
-      if (!(await agentInPlace(workloads, t))) return undefined;
-      resolved.set(`${t.workload.namespace}/${t.workload.name}`, t.workload);
-      return t;
+      const ns = namespace || kube.namespace;
+      const key = `${ns}/${name}:${remote}`;
+      const r = await workloads.lookup(name, ns, remote || undefined, hints.get(key));
+      remember(hints, key, r.hint);
+      if (!(await agentInPlace(workloads, r.target, r))) return undefined;
+      const w = r.target.workload;
+      remember(resolved, `${w.namespace}/${w.name}`, { ref: w, annotations: r.object.metadata?.annotations ?? {} });
+      return r.target;
     },
     claim: async (spec, sessionId, on) => {
       const ns = spec.namespace || kube.namespace;
-      const w = resolved.get(`${ns}/${spec.workload}`) ?? (await workloads.find(spec.workload ?? '', ns));
-      await setClaim(workloads, w, sessionId, on);
+      const known = resolved.get(`${ns}/${spec.workload}`);
+      const { key, value } = claimAnnotation(sessionId);
+      if (on && known?.annotations[key] === value) return;
+      await setClaim(workloads, known?.ref ?? (await workloads.find(spec.workload ?? '', ns)), sessionId, on);
+      if (known) known.annotations = { ...known.annotations, [key]: on ? value : '' };
     },
     lastError: () => forwarders.map((f) => f.stats().lastError).find((e) => e),
     close: () => forwarders.forEach((f) => f.close()),

@@ -23,6 +23,7 @@ import { FlowOpener } from './flows';
 import type { KubeTransport } from './kube-transport';
 
 const log = logger('userd');
+const ilog = logger('userd.intercepts');
 
 
 function tell(msg: StartupMessage): void {
@@ -196,14 +197,19 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
         log.debug('intercept prepared by the CLI', { name, why });
         cb({ code: grpc.status.FAILED_PRECONDITION, details: PREPARE_IN_CLI });
       };
+      const t0 = performance.now();
+      const ms = (): number => Math.round(performance.now() - t0);
       opts.kube.prepare(name, spec.namespace, remote).then(
         async (t) => {
           if (!t) return inCli('the agent is not in place');
+          const prepared = ms();
           const info = await intercepts.create({ ...spec, workload: t.workload.name, namespace: t.workload.namespace, port: t.appPort });
+          const created = ms();
           if (info.agents < t.replicas) {
             info.agents = await intercepts.waitForAgents(info.id, t.replicas);
             if (info.agents > 0) info.state = 'ACTIVE';
           }
+          ilog.debug('intercept taken', { name, prepareMs: prepared, createMs: created - prepared, agentsMs: ms() - created, agents: info.agents });
           cb(null, info);
         },
         (err: Error) => inCli(errorMessage(err)),

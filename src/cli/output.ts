@@ -1,4 +1,6 @@
-import * as grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
+// The status codes alone (a small module): grpc-js itself is a third of a CLI start, and `rdbg version` needs none of it.
+import { Status } from '@grpc/grpc-js/build/src/constants';
 import { Codes, RdbgError } from '../core/errors';
 
 export function say(line = ''): void {
@@ -29,12 +31,12 @@ export function table(rows: string[][]): string {
 export function fromGrpc(err: unknown, what: string): RdbgError {
   const e = err as grpc.ServiceError;
   if (e && typeof e.code === 'number') {
-    if (e.code === grpc.status.UNAVAILABLE) {
+    if (e.code === Status.UNAVAILABLE) {
       return new RdbgError(Codes.NOT_CONNECTED, `${what}: the rdbg daemon is not running`, 'run "rdbg connect" first');
     }
-    if (e.code === grpc.status.ALREADY_EXISTS) return new RdbgError(Codes.INTERCEPT_CONFLICT, e.details);
-    if (e.code === grpc.status.NOT_FOUND) return new RdbgError(Codes.INTERCEPT_NOT_FOUND, e.details);
-    if (e.code === grpc.status.PERMISSION_DENIED) return new RdbgError(Codes.PERMISSION, e.details);
+    if (e.code === Status.ALREADY_EXISTS) return new RdbgError(Codes.INTERCEPT_CONFLICT, e.details);
+    if (e.code === Status.NOT_FOUND) return new RdbgError(Codes.INTERCEPT_NOT_FOUND, e.details);
+    if (e.code === Status.PERMISSION_DENIED) return new RdbgError(Codes.PERMISSION, e.details);
     return new RdbgError(Codes.BAD_ARGUMENT, `${what}: ${e.details || e.message}`);
   }
   return err instanceof RdbgError ? err : new RdbgError(Codes.INTERNAL, `${what}: ${(err as Error)?.message ?? String(err)}`);

@@ -123,15 +123,27 @@ export async function admissionProblem(ws: Workloads, t: InterceptTarget, obj?: 
   }
 }
 
-/** Marks the workload for the agent (once) and waits until every pod runs it. */
-export async function ensureAgent(ws: Workloads, t: InterceptTarget, progress: Progress, timeoutMs = 300_000): Promise<MarkResult> {
+export interface EnsureOptions {
+  timeoutMs?: number;
+  /**
+   * 'first': done when one pod is ready with the agent (the intercept can
+   * start there while the rollout goes on); 'all' (the default): when every
+   * pod is, and no pod of the old shape is left.
+   */
+  until?: 'first' | 'all';
+}
+
+/** Marks the workload for the agent (once) and waits until its pods run it (opts.until). */
+export async function ensureAgent(ws: Workloads, t: InterceptTarget, progress: Progress, opts: EnsureOptions = {}): Promise<MarkResult> {
+  const timeoutMs = opts.timeoutMs ?? 300_000;
+  const first = opts.until === 'first';
   const w = t.workload;
   const obj = await ws.read(w).catch((err) => Promise.reject(kubeError(err, `reading ${describe(w)}`)));
   const meta = templateMeta(w, obj);
   const marked = meta.labels?.[INJECT_LABEL] === 'enabled';
   const current = meta.annotations?.[AGENT_PORT_ANNOTATION];
   if (marked && current === t.agentPort) {
-    await waitForRollout(ws, w, progress, timeoutMs, true, t);
+    await waitForRollout(ws, w, progress, timeoutMs, true, t, first);
     return { restarted: false };
   }
   if (marked && current !== t.agentPort) {
@@ -149,7 +161,7 @@ export async function ensureAgent(ws: Workloads, t: InterceptTarget, progress: P
   else await mergePatch(ws, w, marksPatch(w, t.agentPort), 'marking');
   if (w.kind === 'ReplicaSet') await replaceReplicaSetPods(ws, w, true);
   try {
-    await waitForRollout(ws, w, progress, timeoutMs, true, t);
+    await waitForRollout(ws, w, progress, timeoutMs, true, t, first);
   } catch (err) {
     if (!(err instanceof RdbgError) || err.code !== Codes.ADMISSION) throw err;
     // Refused at creation (the dry run was not allowed, or a check runs only then): the workload goes back as it was.
@@ -313,49 +325,97 @@ function staleCount(all: k8s.V1Pod[], withAgent: boolean): number {
  * Whether the workload is as ensureAgent leaves it for `t`: marked for its
  * port, and every pod ready with the agent, none of the old shape left. Reads
  * only (the workload and its pods), so an intercept of a workload whose agent
- * is in needs no write but its claim.
+ * is in needs no write but its claim. `read`: the workload and all its pods
+ * (terminating ones too), when the caller has just read them.
  */
-export async function agentInPlace(ws: Workloads, t: InterceptTarget): Promise<boolean> {
+export async function agentInPlace(ws: Workloads, t: InterceptTarget, read?: { object: Obj; pods: k8s.V1Pod[] }): Promise<boolean> {
   const w = t.workload;
-  const obj = await ws.read(w);
+  const obj = read?.object ?? (await ws.read(w));
   const meta = templateMeta(w, obj);
   if (meta.labels?.[INJECT_LABEL] !== 'enabled' || meta.annotations?.[AGENT_PORT_ANNOTATION] !== t.agentPort) return false;
-  const all = await podsOf(ws, w, true, obj);
+  const all = read?.pods ?? (await podsOf(ws, w, true, obj));
   const good = all.filter((p) => !p.metadata?.deletionTimestamp && ready(p) && hasAgent(p)).length;
   return good >= wantedPods(w, obj) && staleCount(all, true) === 0;
 }
 
-export async function waitForRollout(ws: Workloads, w: WorkloadRef, progress: Progress, timeoutMs: number, withAgent: boolean, target?: InterceptTarget): Promise<void> {
+/**
+ * Wakes the rollout loop at once when a pod of the workload changes (a watch
+ * on its pods), so that a pod turning ready is seen in milliseconds; the loop
+ * still looks every second, whatever the watch does.
+ */
+async function podChanges(ws: Workloads, w: WorkloadRef, obj: Obj | undefined, wake: () => void): Promise<() => void> {
+  const sel = w.kind === 'Pod' ? `metadata.name=${w.name}` : Object.entries(obj?.spec?.selector?.matchLabels ?? {}).map(([k, v]) => `${k}=${v}`).join(',');
+  const query = w.kind === 'Pod' ? { fieldSelector: sel } : { labelSelector: sel };
+  if (!sel) return () => undefined;
+  try {
+    const ctl = await new k8s.Watch(ws.kc).watch(`/api/v1/namespaces/${w.namespace}/pods`, query, () => wake(), () => undefined);
+    return () => ctl.abort();
+  } catch {
+    return () => undefined; // no watch right: the loop's own pace
+  }
+}
+
+export async function waitForRollout(
+  ws: Workloads,
+  w: WorkloadRef,
+  progress: Progress,
+  timeoutMs: number,
+  withAgent: boolean,
+  target?: InterceptTarget,
+  firstOnly = false,
+): Promise<void> {
   const until = Date.now() + timeoutMs;
   let last = '';
   const before = target ? (await failedCreates(ws, w)).counts : new Map<string, number>();
-  for (;;) {
-    const obj = await ws.read(w).catch(() => undefined);
-    if (target) {
-      const refused = await creationRefused(ws, w, obj, before);
-      if (refused) throw admissionRejection(target, refused);
+  let wake: (() => void) | undefined;
+  let changed = false;
+  let stop: (() => void) | undefined;
+  try {
+    for (;;) {
+      changed = false;
+      const obj = await ws.read(w).catch(() => undefined);
+      stop ??= await podChanges(ws, w, obj, () => {
+        changed = true;
+        wake?.();
+      });
+      if (target) {
+        const refused = await creationRefused(ws, w, obj, before);
+        if (refused) throw admissionRejection(target, refused);
+      }
+      const want = wantedPods(w, obj);
+      const all = await podsOf(ws, w, true, obj).catch(() => [] as k8s.V1Pod[]);
+      const pods = all.filter((p) => !p.metadata?.deletionTimestamp);
+      const good = pods.filter((p) => ready(p) && hasAgent(p) === withAgent).length;
+      const stale = staleCount(all, withAgent);
+      const line = `rollout of ${w.kind.toLowerCase()}/${w.name}: ${good} of ${want} pods ready ${withAgent ? 'with' : 'without'} the agent${stale ? `, ${stale} old pods still running` : ''}`;
+      if (line !== last) progress(line);
+      last = line;
+      if (good >= want && stale === 0) return;
+      if (firstOnly && good > 0) return;
+      const withoutAgent = pods.filter((p) => ready(p) && !hasAgent(p) && p.metadata?.labels?.[INJECT_LABEL] === 'enabled');
+      if (withAgent && withoutAgent.length > 0 && withoutAgent.length >= want) {
+        throw new RdbgError(
+          Codes.MANAGER_UNREACHABLE,
+          `the pods of ${describe(w)} came up without the rdbg agent: the injection webhook did not run`,
+          'is the traffic manager installed ("rdbg manager install")? "rdbg doctor" checks the webhook',
+        );
+      }
+      const failing = pods.flatMap((p) => (p.status?.containerStatuses ?? []).filter((c) => c.state?.waiting?.reason && /Err|BackOff/.test(c.state.waiting.reason)).map((c) => `${p.metadata?.name}/${c.name}: ${c.state!.waiting!.reason}`));
+      if (Date.now() > until) {
+        throw new RdbgError(Codes.MANAGER_UNREACHABLE, `the rollout of ${describe(w)} did not finish in ${Math.round(timeoutMs / 1000)} s (${line})${failing.length ? `; ${failing.join(', ')}` : ''}`, `see "kubectl -n ${w.namespace} describe pods"`);
+      }
+      if (!changed) {
+        await new Promise<void>((r) => {
+          const timer = setTimeout(r, 1000);
+          wake = () => {
+            clearTimeout(timer);
+            r();
+          };
+        });
+        wake = undefined;
+      }
     }
-    const want = wantedPods(w, obj);
-    const all = await podsOf(ws, w, true, obj).catch(() => [] as k8s.V1Pod[]);
-    const pods = all.filter((p) => !p.metadata?.deletionTimestamp);
-    const good = pods.filter((p) => ready(p) && hasAgent(p) === withAgent).length;
-    const stale = staleCount(all, withAgent);
-    const line = `rollout of ${w.kind.toLowerCase()}/${w.name}: ${good} of ${want} pods ready ${withAgent ? 'with' : 'without'} the agent${stale ? `, ${stale} old pods still running` : ''}`;
-    if (line !== last) progress(line);
-    last = line;
-    if (good >= want && stale === 0) return;
-    const withoutAgent = pods.filter((p) => ready(p) && !hasAgent(p) && p.metadata?.labels?.[INJECT_LABEL] === 'enabled');
-    if (withAgent && withoutAgent.length > 0 && withoutAgent.length >= want) {
-      throw new RdbgError(
-        Codes.MANAGER_UNREACHABLE,
-        `the pods of ${describe(w)} came up without the rdbg agent: the injection webhook did not run`,
-        'is the traffic manager installed ("rdbg manager install")? "rdbg doctor" checks the webhook',
-      );
-    }
-    const failing = pods.flatMap((p) => (p.status?.containerStatuses ?? []).filter((c) => c.state?.waiting?.reason && /Err|BackOff/.test(c.state.waiting.reason)).map((c) => `${p.metadata?.name}/${c.name}: ${c.state!.waiting!.reason}`));
-    if (Date.now() > until) {
-      throw new RdbgError(Codes.MANAGER_UNREACHABLE, `the rollout of ${describe(w)} did not finish in ${Math.round(timeoutMs / 1000)} s (${line})${failing.length ? `; ${failing.join(', ')}` : ''}`, `see "kubectl -n ${w.namespace} describe pods"`);
-    }
-    await sleep(1000);
+  } finally {
+    stop?.();
   }
 }

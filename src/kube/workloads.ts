@@ -31,6 +31,43 @@ export interface InterceptTarget {
 
 type Obj = k8s.KubernetesObject & { spec?: any; status?: any }; // eslint-disable-line @typescript-eslint/no-explicit-any
 
+/**
+ * What one resolution of a name found, so that the next resolution of the same
+ * name can check it with one round of parallel reads instead of following
+ * the chain (Service -> pods -> ReplicaSet -> Deployment) again.
+ */
+export interface ResolveHint {
+  workload: WorkloadRef;
+  /** the Service's selector, when the name is a Service */
+  serviceSelector?: string;
+  /** the workload's pod selector */
+  podSelector: string;
+}
+
+/** A target with the objects read to find it: the workload and all of its pods (terminating ones too). */
+export interface Resolved {
+  target: InterceptTarget;
+  object: Obj;
+  pods: k8s.V1Pod[];
+  hint: ResolveHint;
+}
+
+const selectorText = (sel: Record<string, string> | undefined): string =>
+  Object.entries(sel ?? {})
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(([k, v]) => `${k}=${v}`)
+    .join(',');
+
+/** The selector of a workload's pods (a bare pod has none: it is its own pod). */
+function podSelectorOf(w: WorkloadRef, obj: Obj): string {
+  return w.kind === 'Pod' ? '' : selectorText(obj.spec?.selector?.matchLabels);
+}
+
+const live = (pods: k8s.V1Pod[]): k8s.V1Pod[] => pods.filter((p) => !p.metadata?.deletionTimestamp);
+
+/** Owners of ReplicaSets, remembered: a ReplicaSet's controller does not change. */
+const OWNER_CACHE_MAX = 1000;
+
 const SHORT: Record<string, WorkloadKind> = { deploy: 'Deployment', sts: 'StatefulSet', rs: 'ReplicaSet', ds: 'DaemonSet', po: 'Pod' };
 
 /** deployment, deployments, deploy, Deployment... as kubectl takes them. */
@@ -60,6 +97,8 @@ export function kubeError(err: unknown, what: string): RdbgError {
 export class Workloads {
   readonly objects: k8s.KubernetesObjectApi;
   readonly core: k8s.CoreV1Api;
+  private readonly replicaSetOwners = new Map<string, WorkloadRef>();
+  private readonly ownerReads = new Map<string, Promise<WorkloadRef>>();
 
   constructor(readonly kc: k8s.KubeConfig) {
     this.objects = k8s.KubernetesObjectApi.makeApiClient(kc);
@@ -100,12 +139,26 @@ export class Workloads {
    * container port; it may be omitted when there is only one.
    */
   async resolve(name: string, namespace: string, port?: string): Promise<InterceptTarget> {
+    return (await this.lookup(name, namespace, port)).target;
+  }
+
+  /**
+   * resolve(), with the workload and its pods as read. With the hint of an
+   * earlier lookup of the same name, the Service, the workload and the pods
+   * are read at once (one round trip), and the chain is followed again only
+   * when they no longer match the hint.
+   */
+  async lookup(name: string, namespace: string, port?: string, hint?: ResolveHint): Promise<Resolved> {
+    if (hint && hint.workload.namespace === namespace) {
+      const quick = await this.checkHint(name, namespace, port, hint);
+      if (quick) return quick;
+    }
     const slash = name.indexOf('/');
     if (slash > 0) {
       const w = { kind: kindOf(name.slice(0, slash)), name: name.slice(slash + 1), namespace };
       const obj = await this.tryRead(w);
       if (!obj) throw new RdbgError(Codes.INTERCEPT_NOT_FOUND, `${describe(w)} does not exist`);
-      return this.targetOfWorkload(w, obj, port);
+      return this.withPods(this.targetOfWorkload(w, obj, port), obj);
     }
     let svc: k8s.V1Service | undefined;
     try {
@@ -117,7 +170,7 @@ export class Workloads {
     for (const kind of KINDS) {
       const w = { kind, name, namespace };
       const obj = await this.tryRead(w);
-      if (obj) return this.targetOfWorkload(w, obj, port);
+      if (obj) return this.withPods(this.targetOfWorkload(w, obj, port), obj);
     }
     throw new RdbgError(
       Codes.INTERCEPT_NOT_FOUND,
@@ -126,13 +179,56 @@ export class Workloads {
     );
   }
 
-  private async targetOfService(svc: k8s.V1Service, namespace: string, port?: string): Promise<InterceptTarget> {
+  /**
+   * The hint checked in one round of parallel reads: the Service of that name
+   * (it must still select as before, or still not exist), the workload (its
+   * pod selector unchanged) and the pods. Undefined when anything differs.
+   */
+  private async checkHint(name: string, namespace: string, port: string | undefined, hint: ResolveHint): Promise<Resolved | undefined> {
+    const w = hint.workload;
+    const bare = name.indexOf('/') < 0;
+    const list = (selector: string): Promise<k8s.V1Pod[]> => this.core.listNamespacedPod({ namespace, labelSelector: selector }).then((l) => l.items);
+    const notFound = (err: unknown): undefined => {
+      if (statusOf(err) === 404) return undefined;
+      throw err;
+    };
+    let svc: k8s.V1Service | undefined, obj: Obj | undefined, servicePods: k8s.V1Pod[] | undefined, workloadPods: k8s.V1Pod[] | undefined;
+    try {
+      [svc, obj, servicePods, workloadPods] = await Promise.all([
+        bare ? this.core.readNamespacedService({ name, namespace }).catch(notFound) : undefined,
+        this.tryRead(w),
+        hint.serviceSelector ? list(hint.serviceSelector) : undefined,
+        w.kind === 'Pod' || hint.podSelector === hint.serviceSelector ? undefined : list(hint.podSelector),
+      ]);
+    } catch {
+      return undefined; // the full lookup reports what is wrong
+    }
+    if (!obj || podSelectorOf(w, obj) !== hint.podSelector) return undefined;
+    if (Boolean(svc) !== Boolean(hint.serviceSelector) || (svc && selectorText(svc.spec?.selector) !== hint.serviceSelector)) return undefined;
+    const pods = w.kind === 'Pod' ? [obj as k8s.V1Pod] : (workloadPods ?? servicePods ?? []);
+    if (!svc) return { target: this.targetOfWorkload(w, obj, port), object: obj, pods, hint };
+    const owners = await this.ownersOf(live(servicePods ?? [])).catch(() => undefined);
+    if (!owners || owners.size !== 1 || !owners.has(`${w.kind}/${w.name}`)) return undefined;
+    return { target: this.serviceTarget(svc, w, obj, port), object: obj, pods, hint };
+  }
+
+  /** The workload's pods, for a target found without them. */
+  private async withPods(target: InterceptTarget, obj: Obj, known?: { selector: string; pods: k8s.V1Pod[] }): Promise<Resolved> {
+    const w = target.workload;
+    const podSelector = podSelectorOf(w, obj);
+    const pods =
+      w.kind === 'Pod'
+        ? [obj as k8s.V1Pod]
+        : known?.selector === podSelector
+          ? known.pods
+          : (await this.core.listNamespacedPod({ namespace: w.namespace, labelSelector: podSelector })).items;
+    return { target, object: obj, pods, hint: { workload: w, podSelector, serviceSelector: known?.selector } };
+  }
+
+  /** The Service's port that the intercept means, as the Service's targetPort names it. */
+  private servicePort(svc: k8s.V1Service, port?: string): k8s.V1ServicePort {
     const name = svc.metadata!.name!;
     const ports = svc.spec?.ports ?? [];
-    const selector = svc.spec?.selector;
-    if (!selector || Object.keys(selector).length === 0) {
-      throw new RdbgError(Codes.BAD_ARGUMENT, `service ${name} has no selector, so no workload serves it`, 'intercept the workload by name instead');
-    }
     const list = ports.map((p) => `${p.name ? `${p.name} ` : ''}${p.port}`).join(', ');
     const sp = port
       ? ports.find((p) => String(p.port) === port || p.name === port || String(p.targetPort) === port)
@@ -146,14 +242,28 @@ export class Workloads {
       );
     }
     if (sp.protocol && sp.protocol !== 'TCP') throw new RdbgError(Codes.BAD_ARGUMENT, `port ${sp.port} of service ${name} is ${sp.protocol}: only TCP ports can be intercepted`);
-    const labelSelector = Object.entries(selector).map(([k, v]) => `${k}=${v}`).join(',');
-    const pods = (await this.core.listNamespacedPod({ namespace, labelSelector })).items.filter((p) => !p.metadata?.deletionTimestamp);
-    if (pods.length === 0) throw new RdbgError(Codes.INTERCEPT_NOT_FOUND, `service ${name} selects no pods (selector ${labelSelector})`, 'start its workload first');
-    const owners = new Map<string, WorkloadRef>();
-    for (const p of pods) {
-      const w = await this.ownerOf(p);
-      owners.set(`${w.kind}/${w.name}`, w);
+    return sp;
+  }
+
+  private serviceTarget(svc: k8s.V1Service, w: WorkloadRef, obj: Obj, port?: string): InterceptTarget {
+    const name = svc.metadata!.name!;
+    const sp = this.servicePort(svc, port);
+    const target = this.targetOfWorkload(w, obj, String(sp.targetPort ?? sp.port), `port ${sp.port} of service ${name}`);
+    return { ...target, service: name };
+  }
+
+  private async targetOfService(svc: k8s.V1Service, namespace: string, port?: string): Promise<Resolved> {
+    const name = svc.metadata!.name!;
+    const selector = svc.spec?.selector;
+    if (!selector || Object.keys(selector).length === 0) {
+      throw new RdbgError(Codes.BAD_ARGUMENT, `service ${name} has no selector, so no workload serves it`, 'intercept the workload by name instead');
     }
+    this.servicePort(svc, port); // a wrong port is said before anything else is read
+    const labelSelector = selectorText(selector);
+    const all = (await this.core.listNamespacedPod({ namespace, labelSelector })).items;
+    const pods = live(all);
+    if (pods.length === 0) throw new RdbgError(Codes.INTERCEPT_NOT_FOUND, `service ${name} selects no pods (selector ${labelSelector})`, 'start its workload first');
+    const owners = await this.ownersOf(pods);
     if (owners.size > 1) {
       throw new RdbgError(
         Codes.BAD_ARGUMENT,
@@ -162,9 +272,15 @@ export class Workloads {
       );
     }
     const w = [...owners.values()][0];
-    const obj = (await this.tryRead(w))!;
-    const target = this.targetOfWorkload(w, obj, String(sp.targetPort ?? sp.port), `port ${sp.port} of service ${name}`);
-    return { ...target, service: name };
+    const obj = await this.tryRead(w);
+    if (!obj) throw new RdbgError(Codes.INTERCEPT_NOT_FOUND, `${describe(w)}, which serves service ${name}, does not exist`);
+    return this.withPods(this.serviceTarget(svc, w, obj, port), obj, { selector: labelSelector, pods: all });
+  }
+
+  /** The workloads that own these pods, by KIND/NAME; each ReplicaSet is read once, and in parallel. */
+  private async ownersOf(pods: k8s.V1Pod[]): Promise<Map<string, WorkloadRef>> {
+    const refs = await Promise.all(pods.map((p) => this.ownerOf(p)));
+    return new Map(refs.map((w) => [`${w.kind}/${w.name}`, w]));
   }
 
   /** Follows ownerReferences: Pod -> ReplicaSet -> Deployment, or StatefulSet/DaemonSet, or the bare Pod. */
@@ -173,13 +289,28 @@ export class Workloads {
     const ref = pod.metadata?.ownerReferences?.find((o) => o.controller);
     if (!ref) return { kind: 'Pod', name: pod.metadata!.name!, namespace };
     if (ref.kind === 'ReplicaSet') {
-      const rs = await this.tryRead({ kind: 'ReplicaSet', name: ref.name, namespace });
-      const up = rs?.metadata?.ownerReferences?.find((o) => o.controller);
-      if (up?.kind === 'Deployment') return { kind: 'Deployment', name: up.name, namespace };
-      return { kind: 'ReplicaSet', name: ref.name, namespace };
+      const key = `${namespace}/${ref.name}/${ref.uid}`;
+      const known = this.replicaSetOwners.get(key);
+      if (known) return known;
+      let pending = this.ownerReads.get(key);
+      if (!pending) {
+        pending = this.readOwner(key, ref.name, namespace).finally(() => this.ownerReads.delete(key));
+        this.ownerReads.set(key, pending);
+      }
+      return pending;
     }
     if (ref.kind === 'StatefulSet' || ref.kind === 'DaemonSet') return { kind: ref.kind, name: ref.name, namespace };
     throw new RdbgError(Codes.BAD_ARGUMENT, `pod ${pod.metadata!.name} is owned by a ${ref.kind} (${ref.name}), which rdbg cannot inject into`);
+  }
+
+  private async readOwner(key: string, name: string, namespace: string): Promise<WorkloadRef> {
+    const rs = await this.tryRead({ kind: 'ReplicaSet', name, namespace });
+    const up = rs?.metadata?.ownerReferences?.find((o) => o.controller);
+    const w: WorkloadRef = up?.kind === 'Deployment' ? { kind: 'Deployment', name: up.name, namespace } : { kind: 'ReplicaSet', name, namespace };
+    if (!rs) return w; // gone: not remembered
+    if (this.replicaSetOwners.size >= OWNER_CACHE_MAX) this.replicaSetOwners.clear();
+    this.replicaSetOwners.set(key, w);
+    return w;
   }
 
   private targetOfWorkload(w: WorkloadRef, obj: Obj, port?: string, via?: string): InterceptTarget {

@@ -228,7 +228,16 @@ t.test('rdbg on Kubernetes', async (t) => {
     const envFile = join(admin.home, 'echo.env');
     const r = await admin.rdbg(['intercept', 'echo', '--port', '9091:80', '--header', 'x-dev=me', '--env-file', envFile]);
     t.match(r.stdout, /Intercepting port 8080 of echo/, r.stdout + r.stderr);
-    t.match(r.stdout, /3 agent/, 'all three agents took it');
+    // The CLI returns once the first pod with the agent has taken it; the other replicas follow as they roll.
+    t.match(r.stdout, /; [1-3] agent\(s\) ready/, 'at least one agent took it when intercept returned');
+    await waitFor('all three agents take the intercept', async () => {
+      const list = JSON.parse((await admin.rdbg(['list', '-o', 'json'])).stdout) as { spec: { workload: string }; agents: number }[];
+      return list.find((i) => i.spec.workload === 'echo')?.agents === 3;
+    }, 120_000);
+    await waitFor('the old pods gone', async () => {
+      const all = await c.kubectlJson<{ items: { spec: { containers: { name: string }[] } }[] }>(['-n', ns, 'get', 'pods', '-l', 'app=echo']);
+      return all.items.length === 3 && all.items.every((p) => p.spec.containers.some((x) => x.name === 'rdbg-agent'));
+    }, 120_000);
     const env = (await c.laptop('cat', [envFile])).stdout;
     t.match(env, /^GREETING=from-the-cluster$/m, 'the pod\'s environment in --env-file');
     const pods = await c.kubectlJson<{ items: { metadata: { name: string }; status: { podIP: string }; spec: { containers: { name: string }[] } }[] }>(['-n', ns, 'get', 'pods', '-l', 'app=echo']);

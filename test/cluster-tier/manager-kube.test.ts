@@ -223,6 +223,12 @@ t.test('manager serve --kubernetes on the real apiserver', async (t) => {
     t.match(direct2, { ok: false, code: GRPC.PERMISSION_DENIED, details: /connect through the apiserver/ }, 'with the claim but from a direct peer');
     const ok = await call(local, 'createIntercept', { session_id: session, spec });
     t.match(ok, { ok: true, res: { spec: { workload: 'web', namespace: ns } } }, 'with the claim, over loopback');
+    // A claim seen stands for the session (CLAIM_TRUST_MS): the next intercept of the workload reads nothing,
+    // and it stands for that session only.
+    await c.kubectl(['-n', ns, 'annotate', 'deployment/web', `rdbg.dev/claim-${hash.slice(0, 12)}-`]);
+    const trusted = await call(local, 'createIntercept', { session_id: session, spec });
+    t.match(trusted, { ok: true, res: { spec: { workload: 'web' } } }, 'the same session again, the claim just taken off: trusted, not read');
+    t.match(await call(local, 'createIntercept', { session_id: second.res.session_id, spec }), { ok: false, code: GRPC.PERMISSION_DENIED }, 'another session is not trusted by it');
     const listed = await call(local, 'listIntercepts', { session_id: second.res.session_id, all: true });
     t.match(listed, { ok: true }, 'another client lists it');
     if (listed.ok) {

@@ -48,11 +48,13 @@ async function prepareOnKubernetes(ctx: CliContext, st: DaemonStatus__Output, na
   const ws = new Workloads(kc);
   const target = await ws.resolve(name, namespace, remote);
   progress(`${target.service ? `service ${target.service} is served by ` : ''}${describe(target.workload)}, container ${target.container}, port ${target.agentPort}`);
-  await ensureAgent(ws, target, progress);
+  // One pod with the agent is enough to start: the intercept is taken there at once, and by each
+  // other pod's agent as the rollout brings it up (the manager hands it to every agent that arrives).
+  await ensureAgent(ws, target, progress, { until: 'first' });
   return target;
 }
 
-/** Waits until every replica's agent has taken the intercept (they register a moment after their pod is ready). */
+/** Waits until `want` agents have taken the intercept (an agent registers a moment after its pod starts). */
 async function waitForAgents(client: ReturnType<typeof daemonClient>, id: string, want: number): Promise<number> {
   const until = Date.now() + 60_000;
   let agents = 0;
@@ -60,7 +62,7 @@ async function waitForAgents(client: ReturnType<typeof daemonClient>, id: string
     const list = await callDaemon<ListInterceptsRequest, InterceptList__Output>(client, client.list, { session_id: '', all: false });
     agents = list.intercepts.find((i) => i.id === id)?.agents ?? 0;
     if (agents >= want) return agents;
-    await new Promise((r) => setTimeout(r, 500));
+    await new Promise((r) => setTimeout(r, 100));
   }
   return agents;
 }
@@ -124,9 +126,9 @@ export async function interceptCommand(argv: string[], ctx: CliContext): Promise
       spec.port = target.appPort;
     }
     info ??= await callDaemon<object, InterceptInfo__Output>(client, client.intercept, { spec, name: positionals[0] }, 15_000);
-    if (target && info.agents < target.replicas) {
-      progress(`waiting for the agents of ${target.replicas} pod(s) to take the intercept`);
-      info.agents = await waitForAgents(client, info.id, target.replicas);
+    if (target && info.agents < 1) {
+      progress('waiting for the first agent to take the intercept');
+      info.agents = await waitForAgents(client, info.id, 1);
       if (info.agents > 0) info.state = 'ACTIVE';
     }
   } catch (err) {
@@ -134,8 +136,9 @@ export async function interceptCommand(argv: string[], ctx: CliContext): Promise
     throw fromGrpc(err, 'intercept');
   }
   const where = `${info.spec!.workload}.${info.spec!.namespace}`;
+  const rest = target && info.agents < target.replicas ? ` of ${target.replicas}; the other pods take it as their rollout brings them up ("rdbg list" counts them)` : '';
   say(`Intercepting port ${info.spec!.port} of ${where} (${describeRule(info.spec!)}) -> ${spec.local_host}:${local}` +
-    (info.state === 'ACTIVE' ? `; ${info.agents} agent(s) ready.` : `; waiting: ${info.message}.`));
+    (info.state === 'ACTIVE' ? `; ${info.agents} agent(s) ready${rest}.` : `; waiting: ${info.message}.`));
   const env = info.env ?? {};
   if (values['env-file']) writeFileSync(values['env-file'], envFileText(env));
   if (values['env-json']) writeFileSync(values['env-json'], JSON.stringify(env, null, 2) + '\n');

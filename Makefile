@@ -17,15 +17,19 @@ node_modules/.stamp: package.json package-lock.json
 # TypeScript types for the wire protocol, regenerated only when a .proto changes.
 gen: src/gen/.stamp
 
-src/gen/.stamp: $(wildcard proto/rdbg/v1/*.proto) node_modules/.stamp
+src/gen/.stamp: $(wildcard proto/rdbg/v1/*.proto) scripts/gen-descriptors.js node_modules/.stamp
 	@rm -rf src/gen.tmp
 	proto-loader-gen-types --keepCase --longs=Number --enums=String --defaults --oneofs \
 	  --grpcLib=@grpc/grpc-js -I proto -O src/gen.tmp rdbg/v1/manager.proto rdbg/v1/daemon.proto >/dev/null
+	node scripts/gen-descriptors.js src/gen.tmp
 	@rm -rf src/gen && mv src/gen.tmp src/gen && touch $@
 
 # ENV_TABLE=--check (CI): fail when README.md's table of variables is out of date instead of rewriting it.
+# dist/vendor/client-node.js: the Kubernetes client's module graph in one file (src/core/vendor.ts).
 build: gen
 	tsc -p tsconfig.json
+	esbuild node_modules/@kubernetes/client-node/dist/index.js --bundle --platform=node --format=cjs --target=node20 \
+	  --minify --legal-comments=eof --log-level=warning --outfile=dist/vendor/client-node.js
 	@chmod +x dist/bin/rdbg.js
 	@node scripts/gen-env-table.js $(ENV_TABLE)
 

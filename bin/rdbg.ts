@@ -4,9 +4,12 @@
 // one package (and one image) serves the laptop, the manager and the agent.
 import * as nodeModule from 'node:module';
 import { RdbgError } from '../src/core/errors';
+import { useBundledClients } from '../src/core/vendor';
 
 // V8's compiled code kept between runs (Node 22.1 and later; older lines have no such call).
 (nodeModule as { enableCompileCache?: () => unknown }).enableCompileCache?.();
+// The Kubernetes client as one bundled file (src/core/vendor.ts).
+useBundledClients();
 
 // Each process loads only its own part: the root daemon and the agent must not
 // carry the CLI's Kubernetes client (tens of MB of heap in a daemon whose

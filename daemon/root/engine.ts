@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { existsSync } from 'node:fs';
 import { bigIntToIp, type Cidr } from '../../src/core/cidr';
 import { Codes, RdbgError, errorMessage } from '../../src/core/errors';
 import { logger } from '../../src/core/log';
@@ -11,6 +12,7 @@ import { PROTO_TCP, PROTO_UDP, parsePacket } from './packet';
 import type { Platform, TunDevice, TunReader } from './platform/platform';
 import { planRoutes } from '../../src/core/route-plan';
 import { SessionWatch } from './session-watch';
+import { validateUserSocket } from './state-dir';
 import { TcpNat } from './tcp-nat';
 import { UdpRelay } from './udp-relay';
 import { HostDns, type DnsMode } from './host-dns';
@@ -22,9 +24,13 @@ const NAT_PORT = 1;
 const MTU = 65535;
 const TXQUEUELEN = 10_000;
 const USERD_GRACE_MS = 10_000;
+/** `rdbg connect` starts both daemons at once: the user daemon's start (a cold Kubernetes client, an exec credential plugin) is waited for this long. */
+const SESSION_WAIT_MS = 60_000;
 
 export interface RootOptions {
   userSocket: string;
+  /** the caller, who must own userSocket (checked when it appears: the user daemon may still be starting) */
+  callerUid?: number;
   tunName: string;
   tunCidr: Cidr;
   tunCidr6?: Cidr;
@@ -80,11 +86,16 @@ export class RootEngine extends EventEmitter {
   }
 
   async start(): Promise<void> {
-    this.session = new SessionWatch(this.opts.userSocket);
     let grant: SessionGrant__Output;
     try {
-      grant = await this.session.start(10_000);
+      // Nothing on the host changes before the session is granted: a root daemon whose user daemon never comes leaves nothing behind.
+      const until = Date.now() + SESSION_WAIT_MS;
+      await waitForSocket(this.opts.userSocket, until);
+      if (this.opts.callerUid !== undefined) validateUserSocket(this.opts.userSocket, this.opts.callerUid, true);
+      this.session = new SessionWatch(this.opts.userSocket);
+      grant = await this.session.start(Math.max(1000, until - Date.now()));
     } catch (err) {
+      if (err instanceof RdbgError && err.code === Codes.PERMISSION) throw err;
       throw new RdbgError(Codes.DAEMON_START, `the root daemon cannot get a session from the user daemon: ${errorMessage(err)}`, 'is "rdbg connect" running as the same user?');
     }
     const cluster = grant.cluster!;
@@ -276,5 +287,13 @@ export class RootEngine extends EventEmitter {
       }
       this.journal.remove(e.id);
     }
+  }
+}
+
+/** Resolves when a file exists at path (the user daemon binds its socket once its session is up), polling every 20 ms. */
+async function waitForSocket(path: string, until: number): Promise<void> {
+  while (!existsSync(path)) {
+    if (Date.now() > until) throw new Error(`no user daemon socket at ${path}`);
+    await new Promise((r) => setTimeout(r, 20));
   }
 }

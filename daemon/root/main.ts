@@ -83,13 +83,15 @@ async function rootDaemon(values: Values): Promise<void> {
   setTrace(trace);
   const { uid, gid } = callerIds(process.env);
   const userSocket = values['user-socket'] ?? '';
-  validateUserSocket(userSocket, uid, !values.cleanup);
+  // The user daemon may still be starting (connect starts both at once): the engine checks the socket again when it appears.
+  validateUserSocket(userSocket, uid, false);
   const tunName = values['tun-name']!;
   if (!TUN_NAME.test(tunName)) throw new RdbgError(Codes.BAD_ARGUMENT, `--tun-name ${tunName} must match ${TUN_NAME.source}`);
   const tunCidr = parseCidr(values['tun-cidr']!);
   const tunCidr6 = values['tun-cidr6'] ? parseCidr(values['tun-cidr6']) : undefined;
   const engine: Omit<RootOptions, 'tunCidr' | 'tunCidr6' | 'resolvConf'> = {
     userSocket,
+    callerUid: uid,
     tunName,
     alsoProxy: asList(values['also-proxy']).map((c) => parseCidr(c).text),
     neverProxy: asList(values['never-proxy']).map((c) => parseCidr(c).text),

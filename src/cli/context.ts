@@ -6,3 +6,14 @@ export interface CliContext {
   /** handed unchanged to the processes the CLI starts (the user daemon, a command run with a pod's environment) */
   childEnv: NodeJS.ProcessEnv;
 }
+
+const atEnd: (() => void)[] = [];
+
+/** Runs `fn` when the command ends (src/cli/main.ts), however it ends: e.g. closing the connections it shares. */
+export function atCommandEnd(fn: () => void): void {
+  atEnd.push(fn);
+}
+
+export function commandEnded(): void {
+  for (const fn of atEnd.splice(0)) fn();
+}

@@ -1,7 +1,7 @@
 import { RdbgError } from '../core/errors';
 import { readConfig } from '../core/config';
 import { setLevel, setTrace } from '../core/log';
-import type { CliContext } from './context';
+import { commandEnded, type CliContext } from './context';
 import { VERSION } from '../core/version';
 import { say } from './output';
 
@@ -79,5 +79,7 @@ export async function cliMain(argv: string[]): Promise<void> {
       process.stderr.write(`rdbg: ${(err as Error)?.message ?? String(err)}\n  (run with --debug for details)\n`);
     }
     process.exitCode = 1;
+  } finally {
+    commandEnded();
   }
 }

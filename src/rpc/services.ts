@@ -1,25 +1,64 @@
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
-import { join } from 'node:path';
-import { packageRoot } from '../core/version';
+import type * as protoLoader from '@grpc/proto-loader';
+import { Root, type Type } from 'protobufjs/light';
+import { DESCRIPTORS } from '../gen/descriptors';
 import type { ProtoGrpcType as ManagerProto } from '../gen/manager';
 import type { ProtoGrpcType as DaemonProto } from '../gen/daemon';
 
-/** The same options the generated types in src/gen were made with (Makefile `gen`). */
-export const LOADER_OPTIONS: protoLoader.Options = {
-  keepCase: true,
-  longs: Number,
-  enums: String,
-  defaults: true,
-  oneofs: true,
-  includeDirs: [],
-};
+/** The options the generated types in src/gen were made with (Makefile `gen`): messages as the handlers see them. */
+const TO_OBJECT = { longs: Number, enums: String, defaults: true, oneofs: true };
 
-function load<T>(file: string): T {
-  const root = join(packageRoot(), 'proto');
-  const def = protoLoader.loadSync(file, { ...LOADER_OPTIONS, includeDirs: [root] });
-  return grpc.loadPackageDefinition(def) as unknown as T;
+/** A method's name as proto-loader gives it to clients beside the proto name (lodash's camelCase: LookupDNS -> lookupDns). */
+export function camelName(name: string): string {
+  const words = name.match(/[A-Z]{2,}(?=[A-Z][a-z]|\d|$)|[A-Z]?[a-z]+|[A-Z]+|\d+/g) ?? [name];
+  return words.map((w, i) => (i === 0 ? w.toLowerCase() : w[0].toUpperCase() + w.slice(1).toLowerCase())).join('');
 }
+
+const codec = (type: Type) => ({
+  serialize: (value: object): Buffer => {
+    if (Array.isArray(value)) throw new Error(`cannot serialize an array as ${type.name}`);
+    const bytes = type.encode(type.fromObject(value)).finish();
+    return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  },
+  deserialize: (bytes: Buffer): object => type.toObject(type.decode(bytes), TO_OBJECT),
+});
+
+/**
+ * The services of the wire protocol, built from the descriptors that
+ * scripts/gen-descriptors.js wrote at build time: what proto-loader's
+ * loadSync gives (the same serialization, through protobufjs), without
+ * parsing .proto text or building descriptor protos at run time.
+ */
+function load<T>(services: string[]): T {
+  if (!root) {
+    root = Root.fromJSON(DESCRIPTORS);
+    root.resolveAll();
+  }
+  const wire = root;
+  const def: Record<string, protoLoader.ServiceDefinition> = {};
+  for (const name of services) {
+    const service = wire.lookupService(name);
+    const methods: protoLoader.ServiceDefinition = {};
+    for (const m of service.methodsArray) {
+      const req = codec(m.resolvedRequestType!);
+      const res = codec(m.resolvedResponseType!);
+      methods[m.name] = {
+        path: `/${name}/${m.name}`,
+        requestStream: Boolean(m.requestStream),
+        responseStream: Boolean(m.responseStream),
+        requestSerialize: req.serialize,
+        requestDeserialize: req.deserialize,
+        responseSerialize: res.serialize,
+        responseDeserialize: res.deserialize,
+        originalName: camelName(m.name),
+      } as protoLoader.MethodDefinition<object, object>;
+    }
+    def[name] = methods;
+  }
+  return grpc.loadPackageDefinition(def as grpc.GrpcObject & protoLoader.PackageDefinition) as unknown as T;
+}
+
+let root: Root | undefined;
 
 /** The user daemon's answer to an intercept it leaves to the CLI to prepare (daemon.proto, InterceptRequest.resolve). */
 export const PREPARE_IN_CLI = 'PREPARE_IN_CLI';
@@ -28,12 +67,12 @@ let managerProto: ManagerProto | undefined;
 let daemonProto: DaemonProto | undefined;
 
 export function managerPackage(): ManagerProto['rdbg']['v1'] {
-  managerProto ??= load<ManagerProto>('rdbg/v1/manager.proto');
+  managerProto ??= load<ManagerProto>(['rdbg.v1.Manager']);
   return managerProto.rdbg.v1;
 }
 
 export function daemonPackage(): DaemonProto['rdbg']['v1'] {
-  daemonProto ??= load<DaemonProto>('rdbg/v1/daemon.proto');
+  daemonProto ??= load<DaemonProto>(['rdbg.v1.UserDaemon', 'rdbg.v1.RootDaemon']);
   return daemonProto.rdbg.v1;
 }
 

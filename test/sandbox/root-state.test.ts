@@ -130,3 +130,20 @@ t.test('--user-socket: absolute, a socket, owned by the caller', async (t) => {
   t.equal(r.code, 1);
   t.match(JSON.parse(r.stdout.trim().split('\n')[0]), { ready: false, code: 'RDBG_PERMISSION' }, 'the root daemon refuses to start');
 });
+
+t.test('a user socket that appears after the root daemon started is checked when it appears', async (t) => {
+  // `rdbg connect` starts both daemons at once, so the root daemon may come first; it changes nothing until the
+  // user daemon's socket is there, and then refuses one that is not the caller's.
+  const late = join(dir, 'late.sock');
+  const run = daemonRoot(['--user-socket', late, '--dns', 'none', '--tun-name', 'rdbglate0']);
+  await new Promise((r) => setTimeout(r, 1500));
+  const server: Server = await new Promise((res) => {
+    const s = createServer().listen(late, () => res(s));
+  });
+  t.teardown(() => server.close());
+  chownSync(late, 1000, 1000);
+  const r = await run;
+  t.equal(r.code, 1, r.stdout + r.stderr);
+  t.match(JSON.parse(r.stdout.trim().split('\n')[0]), { ready: false, code: 'RDBG_PERMISSION', message: /belongs to uid 1000, not to the caller \(uid 0\)/ }, 'refused when it appears');
+  t.not((await ns.run('ip', ['link', 'show', 'rdbglate0'], 5000)).code, 0, 'no TUN device was made');
+});

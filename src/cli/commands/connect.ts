@@ -16,7 +16,7 @@ import type { ListInterceptsRequest } from '../../gen/rdbg/v1/ListInterceptsRequ
 import { splitHostPort } from '../../core/address';
 import { asList, parse } from '../args';
 import { ROOT_OPTIONS, rootArgv } from '../root-options';
-import { callDaemon, daemonClient, daemonSocketExists } from '../daemon-client';
+import { callDaemon, daemonClient, daemonSocketExists, dropDaemonClient } from '../daemon-client';
 import type { CliContext } from '../context';
 import { fromGrpc, humanBytes, progress, say } from '../output';
 
@@ -47,9 +47,8 @@ export async function getStatus(ctx: CliContext): Promise<DaemonStatus__Output |
   try {
     return await callDaemon(client, client.status, {}, 3000);
   } catch {
+    dropDaemonClient(ctx.config.runtimeDir);
     return undefined;
-  } finally {
-    client.close();
   }
 }
 
@@ -66,8 +65,6 @@ async function mirrorCopiesDropped(ctx: CliContext): Promise<number> {
     return r.intercepts.reduce((n, i) => n + Number(i.mirrors_dropped ?? 0), 0);
   } catch {
     return 0;
-  } finally {
-    client.close();
   }
 }
 
@@ -121,27 +118,39 @@ export async function connectCommand(argv: string[], ctx: CliContext): Promise<v
   } else {
     progress(`connecting to the traffic manager at ${values.manager}`);
   }
-  const msg = await startDaemon(ctx, daemonArgs, 'daemon-user', daemonLogPath(ctx.config.runtimeDir));
-  if (!msg.ready) throw new RdbgError(msg.code, msg.message, msg.hint);
+  const userStart = startDaemon(ctx, daemonArgs, 'daemon-user', daemonLogPath(ctx.config.runtimeDir));
+  // The root daemon starts at the same time (its own start, the worker's, is half of a connect); it
+  // changes nothing on the host until the user daemon grants it the session (daemon/root/engine.ts).
+  let rootStart: Promise<StartupMessage> | undefined;
+  const stopRoot = new AbortController();
+  if (!socks) {
+    progress('starting the root daemon: TUN device, routes and DNS');
+    // --user-socket first: the sudo rule in the README matches this prefix. Sudo passes no
+    // environment, so the root daemon gets the CLI's log settings as flags.
+    const { logLevel, trace } = ctx.config;
+    const rootArgs = [
+      '--user-socket', resolve(daemonSocketPath(ctx.config.runtimeDir)), ...rootArgv(values),
+      ...(logLevel ? ['--log-level', logLevel] : []), ...(trace.length ? ['--trace', trace.join(',')] : []),
+    ];
+    // Remembered so that `status` knows this session has a root daemon, and `connect` can restart it.
+    writeFileSync(tunSessionPath(ctx), JSON.stringify({ args: rootArgs }) + '\n', { mode: 0o600 });
+    rootStart = startDaemon(ctx, rootArgs, 'daemon-root', rootLogPath(ctx), { timeoutMs: 75_000, signal: stopRoot.signal });
+  }
+  const msg = await userStart;
+  if (!msg.ready) {
+    stopRoot.abort();
+    await rootStart;
+    rmSync(tunSessionPath(ctx), { force: true });
+    throw new RdbgError(msg.code, msg.message, msg.hint);
+  }
   const st = await getStatus(ctx);
   const where = st?.kube_context ? `in context ${st.kube_context} (namespace ${st.manager_namespace}, through the apiserver)` : `at ${values.manager}`;
   const subnets = [...asList(st?.cluster?.service_subnets), ...asList(st?.cluster?.pod_subnets)].join(', ') || 'none announced';
-  if (socks) {
+  if (!rootStart) {
     say(`Connected to traffic manager ${st?.manager?.version ?? '?'} ${where}; SOCKS5 proxy on ${msg.socks}; cluster subnets ${subnets}.`);
     return;
   }
-
-  progress('starting the root daemon: TUN device, routes and DNS');
-  // --user-socket first: the sudo rule in the README matches this prefix. Sudo passes no
-  // environment, so the root daemon gets the CLI's log settings as flags.
-  const { logLevel, trace } = ctx.config;
-  const rootArgs = [
-    '--user-socket', resolve(daemonSocketPath(ctx.config.runtimeDir)), ...rootArgv(values),
-    ...(logLevel ? ['--log-level', logLevel] : []), ...(trace.length ? ['--trace', trace.join(',')] : []),
-  ];
-  // Remembered so that `status` knows this session has a root daemon, and `connect` can restart it.
-  writeFileSync(tunSessionPath(ctx), JSON.stringify({ args: rootArgs }) + '\n', { mode: 0o600 });
-  const root = await startDaemon(ctx, rootArgs, 'daemon-root', rootLogPath(ctx));
+  const root = await rootStart;
   if (!root.ready) {
     await quitCommand([], ctx, true);
     throw new RdbgError(root.code, root.message, root.hint);
@@ -312,8 +321,17 @@ function startupLine(child: ReturnType<typeof spawn>): Promise<StartupMessage | 
 
 const USER_DAEMON_V8_FLAGS = ['--max-semi-space-size=16', '--expose-gc'];
 
-/** Spawns a daemon in the background and waits for it to say it is ready (or why not). */
-function startDaemon(ctx: CliContext, args: string[], which: 'daemon-user' | 'daemon-root', logPath: string): Promise<StartupMessage> {
+/**
+ * Spawns a daemon in the background and waits for it to say it is ready (or
+ * why not), for up to timeoutMs; `signal` stops it (SIGTERM) and the wait.
+ */
+function startDaemon(
+  ctx: CliContext,
+  args: string[],
+  which: 'daemon-user' | 'daemon-root',
+  logPath: string,
+  { timeoutMs = 30_000, signal }: { timeoutMs?: number; signal?: AbortSignal } = {},
+): Promise<StartupMessage> {
   if (which === 'daemon-user') rmSync(daemonSocketPath(ctx.config.runtimeDir), { force: true });
   const log = openSync(logPath, 'a');
   // V8's --optimize-for-size costs each new connection about 100-130 us of CPU
@@ -332,13 +350,19 @@ function startDaemon(ctx: CliContext, args: string[], which: 'daemon-user' | 'da
   return new Promise((resolve) => {
     const timer = setTimeout(() => {
       child.kill('SIGTERM');
-      resolve({ ready: false, code: Codes.DAEMON_START, message: `the ${which} did not become ready within 30 seconds`, hint: `see ${logPath}` });
-    }, 30_000);
+      done({ ready: false, code: Codes.DAEMON_START, message: `the ${which} did not become ready within ${Math.round(timeoutMs / 1000)} seconds`, hint: `see ${logPath}` });
+    }, timeoutMs);
+    const abort = (): void => {
+      child.kill('SIGTERM');
+      done({ ready: false, code: Codes.DAEMON_START, message: `the ${which} was stopped before it was ready` });
+    };
+    signal?.addEventListener('abort', abort, { once: true });
     let settled = false;
     const done = (m: StartupMessage): void => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
+      signal?.removeEventListener('abort', abort);
       child.unref();
       if (child.connected) child.disconnect();
       resolve(m);
@@ -356,9 +380,9 @@ function startDaemon(ctx: CliContext, args: string[], which: 'daemon-user' | 'da
 
 export async function statusCommand(argv: string[], ctx: CliContext): Promise<void> {
   const { values } = parse('status', argv, { output: { type: 'string', short: 'o' } });
-  const st = await getStatus(ctx);
-  // A TUN session whose root daemon does not answer is broken: say so, and what repairs it.
-  const rs = st ? await getRootStatus(ctx) : undefined;
+  // Both daemons asked at once; a TUN session whose root daemon does not answer is broken: say so, and what repairs it.
+  const [st, root] = await Promise.all([getStatus(ctx), getRootStatus(ctx)]);
+  const rs = st ? root : undefined;
   const leftBehind = !st && existsSync(sessionRootPaths(ctx.config.runtimeDir).dir);
   const problem = (st && !rs && readTunSession(ctx)) || leftBehind ? rootDaemonProblem(ctx) : undefined;
   if (values.output === 'json') {
@@ -427,7 +451,7 @@ export async function quitCommand(_argv: string[], ctx: CliContext, quiet = fals
     } catch (err) {
       throw fromGrpc(err, 'quit');
     } finally {
-      client.close();
+      dropDaemonClient(ctx.config.runtimeDir);
     }
     pid = st.pid || pid;
   }

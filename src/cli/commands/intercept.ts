@@ -132,7 +132,6 @@ export async function interceptCommand(argv: string[], ctx: CliContext): Promise
       if (info.agents > 0) info.state = 'ACTIVE';
     }
   } catch (err) {
-    client.close();
     throw fromGrpc(err, 'intercept');
   }
   const where = `${info.spec!.workload}.${info.spec!.namespace}`;
@@ -142,10 +141,7 @@ export async function interceptCommand(argv: string[], ctx: CliContext): Promise
   const env = info.env ?? {};
   if (values['env-file']) writeFileSync(values['env-file'], envFileText(env));
   if (values['env-json']) writeFileSync(values['env-json'], JSON.stringify(env, null, 2) + '\n');
-  if (command.length === 0) {
-    client.close();
-    return;
-  }
+  if (command.length === 0) return;
   const merged: NodeJS.ProcessEnv = { ...ctx.childEnv };
   for (const [k, v] of Object.entries(env)) if (!KEEP_LOCAL.has(k)) merged[k] = v;
   const code = await new Promise<number>((resolve) => {
@@ -164,8 +160,6 @@ export async function interceptCommand(argv: string[], ctx: CliContext): Promise
     say(`Intercept of ${where} ended with the command.`);
   } catch (err) {
     process.stderr.write(`rdbg: could not end the intercept: ${fromGrpc(err, 'leave').message}\n`);
-  } finally {
-    client.close();
   }
   process.exitCode = code;
 }
@@ -179,8 +173,6 @@ export async function leaveCommand(argv: string[], ctx: CliContext): Promise<voi
     say(`Left the intercept of ${positionals[0]}.`);
   } catch (err) {
     throw fromGrpc(err, 'leave');
-  } finally {
-    client.close();
   }
 }
 
@@ -197,8 +189,6 @@ export async function listCommand(argv: string[], ctx: CliContext): Promise<void
     list = (await callDaemon<ListInterceptsRequest, InterceptList__Output>(client, client.list, { session_id: '', all: values.all ?? false })).intercepts;
   } catch (err) {
     throw fromGrpc(err, 'list');
-  } finally {
-    client.close();
   }
   if (values.output === 'json') {
     say(JSON.stringify(list.map((i) => ({ ...i, env: undefined })), null, 2));

@@ -1,0 +1,43 @@
+// The binary loads the Kubernetes client from the build's bundle
+// (src/core/vendor.ts): the same API as the package, working as the package
+// does, in a process started as `rdbg` starts its own.
+import t from 'tap';
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { bundlePath } from '../../src/core/vendor';
+import { packageRoot } from '../../src/core/version';
+
+const probe = `
+const { useBundledClients } = require(${JSON.stringify(join(packageRoot(), 'dist', 'src', 'core', 'vendor.js'))});
+const bundled = process.argv[1] === 'bundle' && useBundledClients();
+const k8s = require('@kubernetes/client-node');
+const kc = new k8s.KubeConfig();
+kc.loadFromString(JSON.stringify({
+  apiVersion: 'v1', kind: 'Config', 'current-context': 'c',
+  clusters: [{ name: 'k', cluster: { server: 'https://127.0.0.1:6443', 'insecure-skip-tls-verify': true } }],
+  users: [{ name: 'u', user: { token: 'abc' } }],
+  contexts: [{ name: 'c', context: { cluster: 'k', user: 'u', namespace: 'ns1' } }],
+}));
+const core = kc.makeApiClient(k8s.CoreV1Api);
+console.log(JSON.stringify({
+  bundled, from: require.resolve('@kubernetes/client-node'),
+  exports: Object.keys(k8s).sort(),
+  server: kc.getCurrentCluster().server, namespace: kc.getContextObject('c').namespace,
+  api: typeof core.listNamespacedPod, watch: typeof new k8s.Watch(kc).watch,
+}));`;
+
+const run = (mode: string): { bundled: boolean; from: string; exports: string[]; server: string; namespace: string; api: string; watch: string } =>
+  JSON.parse(execFileSync(process.execPath, ['-e', probe, mode], { cwd: packageRoot(), encoding: 'utf8' }));
+
+t.test('the bundle stands in for the package', async (t) => {
+  t.ok(existsSync(bundlePath()), `the build made ${bundlePath()}`);
+  const pkg = run('package');
+  const bundle = run('bundle');
+  t.equal(bundle.bundled, true);
+  t.equal(bundle.from, bundlePath(), 'require() finds the bundle');
+  t.not(pkg.from, bundlePath(), 'without the hook: the package');
+  t.same(bundle.exports, pkg.exports, 'the same exports');
+  t.ok(bundle.exports.length > 100, `${bundle.exports.length} exports`);
+  t.match(bundle, { server: 'https://127.0.0.1:6443', namespace: 'ns1', api: 'function', watch: 'function' }, 'a kubeconfig loads, clients are made');
+});

@@ -29,7 +29,7 @@ import * as http from 'node:http';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { Cluster, readClusterEnv } from '../test/cluster-tier/cluster-helper';
+import { Cluster, exec, readClusterEnv } from '../test/cluster-tier/cluster-helper';
 import { CALLER_SOURCE, ECHO_PORT, SERVER_SOURCE, oneRequest, percentile } from './kube-load';
 import { Rdbg, Undo, inLaptopNetns, openNodeForward, removeLeftovers, startDelayRelay } from './kube-env';
 import type { BenchRow } from './row';
@@ -138,6 +138,24 @@ async function main(): Promise<void> {
     await fn();
     note(k, now() - t0);
   };
+  // Node's own start, the floor of every CLI row. NODE_EXTRA_CA_CERTS makes each Node start parse that
+  // bundle (some CI images set it): measured both ways, and the steps timed without it, as on a laptop.
+  const nodeStart = async (env: NodeJS.ProcessEnv): Promise<number> => {
+    const times: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const t0 = now();
+      await exec(process.execPath, ['-e', '0'], { env });
+      times.push(now() - t0);
+    }
+    return percentile(times, 50);
+  };
+  const extraCa = process.env.NODE_EXTRA_CA_CERTS;
+  const bare = { ...process.env, NODE_EXTRA_CA_CERTS: undefined };
+  let startNote = `Node's own start (node -e 0): ${Math.round(await nodeStart(bare))} ms.`;
+  if (extraCa) {
+    startNote += ` NODE_EXTRA_CA_CERTS (${extraCa}) is set here and makes it ${Math.round(await nodeStart(process.env))} ms; the steps ran without it.`;
+    delete process.env.NODE_EXTRA_CA_CERTS;
+  }
   try {
     await removeLeftovers(c);
     const image = process.env.BENCH_IMAGE ?? c.image('rdbg');
@@ -297,7 +315,7 @@ async function main(): Promise<void> {
     '|---|---|---|---|---|---|',
     ...rows.map((r) => `| ${r.metric} | ${fmt(r.value)} | ${fmt(r.p95)} | ${r.vs} | ${r.goal} | ${r.pass ? 'yes' : 'NO'} |`),
   ].join('\n');
-  const notes = `${REPS} runs of each step (${INJECT_REPS} injections); a caller pod sends a request with the header through the Service every 10 ms, so a step that ends with a request is measured to within 10 ms.`;
+  const notes = `${REPS} runs of each step (${INJECT_REPS} injections); a caller pod sends a request with the header through the Service every 10 ms, so a step that ends with a request is measured to within 10 ms. ${startNote}`;
   process.stdout.write(`\n${table}\n\n${notes}\nraw: ${JSON.stringify(raw)}\n`);
   const dir = join(__dirname, '../../bench/results');
   mkdirSync(dir, { recursive: true });

@@ -225,7 +225,7 @@ t.test('manager serve --kubernetes on the real apiserver', async (t) => {
     t.match(ok, { ok: true, res: { spec: { workload: 'web', namespace: ns } } }, 'with the claim, over loopback');
     // A claim seen stands for the session (CLAIM_TRUST_MS): the next intercept of the workload reads nothing,
     // and it stands for that session only.
-    await c.kubectl(['-n', ns, 'annotate', 'deployment/web', `rdbg.dev/claim-${hash.slice(0, 12)}-`]);
+    await c.kubectl(['-n', ns, 'annotate', 'deployment/web', `rdbg.dev/claim-${hash.slice(0, 12)}-`, `rdbg.dev/claim-${otherHash.slice(0, 12)}-`]);
     const trusted = await call(local, 'createIntercept', { session_id: session, spec });
     t.match(trusted, { ok: true, res: { spec: { workload: 'web' } } }, 'the same session again, the claim just taken off: trusted, not read');
     t.match(await call(local, 'createIntercept', { session_id: second.res.session_id, spec }), { ok: false, code: GRPC.PERMISSION_DENIED }, 'another session is not trusted by it');

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { cluster, repoRoot, waitFor, type Cluster, type ExecResult, type TestLike } from './cluster-helper';
 import { PROTOCOL, VERSION } from '../../src/core/version';
 import { MANAGER_SELECTOR } from '../../src/kube/manifests';
+import { claimAnnotation } from '../../src/kube/marks';
 
 const RDBG = (): string => join(repoRoot(), 'dist', 'bin', 'rdbg.js');
 const MNS = 'rdbg';
@@ -288,6 +289,16 @@ t.test('rdbg on Kubernetes', async (t) => {
     await localUp();
     t.same(await everyPod(), pods.map(() => 'echo-v2'), 'the restarted process gets the next request of every replica');
     await admin.rdbg(['leave', 'echo']);
+
+    // The claim stays for the session (the next switch writes nothing) and goes with it.
+    const session = JSON.parse((await admin.rdbg(['status', '-o', 'json'])).stdout).session_id as string;
+    const claim = claimAnnotation(session);
+    const annotations = async (): Promise<Record<string, string>> =>
+      (await c.kubectlJson<{ metadata: { annotations?: Record<string, string> } }>(['-n', ns, 'get', 'deploy', 'echo'])).metadata.annotations ?? {};
+    t.equal((await annotations())[claim.key], claim.value, 'after leave the workload still carries this session\'s claim');
+    await admin.rdbg(['quit']);
+    t.notOk(claim.key in (await annotations()), 'quit takes the claim off');
+    await admin.rdbg(['connect', '--namespace', ns]);
   });
 
   await t.test('a StatefulSet behind a numeric targetPort', async (t) => {

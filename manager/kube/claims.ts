@@ -26,10 +26,7 @@ export class ClaimChecker {
   /** session + workload -> until when its claim stands */
   private readonly trusted = new Map<string, number>();
 
-  constructor(
-    api: KubeApi,
-    private readonly now: () => number = Date.now,
-  ) {
+  constructor(api: KubeApi) {
     // The order in which a bare workload name is looked up.
     this.kinds = [
       ['Deployment', (name, namespace) => api.apps.readNamespacedDeployment({ name, namespace })],
@@ -42,7 +39,7 @@ export class ClaimChecker {
 
   async check(sessionId: string, workload: string, namespace: string): Promise<AuthError | undefined> {
     const key = `${sessionId}\n${namespace}\n${workload}`;
-    if ((this.trusted.get(key) ?? 0) > this.now()) return undefined;
+    if ((this.trusted.get(key) ?? 0) > Date.now()) return undefined;
     this.trusted.delete(key);
     const claim = claimAnnotation(sessionId);
     for (const [kind, read] of this.kinds) {
@@ -79,10 +76,10 @@ export class ClaimChecker {
 
   private trust(key: string): void {
     if (this.trusted.size >= TRUSTED_MAX) {
-      const t = this.now();
+      const t = Date.now();
       for (const [k, until] of this.trusted) if (until <= t) this.trusted.delete(k);
       if (this.trusted.size >= TRUSTED_MAX) this.trusted.clear();
     }
-    this.trusted.set(key, this.now() + CLAIM_TRUST_MS);
+    this.trusted.set(key, Date.now() + CLAIM_TRUST_MS);
   }
 }

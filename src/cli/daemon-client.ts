@@ -4,35 +4,30 @@ import { daemonSocketPath } from '../core/paths';
 import { daemonPackage, type UserDaemonClient } from '../rpc/services';
 import { atCommandEnd } from './context';
 
-const shared = new Map<string, UserDaemonClient>();
+let shared: { dir: string; client: UserDaemonClient } | undefined;
 
 /**
  * The command's client of the user daemon whose directory is dir (the CLI's
  * runtimeDir). One per process: every call of a command shares its
  * connection, as a new channel costs tens of milliseconds to start. It is
- * closed when the command ends (atCommandEnd).
+ * closed when the command ends.
  */
 export function daemonClient(dir: string): UserDaemonClient {
-  let client = shared.get(dir);
-  if (!client) {
-    const UserDaemon = daemonPackage().UserDaemon;
-    client = new UserDaemon(`unix://${daemonSocketPath(dir)}`, grpc.credentials.createInsecure()) as unknown as UserDaemonClient;
-    if (shared.size === 0) atCommandEnd(closeDaemonClients);
-    shared.set(dir, client);
-  }
+  if (shared?.dir === dir) return shared.client;
+  dropDaemonClient();
+  const UserDaemon = daemonPackage().UserDaemon;
+  const client = new UserDaemon(`unix://${daemonSocketPath(dir)}`, grpc.credentials.createInsecure()) as unknown as UserDaemonClient;
+  shared = { dir, client };
   return client;
 }
 
-/** Closes the client of the daemon in dir (it failed, or that daemon is gone): the next daemonClient() connects afresh, with no backoff. */
-export function dropDaemonClient(dir: string): void {
-  shared.get(dir)?.close();
-  shared.delete(dir);
+/** Closes the shared client (it failed, or its daemon is gone): the next daemonClient() connects afresh, with no backoff. */
+export function dropDaemonClient(): void {
+  shared?.client.close();
+  shared = undefined;
 }
 
-export function closeDaemonClients(): void {
-  for (const c of shared.values()) c.close();
-  shared.clear();
-}
+atCommandEnd(dropDaemonClient);
 
 /** Calls one unary method of the user daemon; rejects with the gRPC error. */
 export function callDaemon<Req, Res>(

@@ -14,6 +14,7 @@ import {
   describe,
   INJECT_LABEL,
   kubeError,
+  selectorText,
   WORKLOAD_ANNOTATION,
   type InterceptTarget,
   type WorkloadRef,
@@ -266,9 +267,7 @@ export async function podsOf(ws: Workloads, w: WorkloadRef, terminating = false,
     }
   }
   const obj = read ?? (await ws.read(w));
-  const sel = obj.spec?.selector?.matchLabels ?? {};
-  const labelSelector = Object.entries(sel).map(([k, v]) => `${k}=${v}`).join(',');
-  const items = (await ws.core.listNamespacedPod({ namespace: w.namespace, labelSelector })).items;
+  const items = (await ws.core.listNamespacedPod({ namespace: w.namespace, labelSelector: selectorText(obj.spec?.selector?.matchLabels) })).items;
   return terminating ? items : items.filter((p) => !p.metadata?.deletionTimestamp);
 }
 
@@ -344,7 +343,7 @@ export async function agentInPlace(ws: Workloads, t: InterceptTarget, read?: { o
  * still looks every second, whatever the watch does.
  */
 async function podChanges(ws: Workloads, w: WorkloadRef, obj: Obj | undefined, wake: () => void): Promise<() => void> {
-  const sel = w.kind === 'Pod' ? `metadata.name=${w.name}` : Object.entries(obj?.spec?.selector?.matchLabels ?? {}).map(([k, v]) => `${k}=${v}`).join(',');
+  const sel = w.kind === 'Pod' ? `metadata.name=${w.name}` : selectorText(obj?.spec?.selector?.matchLabels);
   const query = w.kind === 'Pod' ? { fieldSelector: sel } : { labelSelector: sel };
   if (!sel) return () => undefined;
   try {

@@ -52,7 +52,8 @@ export interface Resolved {
   hint: ResolveHint;
 }
 
-const selectorText = (sel: Record<string, string> | undefined): string =>
+/** A label selector as the API takes it (keys sorted, so that two texts of one selector are equal). */
+export const selectorText = (sel: Record<string, string> | undefined): string =>
   Object.entries(sel ?? {})
     .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
     .map(([k, v]) => `${k}=${v}`)

@@ -47,7 +47,7 @@ export async function getStatus(ctx: CliContext): Promise<DaemonStatus__Output |
   try {
     return await callDaemon(client, client.status, {}, 3000);
   } catch {
-    dropDaemonClient(ctx.config.runtimeDir);
+    dropDaemonClient();
     return undefined;
   }
 }
@@ -451,7 +451,7 @@ export async function quitCommand(_argv: string[], ctx: CliContext, quiet = fals
     } catch (err) {
       throw fromGrpc(err, 'quit');
     } finally {
-      dropDaemonClient(ctx.config.runtimeDir);
+      dropDaemonClient();
     }
     pid = st.pid || pid;
   }

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { splitHostPort } from '../src/core/address';
 import { parse } from '../src/cli/args';
+import { COMMANDS } from '../src/cli/spec';
 import { Codes, errorMessage, RdbgError } from '../src/core/errors';
 import { readConfig } from '../src/core/config';
 import { logger, setLevel, setTrace, toggleDebugOnSignal } from '../src/core/log';
@@ -8,18 +9,7 @@ import { appEnvironment, TrafficAgent } from './traffic-agent';
 
 const log = logger('agent');
 
-export const AGENT_USAGE = `rdbg agent run --manager HOST:PORT --workload NAME --namespace NS --app-port P --listen-port Q
-                [--pod-name X] [--app-host 127.0.0.1]
-
-Runs the traffic agent (the sidecar of an intercepted pod): it listens on the
-port the Service targets (Q) and forwards to the app (P); requests that match
-an intercept go to the laptop that owns it. RDBG_MANAGER may stand for
---manager, RDBG_AGENT_TOKEN carries the agent credential (or
-RDBG_AGENT_TOKEN_FILE names a file holding it, read again at every
-re-arrival: a projected service-account token rotates). Diverted flows go
-on the manager's data port, an HTTP/2 stream each.`;
-
-const HINT = 'see "rdbg agent --help"';
+const HINT = 'see "rdbg agent run --help"';
 
 function port(text: string | undefined, flag: string): number {
   const n = Number(text);
@@ -50,23 +40,9 @@ export function tokenSource(file: string | undefined, fixed: string): () => stri
   };
 }
 
-/** `rdbg agent run ...`: the traffic agent sidecar. */
+/** `rdbg agent run ...` (its arguments after "run"): the traffic agent sidecar. */
 export async function agentMain(argv: string[]): Promise<void> {
-  const [sub, ...rest] = argv;
-  if (sub !== 'run') {
-    process.stdout.write(AGENT_USAGE + '\n');
-    process.exitCode = sub === '--help' || sub === undefined ? 0 : 2;
-    return;
-  }
-  const { values } = parse('agent run', rest, {
-    manager: { type: 'string' },
-    workload: { type: 'string' },
-    namespace: { type: 'string' },
-    'app-port': { type: 'string' },
-    'listen-port': { type: 'string' },
-    'app-host': { type: 'string', default: '127.0.0.1' },
-    'pod-name': { type: 'string' },
-  });
+  const { values } = parse('agent run', argv, COMMANDS.agent.sub.run.flags);
   const cfg = readConfig('agent');
   setLevel(cfg.logLevel ?? 'info');
   setTrace(cfg.trace);

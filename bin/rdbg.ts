@@ -3,7 +3,9 @@
 // The one rdbg binary: the CLI, and every component as a subcommand, so that
 // one package (and one image) serves the laptop, the manager and the agent.
 import * as nodeModule from 'node:module';
-import { RdbgError } from '../src/core/errors';
+import { basename } from 'node:path';
+import { exitCodeOf, RdbgError } from '../src/core/errors';
+import { findCommand, wantsHelp } from '../src/cli/spec';
 import { useBundledClients } from '../src/core/vendor';
 
 // V8's compiled code kept between runs (Node 22.1 and later; older lines have no such call).
@@ -15,28 +17,32 @@ useBundledClients();
 // carry the CLI's Kubernetes client (tens of MB of heap in a daemon whose
 // memory budget is 150 MB at 10,000 connections).
 const components: Record<string, () => Promise<(argv: string[]) => Promise<void>>> = {
-  manager: async () => (await import('../manager/main')).managerMain,
-  agent: async () => (await import('../agent/main')).agentMain,
+  'manager serve': async () => (await import('../manager/main')).managerMain,
+  'agent run': async () => (await import('../agent/main')).agentMain,
   'daemon-user': async () => (await import('../daemon/user/main')).userDaemonMain,
   'daemon-root': async () => (await import('../daemon/root/main')).rootDaemonMain,
 };
 
-/** "rdbg manager SUB" runs the CLI for these; the other manager subcommands (serve) run the component. */
-const CLI_MANAGER_SUBCOMMANDS = ['install', 'upgrade'];
-
+/** A component runs itself; everything else, and a component's --help, is the CLI's. */
 async function main(argv: string[]): Promise<void> {
-  const load = components[argv[0]];
-  const cliManager = argv[0] === 'manager' && CLI_MANAGER_SUBCOMMANDS.includes(argv[1]);
-  if (load && !cliManager) return (await load())(argv.slice(1));
+  const found = findCommand(argv);
+  const load = found && !wantsHelp(found.rest) ? components[found.path.join(' ')] : undefined;
+  if (found && load) return (await load())(found.rest);
   return (await import('../src/cli/main')).cliMain(argv);
 }
 
-main(process.argv.slice(2)).catch((err: unknown) => {
+/** As kubectl's plugins are found: kubectl-rdbg is rdbg, kubectl_complete-rdbg its completion (cobra's __complete). */
+function commandLine(): string[] {
+  const args = process.argv.slice(2);
+  return basename(process.argv[1] ?? '') === 'kubectl_complete-rdbg' ? ['__complete', ...args] : args;
+}
+
+main(commandLine()).catch((err: unknown) => {
   // A component's own errors (bad flags, a port in use) read as one sentence; bugs keep their stack.
   if (err instanceof RdbgError) {
     process.stderr.write(`rdbg: ${err.message}\n${err.hint ? `  hint: ${err.hint}\n` : ''}`);
   } else {
     process.stderr.write(`rdbg: ${(err as Error)?.stack ?? String(err)}\n`);
   }
-  process.exit(1);
+  process.exit(exitCodeOf(err));
 });

@@ -1,6 +1,6 @@
 import { existsSync, readFileSync, rmSync, writeSync } from 'node:fs';
-import { asList, parse, type Options } from '../../src/cli/args';
-import { ROOT_OPTIONS } from '../../src/cli/root-options';
+import { asList, parse } from '../../src/cli/args';
+import { COMMANDS } from '../../src/cli/spec';
 import { parseCidr } from '../../src/core/cidr';
 import { Codes, RdbgError, errorMessage } from '../../src/core/errors';
 import { LOG_LEVELS, oneOf, readConfig, traceList } from '../../src/core/config';
@@ -25,13 +25,6 @@ function tell(msg: StartupMessage): void {
   }
 }
 
-export const ROOT_USAGE = `rdbg daemon-root --user-socket PATH [--cleanup] [--tun-name rdbg0] [--tun-cidr 169.254.83.0/24] [--tun-cidr6 fd72:6462:6700::/64]
-                 [--also-proxy CIDR]... [--never-proxy CIDR]... [--allow-conflicting-subnets]
-                 [--dns auto|resolv.conf|none] [--dns-include SUFFIX]... [--dns-exclude SUFFIX]... [--log-level LEVEL] [--trace CATEGORY,...]
-Started by "rdbg connect" as root (through sudo); --cleanup only undoes what a crashed daemon of the
-session of PATH left behind. Its state is /var/run/rdbg/<session>/, where <session> is derived from
-the calling user (SUDO_UID), PATH and the network namespace; PATH must be that user's socket.`;
-
 /** The user on whose behalf root runs: sudo names them; run as root directly, it is root. */
 function callerIds(env: NodeJS.ProcessEnv): { uid: number; gid: number } {
   const num = (v: string | undefined): number | undefined => (v !== undefined && /^\d+$/.test(v) ? Number(v) : undefined);
@@ -50,13 +43,7 @@ function runningWatchdog(paths: RootPaths): number | undefined {
   }
 }
 
-const OPTIONS = {
-  'user-socket': { type: 'string' },
-  ...ROOT_OPTIONS,
-  'log-level': { type: 'string' },
-  trace: { type: 'string' },
-  cleanup: { type: 'boolean' },
-} as const satisfies Options;
+const OPTIONS = COMMANDS['daemon-root'].flags;
 
 type Values = ReturnType<typeof parse<typeof OPTIONS>>['values'];
 

@@ -10,6 +10,7 @@ import { daemonPidPath, daemonSocketPath } from '../../src/core/paths';
 import { VERSION } from '../../src/core/version';
 import { joinHostPort, splitHostPort } from '../../src/core/address';
 import { parse } from '../../src/cli/args';
+import { COMMANDS } from '../../src/cli/spec';
 import { daemonPackage, PREPARE_IN_CLI } from '../../src/rpc/services';
 import type { StartupMessage } from '../../src/rpc/startup';
 import type { SessionGrant } from '../../src/gen/rdbg/v1/SessionGrant';
@@ -33,15 +34,7 @@ function tell(msg: StartupMessage): void {
 }
 
 export async function userDaemonMain(argv: string[]): Promise<void> {
-  const { values } = parse('daemon-user', argv, {
-    manager: { type: 'string' },
-    socks: { type: 'string' },
-    namespace: { type: 'string' },
-    kubernetes: { type: 'boolean' },
-    kubeconfig: { type: 'string' },
-    context: { type: 'string' },
-    'manager-namespace': { type: 'string', default: 'rdbg' },
-  });
+  const { values } = parse('daemon-user', argv, COMMANDS['daemon-user'].flags);
   let cfg: UserConfig | undefined;
   try {
     cfg = readConfig('user');

@@ -7,6 +7,19 @@ export function say(line = ''): void {
   process.stdout.write(line + '\n');
 }
 
+/**
+ * What a user reads as data (-o json|yaml): JSON with two-space indent, or
+ * YAML of the same object (js-yaml, loaded only here: YAML is rare and the
+ * CLI's start is not).
+ */
+export function printData(format: string, data: unknown): void {
+  if (format === 'json') return say(JSON.stringify(data, null, 2));
+  if (format !== 'yaml') throw new RdbgError(Codes.BAD_ARGUMENT, `-o "${format}" is not one of json, yaml`);
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const yaml = require('js-yaml') as typeof import('js-yaml');
+  process.stdout.write(yaml.dump(data, { noRefs: true, lineWidth: -1 }));
+}
+
 export function progress(line: string): void {
   process.stderr.write(`  ${line}\n`);
 }
@@ -37,7 +50,8 @@ export function fromGrpc(err: unknown, what: string): RdbgError {
     if (e.code === Status.ALREADY_EXISTS) return new RdbgError(Codes.INTERCEPT_CONFLICT, e.details);
     if (e.code === Status.NOT_FOUND) return new RdbgError(Codes.INTERCEPT_NOT_FOUND, e.details);
     if (e.code === Status.PERMISSION_DENIED) return new RdbgError(Codes.PERMISSION, e.details);
-    return new RdbgError(Codes.BAD_ARGUMENT, `${what}: ${e.details || e.message}`);
+    if (e.code === Status.INVALID_ARGUMENT) return new RdbgError(Codes.BAD_ARGUMENT, `${what}: ${e.details || e.message}`);
+    return new RdbgError(Codes.FAILED, `${what}: ${e.details || e.message}`);
   }
   return err instanceof RdbgError ? err : new RdbgError(Codes.INTERNAL, `${what}: ${(err as Error)?.message ?? String(err)}`);
 }

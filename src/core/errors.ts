@@ -31,9 +31,19 @@ export const Codes = {
   PORT_FORWARD: 'RDBG_PORT_FORWARD',
   /** The apiserver refuses the workload's pods with the agent (Pod Security, a policy webhook). */
   ADMISSION: 'RDBG_ADMISSION_REJECTED',
+  /** A request the daemon or the manager refused or could not carry out, with no code of its own. */
+  FAILED: 'RDBG_FAILED',
   /** A bug: a failure with no code of its own. */
   INTERNAL: 'RDBG_INTERNAL',
 } as const;
+
+/**
+ * The process's exit code for an error that ends a command (docs/cli.md):
+ * 2 for what the user typed (a usage error), 1 for every other failure.
+ */
+export function exitCodeOf(err: unknown): number {
+  return err instanceof RdbgError && err.code === Codes.BAD_ARGUMENT ? 2 : 1;
+}
 
 export function errorMessage(err: unknown): string {
   if (err instanceof Error) return err.message;

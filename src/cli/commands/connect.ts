@@ -15,31 +15,11 @@ import type { InterceptList__Output } from '../../gen/rdbg/v1/InterceptList';
 import type { ListInterceptsRequest } from '../../gen/rdbg/v1/ListInterceptsRequest';
 import { splitHostPort } from '../../core/address';
 import { asList, parse } from '../args';
-import { ROOT_OPTIONS, rootArgv } from '../root-options';
+import { rootArgv } from '../root-options';
+import { COMMANDS } from '../spec';
 import { callDaemon, daemonClient, daemonSocketExists, dropDaemonClient } from '../daemon-client';
 import type { CliContext } from '../context';
 import { fromGrpc, humanBytes, progress, say } from '../output';
-
-export const CONNECT_USAGE = `rdbg connect [--kubeconfig FILE] [--context NAME] [--namespace NS] [--manager-namespace rdbg]
-             [--manager HOST:PORT] [--socks [HOST:]PORT]
-             [--also-proxy CIDR]... [--never-proxy CIDR]... [--allow-conflicting-subnets]
-             [--dns auto|none] [--dns-include SUFFIX]... [--dns-exclude SUFFIX]...
-
-Starts the user daemon and opens a session with the traffic manager. Without
---manager, the manager is the one installed in the current kubeconfig context
-("rdbg manager install"), reached through the apiserver's port-forward.
---manager HOST:PORT alone talks to a standalone manager ("rdbg manager serve");
-together with --kubeconfig, --context or --kubernetes it is the address where
-the cluster exposes the manager's data plane (the direct transport), while the
-session still opens through the apiserver. With
---socks, serves the cluster's network as a SOCKS5 proxy (no root needed;
-names resolve in the cluster). Without it, the root daemon (through sudo)
-routes the cluster's subnets into a TUN device and answers cluster names, so
-every program on this machine reaches the cluster.
-Examples: rdbg connect --context staging && curl http://echo.default/
-          rdbg connect --manager 10.0.0.1:8081 --socks 1080
-          curl --socks5-hostname 127.0.0.1:1080 http://echo.default/
-          rdbg connect --manager 10.0.0.1:8081 && curl http://echo.default/`;
 
 export async function getStatus(ctx: CliContext): Promise<DaemonStatus__Output | undefined> {
   if (!daemonSocketExists(ctx.config.runtimeDir)) return undefined;
@@ -69,18 +49,7 @@ async function mirrorCopiesDropped(ctx: CliContext): Promise<number> {
 }
 
 export async function connectCommand(argv: string[], ctx: CliContext): Promise<void> {
-  const { values } = parse('connect', argv, {
-    manager: { type: 'string' },
-    socks: { type: 'string' },
-    namespace: { type: 'string', short: 'n' },
-    kubeconfig: { type: 'string' },
-    context: { type: 'string' },
-    kubernetes: { type: 'boolean' },
-    'manager-namespace': { type: 'string', default: 'rdbg' },
-    ...ROOT_OPTIONS,
-    help: { type: 'boolean', short: 'h' },
-  });
-  if (values.help) return say(CONNECT_USAGE);
+  const { values } = parse('connect', argv, COMMANDS.connect.flags);
   const existing = await getStatus(ctx);
   const tunSession = readTunSession(ctx);
   if (existing && tunSession && !(await getRootStatus(ctx))) {
@@ -379,7 +348,7 @@ function startDaemon(
 }
 
 export async function statusCommand(argv: string[], ctx: CliContext): Promise<void> {
-  const { values } = parse('status', argv, { output: { type: 'string', short: 'o' } });
+  const { values } = parse('status', argv, COMMANDS.status.flags);
   // Both daemons asked at once; a TUN session whose root daemon does not answer is broken: say so, and what repairs it.
   const [st, root] = await Promise.all([getStatus(ctx), getRootStatus(ctx)]);
   const rs = st ? root : undefined;
@@ -434,7 +403,8 @@ function pidAlive(pid: number): boolean {
   }
 }
 
-export async function quitCommand(_argv: string[], ctx: CliContext, quiet = false): Promise<void> {
+export async function quitCommand(argv: string[], ctx: CliContext, quiet = false): Promise<void> {
+  parse('quit', argv, COMMANDS.quit.flags);
   const rootNote = await quitRoot(ctx);
   rmSync(tunSessionPath(ctx), { force: true });
   let pid = 0;

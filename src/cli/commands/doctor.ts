@@ -21,17 +21,8 @@ import type { ClusterInfo__Output } from '../../gen/rdbg/v1/ClusterInfo';
 import type { DNSResponse__Output } from '../../gen/rdbg/v1/DNSResponse';
 import type { SessionInfo__Output } from '../../gen/rdbg/v1/SessionInfo';
 import { parse } from '../args';
-import { say } from '../output';
-
-export const DOCTOR_USAGE = `rdbg doctor [NAME] [--kubeconfig FILE] [--context NAME] [--namespace NS] [--manager-namespace rdbg] [-o json]
-
-Checks, without changing anything, what connect and intercept need: the
-apiserver, your RBAC rights, the traffic manager and its version, whether the
-apiserver reaches the injection webhook, Pod Security levels that would reject
-the agent (naming the Services whose intercept they would refuse), cluster
-subnets that overlap this machine's routes, and DNS. With NAME (a Service or
-KIND/NAME, as for intercept), also whether intercepting it would be admitted.
-Exits 1 when something would fail.`;
+import { printData, say } from '../output';
+import { COMMANDS } from '../spec';
 
 type Verdict = 'ok' | 'warn' | 'fail' | 'skip';
 interface Check {
@@ -268,15 +259,7 @@ function checkHostDns(ctx: Ctx): void {
 }
 
 export async function doctorCommand(argv: string[], cli: CliContext): Promise<void> {
-  const { values, positionals } = parse('doctor', argv, {
-    kubeconfig: { type: 'string' },
-    context: { type: 'string' },
-    namespace: { type: 'string', short: 'n' },
-    'manager-namespace': { type: 'string', default: 'rdbg' },
-    output: { type: 'string', short: 'o' },
-    help: { type: 'boolean', short: 'h' },
-  }, true);
-  if (values.help) return say(DOCTOR_USAGE);
+  const { values, positionals } = parse('doctor', argv, COMMANDS.doctor.flags, true);
   const kube = loadKube({ kubeconfig: values.kubeconfig, kubeconfigList: cli.config.kubeconfig, context: values.context, namespace: values.namespace });
   const ctx: Ctx = { kube, kc: kube.kc, ns: values.namespace ?? kube.namespace, mns: values['manager-namespace']!, checks: [] };
   try {
@@ -295,8 +278,8 @@ export async function doctorCommand(argv: string[], cli: CliContext): Promise<vo
   }
   checkHostDns(ctx);
   const failed = ctx.checks.filter((c) => c.verdict === 'fail').length;
-  if (values.output === 'json') {
-    say(JSON.stringify({ ok: failed === 0, checks: ctx.checks }, null, 2));
+  if (values.output) {
+    printData(values.output, { ok: failed === 0, checks: ctx.checks });
   } else {
     for (const c of ctx.checks) {
       say(`${MARK[c.verdict]}  ${c.area.padEnd(12)} ${c.detail}`);

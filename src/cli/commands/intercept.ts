@@ -7,23 +7,13 @@ import type { InterceptList__Output } from '../../gen/rdbg/v1/InterceptList';
 import type { ListInterceptsRequest } from '../../gen/rdbg/v1/ListInterceptsRequest';
 import { asList, parse } from '../args';
 import { callDaemon, daemonClient } from '../daemon-client';
-import { fromGrpc, progress, say, table } from '../output';
+import { fromGrpc, printData, progress, say, table } from '../output';
+import { COMMANDS } from '../spec';
 import { droppedCopies, getStatus } from './connect';
 import type { CliContext } from '../context';
 import type { DaemonStatus__Output } from '../../gen/rdbg/v1/DaemonStatus';
 import type { InterceptTarget } from '../../kube/workloads';
 import { PREPARE_IN_CLI } from '../../rpc/services';
-
-export const INTERCEPT_USAGE = `rdbg intercept NAME --port LOCAL[:REMOTE] [--header NAME=VALUE|NAME=~REGEX]... [--path-prefix /p]
-               [--mirror] [--namespace NS] [--env-file FILE] [--env-json FILE] [-- COMMAND ARGS...]
-
-Sends NAME's requests that match the rule (all of the port without a rule) to
-127.0.0.1:LOCAL on this machine. With -- COMMAND, runs it with the pod's
-environment and ends the intercept when it exits.
-On Kubernetes, NAME is a Service (or KIND/NAME of a Deployment, StatefulSet,
-ReplicaSet, DaemonSet or Pod); the first intercept of a workload injects the
-traffic agent into its pods (they restart once); later ones do not restart them.
-Example: rdbg intercept echo --port 8080:80 --header x-dev=me -- node --inspect app.js`;
 
 const KEEP_LOCAL = new Set(['PATH', 'HOME', 'USER', 'SHELL', 'TERM', 'PWD', 'LANG', 'TMPDIR']);
 
@@ -81,24 +71,8 @@ export async function interceptCommand(argv: string[], ctx: CliContext): Promise
   const dash = argv.indexOf('--');
   const own = dash >= 0 ? argv.slice(0, dash) : argv;
   const command = dash >= 0 ? argv.slice(dash + 1) : [];
-  const { values, positionals } = parse(
-    'intercept',
-    own,
-    {
-      port: { type: 'string', short: 'p' },
-      header: { type: 'string', multiple: true },
-      'path-prefix': { type: 'string' },
-      mirror: { type: 'boolean' },
-      namespace: { type: 'string', short: 'n' },
-      'env-file': { type: 'string' },
-      'env-json': { type: 'string' },
-      'local-host': { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
-    true,
-  );
-  if (values.help) return say(INTERCEPT_USAGE);
-  if (positionals.length !== 1) throw new RdbgError(Codes.BAD_ARGUMENT, 'intercept takes exactly one workload or service name', INTERCEPT_USAGE);
+  const { values, positionals } = parse('intercept', own, COMMANDS.intercept.flags, true);
+  if (positionals.length !== 1) throw new RdbgError(Codes.BAD_ARGUMENT, 'intercept takes exactly one workload or service name', 'run "rdbg intercept --help"');
   if (!values.port) throw new RdbgError(Codes.BAD_ARGUMENT, 'intercept needs --port LOCAL[:REMOTE]');
   const { local, remote, remoteText } = parsePort(values.port);
   const st = await getStatus(ctx);
@@ -165,7 +139,7 @@ export async function interceptCommand(argv: string[], ctx: CliContext): Promise
 }
 
 export async function leaveCommand(argv: string[], ctx: CliContext): Promise<void> {
-  const { values, positionals } = parse('leave', argv, { namespace: { type: 'string', short: 'n' } }, true);
+  const { values, positionals } = parse('leave', argv, COMMANDS.leave.flags, true);
   if (positionals.length !== 1) throw new RdbgError(Codes.BAD_ARGUMENT, 'leave takes the intercepted workload name', 'see "rdbg list"');
   const client = daemonClient(ctx.config.runtimeDir);
   try {
@@ -182,7 +156,7 @@ function requestsCell(i: InterceptInfo__Output): string {
 }
 
 export async function listCommand(argv: string[], ctx: CliContext): Promise<void> {
-  const { values } = parse('list', argv, { output: { type: 'string', short: 'o' }, all: { type: 'boolean', short: 'a' } });
+  const { values } = parse('list', argv, COMMANDS.list.flags);
   const client = daemonClient(ctx.config.runtimeDir);
   let list: InterceptInfo__Output[];
   try {
@@ -190,17 +164,19 @@ export async function listCommand(argv: string[], ctx: CliContext): Promise<void
   } catch (err) {
     throw fromGrpc(err, 'list');
   }
-  if (values.output === 'json') {
-    say(JSON.stringify(list.map((i) => ({ ...i, env: undefined })), null, 2));
+  if (values.output === 'json' || values.output === 'yaml') {
+    printData(values.output, list.map(({ env: _env, ...i }) => i));
     return;
   }
   if (list.length === 0) {
     say('No intercepts.');
     return;
   }
-  const rows = [['WORKLOAD', 'NAMESPACE', 'PORT', 'RULE', 'LOCAL', 'OWNER', 'STATE', 'REQUESTS']];
+  const wide = values.output === 'wide';
+  const rows = [['WORKLOAD', 'NAMESPACE', 'PORT', 'RULE', 'LOCAL', 'OWNER', 'STATE', 'REQUESTS', ...(wide ? ['AGENTS', 'ID', 'MESSAGE'] : [])]];
   for (const i of list) {
-    rows.push([i.spec!.workload, i.spec!.namespace, String(i.spec!.port), describeRule(i.spec!), `${i.spec!.local_host || '127.0.0.1'}:${i.spec!.local_port}`, i.owner, i.state, requestsCell(i)]);
+    rows.push([i.spec!.workload, i.spec!.namespace, String(i.spec!.port), describeRule(i.spec!), `${i.spec!.local_host || '127.0.0.1'}:${i.spec!.local_port}`, i.owner, i.state, requestsCell(i),
+      ...(wide ? [String(i.agents), i.id, i.message || '-'] : [])]);
   }
   say(table(rows));
 }

@@ -16,34 +16,7 @@ import { claimKeys, isMarked, unmarkPatch, type MarkedWorkload } from '../../kub
 import { asList, parse } from '../args';
 import { uninstallWorkload } from './uninstall-workload';
 import { progress, say } from '../output';
-
-export const MANAGER_ADMIN_USAGE = `rdbg manager install [--namespace rdbg] [--image IMG] [--pull-policy IfNotPresent] [--timeout 180]
-                     [--allow-cidr CIDR]... [--dry-run [-o yaml|json]] [--kubeconfig FILE] [--context NAME]
-  Installs the traffic manager (needs cluster-admin): namespace, service account,
-  read-only cluster role, webhook certificate, Deployment, Service and the agent
-  injector webhook; waits until the manager is ready. Running it again changes nothing.
-  --dry-run prints the objects and touches no cluster. --allow-cidr lets clients
-  reach a subnet beyond the cluster's service and pod subnets (the manager refuses
-  every other destination, whatever a client's --also-proxy asks).
-rdbg manager upgrade [--namespace rdbg] [--image IMG] [--allow-cidr CIDR]... [...]
-  Applies this version's objects, renews the webhook certificate and rolls the manager.
-  Without --allow-cidr it keeps the installed manager's allow list.
-rdbg uninstall WORKLOAD [-n NS] [--kubeconfig FILE] [--context NAME]
-  Takes the agent out of one workload (KIND/NAME or a name): its pod template is
-  restored exactly and its pods restart once, without the agent.
-rdbg uninstall --all [--namespace rdbg] [--agent-namespace NS]... [--kubeconfig FILE] [--context NAME]
-  Removes rdbg's marks from every workload (or those in --agent-namespace), which
-  restores their pod templates, then deletes the manager's objects.`;
-
-const KUBE_OPTIONS = {
-  namespace: { type: 'string', short: 'n', default: DEFAULT_NAMESPACE },
-  kubeconfig: { type: 'string' },
-  context: { type: 'string' },
-  timeout: { type: 'string', default: '180' },
-  help: { type: 'boolean', short: 'h' },
-} as const;
-
-const PULL_POLICIES = ['Always', 'IfNotPresent', 'Never'] as const;
+import { COMMANDS } from '../spec';
 
 function seconds(t0: number): string {
   return `${((Date.now() - t0) / 1000).toFixed(1)} s`;
@@ -64,21 +37,10 @@ function checkNamespace(ns: string): void {
 /** rdbg manager install|upgrade */
 export async function managerAdminCommand(argv: string[], ctx: CliContext): Promise<void> {
   const [sub, ...rest] = argv;
-  const { values } = parse(`manager ${sub}`, rest, {
-    ...KUBE_OPTIONS,
-    image: { type: 'string' },
-    'pull-policy': { type: 'string', default: 'IfNotPresent' },
-    'dry-run': { type: 'boolean' },
-    output: { type: 'string', short: 'o' },
-    'allow-cidr': { type: 'string', multiple: true },
-  });
-  if (values.help) { say(MANAGER_ADMIN_USAGE); return; }
+  const { values } = parse(`manager ${sub}`, rest, COMMANDS.manager.sub.install.flags);
   const ns = values.namespace!;
   checkNamespace(ns);
   const pullPolicy = values['pull-policy'] as InstallOptions['pullPolicy'];
-  if (!PULL_POLICIES.includes(pullPolicy)) {
-    throw new RdbgError(Codes.BAD_ARGUMENT, `--pull-policy must be one of ${PULL_POLICIES.join(', ')}`);
-  }
   const allowCidrs = values['allow-cidr'] === undefined ? undefined : asList(values['allow-cidr']).map((c) => parseCidr(c).text);
   if (values['dry-run']) {
     if (sub !== 'install') throw new RdbgError(Codes.BAD_ARGUMENT, '--dry-run goes with "manager install"');
@@ -93,14 +55,10 @@ export async function managerAdminCommand(argv: string[], ctx: CliContext): Prom
   await installOrUpgrade(kube, sub as 'install' | 'upgrade', { namespace: ns, image: values.image, pullPolicy, allowCidrs, timeoutMs: timeoutMs(values.timeout!) });
 }
 
+/** As kubectl prints objects: a List in JSON, YAML documents one after the other. */
 function printObjects(objects: KubeObject[], format: string): void {
-  if (format === 'json') {
-    say(JSON.stringify({ apiVersion: 'v1', kind: 'List', items: objects }, null, 2));
-  } else if (format === 'yaml') {
-    process.stdout.write(objects.map((o) => dumpYaml(o)).join('---\n'));
-  } else {
-    throw new RdbgError(Codes.BAD_ARGUMENT, `-o "${format}": use yaml or json`);
-  }
+  if (format === 'json') say(JSON.stringify({ apiVersion: 'v1', kind: 'List', items: objects }, null, 2));
+  else process.stdout.write(objects.map((o) => dumpYaml(o)).join('---\n'));
 }
 
 /**
@@ -161,12 +119,7 @@ async function storedTls(kube: KubeClient, ns: string): Promise<WebhookTls | und
 
 /** rdbg uninstall --all */
 export async function uninstallCommand(argv: string[], ctx: CliContext): Promise<void> {
-  const { values, positionals } = parse('uninstall', argv, {
-    ...KUBE_OPTIONS,
-    all: { type: 'boolean' },
-    'agent-namespace': { type: 'string', multiple: true },
-  }, true);
-  if (values.help) { say(MANAGER_ADMIN_USAGE); return; }
+  const { values, positionals } = parse('uninstall', argv, COMMANDS.uninstall.flags, true);
   if (!values.all && positionals.length === 1) {
     // -n is the workload's namespace here; without it, the kubeconfig context's
     const explicit = argv.some((a) => a === '-n' || a === '--namespace' || a.startsWith('--namespace='));

@@ -19,6 +19,9 @@ have nc           || need+=(netcat-openbsd)
 have ip           || need+=(iproute2)
 have python3      || need+=(python3)
 have pgbench      || need+=(postgresql-client)
+# The shells whose completion scripts the CLI tests check (bash -n, zsh -n, fish -n).
+have zsh          || need+=(zsh)
+have fish         || need+=(fish)
 # The PostgreSQL server is not on PATH: bench/wire.ts runs /usr/lib/postgresql/VERSION/bin/initdb and postgres.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then

@@ -47,7 +47,9 @@ export function completeWords(words: readonly string[]): Answer & { ask?: { what
       pending = undefined;
     } else if (w.startsWith('--')) {
       const [name, value] = w.slice(2).split(/=(.*)/s, 2);
-      if (flags[name]?.type === 'string') value === undefined ? (pending = name) : (given[name] = value);
+      if (flags[name]?.type !== 'string') continue;
+      if (value === undefined) pending = name;
+      else given[name] = value;
     } else if (/^-[a-zA-Z]$/.test(w)) {
       const name = byShort(w[1]);
       if (name && flags[name].type === 'string') pending = name;

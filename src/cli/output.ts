@@ -15,7 +15,6 @@ export function say(line = ''): void {
 export function printData(format: string, data: unknown): void {
   if (format === 'json') return say(JSON.stringify(data, null, 2));
   if (format !== 'yaml') throw new RdbgError(Codes.BAD_ARGUMENT, `-o "${format}" is not one of json, yaml`);
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
   const yaml = require('js-yaml') as typeof import('js-yaml');
   process.stdout.write(yaml.dump(data, { noRefs: true, lineWidth: -1 }));
 }

@@ -19,7 +19,7 @@ import { rootArgv } from '../root-options';
 import { COMMANDS } from '../spec';
 import { callDaemon, daemonClient, daemonSocketExists, dropDaemonClient } from '../daemon-client';
 import type { CliContext } from '../context';
-import { fromGrpc, humanBytes, progress, say } from '../output';
+import { fromGrpc, humanBytes, printData, progress, say } from '../output';
 
 export async function getStatus(ctx: CliContext): Promise<DaemonStatus__Output | undefined> {
   if (!daemonSocketExists(ctx.config.runtimeDir)) return undefined;
@@ -354,8 +354,8 @@ export async function statusCommand(argv: string[], ctx: CliContext): Promise<vo
   const rs = st ? root : undefined;
   const leftBehind = !st && existsSync(sessionRootPaths(ctx.config.runtimeDir).dir);
   const problem = (st && !rs && readTunSession(ctx)) || leftBehind ? rootDaemonProblem(ctx) : undefined;
-  if (values.output === 'json') {
-    say(JSON.stringify(st ? { ...st, root: rs ?? null, root_problem: problem ?? null } : { state: 'NOT_RUNNING', root_problem: problem ?? null }, null, 2));
+  if (values.output) {
+    printData(values.output, st ? { ...st, root: rs ?? null, root_problem: problem ?? null } : { state: 'NOT_RUNNING', root_problem: problem ?? null });
     return;
   }
   if (!st) {

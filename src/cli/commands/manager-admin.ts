@@ -9,7 +9,7 @@ import { loadKube } from '../../kube/config';
 import type { CliContext } from '../context';
 import { generateWebhookTls, reusableTls, type WebhookTls } from '../../kube/certs';
 import {
-  CREATED_NAMESPACE, DEFAULT_IMAGE, DEFAULT_NAMESPACE, MANAGED_BY, MANAGER, TLS_SECRET, objectRef, renderObjects,
+  CREATED_NAMESPACE, DEFAULT_IMAGE, MANAGED_BY, MANAGER, TLS_SECRET, objectRef, renderObjects,
   type InstallOptions, type KubeObject,
 } from '../../kube/manifests';
 import { claimKeys, isMarked, unmarkPatch, type MarkedWorkload } from '../../kube/marks';

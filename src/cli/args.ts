@@ -26,7 +26,7 @@ export function parse<F extends Flags>(command: string, argv: string[], flags: F
   try {
     parsed = parseArgs({ args: argv, options: utilOptions(flags), allowPositionals, strict: true }) as unknown as Parsed<F>;
   } catch (err) {
-    throw new RdbgError(Codes.BAD_ARGUMENT, `${command}: ${(err as Error).message.replace(/\. To specify a positional argument.*$/s, '')}`, hint);
+    throw new RdbgError(Codes.BAD_ARGUMENT, `${command}: ${usageError(err as Error & { code?: string })}`, hint);
   }
   const values = parsed.values as Record<string, unknown>;
   for (const [name, f] of Object.entries(flags)) {
@@ -39,6 +39,22 @@ export function parse<F extends Flags>(command: string, argv: string[], flags: F
     }
   }
   return parsed;
+}
+
+/** node:util's parse error in our words (its own wording changes between Node lines). */
+function usageError(err: Error & { code?: string }): string {
+  const quoted = /'([^']+)'/.exec(err.message)?.[1] ?? '';
+  const flag = quoted.split(/[ ,]+/).find((w) => w.startsWith('--')) ?? quoted;
+  switch (err.code) {
+    case 'ERR_PARSE_ARGS_UNKNOWN_OPTION':
+      return `unknown flag "${flag}"`;
+    case 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL':
+      return `unexpected argument "${quoted}"`;
+    case 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE':
+      return /argument missing/.test(err.message) ? `${flag} needs a value` : `${flag} takes no value`;
+    default:
+      return err.message;
+  }
 }
 
 export function asList(v: string | boolean | (string | boolean)[] | undefined): string[] {

@@ -43,6 +43,11 @@ function unknownCommand(what: string, parent?: { path: string[]; spec: CommandSp
  * sentence, a hint and the exit code of docs/cli.md.
  */
 export async function cliMain(argv: string[]): Promise<void> {
+  // `rdbg list | head -1`: the reader went away; stop quietly, as a program stopped by SIGPIPE (128 + 13).
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
+    process.exit(141);
+  });
   const own = ownArgs(argv);
   const debug = own.includes('--debug');
   const args = debug ? [...own.filter((a) => a !== '--debug'), ...argv.slice(own.length)] : argv;

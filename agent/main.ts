@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { routeGrpcLogs } from '../src/rpc/grpc-log';
 import { splitHostPort } from '../src/core/address';
 import { parse } from '../src/cli/args';
 import { COMMANDS } from '../src/cli/spec';
@@ -43,6 +44,7 @@ export function tokenSource(file: string | undefined, fixed: string): () => stri
 /** `rdbg agent run ...` (its arguments after "run"): the traffic agent sidecar. */
 export async function agentMain(argv: string[]): Promise<void> {
   const { values } = parse('agent run', argv, COMMANDS.agent.sub.run.flags);
+  routeGrpcLogs();
   const cfg = readConfig('agent');
   setLevel(cfg.logLevel ?? 'info');
   setTrace(cfg.trace);

@@ -1,4 +1,5 @@
 import { splitHostPort } from '../src/core/address';
+import { routeGrpcLogs } from '../src/rpc/grpc-log';
 import { parse, asList } from '../src/cli/args';
 import { COMMANDS } from '../src/cli/spec';
 import { parseCidr } from '../src/core/cidr';
@@ -17,6 +18,7 @@ const log = logger('manager');
 /** `rdbg manager serve ...` (its arguments after "serve"). */
 export async function managerMain(argv: string[]): Promise<void> {
   const { values } = parse('manager serve', argv, COMMANDS.manager.sub.serve.flags);
+  routeGrpcLogs();
   const cfg = readConfig('manager');
   setLevel(cfg.logLevel ?? 'info');
   setTrace(cfg.trace);

@@ -1,5 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
-import { errorMessage } from '../src/core/errors';
+import { errorMessage, listenFailure } from '../src/core/errors';
 import { logger } from '../src/core/log';
 import { PROTOCOL, VERSION } from '../src/core/version';
 import { managerPackage, SERVER_OPTIONS } from '../src/rpc/services';
@@ -84,13 +84,16 @@ export class ManagerServer {
     await this.config.kube?.start();
     const creds = grpc.ServerCredentials.createInsecure();
     this.port = await new Promise<number>((resolve, reject) =>
-      this.server.bindAsync(this.config.listen, creds, (err, port) => (err ? reject(err) : resolve(port))),
+      this.server.bindAsync(this.config.listen, creds, (err, port) => (err ? reject(listenFailure('--listen', this.config.listen, err)) : resolve(port))),
     );
     enlargeServerWindows(this.server);
     const { host, port } = splitHostPort(this.config.listen, '--listen');
     // Next to the gRPC port; an ephemeral gRPC port (0) gets an ephemeral data port (its +1 may be taken).
     const data = this.config.dataListen ? splitHostPort(this.config.dataListen, '--data-listen') : { host, port: port === 0 ? 0 : this.port + 1 };
-    await this.data.listen(data.host, data.port);
+    await this.data.listen(data.host, data.port).catch((err: unknown) => {
+      this.server.forceShutdown();
+      throw listenFailure('--data-listen', `${data.host}:${data.port}`, err, this.config.dataListen ? '' : "the port after --listen's");
+    });
     log.info('traffic manager listening', {
       address: this.config.listen,
       port: this.port,

@@ -1,4 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
+import { routeGrpcLogs } from '../../src/rpc/grpc-log';
 import { chmodSync, rmSync, writeFileSync } from 'node:fs';
 import { Codes, RdbgError, errorMessage } from '../../src/core/errors';
 import { raiseFileLimit } from '../../src/core/rlimit';
@@ -35,6 +36,7 @@ function tell(msg: StartupMessage): void {
 
 export async function userDaemonMain(argv: string[]): Promise<void> {
   const { values } = parse('daemon-user', argv, COMMANDS['daemon-user'].flags);
+  routeGrpcLogs();
   let cfg: UserConfig | undefined;
   try {
     cfg = readConfig('user');

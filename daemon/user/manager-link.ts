@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { EventEmitter } from 'node:events';
 import { hostname, userInfo } from 'node:os';
-import { Codes, RdbgError } from '../../src/core/errors';
+import { callFailure, Codes, RdbgError } from '../../src/core/errors';
 import { logger } from '../../src/core/log';
 import { PROTOCOL, VERSION } from '../../src/core/version';
 import { CHANNEL_OPTIONS, managerPackage, type ManagerClient } from '../../src/rpc/services';
@@ -99,7 +99,7 @@ export class ManagerLink extends EventEmitter {
         if (Date.now() > until) {
           throw new RdbgError(
             Codes.MANAGER_UNREACHABLE,
-            `cannot reach the traffic manager at ${this.opts.address}: ${e.details ?? e.message}`,
+            `cannot reach the traffic manager at ${this.opts.address}: ${callFailure(e)}`,
             'check the address, and that "rdbg manager serve" (or the rdbg Deployment) is running',
           );
         }
@@ -173,14 +173,14 @@ export class ManagerLink extends EventEmitter {
           if (++this.beats % CLUSTER_INFO_EVERY === 0) this.refreshCluster();
           return this.scheduleHeartbeat();
         }
-        if (err) this.markLost(err.code === grpc.status.NOT_FOUND ? 'the manager forgot this session (its lease ran out, or it restarted)' : `heartbeat failed: ${err.details}`);
+        if (err) this.markLost(err.code === grpc.status.NOT_FOUND ? 'the manager forgot this session (its lease ran out, or it restarted)' : `heartbeat failed: ${callFailure(err)}`);
       }
       try {
         await this.arrive(REARRIVE_DEADLINE_MS);
         this.scheduleHeartbeat();
       } catch (err) {
         const e = err as grpc.ServiceError;
-        this.lastError = e.details ?? e.message;
+        this.lastError = callFailure(e);
         log.debug('arrive failed', { err: this.lastError, retryMs: Math.min(RETRY_MAX_MS, this.retryMs * 2) });
         if (isFatal(e)) {
           this.state = 'DISCONNECTED';

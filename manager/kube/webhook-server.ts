@@ -7,7 +7,7 @@ import * as https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { Codes, errorMessage, RdbgError } from '../../src/core/errors';
+import { Codes, errorMessage, listenFailure, RdbgError } from '../../src/core/errors';
 import { logger } from '../../src/core/log';
 import { injectPod, type InjectSettings } from './inject';
 import type { Pod } from './pod';
@@ -78,9 +78,10 @@ export class WebhookServer {
     server.on('tlsClientError', (err) => log.debug('TLS handshake failed', { err: err.message }));
     this.server = server;
     const port = await new Promise<number>((resolve, reject) => {
-      server.once('error', reject);
+      const failed = (err: Error): void => reject(listenFailure('--webhook-listen', `${this.opts.host ?? '0.0.0.0'}:${this.opts.port ?? 8443}`, err));
+      server.once('error', failed);
       server.listen(this.opts.port ?? 8443, this.opts.host, () => {
-        server.removeListener('error', reject);
+        server.removeListener('error', failed);
         resolve((server.address() as AddressInfo).port);
       });
     });

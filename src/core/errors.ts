@@ -49,3 +49,51 @@ export function errorMessage(err: unknown): string {
   if (err instanceof Error) return err.message;
   return String(err);
 }
+
+const ERRNO_REASONS: Record<string, string> = {
+  ECONNREFUSED: 'connection refused',
+  ECONNRESET: 'connection reset',
+  ETIMEDOUT: 'timed out',
+  EHOSTUNREACH: 'no route to host',
+  ENETUNREACH: 'network unreachable',
+  ENOTFOUND: 'the name does not resolve',
+  EAI_AGAIN: 'the name does not resolve (resolver unavailable)',
+  EACCES: 'permission denied',
+  ENOENT: 'no such socket',
+};
+
+/**
+ * Why a gRPC call failed, in a phrase a user reads: grpc-js's "No connection
+ * established. Last error: Error: connect ECONNREFUSED 10.0.0.1:8081.
+ * Resolution note: " is "connection refused"; a reason of the other side's
+ * own (a status's details) stays as it is.
+ */
+export function callFailure(err: { details?: string; message?: string; code?: unknown }): string {
+  const text = err.details || err.message || 'failed';
+  const errno = /\b(E[A-Z_]{3,})\b/.exec(text)?.[1];
+  if (errno && ERRNO_REASONS[errno] && /No connection established|connect |getaddrinfo|read |write /.test(text)) return ERRNO_REASONS[errno];
+  if (/^Deadline exceeded/i.test(text)) return 'timed out';
+  const dns = /DNS resolution failed for ([^:\s]+)/.exec(text);
+  if (dns) return `the name ${dns[1]} does not resolve`;
+  if (/^Connection dropped/.test(text)) return 'the connection dropped';
+  return text.replace(/\s*Resolution note:.*$/s, '').replace(/^No connection established\. Last error: (Error: )?/, '').replace(/\.$/, '');
+}
+
+/** A listen that failed (a port in use, an address not on this host), as one sentence and a hint. */
+export function listenFailure(flag: string, address: string, err: unknown, note = ''): RdbgError {
+  const what = `${flag} ${address}${note ? ` (${note})` : ''}`;
+  const text = errorMessage(err);
+  const errno = (err as { code?: unknown }).code;
+  const has = (code: string): boolean => errno === code || text.includes(code);
+  const port = /:(\d+)$/.exec(address)?.[1] ?? '';
+  if (has('EADDRINUSE')) {
+    return new RdbgError(Codes.FAILED, `${what}: the port is in use`, `stop what listens there (ss -ltnp 'sport = :${port}'), or give ${flag} another port`);
+  }
+  if (has('EADDRNOTAVAIL')) {
+    return new RdbgError(Codes.FAILED, `${what}: that is not an address of this host`, `give ${flag} one of this host's addresses (ip -brief address), or 0.0.0.0:${port}`);
+  }
+  if (has('EACCES')) {
+    return new RdbgError(Codes.FAILED, `${what}: permission denied`, `ports below 1024 need privileges: give ${flag} a higher port`);
+  }
+  return new RdbgError(Codes.FAILED, `${what}: cannot listen: ${text}`);
+}

@@ -1,8 +1,9 @@
 import t from 'tap';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLUSTER, NETCLIENT, Sandbox } from '../helpers/sandbox';
+import { CLUSTER, NETCLIENT, RDBG, Sandbox } from '../helpers/sandbox';
 import { patternSha256 } from '../helpers/pattern';
+import * as yaml from 'js-yaml';
 
 // rdbg connect --socks from a `laptop` namespace to a standalone manager in a `cluster` namespace.
 
@@ -51,6 +52,44 @@ t.test('status reports a healthy session with subnets and counters', async (t) =
   t.match(st.transport, /TCP flows on connections of their own, up to \d+/, 'how flows travel');
   const text = await sb.laptop.rdbg(['status']);
   t.match(text.stdout, /Session:\s+connected/);
+});
+
+t.test('--help never acts on the session; a second connect must ask for the same settings', async (t) => {
+  const connected = async (what: string) => t.equal(JSON.parse((await sb.laptop.rdbg(['status', '-o', 'json'])).stdout).state, 'CONNECTED', what);
+  for (const args of [['quit', '--help'], ['quit', '-h'], ['leave', 'echo', '--help'], ['connect', '--socks', '1090', '--help'], ['help', 'quit']]) {
+    const r = await sb.laptop.rdbg(args);
+    t.equal(r.code, 0, `rdbg ${args.join(' ')}`);
+    t.match(r.stdout, /Usage:\n  rdbg (quit|leave|connect)/);
+    await connected(`still connected after rdbg ${args.join(' ')}`);
+  }
+  const same = await sb.laptop.rdbg(['connect', '--manager', sb.laptop.managerAddress, '--socks', SOCKS]);
+  t.equal(same.code, 0, 'the same connect again is fine');
+  t.match(same.stdout, /Already connected/);
+  const other = await sb.laptop.rdbg(['connect', '--manager', sb.laptop.managerAddress, '--socks', '1090']);
+  t.equal(other.code, 1, 'a connect with other settings fails');
+  t.match(other.stderr, `already connected with other settings: --socks ${SOCKS} (asked: 127.0.0.1:1090)`);
+  t.match(other.stderr, 'hint: run "rdbg quit" first');
+  const tun = await sb.laptop.rdbg(['connect', '--manager', sb.laptop.managerAddress]);
+  t.equal(tun.code, 1);
+  t.match(tun.stderr, `--socks ${SOCKS} (asked: not set)`, 'TUN instead of SOCKS differs too');
+  await connected('still connected to the first settings');
+});
+
+t.test('status, list and version print json and yaml of the same fields', async (t) => {
+  const json = JSON.parse((await sb.laptop.rdbg(['status', '-o', 'json'])).stdout) as Record<string, unknown>;
+  const y = yaml.load((await sb.laptop.rdbg(['status', '-o', 'yaml'])).stdout) as Record<string, unknown>;
+  t.same(Object.keys(y).sort(), Object.keys(json).sort(), 'the same fields');
+  t.equal(y.state, 'CONNECTED');
+  t.equal(y.manager_address, json.manager_address);
+  const v = JSON.parse((await sb.laptop.rdbg(['version', '-o', 'json'])).stdout) as Record<string, unknown>;
+  t.ok(v.manager_version, `the manager's version, connected (${v.manager_version})`);
+  t.equal(v.manager_address, sb.laptop.managerAddress);
+  t.same(yaml.load((await sb.laptop.rdbg(['list', '-o', 'yaml'])).stdout), JSON.parse((await sb.laptop.rdbg(['list', '-o', 'json'])).stdout));
+  const wide = await sb.laptop.rdbg(['list', '-o', 'wide']);
+  t.equal(wide.code, 0, wide.stderr);
+  // A reader that stops early: the output ends quietly.
+  const head = await sb.laptop.ns.run('env', [`RDBG_HOME=${sb.laptop.home}`, 'bash', '-c', `for i in $(seq 20); do node -- ${RDBG} status | head -c 1 >/dev/null; done`], 60_000);
+  t.equal(head.stderr, '', 'no EPIPE trace when the reader goes away');
 });
 
 t.test('a 1 GiB download and a 256 MiB upload arrive byte-exact', async (t) => {

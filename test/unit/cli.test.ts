@@ -217,3 +217,42 @@ t.test('kubectl-rdbg is rdbg; kubectl_complete-rdbg answers cobra\'s __complete'
   t.equal(c.stdout, 'intercept\n:4\n', 'candidates, then the directive (4: no file names)');
   t.equal(rdbg(['intercept', 'x', '--env-file', ''], 'kubectl_complete-rdbg').stdout, ':0\n', 'directive 0: file names');
 });
+
+/** A loopback port that something holds for the test's length. */
+async function heldPort(t: { teardown: (f: () => void) => void }): Promise<number> {
+  const s = createServer().listen(0, '127.0.0.1');
+  await new Promise((r) => s.once('listening', r));
+  t.teardown(() => s.close());
+  return (s.address() as { port: number }).port;
+}
+
+t.test('manager serve: an address it cannot listen on is one sentence and a hint', async (t) => {
+  const notHere = rdbg(['manager', 'serve', '--listen', '203.0.113.1:18081']);
+  t.equal(notHere.code, 1);
+  t.equal(notHere.stderr, 'rdbg: --listen 203.0.113.1:18081: that is not an address of this host\n' +
+    "  hint: give --listen one of this host's addresses (ip -brief address), or 0.0.0.0:18081\n", 'nothing else: no grpc-js line, no stack');
+  const held = await heldPort(t);
+  const inUse = rdbg(['manager', 'serve', '--listen', `127.0.0.1:${held}`]);
+  t.equal(inUse.code, 1);
+  t.match(inUse.stderr, new RegExp(`^rdbg: --listen 127.0.0.1:${held}: the port is in use\n  hint: stop what listens there`));
+  t.notMatch(inUse.stderr, STACK);
+  const data = rdbg(['manager', 'serve', '--listen', '127.0.0.1:0', '--data-listen', `127.0.0.1:${held}`]);
+  t.equal(data.code, 1);
+  t.match(data.stderr, `rdbg: --data-listen 127.0.0.1:${held}: the port is in use`);
+});
+
+t.test('connect to a manager that is not there: the reason in words, not grpc-js text', async (t) => {
+  const closed = await new Promise<number>((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => resolve(p));
+    });
+  });
+  const env = { ...ENV, RDBG_HOME: join(scratch, 'home-refused') };
+  t.teardown(() => spawnSync('rdbg', ['quit'], { env }));
+  const r = spawnSync('rdbg', ['connect', '--manager', `127.0.0.1:${closed}`, '--socks', '127.0.0.1:0'], { env, encoding: 'utf8', timeout: 60_000 });
+  t.equal(r.status, 1, r.stderr);
+  t.match(r.stderr, `rdbg: cannot reach the traffic manager at 127.0.0.1:${closed}: connection refused\n  hint: `);
+  t.notMatch(r.stderr, /No connection established|Resolution note|Last error/);
+  t.notMatch(r.stderr, STACK);
+});

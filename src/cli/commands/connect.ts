@@ -61,17 +61,24 @@ export async function connectCommand(argv: string[], ctx: CliContext): Promise<v
     say(`Repaired: ${await tunSummary(ctx, existing)}`);
     return;
   }
-  if (existing) {
-    say(`Already connected to the traffic manager at ${existing.manager_address} (${existing.state.toLowerCase()}); "rdbg quit" first to reconnect elsewhere.`);
-    return;
-  }
-  const kube = !values.manager || values.kubernetes || values.kubeconfig !== undefined || values.context !== undefined;
   if (values.manager) splitHostPort(values.manager, '--manager');
   let socks = values.socks;
   if (socks) {
     if (/^\d+$/.test(socks)) socks = `127.0.0.1:${socks}`;
     splitHostPort(socks, '--socks');
   }
+  const settings = connectSettings({ ...values, socks });
+  if (existing) {
+    const differ = settingsDiffer(readConnectSettings(ctx), settings);
+    if (differ.length) {
+      throw new RdbgError(Codes.FAILED, `already connected with other settings: ${differ.join('; ')}`,
+        'run "rdbg quit" first, then connect with the new settings');
+    }
+    say(`Already connected to the traffic manager at ${existing.manager_address} (${existing.state.toLowerCase()}).`);
+    return;
+  }
+  writeFileSync(connectSettingsPath(ctx), JSON.stringify(settings) + '\n', { mode: 0o600 });
+  const kube = !values.manager || values.kubernetes || values.kubeconfig !== undefined || values.context !== undefined;
 
   progress(`starting the user daemon (log: ${daemonLogPath(ctx.config.runtimeDir)})`);
   const daemonArgs = [
@@ -139,6 +146,40 @@ async function tunSummary(ctx: CliContext, st: DaemonStatus__Output | undefined,
 
 function rootLogPath(ctx: CliContext): string {
   return join(runtimeDir(ctx.config.runtimeDir), 'root-daemon.log');
+}
+
+type Settings = Record<string, string | boolean | string[]>;
+
+/** What a connect asked for, as flags (defaults included): a second connect must ask the same. */
+function connectSettings(values: Record<string, string | boolean | (string | boolean)[] | undefined>): Settings {
+  const out: Settings = {};
+  for (const name of Object.keys(COMMANDS.connect.flags)) {
+    const v = values[name];
+    if (v !== undefined && v !== false && !(Array.isArray(v) && v.length === 0)) out[name] = Array.isArray(v) ? v.map(String) : v;
+  }
+  return out;
+}
+
+/** "--socks 127.0.0.1:1080 (asked: 127.0.0.1:1090)" for each flag whose value differs. */
+function settingsDiffer(had: Settings | undefined, asked: Settings): string[] {
+  if (!had) return [];
+  const show = (v: Settings[string] | undefined): string => (v === undefined ? 'not set' : typeof v === 'boolean' ? 'set' : Array.isArray(v) ? v.join(',') : v);
+  return [...new Set([...Object.keys(had), ...Object.keys(asked)])]
+    .filter((k) => JSON.stringify(had[k]) !== JSON.stringify(asked[k]))
+    .map((k) => `--${k} ${show(had[k])} (asked: ${show(asked[k])})`);
+}
+
+/** The session's connect flags, written by `connect`, removed by `quit`. */
+function connectSettingsPath(ctx: CliContext): string {
+  return join(runtimeDir(ctx.config.runtimeDir), 'connect.json');
+}
+
+function readConnectSettings(ctx: CliContext): Settings | undefined {
+  try {
+    return JSON.parse(readFileSync(connectSettingsPath(ctx), 'utf8')) as Settings;
+  } catch {
+    return undefined;
+  }
 }
 
 /** This session runs in TUN mode: the root daemon's arguments, written by `connect`, removed by `quit`. */
@@ -407,6 +448,7 @@ export async function quitCommand(argv: string[], ctx: CliContext, quiet = false
   parse('quit', argv, COMMANDS.quit.flags);
   const rootNote = await quitRoot(ctx);
   rmSync(tunSessionPath(ctx), { force: true });
+  rmSync(connectSettingsPath(ctx), { force: true });
   let pid = 0;
   try {
     pid = Number(readFileSync(daemonPidPath(ctx.config.runtimeDir), 'utf8'));

@@ -6,7 +6,7 @@ import * as k8s from '@kubernetes/client-node';
 import * as grpc from '@grpc/grpc-js';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { errorMessage } from '../../core/errors';
+import { callFailure, errorMessage } from '../../core/errors';
 import { planRoutes, type Route } from '../../core/route-plan';
 import { PROTOCOL, VERSION } from '../../core/version';
 import { hostname, userInfo } from 'node:os';
@@ -211,7 +211,7 @@ async function clusterInfo(ctx: Ctx): Promise<ClusterInfo__Output | undefined> {
     return s.cluster ?? undefined;
   } catch (err) {
     const e = err as grpc.ServiceError;
-    add(ctx, 'manager', 'fail', `a session through the apiserver's port-forward failed: ${e.details ?? e.message}`, e.code === grpc.status.FAILED_PRECONDITION ? '"rdbg manager upgrade"' : undefined);
+    add(ctx, 'manager', 'fail', `a session through the apiserver's port-forward failed: ${callFailure(e)}`, e.code === grpc.status.FAILED_PRECONDITION ? '"rdbg manager upgrade"' : undefined);
     return undefined;
   } finally {
     client.close();

@@ -23,6 +23,8 @@ export const Codes = {
   NO_SESSION: 'RDBG_NO_SESSION',
   PERMISSION: 'RDBG_PERMISSION',
   SUBNET_CONFLICT: 'RDBG_SUBNET_CONFLICT',
+  /** The TUN device cannot be had: in use, no privilege, no driver. */
+  TUN_DEVICE: 'RDBG_TUN_DEVICE',
   // Kubernetes: kubeconfig, apiserver, port-forward.
   KUBECONFIG: 'RDBG_KUBECONFIG',
   APISERVER_UNREACHABLE: 'RDBG_APISERVER_UNREACHABLE',

@@ -54,6 +54,22 @@ t.test('each session gets a root daemon of its own, in a state directory root ke
   t.equal(statSync(paths.dir).mode & 0o777, 0o700, 'the session\'s state directory is root-only');
 });
 
+t.test('a third session with the default TUN device is told to take its own; A is untouched', async (t) => {
+  const homeC = mkdtempSync(join(tmpdir(), 'rdbg-home-c-'));
+  const rdbgC = (args: string[]) => sb.laptop.ns.run('env', [`RDBG_HOME=${homeC}`, 'node', '--', RDBG, ...args], 60_000);
+  t.teardown(async () => {
+    await rdbgC(['quit']).catch(() => undefined);
+    rmSync(homeC, { recursive: true, force: true });
+  });
+  const c = await rdbgC(['connect', '--manager', sb.laptop.managerAddress, '--dns', 'none']);
+  t.equal(c.code, 1, 'the connect fails');
+  t.match(c.stderr, 'rdbg: the TUN device rdbg0 is in use by another session on this machine\n');
+  t.match(c.stderr, 'hint: give this session its own device and subnet: rdbg connect --tun-name rdbg1 --tun-cidr');
+  t.notMatch(c.stderr, /errno|TUNSETIFF|\n\s+at /, 'no raw errno, no stack');
+  t.match((await echo()).stdout, /^hello from /, "session A's TUN still carries traffic");
+  t.equal((await status(rdbgA)).root?.tun_device, 'rdbg0');
+});
+
 t.test('rdbg quit of session B leaves session A\'s root daemon and TUN running', async (t) => {
   const before = await status(rdbgA);
   const q = await rdbgB(['quit']);

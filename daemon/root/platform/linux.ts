@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { Socket } from 'node:net';
 import koffi from 'koffi';
+import { Codes, RdbgError } from '../../../src/core/errors';
 import { logger } from '../../../src/core/log';
 import type { Platform, Route, TunDevice, TunReader } from './platform';
 
@@ -161,18 +162,43 @@ function ip(args: string[]): string {
   return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
+const EPERM = 1;
+const ENOENT = 2;
+const ENXIO = 6;
+const EACCES = 13;
+const EBUSY = 16;
+const ENODEV = 19;
+const EINVAL = 22;
+
+/** Why the TUN device could not be had, and what to do about it. */
+function tunFailure(name: string, step: 'open' | 'create', errno: number): RdbgError {
+  if (errno === EBUSY) {
+    return new RdbgError(Codes.TUN_DEVICE, `the TUN device ${name} is in use by another session on this machine`,
+      'give this session its own device and subnet: rdbg connect --tun-name rdbg1 --tun-cidr 169.254.84.0/24 (or "rdbg quit" the other session)');
+  }
+  if (errno === EPERM || errno === EACCES) {
+    return new RdbgError(Codes.TUN_DEVICE, `creating the TUN device ${name} was refused: it needs root (CAP_NET_ADMIN)`,
+      'run "rdbg connect" as a user who may sudo the root daemon (README: the sudo rule), or use "rdbg connect --socks PORT"');
+  }
+  if (step === 'open' && (errno === ENOENT || errno === ENODEV || errno === ENXIO)) {
+    return new RdbgError(Codes.TUN_DEVICE, 'this machine has no TUN driver (/dev/net/tun)', 'load it ("sudo modprobe tun"), or use "rdbg connect --socks PORT"');
+  }
+  if (errno === EINVAL) return new RdbgError(Codes.TUN_DEVICE, `the TUN device name ${name} is not accepted by the kernel`, 'give --tun-name a name of at most 15 letters and digits');
+  return new RdbgError(Codes.TUN_DEVICE, `cannot ${step === 'open' ? 'open /dev/net/tun' : `create the TUN device ${name}`} (errno ${errno})`);
+}
+
 export const linuxPlatform: Platform = {
   openTun(name, reader) {
     libc ??= bindLibc();
     const fd = libc.open('/dev/net/tun', O_RDWR | O_NONBLOCK | O_CLOEXEC) as number;
-    if (fd < 0) throw new Error(`cannot open /dev/net/tun (errno ${koffi.errno()}): is the tun module loaded, and are we root?`);
+    if (fd < 0) throw tunFailure(name, 'open', koffi.errno());
     const ifr = Buffer.alloc(40);
     ifr.write(name.slice(0, 15), 0, 'ascii');
     ifr.writeUInt16LE(IFF_TUN | IFF_NO_PI, 16);
     if ((libc.ioctl(fd, TUNSETIFF, ifr) as number) < 0) {
       const e = koffi.errno();
       libc.close(fd);
-      throw new Error(`TUNSETIFF ${name} failed (errno ${e})`);
+      throw tunFailure(name, 'create', e);
     }
     return new LinuxTun(ifr.toString('ascii', 0, 16).replace(/\0.*$/, ''), fd, reader);
   },

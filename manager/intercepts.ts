@@ -199,11 +199,19 @@ export class InterceptRegistry implements H2DivertBroker {
   /** Which ports of a workload an intercept on `port` applies to. */
   private resolvePort(spec: InterceptSpec__Output): number | string {
     const agents = this.agentsFor(spec.workload, spec.namespace);
-    if (spec.port) return spec.port;
     const ports = new Set(agents.flatMap((a) => a.info.ports.map((p) => p.app_port)));
+    const names = [...new Set(agents.flatMap((a) => a.info.ports.map((p) => (p.name ? `${p.name} ${p.app_port}` : String(p.app_port)))))].join(', ');
+    if (spec.port) {
+      // No agent yet: the intercept waits for one. Agents: the port must be one they take over.
+      const served = agents.length === 0 || agents.some((a) => a.info.ports.some((p) => p.app_port === spec.port || p.listen_port === spec.port || p.service_port === spec.port));
+      return served ? spec.port : `${spec.workload} in namespace ${spec.namespace} has no port ${spec.port} (its ports: ${names})`;
+    }
     if (ports.size === 1) return [...ports][0];
-    if (ports.size === 0) return 'no port given and no agent connected to tell which';
-    return `the workload has several ports (${[...ports].join(', ')}): name one with --port LOCAL:REMOTE`;
+    if (ports.size === 0) {
+      return `no agent serves ${spec.workload} in namespace ${spec.namespace} (yet), so its port is not known: ` +
+        'check the name, or give --port LOCAL:REMOTE to wait for its agent';
+    }
+    return `${spec.workload} has several ports (${names}): name one with --port LOCAL:REMOTE`;
   }
 
   create(sessionId: string, spec: InterceptSpec__Output): InterceptInfo | grpc.ServiceError {
@@ -212,6 +220,7 @@ export class InterceptRegistry implements H2DivertBroker {
       Object.assign(new Error(details), { code, details, metadata: new grpc.Metadata() });
     if (!session) return err(grpc.status.NOT_FOUND, 'no such session (it expired, or the manager restarted): reconnect');
     if (!spec.workload) return err(grpc.status.INVALID_ARGUMENT, 'an intercept needs a workload name');
+    if (spec.path_prefix && !spec.path_prefix.startsWith('/')) return err(grpc.status.INVALID_ARGUMENT, `the path prefix "${spec.path_prefix}" must start with "/"`);
     spec.namespace ||= session.namespace;
     const port = this.resolvePort(spec);
     if (typeof port === 'string') return err(grpc.status.FAILED_PRECONDITION, port);

@@ -96,6 +96,23 @@ t.test('a conflicting intercept is refused with the holder named', async (t) => 
   t.equal(g.code, 1, 'a global intercept over personal ones is refused');
 });
 
+t.test('wrong input is refused with the reason, and creates no intercept', async (t) => {
+  const lap = sb.laptops[1];
+  const before = (await lap.rdbg(['list', '-o', 'json'])).stdout;
+  const cases: [string[], number, string][] = [
+    [['intercept', 'echo', '--port', '7070:9999', '--header', 'x-dev=carol'], 1, 'rdbg: intercept: echo in namespace default has no port 9999 (its ports: 8080)'],
+    [['intercept', 'nosuch', '--port', '7070'], 1, 'rdbg: intercept: no agent serves nosuch in namespace default (yet), so its port is not known'],
+    [['intercept', 'echo', '--port', '7070:8080', '--path-prefix', 'nosl'], 2, 'rdbg: --path-prefix "nosl" must start with "/"'],
+  ];
+  for (const [args, code, err] of cases) {
+    const r = await lap.rdbg(args);
+    t.equal(r.code, code, `rdbg ${args.join(' ')}`);
+    t.match(r.stderr, err);
+    t.notMatch(r.stdout, /Intercepting/);
+  }
+  t.equal((await lap.rdbg(['list', '-o', 'json'])).stdout, before, 'the list is as it was');
+});
+
 t.test('with and without the header alternating on one keep-alive connection', async (t) => {
   const r = await sb.cluster.run('curl', ['-sS', '--max-time', '15',
     '-H', 'x-dev: alice', `http://${podAddr}:9090/1`, '--next',

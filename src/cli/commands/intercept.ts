@@ -75,6 +75,8 @@ export async function interceptCommand(argv: string[], ctx: CliContext): Promise
   if (positionals.length !== 1) throw new RdbgError(Codes.BAD_ARGUMENT, 'intercept takes exactly one workload or service name', 'run "rdbg intercept --help"');
   if (!values.port) throw new RdbgError(Codes.BAD_ARGUMENT, 'intercept needs --port LOCAL[:REMOTE]');
   const { local, remote, remoteText } = parsePort(values.port);
+  const prefix = values['path-prefix'];
+  if (prefix !== undefined && !prefix.startsWith('/')) throw new RdbgError(Codes.BAD_ARGUMENT, `--path-prefix "${prefix}" must start with "/"`, `e.g. --path-prefix /${prefix}`);
   const st = await getStatus(ctx);
   if (!st) throw new RdbgError(Codes.NOT_CONNECTED, 'intercept: rdbg is not connected', 'run "rdbg connect" first');
   if (remoteText && !remote && !st.kube_context) throw new RdbgError(Codes.BAD_ARGUMENT, `--port "${values.port}": a named remote port needs Kubernetes mode`);

@@ -1,6 +1,10 @@
 # rdbg: every entry point a developer or CI uses.
 SHELL := /bin/bash
-export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
+# The Node everything here runs on (tests, demo, benches): NODE_LINE=22|24|26 picks a line, installed
+# into $RDBG_CACHE from the npm registry; without it, the machine's node when it is a line rdbg
+# supports (package.json's engines), else the newest LTS.
+NODE_BIN := $(shell bash scripts/install-node.sh --machine $(NODE_LINE))
+export PATH := $(NODE_BIN):$(CURDIR)/node_modules/.bin:$(PATH)
 
 .PHONY: all deps build gen lint test test-unit test-sandbox fuzz soak chaos bench scale demo demo-standalone clean
 
@@ -28,7 +32,7 @@ src/gen/.stamp: $(wildcard proto/rdbg/v1/*.proto) scripts/gen-descriptors.js nod
 # dist/vendor/client-node.js: the Kubernetes client's module graph in one file (src/core/vendor.ts).
 build: gen
 	tsc -p tsconfig.json
-	esbuild node_modules/@kubernetes/client-node/dist/index.js --bundle --platform=node --format=cjs --target=node20 \
+	esbuild node_modules/@kubernetes/client-node/dist/index.js --bundle --platform=node --format=cjs --target=node22 \
 	  --minify --legal-comments=eof --log-level=warning --outfile=dist/vendor/client-node.js
 	@chmod +x dist/bin/rdbg.js
 	@node scripts/gen-env-table.js $(ENV_TABLE)

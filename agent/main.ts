@@ -44,7 +44,7 @@ export function tokenSource(file: string | undefined, fixed: string): () => stri
 /** `rdbg agent run ...` (its arguments after "run"): the traffic agent sidecar. */
 export async function agentMain(argv: string[]): Promise<void> {
   const { values } = parse('agent run', argv, COMMANDS.agent.sub.run.flags);
-  routeGrpcLogs();
+  routeGrpcLogs(log);
   const cfg = readConfig('agent');
   setLevel(cfg.logLevel ?? 'info');
   setTrace(cfg.trace);

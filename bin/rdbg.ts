@@ -1,5 +1,6 @@
 #!/usr/bin/env -S node --
-// ("node --": Node 20 takes an --env-file argument anywhere on its command line as its own option.)
+// ("node --": Node, on every line, takes an --env-file anywhere on its command line before a "--" as
+// its own option, and exits when the file does not exist yet: `rdbg intercept ... --env-file F`.)
 // The one rdbg binary: the CLI, and every component as a subcommand, so that
 // one package (and one image) serves the laptop, the manager and the agent.
 import * as nodeModule from 'node:module';
@@ -8,8 +9,14 @@ import { exitCodeOf, RdbgError } from '../src/core/errors';
 import { findCommand, wantsHelp } from '../src/cli/spec';
 import { useBundledClients } from '../src/core/vendor';
 
-// V8's compiled code kept between runs (Node 22.1 and later; older lines have no such call).
-(nodeModule as { enableCompileCache?: () => unknown }).enableCompileCache?.();
+// The lines rdbg is tested on (package.json's engines).
+const NODE_MAJOR = Number(process.versions.node.split('.')[0]);
+if (NODE_MAJOR < 22) {
+  process.stderr.write(`rdbg: needs Node 22 or newer; this is Node ${process.versions.node}\n  hint: install a supported Node (22, 24 or 26) first on PATH\n`);
+  process.exit(1);
+}
+// V8's compiled code kept between runs.
+nodeModule.enableCompileCache();
 // The Kubernetes client as one bundled file (src/core/vendor.ts).
 useBundledClients();
 

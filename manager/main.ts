@@ -18,7 +18,7 @@ const log = logger('manager');
 /** `rdbg manager serve ...` (its arguments after "serve"). */
 export async function managerMain(argv: string[]): Promise<void> {
   const { values } = parse('manager serve', argv, COMMANDS.manager.sub.serve.flags);
-  routeGrpcLogs();
+  routeGrpcLogs(log);
   const cfg = readConfig('manager');
   setLevel(cfg.logLevel ?? 'info');
   setTrace(cfg.trace);

@@ -6,7 +6,7 @@
 # Everything is removed at the end, also after a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RDBG="node -- $PWD/dist/bin/rdbg.js"
+RDBG="$PWD/dist/bin/rdbg.js"
 TINY="$PWD/dist/test/helpers/tiny-http.js"
 ECHO_APP="$PWD/test/cluster/apps/echo-http.js"
 P=rdbgdemo
@@ -29,8 +29,7 @@ RDBG_HOME=$(mktemp -d /tmp/rdbg-demo.XXXXXX)
 
 # `rdbg` as a user would have it on their PATH (npm install -g puts the same entry there).
 mkdir -p "$RDBG_HOME/bin"
-printf '#!/bin/sh\nexec node -- %s/dist/bin/rdbg.js "$@"\n' "$PWD" > "$RDBG_HOME/bin/rdbg"
-chmod +x "$RDBG_HOME/bin/rdbg"
+ln -s "$PWD/dist/bin/rdbg.js" "$RDBG_HOME/bin/rdbg"
 export PATH="$RDBG_HOME/bin:$PATH"
 
 step() { printf '\n\033[1m# %s\033[0m\n' "$*"; }

@@ -17,9 +17,8 @@ was_up=false
 
 # `rdbg` and `kubectl` as the user has them on their PATH.
 mkdir -p "$RDBG_HOME/bin"
-printf '#!/bin/sh\nexec node -- %s/dist/bin/rdbg.js "$@"\n' "$PWD" > "$RDBG_HOME/bin/rdbg"
+ln -s "$PWD/dist/bin/rdbg.js" "$RDBG_HOME/bin/rdbg"
 ln -s "$KUBECTL" "$RDBG_HOME/bin/kubectl"
-chmod +x "$RDBG_HOME/bin/rdbg"
 
 step() { printf '\n\033[1m# %s\033[0m\n' "$*"; }
 laptop() {

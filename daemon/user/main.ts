@@ -36,7 +36,7 @@ function tell(msg: StartupMessage): void {
 
 export async function userDaemonMain(argv: string[]): Promise<void> {
   const { values } = parse('daemon-user', argv, COMMANDS['daemon-user'].flags);
-  routeGrpcLogs();
+  routeGrpcLogs(log);
   let cfg: UserConfig | undefined;
   try {
     cfg = readConfig('user');

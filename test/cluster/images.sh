@@ -68,15 +68,18 @@ make_image() {
 # up_to_date OUT KEY: true when OUT was built from inputs hashing to KEY.
 up_to_date() { [ -f "$1" ] && [ "$(cat "$1.key" 2>/dev/null)" = "$2" ]; }
 
-# The base layer: static busybox, the machine's node binary and the shared
-# libraries it needs, a few /etc files.
+# The images' Node: the newest LTS (scripts/install-node.sh), whatever Node the tests run on.
+IMAGE_NODE=${IMAGE_NODE:-$(bash "$REPO_DIR/scripts/install-node.sh")/node}
+
+# The base layer: static busybox, the node binary and the shared libraries it
+# needs, a few /etc files.
 base_layer() {
-  local node; node=$(readlink -f "$(command -v node)")
+  local node; node=$(readlink -f "$IMAGE_NODE")
   local bb; bb=$(command -v busybox)
   local key; key=$(stat -c '%n %s %Y' "$node" "$bb" "$0" | sha256sum | cut -c1-16)
   local out=$IMAGE_CACHE/layers/base.tar
   if up_to_date "$out" "$key"; then echo "$out"; return; fi
-  log "image base layer: busybox + $node ($(node --version))"
+  log "image base layer: busybox + $node ($("$node" --version))"
   local r; r=$(mktemp -d)
   mkdir -p "$r/bin" "$r/usr/bin" "$r/etc" "$r/tmp" "$r/app" "$r/root"
   chmod 1777 "$r/tmp"
@@ -166,7 +169,7 @@ add_iptables() { # ROOT
   mkdir -p "$1/usr/sbin"
   cp "$bin" "$1/usr/sbin/xtables-nft-multi"
   ln -sf xtables-nft-multi "$1/usr/sbin/iptables"
-  local lib have; have=$(ldd "$(readlink -f "$(command -v node)")") # already in the base layer
+  local lib have; have=$(ldd "$(readlink -f "$IMAGE_NODE")") # already in the base layer
   for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do
     grep -qF "$lib" <<<"$have" || { mkdir -p "$1$(dirname "$lib")"; cp -L "$lib" "$1$lib"; }
   done

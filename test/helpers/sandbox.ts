@@ -129,7 +129,7 @@ export class Sandbox {
       ns,
       home,
       managerAddress,
-      rdbg: (args, timeoutMs = 60_000, env = []) => ns.run('env', [`RDBG_HOME=${home}`, ...env, 'node', '--', RDBG, ...args], timeoutMs),
+      rdbg: (args, timeoutMs = 60_000, env = []) => ns.run('env', [`RDBG_HOME=${home}`, ...env, RDBG, ...args], timeoutMs),
     };
     this.laptops.push(laptop);
     return laptop;

@@ -22,7 +22,7 @@ let go: ReturnType<typeof buildGoResolver> | undefined;
 let before = { status: '', dns: '', domain: '' };
 
 const run = (cmd: string, args: string[], timeoutMs = 30_000) => host.run(cmd, args, timeoutMs);
-const rdbg = (args: string[], timeoutMs = 60_000) => run('env', [`RDBG_HOME=${sb.laptop.home}`, 'node', '--', RDBG, ...args], timeoutMs);
+const rdbg = (args: string[], timeoutMs = 60_000) => run('env', [`RDBG_HOME=${sb.laptop.home}`, RDBG, ...args], timeoutMs);
 
 async function resolvedState(): Promise<typeof before> {
   return { status: await host.resolvectl(['status']), dns: await host.resolvectl(['dns']), domain: await host.resolvectl(['domain']) };

@@ -15,7 +15,7 @@ let homeB: string;
 /** Session B: its own TUN name and addresses, no routes of the cluster (A has them), DNS left to A. */
 const B_ARGS = ['--tun-name', 'rdbg1', '--tun-cidr', '169.254.84.0/24', '--tun-cidr6', 'fd72:6462:6701::/64',
   '--never-proxy', CLUSTER.serviceCidr, '--never-proxy', CLUSTER.podCidr, '--also-proxy', '203.0.113.0/24', '--dns', 'none'];
-const rdbgB = (args: string[]) => sb.laptop.ns.run('env', [`RDBG_HOME=${homeB}`, 'node', '--', RDBG, ...args], 60_000);
+const rdbgB = (args: string[]) => sb.laptop.ns.run('env', [`RDBG_HOME=${homeB}`, RDBG, ...args], 60_000);
 /** The namespace's device names: `ip -o link` lines also name the peer namespace (`link-netns rdbg1830c`), which must not count. */
 const links = (): string[] => sb.laptop.ns.exec('ip', ['-o', 'link', 'show']).split('\n')
   .map((line) => /^\d+: ([^:@\s]+)/.exec(line)?.[1]).filter((name): name is string => name !== undefined);
@@ -56,7 +56,7 @@ t.test('each session gets a root daemon of its own, in a state directory root ke
 
 t.test('a third session with the default TUN device is told to take its own; A is untouched', async (t) => {
   const homeC = mkdtempSync(join(tmpdir(), 'rdbg-home-c-'));
-  const rdbgC = (args: string[]) => sb.laptop.ns.run('env', [`RDBG_HOME=${homeC}`, 'node', '--', RDBG, ...args], 60_000);
+  const rdbgC = (args: string[]) => sb.laptop.ns.run('env', [`RDBG_HOME=${homeC}`, RDBG, ...args], 60_000);
   t.teardown(async () => {
     await rdbgC(['quit']).catch(() => undefined);
     rmSync(homeC, { recursive: true, force: true });

@@ -30,7 +30,7 @@ t.teardown(() => {
 const resolvConf = (): string => readFileSync(`/etc/netns/${ns.name}/resolv.conf`, 'utf8');
 const linkExists = (): boolean => ns.exec('ip', ['-o', 'link', 'show']).includes('victim0');
 const routes = (): string => ns.exec('ip', ['route', 'show']);
-const daemonRoot = (args: string[], env: string[] = []) => ns.run('env', [...env, 'node', '--', RDBG, 'daemon-root', ...args], 30_000);
+const daemonRoot = (args: string[], env: string[] = []) => ns.run('env', [...env, RDBG, 'daemon-root', ...args], 30_000);
 
 /** A hostile journal: rewrite resolv.conf, delete a link and a route rdbg never made. */
 function hostileJournal(path: string): void {

@@ -88,7 +88,7 @@ t.test('status, list and version print json and yaml of the same fields', async 
   const wide = await sb.laptop.rdbg(['list', '-o', 'wide']);
   t.equal(wide.code, 0, wide.stderr);
   // A reader that stops early: the output ends quietly.
-  const head = await sb.laptop.ns.run('env', [`RDBG_HOME=${sb.laptop.home}`, 'bash', '-c', `for i in $(seq 20); do node -- ${RDBG} status | head -c 1 >/dev/null; done`], 60_000);
+  const head = await sb.laptop.ns.run('env', [`RDBG_HOME=${sb.laptop.home}`, 'bash', '-c', `for i in $(seq 20); do ${RDBG} status | head -c 1 >/dev/null; done`], 60_000);
   t.equal(head.stderr, '', 'no EPIPE trace when the reader goes away');
 });
 

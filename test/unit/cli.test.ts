@@ -75,6 +75,14 @@ t.test('--help never acts: a component given --help starts nothing', async (t) =
   t.match(intercept.stderr, /not connected|not running/);
 });
 
+t.test('an --env-file among rdbg\'s arguments is rdbg\'s, not Node\'s', async (t) => {
+  // Node reads --env-file anywhere before a "--" and exits when the file is missing; the shebang's "--" stops it.
+  const r = rdbg(['intercept', 'echo', '--port', '8080', '--env-file', join(scratch, 'not-yet-written.env')]);
+  t.equal(r.code, 1, r.stderr);
+  t.match(r.stderr, /^rdbg: /, 'rdbg answers');
+  t.notMatch(r.stderr, /not found/, "node's own error is not seen");
+});
+
 t.test('rdbg help COMMAND is the command\'s --help; an unknown one is a usage error', async (t) => {
   t.equal(rdbg(['help', 'intercept']).stdout, rdbg(['intercept', '--help']).stdout);
   t.equal(rdbg(['help', 'manager', 'install']).stdout, rdbg(['manager', 'install', '--help']).stdout);

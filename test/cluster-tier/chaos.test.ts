@@ -59,7 +59,7 @@ t.test('chaos: rdbg keeps working through what real clusters and laptops do', as
   const c = await cluster();
   const home = mkdtempSync(join(tmpdir(), 'rdbg-chaos-'));
   const rdbg = (args: string[], check = true): Promise<ExecResult> =>
-    c.laptop('node', ['--', RDBG(), ...args], { env: { ...process.env, KUBECONFIG: c.info.ADMIN_KUBECONFIG, RDBG_HOME: home }, check, timeoutMs: 300_000 });
+    c.laptop(RDBG(), [...args], { env: { ...process.env, KUBECONFIG: c.info.ADMIN_KUBECONFIG, RDBG_HOME: home }, check, timeoutMs: 300_000 });
   t.teardown(async () => {
     await rdbg(['quit'], false);
     await rdbg(['uninstall', '--all'], false);

@@ -14,7 +14,7 @@ import { cluster, exec, repoRoot, sampleApp, waitFor, type Cluster } from './clu
 const SYSTEM_NAMESPACES = ['default', 'kube-system', 'kube-public', 'kube-node-lease'];
 
 function rdbg(c: Cluster, args: string[], check = true): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return c.laptop(process.execPath, [join(repoRoot(), 'dist/bin/rdbg.js'), ...args, '--kubeconfig', c.info.ADMIN_KUBECONFIG],
+  return c.laptop(join(repoRoot(), 'dist/bin/rdbg.js'), [...args, '--kubeconfig', c.info.ADMIN_KUBECONFIG],
     { timeoutMs: 240_000, check });
 }
 

@@ -5,7 +5,7 @@
 // StatefulSet behind a numeric targetPort, RBAC for users and pods, and
 // recovery after the manager pod is deleted.
 import t from 'tap';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cluster, repoRoot, waitFor, type Cluster, type ExecResult, type TestLike } from './cluster-helper';
@@ -26,7 +26,7 @@ function laptop(c: Cluster, t: TestLike, kubeconfig = c.info.ADMIN_KUBECONFIG): 
   const env = (kc: string, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv => ({ ...process.env, KUBECONFIG: kc, RDBG_HOME: home, ...extra });
   const l: Laptop = {
     home,
-    rdbg: (args, opts = {}) => c.laptop('node', ['--', RDBG(), ...args], { env: env(opts.kubeconfig ?? kubeconfig, opts.env), check: opts.check, timeoutMs: opts.timeoutMs ?? 300_000 }),
+    rdbg: (args, opts = {}) => c.laptop(RDBG(), [...args], { env: env(opts.kubeconfig ?? kubeconfig, opts.env), check: opts.check, timeoutMs: opts.timeoutMs ?? 300_000 }),
   };
   t.teardown(async () => {
     await l.rdbg(['quit'], { check: false });
@@ -424,6 +424,36 @@ t.test('rdbg on Kubernetes', async (t) => {
     const out = JSON.parse(logs.trim().split('\n').pop()!);
     t.match(out.arrive, /^7 /, `Arrive from a pod: PERMISSION_DENIED (${out.arrive})`);
     t.match(out.agent, /^(16|7) /, `AgentArrive with a bogus token: refused (${out.agent})`);
+  });
+
+  await t.test('kubectl rdbg, completion from the cluster, doctor -o json', async (t) => {
+    // kubectl finds the plugin on PATH as krew installs it: kubectl-rdbg and kubectl_complete-rdbg.
+    const bin = mkdtempSync(join(tmpdir(), 'rdbg-plugin-'));
+    t.teardown(() => rmSync(bin, { recursive: true, force: true }));
+    for (const name of ['kubectl-rdbg', 'kubectl_complete-rdbg']) symlinkSync(RDBG(), join(bin, name));
+    const env = { ...process.env, PATH: `${bin}:${process.env.PATH}`, KUBECONFIG: c.info.ADMIN_KUBECONFIG, RDBG_HOME: admin.home };
+    const kubectl = (args: string[]) => c.laptop(c.info.KUBECTL, args, { env, check: false });
+    const v = await kubectl(['rdbg', 'version', '-o', 'json']);
+    t.equal(v.code, 0, v.stderr);
+    t.match(JSON.parse(v.stdout), { client_version: VERSION, protocol: PROTOCOL, manager_version: VERSION }, 'kubectl rdbg version: this rdbg and the manager it is connected to');
+    t.match((await kubectl(['plugin', 'list'])).stdout, /kubectl-rdbg/, 'kubectl plugin list names it');
+    // kubectl's own completion hands "kubectl rdbg ..." to kubectl_complete-rdbg.
+    const words = async (args: string[]) => (await kubectl(['__complete', 'rdbg', ...args])).stdout.split('\n').filter((l) => l && !l.startsWith(':') && !l.startsWith('Completion ended'));
+    t.same(await words(['inter']), ['intercept'], 'commands');
+    t.same(await words(['intercept', '-n', ns, 'ec']), ['echo'], "Services of the namespace typed with -n");
+    t.same(await words(['intercept', '-n', ns, 'deploy/']), ['deploy/caller', 'deploy/echo'], 'KIND/NAME once a / is typed');
+    t.ok((await words(['connect', '-n', 'kube-s'])).includes('kube-system'), 'namespaces from the cluster');
+    t.same(await words(['connect', '--context', '']), ['rdbg-admin@rdbg-test'], 'contexts from the kubeconfig');
+    // rdbg's own bash completion, through the same __complete, asks the cluster too.
+    const script = join(bin, 'rdbg.bash');
+    writeFileSync(script, (await admin.rdbg(['completion', 'bash'])).stdout);
+    const bash = await c.laptop('bash', ['-c', `source ${script}; COMP_WORDS=(${RDBG()} intercept -n ${ns} st); COMP_CWORD=4; _rdbg; echo "\${COMPREPLY[@]}"`], { env, check: false });
+    t.equal(bash.stdout.trim(), 'store', 'bash: a Service name from the cluster');
+    const doc = await admin.rdbg(['doctor', '-n', ns, '-o', 'json'], { check: false });
+    t.equal(doc.code, 0, doc.stderr);
+    const report = JSON.parse(doc.stdout) as { ok: boolean; checks: { area: string; verdict: string; detail: string }[] };
+    t.equal(report.ok, true);
+    t.ok(report.checks.some((ch) => ch.area === 'webhook' && ch.verdict === 'ok'), 'the checks, by area and verdict');
   });
 
   await t.test('rdbg doctor: what would fail, before anything changes', async (t) => {

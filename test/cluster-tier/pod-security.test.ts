@@ -19,7 +19,7 @@ type Rdbg = (args: string[], kubeconfig?: string) => Promise<ExecResult>;
 
 function laptop(c: Cluster, home: string): Rdbg {
   return (args, kubeconfig = c.info.ADMIN_KUBECONFIG) =>
-    c.laptop('node', ['--', RDBG(), ...args], { env: { ...process.env, KUBECONFIG: kubeconfig, RDBG_HOME: home }, check: false, timeoutMs: 300_000 });
+    c.laptop(RDBG(), [...args], { env: { ...process.env, KUBECONFIG: kubeconfig, RDBG_HOME: home }, check: false, timeoutMs: 300_000 });
 }
 
 function app(c: Cluster, name: string, targetPort: number | string): string {

@@ -10,7 +10,7 @@ import { splice } from '../src/tunnel/splice';
 import type { ClusterDNS } from './cluster-dns';
 import type { DialPolicy } from './dial-policy';
 import type { SessionRegistry } from './sessions';
-import type { FlowStats } from './flow-stats';
+import { countDialFailure, type FlowStats } from './flow-stats';
 import { describeErrno } from './errno';
 import { openUdpFlow } from './udp-flow';
 
@@ -146,7 +146,10 @@ export class DataPlane {
     if (!session) return reply('DENIED', '', 'no such session (it expired, or the manager restarted): reconnect');
     if (req.protocol !== 'tcp') return reply('FAILED', '', `raw flows carry tcp, not "${req.protocol.slice(0, 20)}"`);
     const address = await this.addressOf(req.host, session.namespace);
-    if (!address) return reply('NAME_ERROR', '', `no such host "${req.host}" in the cluster`);
+    if (!address) {
+      countDialFailure(this.stats, 'NAME_ERROR');
+      return reply('NAME_ERROR', '', `no such host "${req.host}" in the cluster`);
+    }
     const refused = this.refusal(req.session, req.host, address, req.port);
     if (refused) return reply('DENIED', address, refused);
     this.connectFlow(
@@ -272,7 +275,10 @@ export class DataPlane {
   /** The address a flow dials, once resolved and allowed by the dial policy; else the flow is answered. */
   private async resolve(stream: http2.ServerHttp2Stream, sessionId: string, host: string, port: number, namespace: string): Promise<string | undefined> {
     const address = await this.addressOf(host, namespace);
-    if (!address) return void answer(stream, 'NAME_ERROR', `no such host "${host}" in the cluster`);
+    if (!address) {
+      countDialFailure(this.stats, 'NAME_ERROR');
+      return void answer(stream, 'NAME_ERROR', `no such host "${host}" in the cluster`);
+    }
     const refused = this.refusal(sessionId, host, address, port);
     if (refused) return void answer(stream, 'DENIED', refused, address);
     return address;
@@ -282,7 +288,7 @@ export class DataPlane {
   private refusal(session: string, host: string, address: string, port: number): string | undefined {
     const refused = this.policy.refusal(address, port);
     if (!refused) return undefined;
-    this.stats.flowsFailed++;
+    countDialFailure(this.stats, 'DENIED');
     log.info('dial refused', { session, host, why: refused });
     return refused;
   }
@@ -327,8 +333,9 @@ export class DataPlane {
     up.setTimeout(DIAL_TIMEOUT_MS);
     const fail = (err: NodeJS.ErrnoException): void => {
       up.destroy();
-      this.stats.flowsFailed++;
-      answer(dialCodeForErrno(err.code), `${address}:${port}: ${describeErrno(err)}`);
+      const code = dialCodeForErrno(err.code);
+      countDialFailure(this.stats, code);
+      answer(code, `${address}:${port}: ${describeErrno(err)}`);
     };
     up.once('error', fail);
     up.once('timeout', () => fail(Object.assign(new Error('connect timed out'), { code: 'ETIMEDOUT' })));

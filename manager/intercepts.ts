@@ -103,6 +103,18 @@ export class InterceptRegistry implements H2DivertBroker {
    * An intercept as `viewer` (a session id) may see it: the session id is the
    * owner's credential on the data plane, so only the owner gets it back.
    */
+  /** What the metrics count: intercepts by state, agents, and the requests sent to laptops. */
+  census(): { intercepts: Record<'ACTIVE' | 'WAITING_FOR_AGENT', number>; agents: number; requests: number } {
+    const intercepts = { ACTIVE: 0, WAITING_FOR_AGENT: 0 };
+    let requests = 0;
+    for (const i of this.intercepts.values()) {
+      const served = this.agentsFor(i.spec.workload, i.spec.namespace).some((a) => a.watchers.size > 0);
+      intercepts[served ? 'ACTIVE' : 'WAITING_FOR_AGENT']++;
+      requests += i.requests;
+    }
+    return { intercepts, agents: this.agents.size, requests };
+  }
+
   private info(i: Intercept, viewer?: string): InterceptInfo {
     const registered = this.agentsFor(i.spec.workload, i.spec.namespace);
     // An agent serves the intercept once it watches the registry (and so has its rules), not when it arrived.

@@ -9,6 +9,7 @@ import { startProfile, stopProfile } from '../src/core/profile';
 import { readConfig, type ManagerConfig } from '../src/core/config';
 import { logger, setLevel, setTrace, toggleDebugOnSignal } from '../src/core/log';
 import { ManagerServer } from './server';
+import { managerMetrics, serveMetrics } from './metrics';
 import { KubeMode } from './kube/mode';
 import { DEFAULT_TLS_DIR, WebhookServer } from './kube/webhook-server';
 import { VERSION } from '../src/core/version';
@@ -55,8 +56,11 @@ export async function managerMain(argv: string[]): Promise<void> {
   await server.start();
   const webhook = kube && values['webhook-listen'] !== 'none' ? webhookServer(cfg, kube.namespace, values['webhook-listen']!, values['tls-dir'] ?? DEFAULT_TLS_DIR) : undefined;
   await webhook?.start();
+  const metricsListen = values['metrics-listen'];
+  const metrics = metricsListen && metricsListen !== 'none' ? await serveMetrics(metricsListen, managerMetrics(server)) : undefined;
   const stop = (signal: string): void => {
     log.info('stopping', { signal });
+    metrics?.close();
     void Promise.all([server.stop(), webhook?.stop()]).then(() => stopProfile('manager')).then(() => process.exit(0));
   };
   process.once('SIGTERM', () => stop('SIGTERM'));

@@ -4,7 +4,7 @@ import { errorMessage } from '../src/core/errors';
 import { logger } from '../src/core/log';
 import { dialCodeForErrno, type DialCode } from '../src/tunnel/messages';
 import { describeErrno } from './errno';
-import type { FlowStats } from './flow-stats';
+import { countDialFailure, type FlowStats } from './flow-stats';
 import { joinHostPort } from '../src/core/address';
 
 const log = logger('manager.udp');
@@ -55,8 +55,9 @@ export function openUdpFlow(address: string, port: number, client: UdpFlowClient
   };
   const fail = (err: NodeJS.ErrnoException): void => {
     if (state === 'dialling') {
-      stats.flowsFailed++;
-      guarded(() => client.answer(dialCodeForErrno(err.code), `${dst}: ${describeErrno(err)}`, err.code));
+      const code = dialCodeForErrno(err.code);
+      countDialFailure(stats, code);
+      guarded(() => client.answer(code, `${dst}: ${describeErrno(err)}`, err.code));
     }
     close(describeErrno(err));
   };

@@ -22,6 +22,8 @@ have pgbench      || need+=(postgresql-client)
 # The shells whose completion scripts the CLI tests check (bash -n, zsh -n, fish -n).
 have zsh          || need+=(zsh)
 have fish         || need+=(fish)
+# A Prometheus text-format parser that is not ours, for the manager's metrics test.
+/usr/bin/python3 -c 'import prometheus_client' 2>/dev/null || need+=(python3-prometheus-client)
 # The PostgreSQL server is not on PATH: bench/wire.ts runs /usr/lib/postgresql/VERSION/bin/initdb and postgres.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then

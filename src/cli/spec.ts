@@ -238,6 +238,7 @@ RDBG_AGENT_IMAGE (the manager's own).`,
     'resolv-conf': { type: 'string', value: 'FILE', complete: 'file', help: 'with --kubernetes, the file naming the cluster DNS server (default /etc/resolv.conf)' },
     'webhook-listen': { type: 'string', default: '0.0.0.0:8443', value: 'HOST:PORT', help: 'the agent-injection webhook ("none": no webhook)' },
     'tls-dir': { type: 'string', value: 'DIR', complete: 'file', help: "the webhook's certificate (tls.crt, tls.key; default /var/run/rdbg/tls)" },
+    'metrics-listen': { type: 'string', default: 'none', value: 'HOST:PORT', help: 'serve Prometheus metrics at http://HOST:PORT/metrics ("none": not served; the rdbg-manager Deployment serves them on 0.0.0.0:9090)' },
   },
 } as const satisfies CommandSpec;
 

@@ -35,7 +35,7 @@ export const CREATED_NAMESPACE = 'rdbg.dev/created-namespace';
 /** on the pod template: a new certificate changes it, so the manager rolls and loads it */
 export const TLS_CHECKSUM = 'rdbg.dev/tls-checksum';
 export const MANAGED_BY = { 'app.kubernetes.io/managed-by': 'rdbg' } as const;
-export const PORTS = { grpc: 8081, data: 8082, webhook: 8443 } as const;
+export const PORTS = { grpc: 8081, data: 8082, webhook: 8443, metrics: 9090 } as const;
 
 /** Cluster-scoped objects carry the namespace in their name unless it is the default one. */
 export function clusterScopedName(base: string, namespace: string): string {
@@ -98,6 +98,7 @@ export function renderObjects(o: InstallOptions): KubeObject[] {
           { name: 'grpc', port: PORTS.grpc, targetPort: PORTS.grpc, protocol: 'TCP' },
           { name: 'data', port: PORTS.data, targetPort: PORTS.data, protocol: 'TCP' },
           { name: 'webhook', port: 443, targetPort: PORTS.webhook, protocol: 'TCP' },
+          { name: 'metrics', port: PORTS.metrics, targetPort: PORTS.metrics, protocol: 'TCP' },
         ],
       },
     },
@@ -114,7 +115,11 @@ function deployment(o: InstallOptions, metadata: KubeObject['metadata']): KubeOb
       replicas: 1,
       selector: { matchLabels: SELECTOR },
       template: {
-        metadata: { labels: { ...labels(o.version), ...SELECTOR }, annotations: { [TLS_CHECKSUM]: tlsChecksum(o.tls.tlsCrt) } },
+        metadata: {
+          labels: { ...labels(o.version), ...SELECTOR },
+          // the scrape annotations Prometheus's kubernetes_sd examples read
+          annotations: { [TLS_CHECKSUM]: tlsChecksum(o.tls.tlsCrt), 'prometheus.io/scrape': 'true', 'prometheus.io/port': String(PORTS.metrics), 'prometheus.io/path': '/metrics' },
+        },
         spec: {
           serviceAccountName: MANAGER,
           // the restricted Pod Security profile
@@ -131,7 +136,7 @@ function deployment(o: InstallOptions, metadata: KubeObject['metadata']): KubeOb
             image: o.image,
             imagePullPolicy: o.pullPolicy,
             command: ['/usr/bin/node', '/app/dist/bin/rdbg.js'],
-            args: ['manager', 'serve', '--kubernetes', ...(o.allowCidrs ?? []).flatMap((c) => ['--allow-cidr', c])],
+            args: ['manager', 'serve', '--kubernetes', '--metrics-listen', `0.0.0.0:${PORTS.metrics}`, ...(o.allowCidrs ?? []).flatMap((c) => ['--allow-cidr', c])],
             env: [
               // the injected agents run the manager's own image
               { name: 'RDBG_AGENT_IMAGE', value: o.image },
@@ -142,6 +147,7 @@ function deployment(o: InstallOptions, metadata: KubeObject['metadata']): KubeOb
               { name: 'grpc', containerPort: PORTS.grpc, protocol: 'TCP' },
               { name: 'data', containerPort: PORTS.data, protocol: 'TCP' },
               { name: 'webhook', containerPort: PORTS.webhook, protocol: 'TCP' },
+              { name: 'metrics', containerPort: PORTS.metrics, protocol: 'TCP' },
             ],
             readinessProbe: { tcpSocket: { port: PORTS.grpc }, periodSeconds: 2 },
             resources: { requests: { cpu: '50m', memory: '64Mi' }, limits: { memory: '512Mi' } },

@@ -449,6 +449,13 @@ t.test('rdbg on Kubernetes', async (t) => {
     writeFileSync(script, (await admin.rdbg(['completion', 'bash'])).stdout);
     const bash = await c.laptop('bash', ['-c', `source ${script}; COMP_WORDS=(${RDBG()} intercept -n ${ns} st); COMP_CWORD=4; _rdbg; echo "\${COMPREPLY[@]}"`], { env, check: false });
     t.equal(bash.stdout.trim(), 'store', 'bash: a Service name from the cluster');
+    // The manager's metrics port, as a Prometheus in the cluster scrapes it (the pod network, from the node).
+    const mgr = await c.kubectlJson<{ items: { metadata: { annotations: Record<string, string> }; status: { podIP?: string } }[] }>(['-n', MNS, 'get', 'pods', '-l', MANAGER_SELECTOR]);
+    const pod = mgr.items.find((p) => p.status.podIP)!;
+    t.equal(pod.metadata.annotations['prometheus.io/port'], '9090');
+    const scraped = await c.node('curl', ['-sS', '--max-time', '10', `http://${pod.status.podIP}:9090/metrics`], { check: false });
+    t.match(scraped.stdout, /^rdbg_manager_sessions [1-9]/m, 'the manager counts the sessions');
+    t.match(scraped.stdout, /^rdbg_manager_flows_opened_total [1-9]/m, 'and the flows it dialled');
     const doc = await admin.rdbg(['doctor', '-n', ns, '-o', 'json'], { check: false });
     t.equal(doc.code, 0, doc.stderr);
     const report = JSON.parse(doc.stdout) as { ok: boolean; checks: { area: string; verdict: string; detail: string }[] };

@@ -61,7 +61,8 @@ t.test('the Deployment: restricted pod security, TLS mounted, ready on 8081', as
   const c = pod.containers[0];
   t.equal(d.spec.replicas, 1);
   t.equal(c.image, 'localhost/rdbg:install');
-  t.same(c.args, ['manager', 'serve', '--kubernetes']);
+  t.same(c.args, ['manager', 'serve', '--kubernetes', '--metrics-listen', '0.0.0.0:9090']);
+  t.match(d.spec.template.metadata.annotations, { 'prometheus.io/scrape': 'true', 'prometheus.io/port': '9090' }, 'Prometheus finds the metrics port');
   t.same(pod.securityContext, {
     runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, fsGroup: 65532, seccompProfile: { type: 'RuntimeDefault' },
     // the one sysctl is on Kubernetes' "safe" list, which Pod Security's baseline and restricted profiles allow
@@ -75,7 +76,7 @@ t.test('the Deployment: restricted pod security, TLS mounted, ready on 8081', as
   t.same(d.spec.selector.matchLabels, { 'app.kubernetes.io/name': 'rdbg', 'app.kubernetes.io/component': 'manager' }, 'the selector has no version in it');
   const svc = byKind(renderObjects(opts()), 'Service');
   t.same(svc.spec.ports.map((p: { name: string; port: number; targetPort: number }) => [p.name, p.port, p.targetPort]),
-    [['grpc', 8081, 8081], ['data', 8082, 8082], ['webhook', 443, 8443]]);
+    [['grpc', 8081, 8081], ['data', 8082, 8082], ['webhook', 443, 8443], ['metrics', 9090, 9090]]);
 });
 
 t.test('the webhook: Ignore, no side effects, pods CREATE, never kube-system or the manager namespace', async (t) => {

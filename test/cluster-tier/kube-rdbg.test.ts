@@ -452,6 +452,7 @@ t.test('rdbg on Kubernetes', async (t) => {
     // The manager's metrics port, as a Prometheus in the cluster scrapes it (the pod network, from the node).
     const mgr = await c.kubectlJson<{ items: { metadata: { annotations: Record<string, string> }; status: { podIP?: string } }[] }>(['-n', MNS, 'get', 'pods', '-l', MANAGER_SELECTOR]);
     const pod = mgr.items.find((p) => p.status.podIP)!;
+    t.match((await c.laptop('curl', ['-sS', '--max-time', '10', `http://echo.${ns}/`])).stdout, /"name":"echo"/, 'a flow through the manager');
     t.equal(pod.metadata.annotations['prometheus.io/port'], '9090');
     const scraped = await c.node('curl', ['-sS', '--max-time', '10', `http://${pod.status.podIP}:9090/metrics`], { check: false });
     t.match(scraped.stdout, /^rdbg_manager_sessions [1-9]/m, 'the manager counts the sessions');

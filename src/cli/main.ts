@@ -22,6 +22,7 @@ const commands: Record<string, Command> = {
   'manager upgrade': async (a, c) => (await import('./commands/manager-admin')).managerAdminCommand(['upgrade', ...a], c),
   uninstall: async (a, c) => (await import('./commands/manager-admin')).uninstallCommand(a, c),
   version: async (a, c) => (await import('./commands/version')).versionCommand(a, c),
+  'gather-logs': async (a, c) => (await import('./commands/gather-logs')).gatherLogsCommand(a, c),
   completion: async (a) => (await import('./completion')).completionCommand(a),
   __complete: async (a, c) => (await import('./completion')).completeCommand(a, c),
   help: async (a) => {

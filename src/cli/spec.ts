@@ -323,6 +323,24 @@ the manager's data port, an HTTP/2 stream each.`,
   },
 } as const satisfies CommandSpec;
 
+const gatherLogs = {
+  summary: "the daemons', the manager's and the agents' logs in one archive, for a bug report",
+  usage: ['gather-logs [-o FILE] [--since SECONDS] [--context NAME] [--no-cluster]'],
+  about: `Writes a .tar.gz with this machine's daemon logs, the session's status and
+intercepts (without the pods' environments), and, from the cluster, the
+manager's logs and every agent's (the last run too, after a restart). What
+cannot be read (no session, no rights) is named in its index.json.`,
+  examples: ['rdbg gather-logs -o rdbg-logs.tar.gz', 'rdbg gather-logs --since 600'],
+  flags: {
+    output: { type: 'string', short: 'o', value: 'FILE', complete: 'file', help: 'the archive (default: rdbg-logs-TIME.tar.gz here)' },
+    since: { type: 'string', value: 'SECONDS', help: 'only the cluster logs of the last SECONDS' },
+    kubeconfig: KUBECONFIG,
+    context: CONTEXT,
+    'manager-namespace': MANAGER_NAMESPACE,
+    'no-cluster': { type: 'boolean', help: "only this machine's logs" },
+  },
+} as const satisfies CommandSpec;
+
 const completion = {
   summary: 'print the shell completion script',
   usage: ['completion bash|zsh|fish'],
@@ -388,6 +406,7 @@ export const COMMANDS = {
   manager,
   uninstall,
   agent,
+  'gather-logs': gatherLogs,
   completion,
   help,
   'daemon-user': daemonUser,

@@ -5,7 +5,7 @@
 // StatefulSet behind a numeric targetPort, RBAC for users and pods, and
 // recovery after the manager pod is deleted.
 import t from 'tap';
-import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cluster, repoRoot, waitFor, type Cluster, type ExecResult, type TestLike } from './cluster-helper';
@@ -299,6 +299,33 @@ t.test('rdbg on Kubernetes', async (t) => {
     await admin.rdbg(['quit']);
     t.notOk(claim.key in (await annotations()), 'quit takes the claim off');
     await admin.rdbg(['connect', '--namespace', ns]);
+  });
+
+  await t.test('rdbg gather-logs: the daemons\', the manager\'s and the agents\' logs in one archive', async (t) => {
+    const out = join(admin.home, 'bug.tar.gz');
+    const r = await admin.rdbg(['gather-logs', '-o', out]);
+    t.equal(r.code, 0, r.stderr);
+    t.match(r.stdout, `Wrote ${out}`);
+    const x = mkdtempSync(join(tmpdir(), 'rdbg-gathered-'));
+    t.teardown(() => rmSync(x, { recursive: true, force: true }));
+    await c.laptop('tar', ['-xzf', out, '-C', x]); // the system's tar reads it
+    const files = (await c.laptop('find', [x, '-type', 'f'])).stdout.split('\n').filter(Boolean).map((f) => f.slice(x.length + 1));
+    const index = JSON.parse(readFileSync(join(x, 'index.json'), 'utf8')) as { files: string[]; missing: { what: string }[] };
+    t.same(files.filter((f) => f !== 'index.json').sort(), [...index.files].sort(), 'index.json lists what is there');
+    t.ok(files.includes('laptop/daemon.log'), "the user daemon's log");
+    t.ok(files.includes('laptop/status.json'), 'the session');
+    const manager = files.find((f) => new RegExp(`^cluster/${MNS}/rdbg-manager-[^/]+/manager\\.log$`).test(f));
+    t.ok(manager, `the manager's log (${files.join(', ')})`);
+    t.match(readFileSync(join(x, manager!), 'utf8'), /traffic manager listening/);
+    const agents = files.filter((f) => new RegExp(`^cluster/${ns}/echo-[^/]+/rdbg-agent\\.log$`).test(f));
+    t.ok(agents.length >= 3, `every echo pod's agent (${agents.length})`);
+    t.match(readFileSync(join(x, agents[0]), 'utf8'), /linked to the traffic manager/);
+    t.notMatch(readFileSync(join(x, 'laptop/intercepts.json'), 'utf8'), /SECRET_ISH|pod-env/, "no pod's environment");
+    // A user who may not read the manager's namespace still gets an archive, told what is missing.
+    const user = laptop(c, t, c.info.USER_KUBECONFIG);
+    const u = await user.rdbg(['gather-logs', '-o', join(user.home, 'u.tar.gz')], { check: false });
+    t.equal(u.code, 0, u.stderr);
+    t.match(u.stdout, /not included: .*the manager's pods in namespace rdbg/);
   });
 
   await t.test('a StatefulSet behind a numeric targetPort', async (t) => {

@@ -264,3 +264,15 @@ t.test('connect to a manager that is not there: the reason in words, not grpc-js
   t.notMatch(r.stderr, /No connection established|Resolution note|Last error/);
   t.notMatch(r.stderr, STACK);
 });
+
+t.test('gather-logs without a session or a cluster: an archive that says what it lacks', async (t) => {
+  const out = join(scratch, 'logs.tar.gz');
+  const r = rdbg(['gather-logs', '--no-cluster', '-o', out]);
+  t.equal(r.code, 0, r.stderr);
+  t.match(r.stdout, `Wrote ${out}`);
+  const list = spawnSync('tar', ['-tzf', out], { encoding: 'utf8' });
+  t.equal(list.status, 0, 'the system tar reads it');
+  t.same(list.stdout.split('\n').filter(Boolean).sort(), ['index.json', 'laptop/versions.json']);
+  const index = JSON.parse(spawnSync('tar', ['-xzOf', out, 'index.json'], { encoding: 'utf8' }).stdout) as { missing: { what: string; why: string }[] };
+  t.same(index.missing, [{ what: 'status', why: 'no user daemon is running' }]);
+});

@@ -6,10 +6,12 @@
 #   scripts/install-node.sh --machine [LINE]   the machine's node when it is a
 #     supported line (22 or newer) and no LINE is asked for, else as above
 #     (the Makefile's choice of the Node the tests run on)
+#   scripts/install-node.sh --newest-lts   prints the newest LTS line
 # The lines rdbg supports are package.json's engines; the rdbg image runs the
 # newest LTS (test/cluster/images.sh).
 set -euo pipefail
 NEWEST_LTS=26
+if [ "${1:-}" = --newest-lts ]; then echo "$NEWEST_LTS"; exit 0; fi
 if [ "${1:-}" = --machine ]; then
   shift
   if [ -z "${1:-}" ] && command -v node >/dev/null && [ "$(node -p 'process.versions.node.split(".")[0]')" -ge 22 ]; then

@@ -214,8 +214,9 @@ export class InterceptRegistry implements H2DivertBroker {
     const ports = new Set(agents.flatMap((a) => a.info.ports.map((p) => p.app_port)));
     const names = [...new Set(agents.flatMap((a) => a.info.ports.map((p) => (p.name ? `${p.name} ${p.app_port}` : String(p.app_port)))))].join(', ');
     if (spec.port) {
-      // No agent yet: the intercept waits for one. Agents: the port must be one they take over.
-      const served = agents.length === 0 || agents.some((a) => a.info.ports.some((p) => p.app_port === spec.port || p.listen_port === spec.port || p.service_port === spec.port));
+      // No agent (that names its ports) yet: the intercept waits for one. Else the port must be one they take over.
+      const telling = agents.filter((a) => a.info.ports.length > 0);
+      const served = telling.length === 0 || telling.some((a) => a.info.ports.some((p) => p.app_port === spec.port || p.listen_port === spec.port || p.service_port === spec.port));
       return served ? spec.port : `${spec.workload} in namespace ${spec.namespace} has no port ${spec.port} (its ports: ${names})`;
     }
     if (ports.size === 1) return [...ports][0];

@@ -64,7 +64,7 @@ t.test('--resolv-conf is gone: root writes resolver text to /etc/resolv.conf onl
   writeFileSync(target, 'precious\n');
   const r = await daemonRoot(['--user-socket', join(dir, 'daemon.sock'), '--resolv-conf', target, '--cleanup']);
   t.not(r.code, 0);
-  t.match(r.stderr, /Unknown option '--resolv-conf'/);
+  t.match(r.stderr, /unknown flag "--resolv-conf"/);
   t.equal(readFileSync(target, 'utf8'), 'precious\n');
 });
 

@@ -4,6 +4,9 @@ SHELL := /bin/bash
 # into $RDBG_CACHE from the npm registry; without it, the machine's node when it is a line rdbg
 # supports (package.json's engines), else the newest LTS.
 NODE_BIN := $(shell bash scripts/install-node.sh --machine $(NODE_LINE))
+ifeq ($(NODE_BIN),)
+$(error no Node to run on: scripts/install-node.sh said why)
+endif
 export PATH := $(NODE_BIN):$(CURDIR)/node_modules/.bin:$(PATH)
 
 .PHONY: all deps build gen lint test test-unit test-sandbox fuzz soak chaos bench scale demo demo-standalone clean
@@ -29,10 +32,11 @@ src/gen/.stamp: $(wildcard proto/rdbg/v1/*.proto) scripts/gen-descriptors.js nod
 	@rm -rf src/gen && mv src/gen.tmp src/gen && touch $@
 
 # ENV_TABLE=--check (CI): fail when README.md's table of variables is out of date instead of rewriting it.
-# dist/vendor/client-node.js: the Kubernetes client's module graph in one file (src/core/vendor.ts).
+# dist/vendor/client-node.js: the Kubernetes client's module graph in one file (src/core/vendor.ts); its
+# require('punycode') (node-fetch's whatwg-url) takes the npm package: Node's own warns (DEP0040) from Node 21 on.
 build: gen
 	tsc -p tsconfig.json
-	esbuild node_modules/@kubernetes/client-node/dist/index.js --bundle --platform=node --format=cjs --target=node22 \
+	esbuild node_modules/@kubernetes/client-node/dist/index.js --bundle --platform=node --format=cjs --target=node22 --alias:punycode=punycode/ \
 	  --minify --legal-comments=eof --log-level=warning --outfile=dist/vendor/client-node.js
 	@chmod +x dist/bin/rdbg.js
 	@node scripts/gen-env-table.js $(ENV_TABLE)

@@ -2,7 +2,7 @@
 // (src/core/vendor.ts): the same API as the package, working as the package
 // does, in a process started as `rdbg` starts its own.
 import t from 'tap';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { bundlePath } from '../../src/core/vendor';
@@ -40,4 +40,11 @@ t.test('the bundle stands in for the package', async (t) => {
   t.same(bundle.exports, pkg.exports, 'the same exports');
   t.ok(bundle.exports.length > 100, `${bundle.exports.length} exports`);
   t.match(bundle, { server: 'https://127.0.0.1:6443', namespace: 'ns1', api: 'function', watch: 'function' }, 'a kubeconfig loads, clients are made');
+});
+
+t.test('the bundle loads without a warning on this Node line', async (t) => {
+  // Node 21+ warns (DEP0040) on require('punycode'), which node-fetch's whatwg-url does: the bundle takes the npm package.
+  const r = spawnSync(process.execPath, ['-e', probe, 'bundle'], { cwd: packageRoot(), encoding: 'utf8' });
+  t.equal(r.status, 0);
+  t.equal(r.stderr, '', `nothing on stderr (Node ${process.versions.node})`);
 });

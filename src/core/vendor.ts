@@ -25,7 +25,8 @@ export function useBundledClients(): boolean {
   const bundle = bundlePath();
   if (installed) return true;
   if (!existsSync(bundle)) return false;
-  // Node 20 has no public resolve hook (module.registerHooks came in 22.15): this is what module-alias and tsconfig-paths do.
+  // As module-alias and tsconfig-paths do. node:module's registerHooks would do for require() from 22.15 on, but on 22
+  // not for require.resolve, and 22.0-22.14 lack it; this covers both on every line rdbg supports.
   const m = Module as unknown as { _resolveFilename: Resolve };
   const resolve = m._resolveFilename;
   m._resolveFilename = function (this: unknown, request: string, ...rest: unknown[]): string {

@@ -177,7 +177,20 @@ t.test('chaos: rdbg keeps working through what real clusters and laptops do', as
   }, false);
   await event('the manager paused 20 s', pause(managerPid, 20_000), true);
   await event('the apiserver restarted (down 5 s)', restart('kube-apiserver', 5), true);
-  await event('the kubelet restarted', restart('kubelet'), true);
+  // A restarted kubelet reports its pods not ready until their probes pass again, and the Services lose
+  // their endpoints meanwhile (refused, no route to host, for in-cluster clients too): the event ends
+  // when the kubelet has reported every pod of the namespace ready again.
+  await event('the kubelet restarted', async () => {
+    const since = Date.now() - 1000; // lastTransitionTime has whole seconds
+    await restart('kubelet')();
+    await waitFor('the pods ready again after the kubelet restart', async () => {
+      const pods = await c.kubectlJson<{ items: { status: { conditions?: { type: string; status: string; lastTransitionTime?: string }[] } }[] }>(['-n', ns, 'get', 'pods']);
+      return pods.items.every((p) => {
+        const ready = p.status.conditions?.find((x) => x.type === 'Ready');
+        return ready?.status === 'True' && Date.parse(ready.lastTransitionTime ?? '') >= since;
+      });
+    }, 30_000, 250).catch(() => undefined); // a kubelet that kept its pods ready: nothing to wait for
+  }, true);
   await event('containerd restarted', restart('containerd'), true);
   await event('the laptop\'s link down 30 s', async () => {
     await c.laptop('ip', ['link', 'set', 'cluster0', 'down']);

@@ -6,6 +6,7 @@ import { DnsCodes } from './dns/dns-errors';
 import { DEFAULT_EXCLUDE, DnsServer } from './dns/dns-server';
 import * as resolvConf from './dns/resolv-conf';
 import * as resolved from './dns/systemd-resolved';
+import { parseCidrs, reverseZones } from './dns/reverse-name';
 import type { Journal, JournalEntry } from './journal';
 
 const log = logger('rootd.dns');
@@ -32,6 +33,7 @@ export const LOOPBACK_RESOLVERS = ['127.0.83.53', '127.0.83.54', '127.0.83.55', 
 export class HostDns {
   private server?: DnsServer;
   private namespaces: string[];
+  private subnets: string[];
   mode: string = 'none';
   private linkConfig?: resolved.ResolvedLinkConfig;
   /** The address resolv.conf names while connected. */
@@ -54,6 +56,7 @@ export class HostDns {
     },
   ) {
     this.namespaces = opts.cluster.namespaces;
+    this.subnets = subnetsOf(opts.cluster);
   }
 
   static undoers(path: string): Record<string, (e: JournalEntry) => void> {
@@ -64,11 +67,15 @@ export class HostDns {
   }
 
   update(cluster: ClusterInfo__Output): void {
-    const changed = cluster.namespaces.join() !== this.namespaces.join();
+    const subnets = subnetsOf(cluster);
+    const changed = cluster.namespaces.join() !== this.namespaces.join() || subnets.join() !== this.subnets.join();
     this.namespaces = cluster.namespaces;
-    // resolved sends a namespace's short names (`echo.NS`) only if NS is one of the link's domains.
+    if (subnets.join() !== this.subnets.join()) this.server?.setReverseCidrs(subnets);
+    this.subnets = subnets;
+    // resolved sends a name to this link only if it is under one of the link's domains: a namespace's
+    // short names (`echo.NS`), reverse names of the cluster's subnets.
     if (changed && this.mode === 'systemd-resolved' && this.linkConfig) {
-      this.linkConfig = { ...this.linkConfig, namespaces: cluster.namespaces };
+      this.linkConfig = { ...this.linkConfig, namespaces: cluster.namespaces, reverseZones: zonesOf(subnets) };
       const domain = resolved.applyCommands(this.linkConfig)[1];
       resolved.runCommand(domain).catch((err) => log.warn('could not update the link\'s DNS domains', { error: String(err) }));
     }
@@ -92,7 +99,7 @@ export class HostDns {
         listen: listen.map((a) => ({ address: a, port: 53 })),
         clusterDomain: c.cluster_domain,
         namespaces: () => this.namespaces,
-        reverseCidrs: [...c.service_subnets, ...c.pod_subnets],
+        reverseCidrs: this.subnets,
         include: this.opts.include,
         exclude: [...DEFAULT_EXCLUDE, ...(this.opts.exclude ?? [])],
         lookupCluster: (name, qtype) => this.opts.lookup(name, qtype),
@@ -120,6 +127,7 @@ export class HostDns {
         clusterDomain: c.cluster_domain,
         namespaces: this.namespaces,
         extraDomains: this.opts.include,
+        reverseZones: zonesOf(this.subnets),
         search,
       };
       await resolved.apply(this.linkConfig, this.opts.journal);
@@ -137,4 +145,12 @@ export class HostDns {
     this.mode = 'none';
     await this.server?.stop();
   }
+}
+
+function subnetsOf(c: ClusterInfo__Output): string[] {
+  return [...c.service_subnets, ...c.pod_subnets];
+}
+
+function zonesOf(subnets: readonly string[]): string[] {
+  return [...new Set(parseCidrs(subnets).flatMap(reverseZones))];
 }

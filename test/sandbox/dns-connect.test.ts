@@ -39,7 +39,7 @@ const status = async (...args: string[]): Promise<string | undefined> => /status
 const at = `@${DNS.rdbg}`;
 
 t.test('the runner took the cluster info from the manager', async (t) => {
-  t.match(ready, { cluster: { cluster_domain: 'cluster.local', service_subnets: [DNS.serviceCidr] } });
+  t.match(ready, { cluster: { cluster_domain: 'cluster.local', service_subnets: [DNS.serviceCidr, DNS.serviceCidr6] } });
 });
 
 t.test('A and AAAA of a cluster service in every short form', async (t) => {
@@ -74,6 +74,8 @@ t.test('SRV, TXT, CNAME, PTR', async (t) => {
   t.same(await short(at, 'echo.default', 'TXT'), ['"hello from the cluster"']);
   t.same(await short(at, 'alias.default', 'CNAME'), ['echo.default.svc.cluster.local.']);
   t.same(await short(at, '-x', DNS.echo), ['echo.default.svc.cluster.local.'], 'PTR of a service address');
+  t.same(await short(at, '-x', DNS.echo6), ['echo.default.svc.cluster.local.'], 'PTR of an IPv6 service address');
+  t.same(await short(`@${DNS.rdbg6}`, '-x', DNS.echo6), ['echo.default.svc.cluster.local.'], 'asked over IPv6 too');
 });
 
 t.test('unknown cluster name: NXDOMAIN; cluster name without AAAA: NOERROR, empty', async (t) => {

@@ -24,6 +24,7 @@ export const DNS = {
   rdbgLoop: '198.18.79.2',
   rdbg6: '2001:db8:79::1', // rdbg's resolver on IPv6 too
   serviceCidr: '198.19.128.0/20',
+  serviceCidr6: '2001:db8:96::/112',
   podCidr: '198.19.0.0/20',
   echo: '198.19.128.10',
   echo6: '2001:db8:96::10',
@@ -114,7 +115,7 @@ export class DnsSandbox {
     ]);
     const m = this.start(c, 'node', [
       RDBG, 'manager', 'serve', '--listen', `${DNS.clusterVeth}:${DNS.managerPort}`,
-      '--service-cidr', DNS.serviceCidr, '--pod-cidr', DNS.podCidr, '--cluster-domain', 'cluster.local',
+      '--service-cidr', DNS.serviceCidr, '--service-cidr', DNS.serviceCidr6, '--pod-cidr', DNS.podCidr, '--cluster-domain', 'cluster.local',
     ]);
     this.manager = m;
     await waitForLog(m, 'traffic manager listening', 15_000, 'manager');

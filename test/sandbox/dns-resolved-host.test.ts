@@ -12,6 +12,7 @@ import { buildGoResolver, killEveryRdbgProcess, rdbgPids } from '../helpers/rdbg
 // rdbg link config, and quit leaves resolved as it was before connect.
 
 const ECHO = '198.19.128.10';
+const ECHO6 = '2001:db8:96::10'; // in the IPv6 service subnet given to this test's manager
 const WWW = '192.0.2.80'; // www.example.test, answered by the uplink DNS server
 const UPLINK = '198.18.1.1'; // the laptop's network (the cluster namespace's end of its veth)
 const FAST_MS = 1000;
@@ -51,6 +52,13 @@ async function resolveCluster(t: Test, when: string): Promise<void> {
   }
   const r = await run('dig', ['+short', '+search', 'echo', 'A']);
   t.equal(r.stdout.trim().split('\n').pop(), ECHO, `${when}: dig +search echo (resolved's stub has the search domains)`);
+  // Reverse names of the cluster's subnets go to rdbg too, for both families.
+  for (const ip of [ECHO, ECHO6]) {
+    const ptr = await run('dig', ['+short', '@127.0.0.53', '-x', ip]);
+    t.equal(ptr.stdout.trim(), 'echo.default.svc.cluster.local.', `${when}: dig -x ${ip} through resolved`);
+    const g = await run('getent', ['hosts', ip]);
+    t.match(g.stdout, /echo\.default\.svc\.cluster\.local/, `${when}: getent hosts ${ip} (glibc's reverse lookup)`);
+  }
 }
 
 /** glibc, dig (UDP, TCP) and Go, each for a name outside the cluster: answer and time. */
@@ -73,7 +81,7 @@ async function resolveOutside(t: Test, when: string): Promise<number[]> {
 
 t.before(async () => {
   go = buildGoResolver();
-  sb = await Sandbox.create();
+  sb = await Sandbox.create({ managerArgs: ['--service-cidr', '2001:db8:96::/112'] });
   const ns = sb.laptop.ns;
   ns.exec('ip', ['route', 'add', 'default', 'via', UPLINK]);
   // The sandbox's stand-in for the laptop's resolver holds 127.0.0.53, which is resolved's stub here.
@@ -120,7 +128,8 @@ t.test('connected: resolved routes the cluster\'s names to rdbg, and only those'
   const link = await host.resolvectl(['status', tun]);
   t.match(link, /DNS Servers: 127\.0\.83\.\d+/, 'the TUN link names rdbg\'s loopback resolver');
   const domains = (await host.resolvectl(['domain', tun])).replace(/\s+/g, ' ').trim();
-  t.match(domains, /: default\.svc\.cluster\.local .*\bcluster\.local\b.*~svc ~default ~prod$/, `the cluster's search and routing domains go to it (${domains})`);
+  t.match(domains, /: default\.svc\.cluster\.local .*\bcluster\.local\b.*~svc ~default ~prod ~128\.19\.198\.in-addr\.arpa /, `the cluster's search and routing domains go to it (${domains})`);
+  t.match(domains, /~(0\.){16}6\.9\.0\.0\.8\.b\.d\.0\.1\.0\.0\.2\.ip6\.arpa\b/, 'the IPv6 service subnet\'s reverse zone too');
   t.match(link, /-DefaultRoute/, 'the link is not a default route');
   t.match((await run('readlink', ['/etc/resolv.conf'])).stdout, /stub-resolv\.conf/, '/etc/resolv.conf still links to resolved\'s stub');
   await resolveCluster(t, 'connected');

@@ -22,6 +22,8 @@ t.test('argv lists', async (t) => {
   const withSearch = applyCommands({ ...config, search: ['default.svc.cluster.local', 'svc.cluster.local', 'cluster.local'] });
   t.same(withSearch[1], ['resolvectl', 'domain', 'rdbg0', 'default.svc.cluster.local', 'svc.cluster.local', 'cluster.local', '~svc', '~default', '~prod'],
     'search domains plain (they route too), the rest routing-only');
+  const withZones = applyCommands({ ...config, reverseZones: ['96.10.in-addr.arpa', '0.0.6.9.0.0.0.1.0.0.0.0.0.0.d.f.ip6.arpa'] });
+  t.same(withZones[1].slice(-2), ['~96.10.in-addr.arpa', '~0.0.6.9.0.0.0.1.0.0.0.0.0.0.d.f.ip6.arpa'], 'reverse zones route to the link');
 });
 
 t.test('apply journals first; restore reverts and forgets', async (t) => {

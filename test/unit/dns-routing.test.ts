@@ -1,6 +1,7 @@
 import t from 'tap';
 import { DnsRouter } from '../../daemon/root/dns/routing';
-import { reverseNameToAddress } from '../../daemon/root/dns/reverse-name';
+import { reverseNameIn, reverseNameToAddress, reverseZones } from '../../daemon/root/dns/reverse-name';
+import { parseCidr } from '../../src/core/cidr';
 
 // Which names the laptop's resolver sends to the cluster.
 
@@ -65,6 +66,43 @@ t.test('reverse names of the cluster subnets only', async (t) => {
   t.equal(router.route(v6.replace(/^0\.1/, 'g.1')), 'upstream');
   t.same(reverseNameToAddress('4.3.2.1.in-addr.arpa'), { family: 4, value: 0x01020304n });
 });
+
+t.test('reverse zones of a subnet: exactly its addresses, as DNS delegates them', async (t) => {
+  const z = (c: string): string[] => reverseZones(parseCidr(c));
+  t.same(z('10.96.0.0/16'), ['96.10.in-addr.arpa']);
+  t.same(z('10.244.0.0/24'), ['0.244.10.in-addr.arpa']);
+  t.same(z('10.0.0.5/32'), ['5.0.0.10.in-addr.arpa']);
+  const slash20 = z('198.19.128.0/20');
+  t.equal(slash20.length, 16, 'a /20 is 16 zones of a /24');
+  t.same([slash20[0], slash20[15]], ['128.19.198.in-addr.arpa', '143.19.198.in-addr.arpa']);
+  t.same(z('10.96.0.0/12'), Array.from({ length: 16 }, (_, i) => `${96 + i}.10.in-addr.arpa`));
+  t.same(z('10.96.0.0/11'), ['10.in-addr.arpa'], 'more than 16 zones: the covering zone');
+  t.same(z('0.0.0.0/0'), ['in-addr.arpa']);
+  t.same(z('2001:db8:96::/112'), ['0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.6.9.0.0.8.b.d.0.1.0.0.2.ip6.arpa'.split('.').slice(4).join('.')]);
+  t.same(z('fd00:10:96::/106').length, 4, 'a /106 is 4 zones of 27 nibbles');
+  t.same(z('2001:db8::/32'), ['8.b.d.0.1.0.0.2.ip6.arpa']);
+  // Every address of a subnet has its reverse name under one of the zones, and no zone holds an address outside it.
+  for (const [cidr, inside, outside] of [
+    ['198.19.128.0/20', '198.19.143.255', '198.19.144.0'],
+    ['fd00:10:96::/106', 'fd00:10:96::3f:ffff', 'fd00:10:96::40:0'],
+  ]) {
+    const ptr = (ip: string): string =>
+      ip.includes(':')
+        ? [...expand6(ip)].reverse().join('.') + '.ip6.arpa'
+        : ip.split('.').reverse().join('.') + '.in-addr.arpa';
+    const under = (n: string): boolean => z(cidr).some((zone) => n.endsWith(`.${zone}`));
+    t.ok(under(ptr(inside)) && reverseNameIn(ptr(inside), [parseCidr(cidr)]), `${inside} is under a zone of ${cidr}`);
+    t.notOk(under(ptr(outside)), `${outside} is under no zone of ${cidr}`);
+  }
+});
+
+function expand6(ip: string): string {
+  const [head, tail] = ip.split('::');
+  const h = head ? head.split(':') : [];
+  const tl = tail !== undefined && tail !== '' ? tail.split(':') : [];
+  const groups = [...h, ...Array(8 - h.length - tl.length).fill('0'), ...tl];
+  return groups.map((g) => g.padStart(4, '0')).join('');
+}
 
 t.test('the name the manager is asked for', async (t) => {
   t.equal(router.managerName('echo.default'), 'echo.default', 'short forms: bare, the manager expands them');

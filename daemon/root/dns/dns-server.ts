@@ -63,6 +63,7 @@ const log = logger('rootd.dns');
  */
 export class DnsServer {
   private readonly handler: QueryHandler;
+  private readonly router: DnsRouter;
   private upstreamList: Upstream[] = [];
   private readonly udp: dgram.Socket[] = [];
   private readonly tcp: net.Server[] = [];
@@ -71,13 +72,13 @@ export class DnsServer {
   private inFlight = 0;
 
   constructor(private readonly opts: DnsServerOptions) {
-    const router = new DnsRouter({
+    const router = (this.router = new DnsRouter({
       clusterDomain: opts.clusterDomain,
       namespaces: opts.namespaces,
       include: opts.include,
       exclude: opts.exclude ?? [...DEFAULT_EXCLUDE],
       reverseCidrs: opts.reverseCidrs,
-    });
+    }));
     this.handler = new QueryHandler({
       router,
       lookupCluster: opts.lookupCluster,
@@ -89,6 +90,11 @@ export class DnsServer {
       log,
     });
     this.setUpstreams(opts.upstreams);
+  }
+
+  /** The cluster's subnets changed: their reverse names are the cluster's from now on. */
+  setReverseCidrs(cidrs: readonly string[]): void {
+    this.router.setReverseCidrs(cidrs);
   }
 
   /** Replace the original resolvers (e.g. after the laptop changed networks). */

@@ -39,3 +39,31 @@ export function reverseNameIn(name: string, cidrs: readonly Cidr[]): boolean {
 export function parseCidrs(texts: readonly string[]): Cidr[] {
   return texts.map((t) => parseCidr(t));
 }
+
+/** More zones than this for one subnet: its covering zone is named instead (rdbg relays what is not the cluster's). */
+const MAX_ZONES_PER_SUBNET = 16;
+
+/**
+ * The reverse zones that hold exactly the addresses of `cidr`, as DNS
+ * delegates them: octets under `in-addr.arpa`, nibbles under `ip6.arpa`
+ * (10.96.0.0/16 -> 96.10.in-addr.arpa; a /20 is 16 zones of a /24 each;
+ * 2001:db8:96::/112 -> 28 nibbles). A prefix that would need more than 16
+ * zones gets its covering zone; a /0 gets the family's root zone.
+ */
+export function reverseZones(cidr: Cidr): string[] {
+  const unit = cidr.family === 4 ? 8 : 4;
+  const total = cidr.family === 4 ? 32 : 128;
+  const suffix = cidr.family === 4 ? 'in-addr.arpa' : 'ip6.arpa';
+  let labels = Math.ceil(cidr.bits / unit);
+  if (2 ** (labels * unit - cidr.bits) > MAX_ZONES_PER_SUBNET) labels = Math.floor(cidr.bits / unit);
+  const count = 2n ** BigInt(Math.max(0, labels * unit - cidr.bits));
+  const step = 1n << BigInt(total - labels * unit);
+  const zones: string[] = [];
+  for (let i = 0n; i < count; i++) {
+    const value = (cidr.base + i * step) >> BigInt(total - labels * unit);
+    const parts: string[] = [];
+    for (let l = 0; l < labels; l++) parts.push(((value >> BigInt(l * unit)) & BigInt(2 ** unit - 1)).toString(cidr.family === 4 ? 10 : 16));
+    zones.push([...parts, suffix].join('.'));
+  }
+  return zones;
+}

@@ -42,13 +42,17 @@ export class DnsRouter {
   readonly clusterDomain: string;
   private readonly include: string[];
   private readonly exclude: string[];
-  private readonly reverse: Cidr[];
+  private reverse: Cidr[];
 
   constructor(private readonly opts: RoutingOptions) {
     this.clusterDomain = normalizeName(opts.clusterDomain);
     this.include = (opts.include ?? []).map(normalizeName).filter(Boolean);
     this.exclude = (opts.exclude ?? DEFAULT_EXCLUDE).map(normalizeName).filter(Boolean);
     this.reverse = parseCidrs(opts.reverseCidrs ?? []);
+  }
+
+  setReverseCidrs(cidrs: readonly string[]): void {
+    this.reverse = parseCidrs(cidrs);
   }
 
   route(rawName: string): Route {

@@ -28,6 +28,8 @@ export interface ResolvedLinkConfig {
   clusterDomain: string;
   namespaces: string[];
   extraDomains?: string[]; // include suffixes
+  /** The reverse zones of the cluster's subnets (`96.10.in-addr.arpa`): PTR lookups of cluster addresses. */
+  reverseZones?: string[];
   /** Search domains (`default.svc.cluster.local ...`): resolved expands single labels (`echo`) with them. */
   search?: string[];
 }
@@ -37,7 +39,7 @@ export function applyCommands(c: ResolvedLinkConfig): string[][] {
   const clean = (d: string): string => d.replace(/^[.~]+|\.$/g, '');
   // A plain domain is a search domain and a routing domain; `~` makes it routing-only.
   const search = [...new Set((c.search ?? []).map(clean).filter(Boolean))];
-  const routing = [...new Set([c.clusterDomain, 'svc', ...c.namespaces, ...(c.extraDomains ?? [])].map(clean))]
+  const routing = [...new Set([c.clusterDomain, 'svc', ...c.namespaces, ...(c.extraDomains ?? []), ...(c.reverseZones ?? [])].map(clean))]
     .filter((d) => d && !search.includes(d))
     .map((d) => `~${d}`);
   const domains = [...search, ...routing];

@@ -249,16 +249,31 @@ const manager = {
   sub: {
     install: {
       summary: 'install the traffic manager in the cluster (needs cluster-admin)',
-      usage: ['manager install [--namespace rdbg] [--image IMAGE] [--allow-cidr CIDR]... [flags]', 'manager install --dry-run [-o yaml|json]'],
+      usage: [
+        'manager install [--namespace rdbg] [--image IMAGE] [--allow-cidr CIDR]... [flags]',
+        'manager install --grant-user USER|--grant-group GROUP ... [--grant-namespace NS]...',
+        'manager install --dry-run [-o yaml|json]',
+      ],
       about: `Installs the traffic manager: namespace, service account, read-only cluster
 role, webhook certificate, Deployment, Service and the agent injector webhook;
 waits until the manager is ready. Running it again changes nothing.
 --dry-run prints the objects and touches no cluster. --allow-cidr lets clients
 reach a subnet beyond the cluster's service and pod subnets (the manager refuses
-every other destination, whatever a client's --also-proxy asks).`,
-      examples: ['rdbg manager install', 'rdbg manager install --dry-run -o yaml | kubectl apply -f -'],
+every other destination, whatever a client's --also-proxy asks).
+It also creates the ClusterRole rdbg-developer (what a developer needs where
+they intercept) and the Role rdbg-developer in the manager's namespace (connect).
+--grant-user and --grant-group bind both to a user or group, in each
+--grant-namespace, or with none in every namespace; grants add to earlier ones.`,
+      examples: [
+        'rdbg manager install',
+        'rdbg manager install --grant-group developers --grant-namespace team-a --grant-namespace team-b',
+        'rdbg manager install --dry-run -o yaml | kubectl apply -f -',
+      ],
       flags: {
         ...INSTALL_FLAGS,
+        'grant-user': { type: 'string', multiple: true, value: 'USER', help: 'let this user connect and intercept (binds rdbg-developer)' },
+        'grant-group': { type: 'string', multiple: true, value: 'GROUP', help: 'let this group connect and intercept (binds rdbg-developer)' },
+        'grant-namespace': { type: 'string', multiple: true, value: 'NS', complete: 'namespace', help: 'where the granted may intercept (default: every namespace)' },
         'dry-run': { type: 'boolean', help: 'print the objects instead of applying them' },
         output: output('yaml', 'json'),
       },

@@ -63,6 +63,16 @@ export class KubeClient {
     this.core = config.makeApiClient(CoreV1Api);
   }
 
+  /** Every object of a kind (in all namespaces) that carries `labelSelector`. */
+  async listLabelled(apiVersion: string, kind: string, labelSelector: string): Promise<KubeObject[]> {
+    try {
+      const list = await this.objects.list(apiVersion, kind, undefined, undefined, undefined, undefined, undefined, labelSelector);
+      return (list.items as KubeObject[]).map((o) => ({ ...o, apiVersion, kind }));
+    } catch (err) {
+      throw kubeError(err, `listing ${kind}s`);
+    }
+  }
+
   /** The live object, or undefined when it does not exist. */
   async read<T extends KubernetesObject = KubeObject>(o: { apiVersion: string; kind: string; metadata: { name: string; namespace?: string } }): Promise<T | undefined> {
     try {

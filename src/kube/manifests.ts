@@ -21,6 +21,15 @@ export interface InstallOptions {
   withNamespace: boolean;
   /** destinations beyond the cluster's subnets that clients may reach (the manager's --allow-cidr) */
   allowCidrs?: string[];
+  /** developers given rdbg-developer (`--grant-user`, `--grant-group`), in these namespaces or, with none, cluster-wide */
+  grants?: Grants;
+}
+
+export interface Grants {
+  users: string[];
+  groups: string[];
+  /** where they may intercept; empty: every namespace (a ClusterRoleBinding) */
+  namespaces: string[];
 }
 
 const MANAGER_PORT_RANGE = '1024 65535';
@@ -60,6 +69,45 @@ export const MANAGER_RULES = [
   { apiGroups: ['authentication.k8s.io'], resources: ['tokenreviews'], verbs: ['create'] },
   { apiGroups: ['authorization.k8s.io'], resources: ['subjectaccessreviews'], verbs: ['create'] },
 ];
+
+export const DEVELOPER = 'rdbg-developer';
+/** On every binding `--grant-user`/`--grant-group` made: the manager's namespace (uninstall --all finds them by it). */
+export const GRANT_LABEL = 'rdbg.dev/developer-grant';
+
+/**
+ * What a developer needs in the namespaces they intercept in (ClusterRole
+ * rdbg-developer, bound per namespace or cluster-wide): find a Service's
+ * workload and pods, mark and claim the workload (patch), check that the
+ * namespace admits the agent (a pod created with dryRun; a bare pod is
+ * recreated with it), follow the injection (pods watch, events), read
+ * agents' logs (gather-logs). No secrets, no exec. The namespaces list only
+ * counts cluster-wide (completion of -n).
+ */
+export const DEVELOPER_RULES = [
+  { apiGroups: [''], resources: ['services', 'events'], verbs: ['get', 'list', 'watch'] },
+  { apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch', 'create', 'delete'] },
+  { apiGroups: [''], resources: ['pods/log'], verbs: ['get'] },
+  { apiGroups: ['apps'], resources: ['deployments', 'statefulsets', 'replicasets', 'daemonsets'], verbs: ['get', 'list', 'watch', 'patch'] },
+  { apiGroups: [''], resources: ['namespaces'], verbs: ['get', 'list'] },
+];
+
+/**
+ * What a developer needs in the manager's namespace (Role rdbg-developer
+ * there): find the manager pod, port-forward to it, read its Deployment
+ * (doctor's version check) and its logs. No write: whoever may patch the
+ * manager's Deployment may run anything as the manager.
+ */
+export const CONNECT_RULES = [
+  { apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch'] },
+  { apiGroups: [''], resources: ['pods/portforward'], verbs: ['get', 'create'] },
+  { apiGroups: [''], resources: ['pods/log'], verbs: ['get'] },
+  { apiGroups: ['apps'], resources: ['deployments'], verbs: ['get'] },
+];
+
+/** The name of a subject's bindings: its kind and a hash of its name (user names may hold any character). */
+export function grantName(kind: 'User' | 'Group', name: string): string {
+  return `${DEVELOPER}-${kind.toLowerCase()}-${createHash('sha256').update(name).digest('hex').slice(0, 10)}`;
+}
 
 export function tlsChecksum(tlsCrt: string): string {
   return createHash('sha256').update(tlsCrt).digest('hex');
@@ -102,10 +150,52 @@ export function renderObjects(o: InstallOptions): KubeObject[] {
         ],
       },
     },
+    { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRole', metadata: meta(clusterScopedName(DEVELOPER, ns), false), rules: DEVELOPER_RULES },
+    { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata: meta(DEVELOPER), rules: CONNECT_RULES },
+    ...grantBindings(o),
     deployment(o, meta(MANAGER)),
     webhookConfiguration(o, meta(clusterScopedName(INJECTOR, ns), false)),
   );
   return objects;
+}
+
+/**
+ * Per granted user or group: a RoleBinding to the Role in the manager's
+ * namespace (connect), and the ClusterRole bound in each chosen namespace,
+ * or cluster-wide. One binding per subject, so a later grant adds to the
+ * earlier ones and never rewrites them.
+ */
+function grantBindings(o: InstallOptions): KubeObject[] {
+  const g = o.grants;
+  if (!g) return [];
+  const ns = o.namespace;
+  const rbac = 'rbac.authorization.k8s.io';
+  const developerRole = clusterScopedName(DEVELOPER, ns);
+  const subjects = [
+    ...g.users.map((name) => ({ kind: 'User' as const, name })),
+    ...g.groups.map((name) => ({ kind: 'Group' as const, name })),
+  ];
+  const meta = (name: string, namespace?: string): KubeObject['metadata'] => ({
+    name, ...(namespace ? { namespace } : {}), labels: { ...labels(o.version), [GRANT_LABEL]: ns },
+  });
+  return subjects.flatMap((s) => {
+    const name = grantName(s.kind, s.name);
+    const subject = [{ apiGroup: rbac, kind: s.kind, name: s.name }];
+    const connect: KubeObject = {
+      apiVersion: `${rbac}/v1`, kind: 'RoleBinding', metadata: meta(name, ns),
+      roleRef: { apiGroup: rbac, kind: 'Role', name: DEVELOPER }, subjects: subject,
+    };
+    const work: KubeObject[] = g.namespaces.length
+      ? g.namespaces.map((n) => ({
+        apiVersion: `${rbac}/v1`, kind: 'RoleBinding', metadata: meta(name, n),
+        roleRef: { apiGroup: rbac, kind: 'ClusterRole', name: developerRole }, subjects: subject,
+      }))
+      : [{
+        apiVersion: `${rbac}/v1`, kind: 'ClusterRoleBinding', metadata: meta(clusterScopedName(name, ns)),
+        roleRef: { apiGroup: rbac, kind: 'ClusterRole', name: developerRole }, subjects: subject,
+      }];
+    return [connect, ...work];
+  });
 }
 
 function deployment(o: InstallOptions, metadata: KubeObject['metadata']): KubeObject {

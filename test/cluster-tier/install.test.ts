@@ -89,7 +89,7 @@ t.test('install, install again, upgrade, uninstall --all twice: the cluster is a
 
   // --dry-run: manifests on stdout, nothing in the cluster
   const dry = await rdbg(c, ['manager', 'install', '--dry-run', '-o', 'yaml', '--namespace', dryNs, '--image', imageOf(c)]);
-  for (const kind of ['Namespace', 'ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'Secret', 'Service', 'Deployment', 'MutatingWebhookConfiguration']) {
+  for (const kind of ['Namespace', 'ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'Role', 'Secret', 'Service', 'Deployment', 'MutatingWebhookConfiguration']) {
     t.match(dry.stdout, new RegExp(`^kind: ${kind}$`, 'm'), `dry-run prints the ${kind}`);
   }
   const dryGone = await c.kubectl(['get', 'namespace', dryNs], { check: false });
@@ -97,9 +97,10 @@ t.test('install, install again, upgrade, uninstall --all twice: the cluster is a
 
   // install
   let t0 = Date.now();
-  const inst = await rdbg(c, ['manager', 'install', '--namespace', ns, '--image', imageOf(c)]);
+  const inst = await rdbg(c, ['manager', 'install', '--namespace', ns, '--image', imageOf(c), '--grant-user', 'alice@example.com']);
   const installS = (Date.now() - t0) / 1000;
   t.match(inst.stdout, /rdbg manager installed/);
+  t.match(inst.stdout, /rdbg-developer granted to user alice@example\.com in every namespace/);
   t.match(inst.stderr, /rolled out \(1\/1 available\)/, 'progress lines while waiting for the rollout');
   const dep = await c.kubectlJson<any>(['-n', ns, 'get', 'deployment', 'rdbg-manager']);
   t.equal(dep.status.readyReplicas, 1, 'the manager is ready when install returns');
@@ -130,6 +131,16 @@ t.test('install, install again, upgrade, uninstall --all twice: the cluster is a
   t.equal(await can('watch', 'pods'), 'yes', 'watches pods');
   t.equal(await can('list', 'endpointslices.discovery.k8s.io'), 'yes', 'lists endpointslices');
   t.equal(await can('create', 'tokenreviews.authentication.k8s.io'), 'yes', 'reviews agent tokens');
+
+  // the granted developer (cluster-wide): what doctor checks, and no secrets, exec or RBAC
+  const as = async (verb: string, res: string, where: string[]): Promise<string> =>
+    (await c.kubectl(['auth', 'can-i', verb, res, ...where, '--as', 'alice@example.com'], { check: false })).stdout.trim();
+  t.equal(await as('patch', 'deployments.apps', ['-n', 'default']), 'yes', 'alice patches deployments anywhere');
+  t.equal(await as('create', 'pods', ['--subresource=portforward', '-n', ns]), 'yes', 'alice port-forwards to the manager');
+  t.equal(await as('get', 'secrets', ['-n', 'default']), 'no', 'alice reads no secret');
+  t.equal(await as('create', 'pods', ['--subresource=exec', '-n', 'default']), 'no', 'alice execs into no pod');
+  t.equal(await as('create', 'pods', ['--subresource=portforward', '-n', 'default']), 'no', 'nor port-forwards to any pod but the manager');
+  t.equal(await as('create', 'rolebindings.rbac.authorization.k8s.io', ['-n', 'default']), 'no', 'alice grants nothing');
 
   // install again: nothing changes, the manager does not restart
   const ids = async (): Promise<Map<string, string>> => {
@@ -175,7 +186,7 @@ t.test('install, install again, upgrade, uninstall --all twice: the cluster is a
   t0 = Date.now();
   const un = await rdbg(c, ['uninstall', '--all', '--namespace', ns, '--agent-namespace', ns]);
   const uninstallS = (Date.now() - t0) / 1000;
-  t.match(un.stdout, /8 manager object\(s\)/);
+  t.match(un.stdout, /12 manager object\(s\)/, 'the manager\'s objects, the developer roles and alice\'s two bindings');
   const un2 = await rdbg(c, ['uninstall', '--all', '--namespace', ns, '--agent-namespace', ns]);
   t.equal(un2.code, 0);
   t.match(un2.stdout, /Nothing to remove/);
@@ -242,7 +253,7 @@ t.test('the Helm chart installs a working manager that rdbg uninstall --all remo
   t.equal(mwc.webhooks[0].clientConfig.caBundle, secret.data['ca.crt'], 'helm: caBundle = the Secret\'s ca.crt');
 
   const un = await rdbg(c, ['uninstall', '--all', '--namespace', ns, '--agent-namespace', ns]);
-  t.match(un.stdout, /7 manager object\(s\)/, 'all but the namespace, which helm made');
+  t.match(un.stdout, /9 manager object\(s\)/, 'all but the namespace, which helm made');
   const left = await c.kubectl(['get', `clusterrole/rdbg-manager-${ns}`, `clusterrolebinding/rdbg-manager-${ns}`,
     `mutatingwebhookconfiguration/rdbg-agent-injector-${ns}`, '--ignore-not-found', '-o', 'name']);
   t.equal(left.stdout.trim(), '', 'no cluster-scoped objects left');

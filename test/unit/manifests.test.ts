@@ -9,7 +9,10 @@ import { join } from 'node:path';
 import t from 'tap';
 import { loadAllYaml } from '@kubernetes/client-node';
 import { generateWebhookTls, reusableTls } from '../../src/kube/certs';
-import { MANAGER_RULES, objectRef, renderObjects, tlsChecksum, type InstallOptions, type KubeObject } from '../../src/kube/manifests';
+import {
+  CONNECT_RULES, DEVELOPER_RULES, MANAGER_RULES, grantName, objectRef, renderObjects, tlsChecksum, type InstallOptions, type KubeObject,
+} from '../../src/kube/manifests';
+import { RIGHTS } from '../../src/cli/commands/doctor';
 import { unmarkPatch, type MarkedWorkload } from '../../src/kube/marks';
 import { VERSION } from '../../src/core/version';
 
@@ -29,6 +32,8 @@ t.test('every object, with its name, labels and namespace', async (t) => {
     'ClusterRoleBinding/rdbg-manager-rdbg-install',
     'Secret/rdbg-install/rdbg-webhook-tls',
     'Service/rdbg-install/rdbg-manager',
+    'ClusterRole/rdbg-developer-rdbg-install',
+    'Role/rdbg-install/rdbg-developer',
     'Deployment/rdbg-install/rdbg-manager',
     'MutatingWebhookConfiguration/rdbg-agent-injector-rdbg-install',
   ], 'cluster-scoped names carry the namespace when it is not "rdbg"; the webhook comes last');
@@ -37,13 +42,14 @@ t.test('every object, with its name, labels and namespace', async (t) => {
   }
   t.equal(byKind(objs, 'Namespace').metadata.annotations!['rdbg.dev/created-namespace'], 'true');
   const plain = renderObjects(opts({ namespace: 'rdbg', withNamespace: false }));
-  t.same(plain.filter((o) => !o.metadata.namespace).map((o) => o.metadata.name), ['rdbg-manager', 'rdbg-manager', 'rdbg-agent-injector'],
+  t.same(plain.filter((o) => !o.metadata.namespace).map((o) => o.metadata.name), ['rdbg-manager', 'rdbg-manager', 'rdbg-developer', 'rdbg-agent-injector'],
     'the default namespace keeps the plain names; no Namespace object for one that existed before');
 });
 
 t.test('RBAC: read-only plus token and access reviews, nothing else', async (t) => {
   const objs = renderObjects(opts());
   const role = byKind(objs, 'ClusterRole');
+  t.equal(role.metadata.name, 'rdbg-manager-rdbg-install');
   t.same(role.rules, MANAGER_RULES);
   for (const r of role.rules as typeof MANAGER_RULES) {
     const reviews = r.resources.every((x) => x === 'tokenreviews' || x === 'subjectaccessreviews');
@@ -53,6 +59,45 @@ t.test('RBAC: read-only plus token and access reviews, nothing else', async (t) 
   const binding = byKind(objs, 'ClusterRoleBinding');
   t.same(binding.roleRef, { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'rdbg-manager-rdbg-install' });
   t.same(binding.subjects, [{ kind: 'ServiceAccount', name: 'rdbg-manager', namespace: 'rdbg-install' }]);
+});
+
+type Rule = { apiGroups: string[]; resources: string[]; verbs: string[] };
+const allows = (rules: Rule[], a: { verb?: string; group?: string; resource?: string; subresource?: string }): boolean =>
+  rules.some((r) => r.apiGroups.includes(a.group ?? '') && r.verbs.includes(a.verb!) && r.resources.includes(a.subresource ? `${a.resource}/${a.subresource}` : a.resource!));
+
+t.test("developers' rights: what doctor checks, and nothing that lets them take the manager over", async (t) => {
+  for (const r of RIGHTS) {
+    if (r.attrs.resource === 'mutatingwebhookconfigurations') continue; // an admin's right, not a developer's
+    const rules = r.ns === 'mns' ? CONNECT_RULES : DEVELOPER_RULES;
+    t.ok(allows(rules, r.attrs), `${r.ns === 'mns' ? 'Role (manager namespace)' : 'ClusterRole'} grants what doctor checks: ${r.why}`);
+  }
+  for (const r of CONNECT_RULES) {
+    t.notOk(r.verbs.some((v) => ['patch', 'update', 'delete', 'deletecollection'].includes(v)) || (r.verbs.includes('create') && r.resources.some((x) => x !== 'pods/portforward')),
+      `the manager's namespace: no write but port-forward (${r.resources.join(',')})`);
+  }
+  for (const r of [...CONNECT_RULES, ...DEVELOPER_RULES]) {
+    t.notOk(r.resources.some((x) => ['secrets', '*', 'pods/exec', 'roles', 'rolebindings'].includes(x)), `no secrets, exec, RBAC or wildcards (${r.resources.join(',')})`);
+  }
+  const objs = renderObjects(opts({ grants: { users: ['alice@example.com'], groups: ['devs'], namespaces: ['team-a', 'team-b'] } }));
+  const a = grantName('User', 'alice@example.com');
+  const d = grantName('Group', 'devs');
+  t.match(a, /^rdbg-developer-user-[0-9a-f]{10}$/);
+  t.same(objs.filter((o) => /Role/.test(o.kind)).map(objectRef), [
+    'ClusterRole/rdbg-manager-rdbg-install', 'ClusterRoleBinding/rdbg-manager-rdbg-install',
+    'ClusterRole/rdbg-developer-rdbg-install', 'Role/rdbg-install/rdbg-developer',
+    `RoleBinding/rdbg-install/${a}`, `RoleBinding/team-a/${a}`, `RoleBinding/team-b/${a}`,
+    `RoleBinding/rdbg-install/${d}`, `RoleBinding/team-a/${d}`, `RoleBinding/team-b/${d}`,
+  ], 'the roles, then per subject: connect in the manager namespace, the ClusterRole in each chosen namespace');
+  const teamA = objs.find((o) => objectRef(o) === `RoleBinding/team-a/${a}`) as any;
+  t.same(teamA.roleRef, { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'rdbg-developer-rdbg-install' });
+  t.same(teamA.subjects, [{ apiGroup: 'rbac.authorization.k8s.io', kind: 'User', name: 'alice@example.com' }]);
+  t.equal(teamA.metadata.labels['rdbg.dev/developer-grant'], 'rdbg-install', 'labelled with the manager namespace (uninstall --all finds it)');
+  const connect = objs.find((o) => objectRef(o) === `RoleBinding/rdbg-install/${d}`) as any;
+  t.same(connect.roleRef, { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'rdbg-developer' });
+  const wide = renderObjects(opts({ grants: { users: ['alice@example.com'], groups: [], namespaces: [] } }));
+  t.same(wide.filter((o) => /Binding/.test(o.kind) && o.metadata.name.startsWith('rdbg-developer')).map(objectRef),
+    [`RoleBinding/rdbg-install/${a}`, `ClusterRoleBinding/${a}-rdbg-install`], 'no namespace: cluster-wide');
+  t.notOk(renderObjects(opts()).some((o) => /Binding/.test(o.kind) && o.metadata.name.startsWith('rdbg-developer')), 'no grant, no binding');
 });
 
 t.test('the Deployment: restricted pod security, TLS mounted, ready on 8081', async (t) => {
@@ -155,10 +200,12 @@ t.test('helm template renders the same objects as --dry-run', { timeout: 900_000
   const helm = execFileSync('bash', [join(root, 'scripts/helm.sh')], { encoding: 'utf8', timeout: 880_000 }).trim().split('\n').pop()!;
   const ns = 'rdbg-install-helm';
   const rendered = execFileSync(helm, ['template', 'rdbg', join(root, 'charts/rdbg'), '--namespace', ns,
-    '--set', 'image.repository=localhost/rdbg', '--set', 'image.tag=install'], { encoding: 'utf8' });
+    '--set', 'image.repository=localhost/rdbg', '--set', 'image.tag=install',
+    '--set', 'developers.users={alice@example.com,bob}', '--set', 'developers.groups={devs}', '--set', 'developers.namespaces={team-a,team-b}'], { encoding: 'utf8' });
   const fromHelm = (loadAllYaml(rendered) as KubeObject[]).filter(Boolean);
   const dry = execFileSync(process.execPath, [join(root, 'dist/bin/rdbg.js'), 'manager', 'install', '--dry-run', '-o', 'yaml',
-    '--namespace', ns, '--image', 'localhost/rdbg:install'], { encoding: 'utf8' });
+    '--namespace', ns, '--image', 'localhost/rdbg:install',
+    '--grant-user', 'alice@example.com', '--grant-user', 'bob', '--grant-group', 'devs', '--grant-namespace', 'team-a', '--grant-namespace', 'team-b'], { encoding: 'utf8' });
   // helm creates the release namespace itself (--create-namespace); the chart has no Namespace object
   const fromCli = (loadAllYaml(dry) as KubeObject[]).filter((o) => o.kind !== 'Namespace');
   const key = (o: KubeObject): string => objectRef(o);
@@ -178,6 +225,23 @@ t.test('helm template renders the same objects as --dry-run', { timeout: 900_000
     const d = fromCli.find((o) => key(o) === key(h))!;
     t.same(normal(h), normal(d), `${key(h)}: labels, RBAC rules, webhook settings, pod spec`);
   }
+  // Cluster-wide grants (no namespaces): the same bindings from both.
+  const grantsOnly = (objs: KubeObject[]): KubeObject[] => objs.filter((o) => /Binding$/.test(o.kind) && o.metadata.name.startsWith('rdbg-developer')).sort((x, y) => key(x).localeCompare(key(y)));
+  const helmWide = grantsOnly((loadAllYaml(execFileSync(helm, ['template', 'rdbg', join(root, 'charts/rdbg'), '--namespace', ns,
+    '--set', 'developers.groups={devs}'], { encoding: 'utf8' })) as KubeObject[]).filter(Boolean));
+  const cliWide = grantsOnly(loadAllYaml(execFileSync(process.execPath, [join(root, 'dist/bin/rdbg.js'), 'manager', 'install', '--dry-run', '-o', 'yaml',
+    '--namespace', ns, '--grant-group', 'devs'], { encoding: 'utf8' })) as KubeObject[]);
+  t.equal(helmWide.length, 2, 'cluster-wide: a RoleBinding (connect) and a ClusterRoleBinding');
+  t.same(helmWide.map((o) => normal(o)), cliWide.map((o) => normal(o)), 'cluster-wide grants: the chart renders the CLI\'s bindings');
+  const refused = (() => {
+    try {
+      execFileSync(helm, ['template', 'rdbg', join(root, 'charts/rdbg'), '--namespace', ns, '--set', 'developers.users={a}', '--set', `developers.namespaces={${ns}}`], { encoding: 'utf8', stdio: 'pipe' });
+      return '';
+    } catch (err) {
+      return String((err as { stderr?: string }).stderr);
+    }
+  })();
+  t.match(refused, /must not hold the manager's namespace/, 'the chart refuses a grant in its own namespace, as the CLI does');
   // the chart's certificate is consistent within one render
   const secret = byKind(fromHelm, 'Secret');
   const caCrt = Buffer.from(secret.data['ca.crt'], 'base64').toString();

@@ -56,16 +56,25 @@ async function can(kc: k8s.KubeConfig, attrs: k8s.V1ResourceAttributes): Promise
   }
 }
 
-const RIGHTS: { why: string; ns: 'ns' | 'mns'; attrs: k8s.V1ResourceAttributes; needed: boolean }[] = [
+export const RIGHTS: { why: string; ns: 'ns' | 'mns'; attrs: k8s.V1ResourceAttributes; needed: boolean }[] = [
   { why: 'connect: find the manager pod', ns: 'mns', attrs: { verb: 'list', resource: 'pods' }, needed: true },
   { why: 'connect: port-forward to the manager', ns: 'mns', attrs: { verb: 'create', resource: 'pods', subresource: 'portforward' }, needed: true },
   { why: 'connect: port-forward over WebSocket (a GET)', ns: 'mns', attrs: { verb: 'get', resource: 'pods', subresource: 'portforward' }, needed: true },
   { why: 'intercept: read services', ns: 'ns', attrs: { verb: 'get', resource: 'services' }, needed: true },
   { why: 'intercept: list pods', ns: 'ns', attrs: { verb: 'list', resource: 'pods' }, needed: true },
+  { why: 'intercept: does the namespace admit the agent (a dry run)', ns: 'ns', attrs: { verb: 'create', resource: 'pods' }, needed: false },
+  { why: 'intercept: follow the injection', ns: 'ns', attrs: { verb: 'watch', resource: 'pods' }, needed: true },
+  { why: 'intercept: find the workload', ns: 'ns', attrs: { verb: 'get', group: 'apps', resource: 'deployments' }, needed: true },
   { why: 'intercept: mark and claim deployments', ns: 'ns', attrs: { verb: 'patch', group: 'apps', resource: 'deployments' }, needed: true },
   { why: 'intercept: mark and claim statefulsets', ns: 'ns', attrs: { verb: 'patch', group: 'apps', resource: 'statefulsets' }, needed: false },
+  { why: 'doctor: the manager\'s version', ns: 'mns', attrs: { verb: 'get', group: 'apps', resource: 'deployments' }, needed: false },
+  { why: 'gather-logs: the manager\'s and agents\' logs', ns: 'ns', attrs: { verb: 'get', resource: 'pods', subresource: 'log' }, needed: false },
   { why: 'manager install: webhook configuration', ns: 'ns', attrs: { verb: 'create', group: 'admissionregistration.k8s.io', resource: 'mutatingwebhookconfigurations' }, needed: false },
 ];
+
+function grantHint(ctx: Ctx): string {
+  return `a cluster admin grants what a developer needs with "rdbg manager install${ctx.mns === 'rdbg' ? '' : ` --namespace ${ctx.mns}`} --grant-user USER --grant-namespace ${ctx.ns}"`;
+}
 
 async function checkRights(ctx: Ctx): Promise<void> {
   for (const r of RIGHTS) {
@@ -75,7 +84,8 @@ async function checkRights(ctx: Ctx): Promise<void> {
     const res = await can(ctx.kc, attrs);
     if (res === true) add(ctx, 'rbac', 'ok', `${verb} (${r.why})`);
     else if (typeof res === 'string') add(ctx, 'rbac', 'skip', `${verb}: ${res}`);
-    else add(ctx, 'rbac', r.needed ? 'fail' : 'warn', `you may not ${verb} (${r.why})`, r.needed ? 'ask a cluster admin for this right' : undefined);
+    else if (r.attrs.resource === 'mutatingwebhookconfigurations') add(ctx, 'rbac', 'warn', `you may not ${verb} (${r.why})`);
+    else add(ctx, 'rbac', r.needed ? 'fail' : 'warn', `you may not ${verb} (${r.why})`, grantHint(ctx));
   }
 }
 

@@ -9,8 +9,8 @@ import { loadKube } from '../../kube/config';
 import type { CliContext } from '../context';
 import { generateWebhookTls, reusableTls, type WebhookTls } from '../../kube/certs';
 import {
-  CREATED_NAMESPACE, DEFAULT_IMAGE, MANAGED_BY, MANAGER, TLS_SECRET, objectRef, renderObjects,
-  type InstallOptions, type KubeObject,
+  CREATED_NAMESPACE, DEFAULT_IMAGE, DEVELOPER, GRANT_LABEL, MANAGED_BY, MANAGER, TLS_SECRET, objectRef, renderObjects,
+  type Grants, type InstallOptions, type KubeObject,
 } from '../../kube/manifests';
 import { claimKeys, isMarked, unmarkPatch, type MarkedWorkload } from '../../kube/marks';
 import { asList, parse } from '../args';
@@ -42,17 +42,47 @@ export async function managerAdminCommand(argv: string[], ctx: CliContext): Prom
   checkNamespace(ns);
   const pullPolicy = values['pull-policy'] as InstallOptions['pullPolicy'];
   const allowCidrs = values['allow-cidr'] === undefined ? undefined : asList(values['allow-cidr']).map((c) => parseCidr(c).text);
+  const grants = grantsOf(values as Record<string, unknown>, ns);
   if (values['dry-run']) {
     if (sub !== 'install') throw new RdbgError(Codes.BAD_ARGUMENT, '--dry-run goes with "manager install"');
     printObjects(renderObjects({
       namespace: ns, image: values.image ?? DEFAULT_IMAGE, version: VERSION, pullPolicy,
-      tls: generateWebhookTls(ns), withNamespace: true, allowCidrs,
+      tls: generateWebhookTls(ns), withNamespace: true, allowCidrs, grants,
     }), values.output ?? 'yaml');
     return;
   }
   if (values.output) throw new RdbgError(Codes.BAD_ARGUMENT, '-o goes with --dry-run');
   const kube = new KubeClient(loadKube({ kubeconfig: values.kubeconfig, kubeconfigList: ctx.config.kubeconfig, context: values.context }).kc);
-  await installOrUpgrade(kube, sub as 'install' | 'upgrade', { namespace: ns, image: values.image, pullPolicy, allowCidrs, timeoutMs: timeoutMs(values.timeout!) });
+  await installOrUpgrade(kube, sub as 'install' | 'upgrade', { namespace: ns, image: values.image, pullPolicy, allowCidrs, grants, timeoutMs: timeoutMs(values.timeout!) });
+}
+
+/** --grant-user/--grant-group/--grant-namespace, checked. */
+function grantsOf(values: Record<string, unknown>, managerNs: string): Grants | undefined {
+  const list = (k: string): string[] => [...new Set(asList(values[k] as string | string[] | undefined).map((x) => x.trim()))];
+  const users = list('grant-user');
+  const groups = list('grant-group');
+  const namespaces = list('grant-namespace');
+  for (const [flag, names] of [['--grant-user', users], ['--grant-group', groups]] as const) {
+    if (names.some((n) => !n)) throw new RdbgError(Codes.BAD_ARGUMENT, `${flag} needs a name`);
+  }
+  if (!users.length && !groups.length) {
+    if (namespaces.length) throw new RdbgError(Codes.BAD_ARGUMENT, '--grant-namespace says where a grant holds', 'add --grant-user USER or --grant-group GROUP');
+    return undefined;
+  }
+  for (const n of namespaces) {
+    if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(n)) throw new RdbgError(Codes.BAD_ARGUMENT, `--grant-namespace "${n}" is not a valid namespace name`);
+    if (n === managerNs) {
+      throw new RdbgError(Codes.BAD_ARGUMENT, `--grant-namespace ${n} is the manager's namespace: whoever may patch workloads there may run anything as the manager`,
+        'developers get what they need there (connect) with every grant; name the namespaces they work in');
+    }
+  }
+  return { users, groups, namespaces };
+}
+
+function describeGrants(g: Grants): string {
+  const who = [...g.users.map((u) => `user ${u}`), ...g.groups.map((x) => `group ${x}`)].join(', ');
+  const where = g.namespaces.length ? `in namespace${g.namespaces.length > 1 ? 's' : ''} ${g.namespaces.join(', ')}` : 'in every namespace (cluster-wide, the manager\'s too)';
+  return `${DEVELOPER} granted to ${who} ${where}`;
 }
 
 /** As kubectl prints objects: a List in JSON, YAML documents one after the other. */
@@ -72,7 +102,7 @@ const isOurs = (o: KubeObject | undefined): boolean => {
 };
 
 async function installOrUpgrade(kube: KubeClient, mode: 'install' | 'upgrade',
-  o: { namespace: string; image?: string; pullPolicy: InstallOptions['pullPolicy']; allowCidrs?: string[]; timeoutMs: number }): Promise<void> {
+  o: { namespace: string; image?: string; pullPolicy: InstallOptions['pullPolicy']; allowCidrs?: string[]; grants?: Grants; timeoutMs: number }): Promise<void> {
   const t0 = Date.now();
   const ns = o.namespace;
   const live = await kube.read({ apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: MANAGER, namespace: ns } });
@@ -97,7 +127,7 @@ async function installOrUpgrade(kube: KubeClient, mode: 'install' | 'upgrade',
   const renewed = !tls;
   tls ??= generateWebhookTls(ns);
 
-  const objects = renderObjects({ namespace: ns, image, version: VERSION, pullPolicy: o.pullPolicy, tls, withNamespace, allowCidrs });
+  const objects = renderObjects({ namespace: ns, image, version: VERSION, pullPolicy: o.pullPolicy, tls, withNamespace, allowCidrs, grants: o.grants });
   const webhook = objects.filter((x) => x.kind === 'MutatingWebhookConfiguration');
   say(`${mode === 'install' ? 'Installing' : 'Upgrading'} the rdbg manager ${VERSION} in namespace ${ns} (image ${image})`);
   if (renewed) progress(`webhook certificate: new, for ${MANAGER}.${ns}.svc, valid 1 year`);
@@ -105,6 +135,7 @@ async function installOrUpgrade(kube: KubeClient, mode: 'install' | 'upgrade',
   await kube.waitRollout(ns, MANAGER, o.timeoutMs, progress);
   // The injector last: by now the manager that serves it is ready.
   await kube.apply(webhook, progress);
+  if (o.grants) say(describeGrants(o.grants));
   say(`rdbg manager ${mode === 'install' ? 'installed' : 'upgraded'} in ${seconds(t0)}`);
 }
 
@@ -207,7 +238,12 @@ async function unmarkOne(kube: KubeClient, kind: WorkloadKind, w: MarkedWorkload
 async function removeManager(kube: KubeClient, ns: string, timeout: number): Promise<number> {
   const empty = { caCrt: '', tlsCrt: '', tlsKey: '' };
   const wanted = renderObjects({ namespace: ns, image: '', version: VERSION, pullPolicy: 'IfNotPresent', tls: empty, withNamespace: true }).reverse();
-  const doomed: KubeObject[] = [];
+  // The developers' bindings, wherever --grant-namespace put them.
+  const grants = `${GRANT_LABEL}=${ns}`;
+  const doomed: KubeObject[] = [
+    ...await kube.listLabelled('rbac.authorization.k8s.io/v1', 'RoleBinding', grants),
+    ...await kube.listLabelled('rbac.authorization.k8s.io/v1', 'ClusterRoleBinding', grants),
+  ].filter(isOurs);
   for (const o of wanted) {
     const live = await kube.read(o);
     if (!live || !isOurs(live)) continue;

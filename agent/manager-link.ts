@@ -43,6 +43,8 @@ export class ManagerLink extends EventEmitter {
   private id = '';
   private data?: H2FlowClient;
   private current: InterceptInfo__Output[] = [];
+  /** Set by the listeners of "intercepts" (synchronously): what the agent could not do for the snapshot, sent with AgentApplied. */
+  problem = '';
   private counts = new Map<string, number>();
   private drops = new Map<string, number>();
   private stopped = false;
@@ -191,7 +193,7 @@ export class ManagerLink extends EventEmitter {
         this.emit('intercepts', this.current);
         // The table routes by it now (the listeners are synchronous): the manager may answer the laptop.
         if (snap.version) {
-          this.client.AgentApplied({ agent_id: this.id, version: snap.version }, { deadline: Date.now() + this.heartbeatMs }, (err) => {
+          this.client.AgentApplied({ agent_id: this.id, version: snap.version, problem: this.problem }, { deadline: Date.now() + this.heartbeatMs }, (err) => {
             if (err) log.debug('could not confirm the intercepts', { err: err.details || err.message });
           });
         }

@@ -96,6 +96,8 @@ export class PortProxy {
         const block = await readHeaderBlock(sock, sniffed.head, 2000);
         sniffed = { ...sniffed, head: block.head, ended: block.ended };
         if (!isKubeProbe(block.headers)) return this.divertConnection(sock, sniffed, global);
+        // Replaced, the app is stopped: the agent answers for it, so the kubelet neither restarts it nor takes the pod out of the Service.
+        if (global.spec.replace) return void sock.end(probeAnswer(global.owner));
       } else {
         return this.divertConnection(sock, sniffed, global);
       }
@@ -179,4 +181,10 @@ export class PortProxy {
       )
       .catch(logBug('mirror connection'));
   }
+}
+
+/** The answer to a kubelet probe while the app is replaced. */
+function probeAnswer(owner: string): string {
+  const body = `replaced by rdbg (${owner})\n`;
+  return `HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
 }

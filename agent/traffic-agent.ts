@@ -1,4 +1,6 @@
 import { hostname, networkInterfaces } from 'node:os';
+import type { InterceptInfo__Output } from '../src/gen/rdbg/v1/InterceptInfo';
+import { AppFreezer } from './app-freezer';
 import { logger } from '../src/core/log';
 import { PROTOCOL, VERSION } from '../src/core/version';
 import { InterceptTable } from './intercept-table';
@@ -61,6 +63,7 @@ export class TrafficAgent {
   readonly pools: DivertPools;
   readonly mirrors: MirrorQueue;
   readonly proxy: PortProxy;
+  readonly freezer: AppFreezer;
   listenPort = 0;
 
   constructor(private readonly opts: AgentOptions) {
@@ -75,6 +78,7 @@ export class TrafficAgent {
     });
     this.pools = new DivertPools(this.link);
     this.mirrors = new MirrorQueue(this.link, opts.mirrorLimits);
+    this.freezer = new AppFreezer({ appPorts: [opts.appPort] });
     this.proxy = new PortProxy({ table: this.table, link: this.link, app: this.app, pools: this.pools, mirrors: this.mirrors }, { sniffTimeoutMs: opts.sniffTimeoutMs });
   }
 
@@ -93,10 +97,19 @@ export class TrafficAgent {
       env: o.env ?? {},
       token: typeof o.token === 'string' ? o.token : '',
     });
-    this.link.on('intercepts', (list) => {
+    this.link.on('intercepts', (list: InterceptInfo__Output[]) => {
       const gone = this.table.update(list);
       this.pools.drop(gone);
       this.proxy.interceptsChanged();
+      // Replace: the laptop takes every request (the table above), and the app stops until it ends.
+      if (list.some((i) => i.spec?.replace)) {
+        this.link.problem = this.freezer.freeze();
+        if (this.link.problem) log.warn('cannot replace the app', { problem: this.link.problem });
+      } else {
+        this.link.problem = '';
+        this.freezer.thaw();
+        this.freezer.recover();
+      }
       log.info('intercepts', { count: this.table.size });
     });
     this.link.start();
@@ -105,6 +118,7 @@ export class TrafficAgent {
   }
 
   async stop(): Promise<void> {
+    this.freezer.thaw();
     await this.link.stop();
     await this.proxy.close();
     this.pools.closeAll();

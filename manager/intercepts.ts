@@ -33,6 +33,8 @@ interface Agent {
   /** The version of the last snapshot sent, and of the last one the agent said it routes by. */
   sent: number;
   applied: number;
+  /** What the agent said it could not do for the snapshot it applied last (a replace). */
+  problem: string;
 }
 
 /** How long a change waits for the workload's agents to take it before the client gets its answer anyway. */
@@ -170,6 +172,14 @@ export class InterceptRegistry implements H2DivertBroker {
     });
   }
 
+  /** What the workload's agents could not do for a replace, by pod. */
+  private replaceProblems(i: Intercept): string {
+    return this.agentsFor(i.spec.workload, i.spec.namespace)
+      .filter((a) => a.problem)
+      .map((a) => `pod ${a.info.pod_name}: ${a.problem}`)
+      .join('; ');
+  }
+
   private checkApplied(): void {
     for (const w of [...this.applyWaiters]) if (w.done()) w.resolve();
   }
@@ -239,9 +249,18 @@ export class InterceptRegistry implements H2DivertBroker {
     if (typeof port === 'string') return err(grpc.status.FAILED_PRECONDITION, port);
     spec.port = port;
     if (!spec.local_port) return err(grpc.status.INVALID_ARGUMENT, 'an intercept needs a local port');
+    if (spec.replace && (!isGlobal(spec) || spec.mirror)) {
+      return err(grpc.status.INVALID_ARGUMENT, 'a replace takes every request to the port: no --header, --path-prefix or --mirror');
+    }
+    for (const o of this.intercepts.values()) {
+      if (!spec.replace || !o.spec.replace || o.sessionId === sessionId) continue;
+      if (o.spec.workload === spec.workload && o.spec.namespace === spec.namespace) {
+        return err(grpc.status.ALREADY_EXISTS, `${spec.workload} in namespace ${spec.namespace} is replaced by ${o.owner}: one replace at a time; ask them to leave, or intercept with --header`);
+      }
+    }
     for (const o of this.intercepts.values()) {
       if (o.spec.workload !== spec.workload || o.spec.namespace !== spec.namespace || o.spec.port !== spec.port) continue;
-      if (o.sessionId === sessionId && ruleKey(o.spec) === ruleKey(spec) && o.spec.mirror === spec.mirror) {
+      if (o.sessionId === sessionId && ruleKey(o.spec) === ruleKey(spec) && o.spec.mirror === spec.mirror && o.spec.replace === spec.replace) {
         o.spec = spec; // the same client asking again (e.g. after a reconnect): refresh it
         this.notifyAgents(spec.workload, spec.namespace);
         return this.info(o, sessionId);
@@ -274,6 +293,16 @@ export class InterceptRegistry implements H2DivertBroker {
           if (r instanceof Error) return cb(r);
           void this.applied(r.spec?.workload ?? '', r.spec?.namespace ?? '').then(() => {
             const i = this.intercepts.get(r.id ?? '');
+            const refused = i?.spec.replace ? this.replaceProblems(i) : '';
+            if (i && refused) {
+              // The app would keep running beside the laptop: no replace rather than half of one.
+              this.intercepts.delete(i.id);
+              this.notifyAgents(i.spec.workload, i.spec.namespace);
+              log.warn('replace refused by the agents', { intercept: i.id, problem: refused });
+              void this.applied(i.spec.workload, i.spec.namespace).then(() =>
+                cb({ code: grpc.status.FAILED_PRECONDITION, details: `cannot replace ${i.spec.workload} in namespace ${i.spec.namespace}: ${refused}` }));
+              return;
+            }
             cb(null, i ? this.info(i, sessionId) : r);
           });
         };
@@ -367,6 +396,7 @@ export class InterceptRegistry implements H2DivertBroker {
         const a = this.agents.get(call.request.agent_id);
         if (a) {
           a.applied = Math.max(a.applied, Number(call.request.version));
+          a.problem = call.request.problem ?? '';
           this.checkApplied();
         }
         cb(null, {});
@@ -391,7 +421,7 @@ export class InterceptRegistry implements H2DivertBroker {
 
   private arrive(info: AgentInfo__Output, dataPort: number, cb: grpc.sendUnaryData<AgentSession>): void {
     // The agent id is its credential on the data plane: random (122 bits), never shown to clients.
-    const a: Agent = { id: randomUUID(), info: { ...info, token: '' }, lastSeen: Date.now(), watchers: new Set(), sent: 0, applied: 0 };
+    const a: Agent = { id: randomUUID(), info: { ...info, token: '' }, lastSeen: Date.now(), watchers: new Set(), sent: 0, applied: 0, problem: '' };
     // An agent that arrives again replaces its earlier registration: after a pause of the manager, the
     // Arrives it gave up on come in too, and none of them may count as an agent until its lease runs out.
     // The same agent is the same pod serving the same ports; a host may run one agent per port.

@@ -1,7 +1,7 @@
 // Agent injection (docs/kubernetes.md, "Injection"): a pure function from a
 // pod being created to the JSON patch that adds the traffic agent, or the
 // reason it is left alone. The webhook server only transports the answer.
-import { pointerToken, type Container, type ContainerPort, type EnvVar, type PatchOp, type Pod, type ProbeLike } from './pod';
+import { pointerToken, type Container, type ContainerPort, type EnvVar, type PatchOp, type Pod, type ProbeLike, type SecurityContext } from './pod';
 
 import { AGENT_PORT_ANNOTATION, INJECT_LABEL, WORKLOAD_ANNOTATION } from '../../src/kube/marks';
 export { AGENT_PORT_ANNOTATION, INJECT_LABEL, WORKLOAD_ANNOTATION };
@@ -109,17 +109,28 @@ function copiedEnv(app: Container, own: Set<string>): EnvVar[] {
     });
 }
 
-/** Named probe and lifecycle-hook ports of the app, rewritten to the number once the name moves to the agent. */
-function probePatches(t: Target, base: string): PatchOp[] {
+/**
+ * Named probe and lifecycle-hook ports of the app, rewritten to numbers once
+ * the name moves to the agent. HTTP probes go to the agent's port, as the
+ * Service's traffic does: the agent sends them on to the app, and answers
+ * them itself while a replace holds the app stopped (else the kubelet would
+ * restart it, or take the pod out of the Service). TCP probes (a stopped
+ * process's socket still accepts), HTTPS probes and hooks go to the app's
+ * own number.
+ */
+function probePatches(t: Target, base: string, agentPort: number): PatchOp[] {
   const ops: PatchOp[] = [];
-  const visit = (handler: ProbeLike | undefined, path: string): void => {
+  const visit = (handler: ProbeLike | undefined, path: string, probe: boolean): void => {
     for (const kind of ['httpGet', 'tcpSocket'] as const) {
-      if (handler?.[kind]?.port === t.name) ops.push({ op: 'replace', path: `${path}/${kind}/port`, value: t.appPort });
+      const h = handler?.[kind];
+      if (!h || h.port !== t.name) continue;
+      const viaAgent = probe && kind === 'httpGet' && String(h.scheme ?? 'HTTP').toUpperCase() === 'HTTP';
+      ops.push({ op: 'replace', path: `${path}/${kind}/port`, value: viaAgent ? agentPort : t.appPort });
     }
   };
   const c = t.container;
-  for (const probe of ['livenessProbe', 'readinessProbe', 'startupProbe'] as const) visit(c[probe], `${base}/${probe}`);
-  for (const hook of ['postStart', 'preStop'] as const) visit(c.lifecycle?.[hook], `${base}/lifecycle/${hook}`);
+  for (const probe of ['livenessProbe', 'readinessProbe', 'startupProbe'] as const) visit(c[probe], `${base}/${probe}`, true);
+  for (const hook of ['postStart', 'preStop'] as const) visit(c.lifecycle?.[hook], `${base}/lifecycle/${hook}`, false);
   return ops;
 }
 
@@ -132,6 +143,25 @@ const restrictedSecurity = {
   capabilities: { drop: ['ALL'] },
   seccompProfile: { type: 'RuntimeDefault' },
 };
+
+/**
+ * The agent runs as the app's user where the pod says who that is (the
+ * container's securityContext, else the pod's): it then reads and writes
+ * the app's files as the app does, and may stop the app's processes for a
+ * replace. An app running as root gets an agent with the app's own
+ * capabilities (the kernel lets a process inspect another of the same user
+ * only with at least its capabilities). Without a user in the pod (the
+ * image's), the agent keeps its own uid 65532.
+ */
+export function agentSecurity(app: Container, pod: SecurityContext | undefined): Record<string, unknown> {
+  const uid = app.securityContext?.runAsUser ?? pod?.runAsUser;
+  const gid = app.securityContext?.runAsGroup ?? pod?.runAsGroup;
+  if (uid === undefined) return restrictedSecurity;
+  if (uid !== 0) return { ...restrictedSecurity, runAsUser: uid, runAsGroup: gid ?? uid };
+  const { capabilities: _caps, ...rest } = restrictedSecurity;
+  const caps = app.securityContext?.capabilities;
+  return { ...rest, runAsNonRoot: false, runAsUser: 0, runAsGroup: gid ?? 0, ...(caps ? { capabilities: caps } : {}) };
+}
 
 /** `add` of one element to an array that may not exist yet. */
 function append(ops: PatchOp[], path: string, existing: unknown[] | undefined, value: unknown, first = false): void {
@@ -175,7 +205,7 @@ export function injectPod(pod: Pod, namespace: string, s: InjectSettings): Injec
     if (app.ports?.some((p) => p.name === renamed)) return skip(`container ${app.name} already has a port named "${renamed}"`);
     const pi = app.ports!.findIndex((p) => p.name === target.name);
     ops.push({ op: 'replace', path: `${appPath}/ports/${pi}/name`, value: renamed });
-    ops.push(...probePatches(target, appPath));
+    ops.push(...probePatches(target, appPath, agentPort));
     agentPorts.push({ name: target.name, containerPort: agentPort, protocol: 'TCP' });
   } else {
     // Numeric: the Service sends to the app's own number; the init container redirects it to the agent.
@@ -222,10 +252,13 @@ export function injectPod(pod: Pod, namespace: string, s: InjectSettings): Injec
     volumeMounts: [{ name: TOKEN_VOLUME, mountPath: TOKEN_DIR, readOnly: true }],
     // The pod is Ready only once the agent listens: the Service must not send to a port nobody owns yet.
     readinessProbe: { tcpSocket: { port: agentPort }, periodSeconds: 2 },
-    securityContext: restrictedSecurity,
+    securityContext: agentSecurity(app, spec?.securityContext),
     resources: { requests: { cpu: '10m', memory: '48Mi' }, limits: { memory: '256Mi' } },
   };
   ops.push({ op: 'add', path: '/spec/containers/-', value: agent });
+  // One process namespace for the pod: the agent sees the app's processes (replace stops them).
+  // Not with hostPID, which the apiserver refuses together with it.
+  if (!spec?.hostPID && spec?.shareProcessNamespace !== true) ops.push({ op: 'add', path: '/spec/shareProcessNamespace', value: true });
   append(ops, '/spec/volumes', spec?.volumes, {
     name: TOKEN_VOLUME,
     projected: { sources: [{ serviceAccountToken: { audience: TOKEN_AUDIENCE, expirationSeconds: 3600, path: 'token' } }] },

@@ -52,6 +52,7 @@ export interface Container {
   startupProbe?: ProbeLike;
   lifecycle?: { postStart?: ProbeLike; preStop?: ProbeLike; [k: string]: unknown };
   restartPolicy?: string;
+  securityContext?: SecurityContext;
   [k: string]: unknown;
 }
 
@@ -76,8 +77,20 @@ export interface Pod {
     initContainers?: Container[];
     volumes?: Volume[];
     hostNetwork?: boolean;
+    hostPID?: boolean;
+    shareProcessNamespace?: boolean;
+    securityContext?: SecurityContext;
     [k: string]: unknown;
   };
+  [k: string]: unknown;
+}
+
+/** The user fields of a pod's or container's securityContext (a container's win). */
+export interface SecurityContext {
+  runAsUser?: number;
+  runAsGroup?: number;
+  runAsNonRoot?: boolean;
+  capabilities?: { add?: string[]; drop?: string[] };
   [k: string]: unknown;
 }
 

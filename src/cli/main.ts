@@ -15,6 +15,7 @@ const commands: Record<string, Command> = {
   status: async (a, c) => (await import('./commands/connect')).statusCommand(a, c),
   quit: async (a, c) => (await import('./commands/connect')).quitCommand(a, c),
   intercept: async (a, c) => (await import('./commands/intercept')).interceptCommand(a, c),
+  replace: async (a, c) => (await import('./commands/intercept')).interceptCommand(a, c, 'replace'),
   leave: async (a, c) => (await import('./commands/intercept')).leaveCommand(a, c),
   list: async (a, c) => (await import('./commands/intercept')).listCommand(a, c),
   doctor: async (a, c) => (await import('./commands/doctor')).doctorCommand(a, c),

@@ -110,10 +110,33 @@ traffic agent into its pods (they restart once); later ones do not restart them.
     header: { type: 'string', multiple: true, value: 'NAME=VALUE', help: 'only requests with this header (NAME=~REGEX: matching it); repeat for all of several' },
     'path-prefix': { type: 'string', value: '/PATH', help: 'only requests whose path starts with it' },
     mirror: { type: 'boolean', help: 'send a copy of the requests here; the pods still answer them' },
+    replace: { type: 'boolean', help: 'take every request and stop the app in the pods (see "rdbg replace")' },
     namespace: { type: 'string', short: 'n', value: 'NS', complete: 'namespace', help: "the workload's namespace (default: the session's)" },
     'env-file': { type: 'string', value: 'FILE', complete: 'file', help: "write the pod's environment to FILE (KEY=VALUE lines)" },
     'env-json': { type: 'string', value: 'FILE', complete: 'file', help: "write the pod's environment to FILE as JSON" },
     'local-host': { type: 'string', value: 'HOST', help: 'where the local process listens (default 127.0.0.1)' },
+  },
+} as const satisfies CommandSpec;
+
+const replace = {
+  summary: "take a workload's place: every request here, its app stopped",
+  usage: ['replace NAME --port LOCAL[:REMOTE] [flags] [-- COMMAND ARGS...]'],
+  about: `Sends every request to NAME's port to LOCAL on this machine, and stops the
+app in its pods (SIGSTOP: it consumes no queue and writes nothing) until you
+leave, quit, or your session's lease runs out after a crash; then the app goes
+on where it stopped. The pods stay, so the Service and the agent stay, and the
+pod template is not changed. The agent answers the kubelet's probes that reach
+it meanwhile. One replace per workload; others may still intercept it with
+--header. Otherwise as intercept.`,
+  examples: ['rdbg replace worker --port 8080 -- node --inspect worker.js'],
+  args: ['workload'],
+  positionals: true,
+  flags: {
+    port: intercept.flags.port,
+    namespace: intercept.flags.namespace,
+    'env-file': intercept.flags['env-file'],
+    'env-json': intercept.flags['env-json'],
+    'local-host': intercept.flags['local-host'],
   },
 } as const satisfies CommandSpec;
 
@@ -413,6 +436,7 @@ export const COMMANDS = {
   connect,
   status,
   intercept,
+  replace,
   leave,
   list,
   quit,

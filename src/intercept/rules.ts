@@ -39,7 +39,7 @@ export function ruleKey(spec: InterceptSpec): string {
 export function describeRule(spec: InterceptSpec): string {
   const parts = (spec.headers ?? []).map((h) => `header ${h.name}${h.regex ? '=~' : '='}${h.value}`);
   if (spec.path_prefix) parts.push(`path prefix ${spec.path_prefix}`);
-  if (parts.length === 0) parts.push('all traffic');
+  if (parts.length === 0) parts.push(spec.replace ? 'all traffic, app stopped (replace)' : 'all traffic');
   return parts.join(', ') + (spec.mirror ? ' (mirror)' : '');
 }
 

@@ -328,6 +328,87 @@ t.test('rdbg on Kubernetes', async (t) => {
     t.match(u.stdout, /not included: .*the manager's pods in namespace rdbg/);
   });
 
+  await t.test('replace: every request to the laptop, the app stopped, and back as it was on leave and after a crash', async (t) => {
+    // A worker that writes a line every 200 ms while it runs, as a queue consumer would consume.
+    const worker = deployment('worker', 2, { name: 'http', number: 8080 }, { TICK: '200' }) as { spec: { template: { spec: Record<string, unknown> } } };
+    worker.spec.template.spec.securityContext = { runAsUser: 1000, runAsGroup: 1000 };
+    await c.apply(ns, list(worker, service('worker', 80, 'http')).replace(/"IMAGE"/g, JSON.stringify(echoImg)));
+    await c.rollout(ns, 'worker');
+    c.laptopSpawn(t, 'env', ['NAME=worker-on-laptop', 'PORT=9096', 'node', join(repoRoot(), 'test', 'cluster', 'apps', 'echo-http.js')]);
+    // The agent goes in with a header intercept first: the replace itself restarts nothing.
+    await admin.rdbg(['intercept', 'worker', '--port', '9096:80', '--header', 'x-dev=first']);
+    await admin.rdbg(['leave', 'worker']);
+    await waitFor('both worker pods with the agent', async () => {
+      const all = await c.kubectlJson<{ items: { metadata: { deletionTimestamp?: string }; spec: { containers: { name: string }[] } }[] }>(['-n', ns, 'get', 'pods', '-l', 'app=worker']);
+      return all.items.length === 2 && all.items.every((p) => !p.metadata.deletionTimestamp && p.spec.containers.some((x) => x.name === 'rdbg-agent'));
+    }, 120_000);
+    const podNames = async (): Promise<string[]> =>
+      (await c.kubectlJson<{ items: { metadata: { name: string } }[] }>(['-n', ns, 'get', 'pods', '-l', 'app=worker'])).items.map((p) => p.metadata.name).sort();
+    const template = async (): Promise<string> => JSON.stringify((await c.kubectlJson<{ spec: { template: unknown } }>(['-n', ns, 'get', 'deploy', 'worker', '-o', 'json'])).spec.template);
+    const pods = await podNames();
+    const t0 = await template();
+    const ticks = async (pod: string): Promise<number> => {
+      const r = await c.kubectl(['-n', ns, 'logs', pod, '-c', 'worker'], { check: false });
+      return r.stdout.split('\n').filter((l) => l.startsWith('tick ')).length;
+    };
+    /** Whether every worker pod writes within `ms`. */
+    const writing = async (ms: number): Promise<boolean[]> => {
+      const a = await Promise.all(pods.map(ticks));
+      await new Promise((r) => setTimeout(r, ms));
+      const b = await Promise.all(pods.map(ticks));
+      return b.map((n, i) => n > a[i]);
+    };
+    t.same(await writing(1500), [true, true], 'before: both pods write');
+
+    const r = await admin.rdbg(['replace', 'worker', '--port', '9096:80']);
+    t.match(r.stdout, /Replacing port 8080 of worker\..* \(all traffic, app stopped \(replace\)\)/, r.stdout + r.stderr);
+    await new Promise((res) => setTimeout(res, 500)); // lines already written before the stop may still arrive
+    t.same(await writing(2500), [false, false], 'replaced: neither app writes');
+    for (let i = 0; i < 4; i++) t.equal((await fromPod(c, ns, 'http://worker/')).name, 'worker-on-laptop', `request ${i + 1} without any header -> the laptop`);
+    const ready = await c.kubectlJson<{ items: { status: { conditions: { type: string; status: string }[] } }[] }>(['-n', ns, 'get', 'pods', '-l', 'app=worker']);
+    await new Promise((res) => setTimeout(res, 3000)); // several readiness periods of the stopped app
+    const still = await c.kubectlJson<{ items: { status: { conditions: { type: string; status: string }[] } }[] }>(['-n', ns, 'get', 'pods', '-l', 'app=worker']);
+    t.ok([...ready.items, ...still.items].every((p) => p.status.conditions.some((x) => x.type === 'Ready' && x.status === 'True')),
+      'the pods stay Ready (the agent answers the kubelet\'s probes for the stopped app)');
+    t.same(await podNames(), pods, 'the pods stay');
+    t.equal(await template(), t0, 'the pod template is not changed');
+
+    // An app whose user the pod does not name (echo: the image's root) cannot be stopped by the agent: refused, and it keeps running.
+    const rootApp = await admin.rdbg(['replace', 'echo', '--port', '9091:80'], { check: false });
+    t.not(rootApp.code, 0, 'replace of an app the agent may not stop fails');
+    t.match(rootApp.stderr, /cannot replace echo in namespace .*: pod echo-\S+: the app runs as uid 0 and the agent as uid 65532, .*set runAsUser: 0/, rootApp.stderr);
+    t.notOk((JSON.parse((await admin.rdbg(['list', '-o', 'json'])).stdout) as { spec: { workload: string } }[]).some((i) => i.spec.workload === 'echo'), 'no half replace is left');
+    t.equal((await fromPod(c, ns, 'http://echo/')).name, 'echo', 'echo still answers from its pods');
+
+    // A second developer is refused, with the holder named.
+    const other = laptop(c, t);
+    await other.rdbg(['connect', '--socks', '1085']);
+    const refused = await other.rdbg(['replace', 'worker', '-n', ns, '--port', '9097:80'], { check: false });
+    t.not(refused.code, 0);
+    t.match(refused.stderr, /worker in namespace .* is replaced by \S+@\S+/, refused.stderr);
+
+    await admin.rdbg(['leave', 'worker']);
+    t.same(await writing(1500), [true, true], 'after leave: both apps write again');
+    t.equal((await fromPod(c, ns, 'http://worker/')).name, 'worker', 'requests reach the pods again');
+    t.equal(await template(), t0, 'the template is as before');
+    t.same(await podNames(), pods, 'the same pods');
+
+    // A laptop that dies while replacing: the manager ends its replace when the lease runs out.
+    c.laptopSpawn(t, 'env', ['NAME=worker-on-other-laptop', 'PORT=9097', 'node', join(repoRoot(), 'test', 'cluster', 'apps', 'echo-http.js')]);
+    const r2 = await other.rdbg(['replace', 'worker', '-n', ns, '--port', '9097:80']);
+    t.match(r2.stdout, /Replacing/, 'the other developer replaces now');
+    await new Promise((res) => setTimeout(res, 500));
+    t.same(await writing(1500), [false, false], 'stopped again');
+    t.equal((await fromPod(c, ns, 'http://worker/')).name, 'worker-on-other-laptop', 'requests reach the other laptop');
+    const pid = Number(readFileSync(join(other.home, 'daemon.pid'), 'utf8'));
+    process.kill(pid, 'SIGKILL');
+    const back = await waitFor('the apps write again after the lease expired', async () => ((await writing(1000)).every(Boolean) ? true : undefined), 60_000, 500);
+    t.ok(back, 'after kill -9 of the replacing daemon: both apps write again');
+    t.equal((await fromPod(c, ns, 'http://worker/')).name, 'worker', 'and answer the requests');
+    t.equal(await template(), t0, 'the template is as before');
+    t.same(await podNames(), pods, 'the same pods, never restarted');
+  });
+
   await t.test('a StatefulSet behind a numeric targetPort', async (t) => {
     c.laptopSpawn(t, 'env', ['NAME=store-on-laptop', 'PORT=9092', 'node', join(repoRoot(), 'test', 'cluster', 'apps', 'echo-http.js')]);
     await waitFor('local copy listening', async () => (await c.laptop('curl', ['-s', 'http://127.0.0.1:9092/healthz'], { check: false })).stdout === 'ok\n', 10_000);

@@ -89,7 +89,7 @@ t.test('the agent: token volume, own env, restricted security context, small req
   t.same(agent.readinessProbe, { tcpSocket: { port: 9900 }, periodSeconds: 2 });
 });
 
-t.test('named probes and hooks of the app resolve to its number after the rename', async (t) => {
+t.test('named probes and hooks of the app resolve to numbers after the rename: HTTP probes the agent\'s, the rest the app\'s', async (t) => {
   const out = injected(t, pod([app({
     ports: [{ name: 'http', containerPort: 8080 }, { name: 'metrics', containerPort: 9090 }],
     readinessProbe: { httpGet: { path: '/ready', port: 'http' }, periodSeconds: 1 },
@@ -98,8 +98,10 @@ t.test('named probes and hooks of the app resolve to its number after the rename
     lifecycle: { preStop: { httpGet: { path: '/drain', port: 'http' } } },
   })]));
   const a = containerOf(out, 'app');
-  t.same(a.readinessProbe, { httpGet: { path: '/ready', port: 8080 }, periodSeconds: 1 });
-  t.same(a.livenessProbe, { tcpSocket: { port: 8080 } });
+  t.same(a.readinessProbe, { httpGet: { path: '/ready', port: 9900 }, periodSeconds: 1 }, 'HTTP: through the agent, which answers it during a replace');
+  t.same(a.livenessProbe, { tcpSocket: { port: 8080 } }, 'TCP: the app\'s own socket');
+  const https = containerOf(injected(t, pod([app({ livenessProbe: { httpGet: { path: '/l', port: 'http', scheme: 'HTTPS' } } })])), 'app');
+  t.same(https.livenessProbe, { httpGet: { path: '/l', port: 8080, scheme: 'HTTPS' } }, 'HTTPS: the app (the agent does not speak TLS)');
   t.same(a.startupProbe, { httpGet: { path: '/m', port: 'metrics' } }, 'another named port still exists: untouched');
   t.same(a.lifecycle, { preStop: { httpGet: { path: '/drain', port: 8080 } } });
   // Every named port a probe of the app uses must exist among the app's own ports (the kubelet's rule).
@@ -255,4 +257,24 @@ t.test('existing volumes are kept and the token volume appended', async (t) => {
 t.test('annotation keys are escaped in the patch (rdbg.dev/injected)', async (t) => {
   const d = injectPod(pod([app()]), 'shop', S);
   t.ok(d.inject && d.patch.some((o) => o.path === '/metadata/annotations/rdbg.dev~1injected'));
+});
+
+t.test("one process namespace for the pod, and the agent runs as the app's user", async (t) => {
+  const plain = injected(t, pod([app()]));
+  t.equal(plain.spec!.shareProcessNamespace, true, 'the agent sees the app\'s processes (replace)');
+  t.match(containerOf(plain, 'rdbg-agent').securityContext, { runAsUser: 65532, runAsNonRoot: true, capabilities: { drop: ['ALL'] } }, 'no user in the pod: the agent\'s own');
+  const hostPid = injectPod(pod([app()], { extra: { hostPID: true } }), 'shop', S);
+  t.ok(hostPid.inject && !applyPatch(pod([app()], { extra: { hostPID: true } }), hostPid.inject ? hostPid.patch : []).spec!.shareProcessNamespace,
+    'hostPID: no shareProcessNamespace (the apiserver refuses both)');
+  const byPod = injected(t, pod([app()], { extra: { securityContext: { runAsUser: 1000, runAsGroup: 3000, fsGroup: 2000 } } }));
+  t.match(containerOf(byPod, 'rdbg-agent').securityContext, { runAsUser: 1000, runAsGroup: 3000, runAsNonRoot: true, capabilities: { drop: ['ALL'] }, allowPrivilegeEscalation: false },
+    "the pod's user");
+  const byContainer = injected(t, pod([app({ securityContext: { runAsUser: 1001 } })], { extra: { securityContext: { runAsUser: 1000 } } }));
+  t.match(containerOf(byContainer, 'rdbg-agent').securityContext, { runAsUser: 1001, runAsGroup: 1001 }, "the container's user wins");
+  const root = injected(t, pod([app({ securityContext: { runAsUser: 0, capabilities: { drop: ['ALL'], add: ['NET_BIND_SERVICE'] } } })]));
+  const rc = containerOf(root, 'rdbg-agent').securityContext!;
+  t.match(rc, { runAsUser: 0, runAsNonRoot: false, capabilities: { drop: ['ALL'], add: ['NET_BIND_SERVICE'] }, allowPrivilegeEscalation: false, readOnlyRootFilesystem: true },
+    "root: the app's own capabilities");
+  const rootDefault = injected(t, pod([app({ securityContext: { runAsUser: 0 } })]));
+  t.notOk('capabilities' in containerOf(rootDefault, 'rdbg-agent').securityContext!, 'root with the runtime\'s capabilities: the agent gets the same');
 });

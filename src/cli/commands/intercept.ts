@@ -67,13 +67,18 @@ function envFileText(env: Record<string, string>): string {
   return Object.keys(env).sort().map((k) => `${k}=${env[k].replace(/\n/g, '\\n')}`).join('\n') + '\n';
 }
 
-export async function interceptCommand(argv: string[], ctx: CliContext): Promise<void> {
+export async function interceptCommand(argv: string[], ctx: CliContext, verb: 'intercept' | 'replace' = 'intercept'): Promise<void> {
   const dash = argv.indexOf('--');
   const own = dash >= 0 ? argv.slice(0, dash) : argv;
   const command = dash >= 0 ? argv.slice(dash + 1) : [];
-  const { values, positionals } = parse('intercept', own, COMMANDS.intercept.flags, true);
-  if (positionals.length !== 1) throw new RdbgError(Codes.BAD_ARGUMENT, 'intercept takes exactly one workload or service name', 'run "rdbg intercept --help"');
-  if (!values.port) throw new RdbgError(Codes.BAD_ARGUMENT, 'intercept needs --port LOCAL[:REMOTE]');
+  if (verb === 'replace') parse(verb, own, COMMANDS.replace.flags, true); // refuses the flags a replace does not take
+  const { values, positionals } = parse(verb, own, COMMANDS.intercept.flags, true);
+  const replace = verb === 'replace' || values.replace === true;
+  if (positionals.length !== 1) throw new RdbgError(Codes.BAD_ARGUMENT, `${verb} takes exactly one workload or service name`, `run "rdbg ${verb} --help"`);
+  if (!values.port) throw new RdbgError(Codes.BAD_ARGUMENT, `${verb} needs --port LOCAL[:REMOTE]`);
+  if (replace && (values.header || values['path-prefix'] || values.mirror)) {
+    throw new RdbgError(Codes.BAD_ARGUMENT, 'a replace takes every request to the port: no --header, --path-prefix or --mirror', 'intercept with --header to take only your own requests while the app runs');
+  }
   const { local, remote, remoteText } = parsePort(values.port);
   const prefix = values['path-prefix'];
   if (prefix !== undefined && !prefix.startsWith('/')) throw new RdbgError(Codes.BAD_ARGUMENT, `--path-prefix "${prefix}" must start with "/"`, `e.g. --path-prefix /${prefix}`);
@@ -85,6 +90,7 @@ export async function interceptCommand(argv: string[], ctx: CliContext): Promise
     headers,
     path_prefix: values['path-prefix'] ?? '',
     mirror: values.mirror ?? false,
+    replace,
     local_port: local,
     local_host: values['local-host'] ?? '127.0.0.1',
   };
@@ -108,11 +114,11 @@ export async function interceptCommand(argv: string[], ctx: CliContext): Promise
       if (info.agents > 0) info.state = 'ACTIVE';
     }
   } catch (err) {
-    throw fromGrpc(err, 'intercept');
+    throw fromGrpc(err, verb);
   }
   const where = `${info.spec!.workload}.${info.spec!.namespace}`;
   const rest = target && info.agents < target.replicas ? ` of ${target.replicas}; the other pods take it as their rollout brings them up ("rdbg list" counts them)` : '';
-  say(`Intercepting port ${info.spec!.port} of ${where} (${describeRule(info.spec!)}) -> ${spec.local_host}:${local}` +
+  say(`${replace ? 'Replacing' : 'Intercepting'} port ${info.spec!.port} of ${where} (${describeRule(info.spec!)}) -> ${spec.local_host}:${local}` +
     (info.state === 'ACTIVE' ? `; ${info.agents} agent(s) ready${rest}.` : `; waiting: ${info.message}.`));
   const env = info.env ?? {};
   if (values['env-file']) writeFileSync(values['env-file'], envFileText(env));

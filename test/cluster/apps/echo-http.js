@@ -10,7 +10,8 @@
 // separated header names copied from the request to the outgoing call;
 // default "x-request-id,x-rdbg-intercept,traceparent"), CALL (a URL: every
 // request other than /healthz and /call also calls it, as a frontend calls
-// its backend).
+// its backend), TICK (milliseconds: log "tick N" that often, as a worker that
+// writes while it runs).
 const http = require('node:http');
 const os = require('node:os');
 
@@ -63,4 +64,8 @@ const server = http.createServer(async (req, res) => {
 });
 
 server.listen(port, () => console.log(`${name} listening on :${port}`));
+if (Number(process.env.TICK) > 0) {
+  let n = 0;
+  setInterval(() => console.log(`tick ${++n} ${Date.now()}`), Number(process.env.TICK));
+}
 for (const s of ['SIGTERM', 'SIGINT']) process.on(s, () => { server.close(); process.exit(0); });

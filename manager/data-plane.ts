@@ -20,7 +20,7 @@ const DIAL_TIMEOUT_MS = 10_000;
 
 /** What the data plane needs from the intercept registry to meet diverted flows. */
 export interface H2DivertBroker {
-  divertFromAgent(agentId: string, interceptId: string, stream: http2.ServerHttp2Stream): void;
+  divertFromAgent(agentId: string, interceptId: string, stream: http2.ServerHttp2Stream, kind?: string): void;
   acceptFromClient(sessionId: string, flowId: string, dial: DialCode, message: string, stream: http2.ServerHttp2Stream): void;
 }
 
@@ -208,7 +208,7 @@ export class DataPlane {
     try {
       if (path === PATH.divert) {
         if (!this.broker) return answer(stream, 'FAILED', 'this manager does not carry intercepts');
-        return this.broker.divertFromAgent(header(headers, H.agent), header(headers, H.intercept), stream);
+        return this.broker.divertFromAgent(header(headers, H.agent), header(headers, H.intercept), stream, header(headers, H.kind));
       }
       const sessionId = header(headers, H.session);
       if (!this.sessions.get(sessionId)) return answer(stream, 'DENIED', 'no such session (it expired, or the manager restarted): reconnect');

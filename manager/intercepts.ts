@@ -52,6 +52,9 @@ interface Intercept {
 /** An agent's diverted flow, waiting for the owner's laptop to accept it. */
 interface PendingFlow {
   intercept: Intercept;
+  /** '' a diverted connection; 'files' the agent's end of a mount. */
+  kind: string;
+  pod: string;
   timer: NodeJS.Timeout;
   agentStream: http2.ServerHttp2Stream;
 }
@@ -132,6 +135,8 @@ export class InterceptRegistry implements H2DivertBroker {
       env: registered[0]?.info.env ?? {},
       agents: agents.length,
       message: agents.length > 0 ? '' : `no traffic agent of ${i.spec.workload}.${i.spec.namespace} is connected yet`,
+      // The agent that arrived first serves a mount; another takes over when it goes.
+      files_pod: i.spec.mount ? (agents[0]?.info.pod_name ?? '') : '',
     };
   }
 
@@ -216,6 +221,9 @@ export class InterceptRegistry implements H2DivertBroker {
     this.agents.delete(a.id);
     for (const w of a.watchers) w.end();
     this.checkApplied();
+    // A mount it served moves to another agent of the workload.
+    const { workload, namespace } = a.info;
+    if ([...this.intercepts.values()].some((i) => i.spec.mount && i.spec.workload === workload && i.spec.namespace === namespace)) this.notifyAgents(workload, namespace);
   }
 
   /** Which ports of a workload an intercept on `port` applies to. */
@@ -458,6 +466,8 @@ export class InterceptRegistry implements H2DivertBroker {
       intercept_id: flow.intercept.id,
       local_port: spec.local_port,
       local_host: spec.local_host || '127.0.0.1',
+      kind: flow.kind,
+      pod: flow.pod,
     });
     return flowId;
   }
@@ -470,7 +480,7 @@ export class InterceptRegistry implements H2DivertBroker {
     return p;
   }
 
-  divertFromAgent(agentId: string, interceptId: string, stream: http2.ServerHttp2Stream): void {
+  divertFromAgent(agentId: string, interceptId: string, stream: http2.ServerHttp2Stream, kind = ''): void {
     const respond = (code: DialCode, message: string): void => {
       if (!stream.closed && !stream.headersSent) {
         stream.respond({ ':status': code === 'OK' ? 200 : 502, [H.dial]: code, [H.message]: encodeMessage(message) }, { endStream: code !== 'OK' });
@@ -478,8 +488,10 @@ export class InterceptRegistry implements H2DivertBroker {
     };
     const target = this.divertTarget(agentId, interceptId);
     if ('code' in target) return respond(target.code, target.message);
+    if (kind && (kind !== 'files' || !target.intercept.spec.mount)) return respond('DENIED', kind === 'files' ? 'this intercept mounts no files' : `unknown flow kind "${kind}"`);
     stream.pause();
-    const flowId = this.park({ agentStream: stream, intercept: target.intercept }, target.watcher, (m) => respond('TIMEOUT', m));
+    const pod = this.agents.get(agentId)?.info.pod_name ?? '';
+    const flowId = this.park({ agentStream: stream, intercept: target.intercept, kind, pod }, target.watcher, (m) => respond('TIMEOUT', m));
     stream.once('close', () => this.unpark(flowId, target.intercept.sessionId));
   }
 

@@ -24,6 +24,9 @@ have zsh          || need+=(zsh)
 have fish         || need+=(fish)
 # A Prometheus text-format parser that is not ours, for the manager's metrics test.
 /usr/bin/python3 -c 'import prometheus_client' 2>/dev/null || need+=(python3-prometheus-client)
+# rdbg intercept --mount: sshfs mounts the pod's files (FUSE; fusermount3 comes with fuse3).
+have sshfs        || need+=(sshfs)
+have fusermount3  || need+=(fuse3)
 # The PostgreSQL server is not on PATH: bench/wire.ts runs /usr/lib/postgresql/VERSION/bin/initdb and postgres.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then

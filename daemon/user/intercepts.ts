@@ -57,6 +57,7 @@ export class LocalIntercepts {
       agents: 0,
       mirrors_dropped: 0,
       message: p.lastError ? `being taken again after a reconnect: ${p.lastError}` : 'being taken again after a reconnect',
+      files_pod: '',
     }));
   }
 

@@ -1,7 +1,7 @@
 // Agent injection (docs/kubernetes.md, "Injection"): a pure function from a
 // pod being created to the JSON patch that adds the traffic agent, or the
 // reason it is left alone. The webhook server only transports the answer.
-import { pointerToken, type Container, type ContainerPort, type EnvVar, type PatchOp, type Pod, type ProbeLike, type SecurityContext } from './pod';
+import { pointerToken, type Container, type ContainerPort, type EnvVar, type PatchOp, type Pod, type ProbeLike, type SecurityContext, type VolumeMount } from './pod';
 
 import { AGENT_PORT_ANNOTATION, INJECT_LABEL, WORKLOAD_ANNOTATION } from '../../src/kube/marks';
 export { AGENT_PORT_ANNOTATION, INJECT_LABEL, WORKLOAD_ANNOTATION };
@@ -10,6 +10,8 @@ export const AGENT_CONTAINER = 'rdbg-agent';
 export const INIT_CONTAINER = 'rdbg-agent-init';
 export const TOKEN_VOLUME = 'rdbg-token';
 export const TOKEN_DIR = '/var/run/secrets/rdbg';
+/** Where the agent sees the app container's volumes, at their paths in the app (rdbg intercept --mount serves this tree). */
+export const APP_MOUNTS_DIR = '/rdbg/app';
 export const TOKEN_AUDIENCE = 'rdbg';
 /** Variables the webhook gives the agent and the agent must not report as the app's. */
 export const AGENT_ENV_LIST = 'RDBG_AGENT_ENV';
@@ -163,6 +165,23 @@ export function agentSecurity(app: Container, pod: SecurityContext | undefined):
   return { ...rest, runAsNonRoot: false, runAsUser: 0, runAsGroup: gid ?? 0, ...(caps ? { capabilities: caps } : {}) };
 }
 
+/**
+ * The app container's volume mounts, for the agent under APP_MOUNTS_DIR at
+ * the same paths, read-only where the app's are: ConfigMaps, Secrets, the
+ * service-account token, a shared emptyDir, as the app sees them.
+ */
+function appMounts(app: Container): VolumeMount[] {
+  return (app.volumeMounts ?? [])
+    .filter((m) => m.name !== TOKEN_VOLUME && m.mountPath?.startsWith('/'))
+    .map((m) => ({
+      name: m.name,
+      mountPath: `${APP_MOUNTS_DIR}${m.mountPath.replace(/\/+$/, '') || ''}`,
+      ...(m.readOnly ? { readOnly: true } : {}),
+      ...(m.subPath ? { subPath: m.subPath } : {}),
+      ...(m.subPathExpr ? { subPathExpr: m.subPathExpr } : {}),
+    }));
+}
+
 /** `add` of one element to an array that may not exist yet. */
 function append(ops: PatchOp[], path: string, existing: unknown[] | undefined, value: unknown, first = false): void {
   if (!existing) ops.push({ op: 'add', path, value: [value] });
@@ -249,7 +268,7 @@ export function injectPod(pod: Pod, namespace: string, s: InjectSettings): Injec
     ports: agentPorts,
     env: [...copiedEnv(app, new Set(ownEnv.map((e) => e.name))), ...ownEnv],
     ...(app.envFrom?.length ? { envFrom: app.envFrom } : {}),
-    volumeMounts: [{ name: TOKEN_VOLUME, mountPath: TOKEN_DIR, readOnly: true }],
+    volumeMounts: [{ name: TOKEN_VOLUME, mountPath: TOKEN_DIR, readOnly: true }, ...appMounts(app)],
     // The pod is Ready only once the agent listens: the Service must not send to a port nobody owns yet.
     readinessProbe: { tcpSocket: { port: agentPort }, periodSeconds: 2 },
     securityContext: agentSecurity(app, spec?.securityContext),

@@ -53,6 +53,16 @@ export interface Container {
   lifecycle?: { postStart?: ProbeLike; preStop?: ProbeLike; [k: string]: unknown };
   restartPolicy?: string;
   securityContext?: SecurityContext;
+  volumeMounts?: VolumeMount[];
+  [k: string]: unknown;
+}
+
+export interface VolumeMount {
+  name: string;
+  mountPath: string;
+  readOnly?: boolean;
+  subPath?: string;
+  subPathExpr?: string;
   [k: string]: unknown;
 }
 

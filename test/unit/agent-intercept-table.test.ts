@@ -16,7 +16,8 @@ function info(id: string, spec: Partial<InterceptSpec__Output>): InterceptInfo__
     env: {},
     agents: 1,
     message: '',
-    spec: { workload: 'shop', namespace: 'default', port: 8080, headers: [], path_prefix: '', mirror: false, replace: false, local_port: 3000, local_host: '', ...spec },
+    files_pod: '',
+    spec: { workload: 'shop', namespace: 'default', port: 8080, headers: [], path_prefix: '', mirror: false, replace: false, mount: false, local_port: 3000, local_host: '', ...spec },
   };
 }
 

@@ -278,3 +278,22 @@ t.test("one process namespace for the pod, and the agent runs as the app's user"
   const rootDefault = injected(t, pod([app({ securityContext: { runAsUser: 0 } })]));
   t.notOk('capabilities' in containerOf(rootDefault, 'rdbg-agent').securityContext!, 'root with the runtime\'s capabilities: the agent gets the same');
 });
+
+t.test("the app's volumes, for the agent under /rdbg/app at the app's paths", async (t) => {
+  const out = injected(t, pod([app({
+    volumeMounts: [
+      { name: 'config', mountPath: '/etc/config', readOnly: true },
+      { name: 'kube-api-access-x1', mountPath: '/var/run/secrets/kubernetes.io/serviceaccount', readOnly: true },
+      { name: 'scratch', mountPath: '/data/' },
+      { name: 'config', mountPath: '/etc/app.yaml', subPath: 'app.yaml', readOnly: true },
+    ],
+  })]));
+  t.same(containerOf(out, 'rdbg-agent').volumeMounts, [
+    { name: 'rdbg-token', mountPath: '/var/run/secrets/rdbg', readOnly: true },
+    { name: 'config', mountPath: '/rdbg/app/etc/config', readOnly: true },
+    { name: 'kube-api-access-x1', mountPath: '/rdbg/app/var/run/secrets/kubernetes.io/serviceaccount', readOnly: true },
+    { name: 'scratch', mountPath: '/rdbg/app/data' },
+    { name: 'config', mountPath: '/rdbg/app/etc/app.yaml', subPath: 'app.yaml', readOnly: true },
+  ], 'read-only where the app\'s are; subPath kept');
+  t.same(containerOf(out, 'app').volumeMounts!.length, 4, 'the app\'s own mounts untouched');
+});

@@ -133,9 +133,9 @@ export class H2FlowClient {
     return this.request(PATH.flow, { [H.protocol]: protocol, [H.host]: host, [H.port]: String(port), [H.source]: source });
   }
 
-  /** An agent's diverted flow for one intercept; resolves once the owner's laptop answered. */
-  divert(interceptId: string): Promise<http2.ClientHttp2Stream> {
-    return this.request(PATH.divert, { [H.intercept]: interceptId });
+  /** An agent's diverted flow for one intercept (or, kind "files", its files for a mount); resolves once the owner's laptop answered. */
+  divert(interceptId: string, kind = ''): Promise<http2.ClientHttp2Stream> {
+    return this.request(PATH.divert, { [H.intercept]: interceptId, ...(kind ? { [H.kind]: kind } : {}) });
   }
 
   /** The owner's answer to a diverted flow, after it dialled its local process. */

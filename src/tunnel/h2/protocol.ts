@@ -8,7 +8,7 @@ import * as http2 from 'node:http2';
  * headers; the manager answers with the dial result in response headers.
  *
  *   POST /rdbg.v1/flow    rdbg-session, rdbg-protocol (tcp|udp), rdbg-host, rdbg-port
- *   POST /rdbg.v1/divert  rdbg-agent, rdbg-intercept      (an agent's diverted flow)
+ *   POST /rdbg.v1/divert  rdbg-agent, rdbg-intercept[, rdbg-kind: files]  (an agent's diverted flow, or its files for a mount)
  *   POST /rdbg.v1/accept  rdbg-session, rdbg-flow, rdbg-dial[, rdbg-message]  (the owner's answer)
  *   response:             rdbg-dial (OK|REFUSED|...), rdbg-message, rdbg-address
  *   POST /rdbg.v1/dns     rdbg-session, rdbg-name, rdbg-qtype -> a DNSResponse as JSON
@@ -33,6 +33,7 @@ export const H = {
   name: 'rdbg-name',
   qtype: 'rdbg-qtype',
   bytes: 'rdbg-bytes',
+  kind: 'rdbg-kind',
 } as const;
 
 export const WINDOW = 16 * 1024 * 1024;

@@ -62,6 +62,7 @@ export async function agentMain(argv: string[]): Promise<void> {
     podName: values['pod-name'] ?? cfg.podName,
     podIp: cfg.podIp,
     token: tokenSource(cfg.agentTokenFile, cfg.agentToken),
+    filesRoot: cfg.agentFilesRoot,
     // The app's environment, which the agent's pod copies: data to report, not the agent's settings.
     env: appEnvironment(process.env, cfg.agentEnv),
   });

@@ -1,6 +1,7 @@
 import { hostname, networkInterfaces } from 'node:os';
 import type { InterceptInfo__Output } from '../src/gen/rdbg/v1/InterceptInfo';
 import { AppFreezer } from './app-freezer';
+import { FilesFlows } from './files-flows';
 import { logger } from '../src/core/log';
 import { PROTOCOL, VERSION } from '../src/core/version';
 import { InterceptTable } from './intercept-table';
@@ -23,6 +24,8 @@ export interface AgentOptions {
   podIp?: string;
   /** The agent credential, or a function read at every (re-)arrival (a rotating token file). */
   token?: string | (() => string);
+  /** The app's volumes as the agent sees them (intercept --mount serves them). */
+  filesRoot?: string;
   /** The app's environment, reported to the owner of an intercept. */
   env?: Record<string, string>;
   sniffTimeoutMs?: number;
@@ -64,6 +67,7 @@ export class TrafficAgent {
   readonly mirrors: MirrorQueue;
   readonly proxy: PortProxy;
   readonly freezer: AppFreezer;
+  readonly files: FilesFlows;
   listenPort = 0;
 
   constructor(private readonly opts: AgentOptions) {
@@ -79,6 +83,7 @@ export class TrafficAgent {
     this.pools = new DivertPools(this.link);
     this.mirrors = new MirrorQueue(this.link, opts.mirrorLimits);
     this.freezer = new AppFreezer({ appPorts: [opts.appPort] });
+    this.files = new FilesFlows(this.link, opts.filesRoot ?? '/rdbg/app');
     this.proxy = new PortProxy({ table: this.table, link: this.link, app: this.app, pools: this.pools, mirrors: this.mirrors }, { sniffTimeoutMs: opts.sniffTimeoutMs });
   }
 
@@ -110,6 +115,8 @@ export class TrafficAgent {
         this.freezer.thaw();
         this.freezer.recover();
       }
+      const pod = o.podName || hostname();
+      this.files.update(list.filter((i) => i.spec?.mount && i.files_pod === pod).map((i) => i.id));
       log.info('intercepts', { count: this.table.size });
     });
     this.link.start();
@@ -119,6 +126,7 @@ export class TrafficAgent {
 
   async stop(): Promise<void> {
     this.freezer.thaw();
+    this.files.closeAll();
     await this.link.stop();
     await this.proxy.close();
     this.pools.closeAll();

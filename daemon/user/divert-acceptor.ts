@@ -7,6 +7,7 @@ import { splice } from '../../src/tunnel/splice';
 import type { DivertRequest__Output } from '../../src/gen/rdbg/v1/DivertRequest';
 import type { Counters } from './counters';
 import type { ManagerLink } from './manager-link';
+import type { Mounts } from './mounts';
 
 const log = logger('userd.divert');
 
@@ -22,6 +23,7 @@ export class DivertAcceptor {
     private readonly link: ManagerLink,
     private readonly counters: Counters,
     private readonly dataPlane: () => DataPlaneClient | undefined = () => undefined,
+    private readonly mounts?: Mounts,
   ) {
     link.on('session', () => this.start());
   }
@@ -45,6 +47,7 @@ export class DivertAcceptor {
 
   private accept(req: DivertRequest__Output): void {
     const dp = this.dataPlane();
+    if (dp && req.kind === 'files') return this.acceptFiles(req, dp);
     if (dp) return this.acceptOn(req, dp);
     log.warn('a diverted flow came while there is no data plane', { flow: req.flow_id });
   }
@@ -76,6 +79,19 @@ export class DivertAcceptor {
         },
       );
     });
+  }
+
+  /** An agent's files for a mount: to the mount that waits for them, or refused. */
+  private acceptFiles(req: DivertRequest__Output, dp: DataPlaneClient): void {
+    const m = this.mounts;
+    if (!m?.wants(req.intercept_id)) {
+      dp.accept(req.flow_id, 'REFUSED', 'this laptop mounts no files of this intercept now').then((s) => s.close(), () => undefined);
+      return;
+    }
+    dp.accept(req.flow_id, 'OK').then(
+      (stream) => m.take(req.intercept_id, req.pod, stream),
+      (err: Error) => log.debug('files flow could not be accepted', { err: err.message }),
+    );
   }
 
   close(): void {

@@ -19,6 +19,9 @@ import type { UserDaemonHandlers } from '../../src/gen/rdbg/v1/UserDaemon';
 import { newCounters } from './counters';
 import { DivertAcceptor } from './divert-acceptor';
 import { LocalIntercepts } from './intercepts';
+import { Mounts } from './mounts';
+import type { InterceptInfo__Output } from '../../src/gen/rdbg/v1/InterceptInfo';
+import { cleanupMounts } from '../../src/core/mount-journal';
 import { ManagerLink } from './manager-link';
 import { SocksServer } from './socks-server';
 import { FlowOpener } from './flows';
@@ -91,7 +94,11 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
   const counters = newCounters();
   const link = new ManagerLink({ address: opts.manager, namespace: opts.namespace, token: opts.config.managerToken });
   const intercepts = new LocalIntercepts(link, opts.kube?.claim);
-  const diverts = new DivertAcceptor(link, counters, () => flows.dataPlane());
+  // Mounts a daemon before this one left behind (kill -9) go first.
+  const stale = cleanupMounts(opts.config.runtimeDir);
+  if (stale.length) log.warn('unmounted pod files left by an earlier daemon', { dirs: stale });
+  const mounts = new Mounts(opts.config.runtimeDir);
+  const diverts = new DivertAcceptor(link, counters, () => flows.dataPlane(), mounts);
   try {
     await link.start(10_000);
   } catch (err) {
@@ -127,6 +134,7 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
     quitting = true;
     log.info('quitting', { reason });
     socks.close();
+    mounts.releaseAll();
     diverts.close();
     flows.close();
     await intercepts.removeAll();
@@ -179,9 +187,21 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
       const spec = call.request.spec;
       if (!spec) return cb({ code: grpc.status.INVALID_ARGUMENT, details: 'no intercept spec' });
       spec.namespace ||= opts.namespace;
-      const { resolve, name, remote_port: remote } = call.request;
+      const { resolve, name, remote_port: remote, mount_dir: mountDir, copy_dir: copyDir } = call.request;
+      if (mountDir || copyDir) spec.mount = true;
+      /** With --mount or --copy-files: the intercept holds once the files are there; else it is taken back. */
+      const withFiles = async (info: InterceptInfo__Output): Promise<InterceptInfo__Output> => {
+        if (!mountDir && !copyDir) return info;
+        try {
+          info.files_pod = await mounts.prepare({ id: info.id, workload: info.spec?.workload ?? '', namespace: info.spec?.namespace ?? '' }, mountDir || copyDir, mountDir ? 'mount' : 'copy');
+          return info;
+        } catch (err) {
+          await intercepts.remove(info.spec?.workload ?? '', info.spec?.namespace ?? '', info.id).catch(() => undefined);
+          throw Object.assign(new Error(errorMessage(err)), { code: grpc.status.FAILED_PRECONDITION, details: `the pod's files: ${errorMessage(err)}` });
+        }
+      };
       if (!resolve || !opts.kube) {
-        intercepts.create(spec).then(
+        intercepts.create(spec).then(withFiles).then(
           (info) => cb(null, info),
           (err: grpc.ServiceError) => cb({ code: err.code, details: err.details }),
         );
@@ -205,12 +225,14 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
             if (info.agents > 0) info.state = 'ACTIVE';
           }
           ilog.debug('intercept taken', { name, prepareMs: prepared, createMs: created - prepared, agentsMs: ms() - created, agents: info.agents });
-          cb(null, info);
+          cb(null, await withFiles(info));
         },
         (err: Error) => inCli(errorMessage(err)),
       ).catch((err: grpc.ServiceError) => cb({ code: err.code ?? grpc.status.INTERNAL, details: err.details ?? errorMessage(err) }));
     },
     Leave: (call, cb) => {
+      const r = call.request;
+      mounts.releaseWhere((w) => (r.id ? w.interceptId === r.id : w.workload === r.workload && (!r.namespace || w.namespace === r.namespace)));
       intercepts.remove(call.request.workload, call.request.namespace, call.request.id).then(
         () => cb(null, {}),
         (err: grpc.ServiceError) => cb({ code: err.code, details: err.details }),

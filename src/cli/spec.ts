@@ -102,6 +102,7 @@ traffic agent into its pods (they restart once); later ones do not restart them.
   examples: [
     'rdbg intercept echo --port 8080:80 --header x-dev=me -- node --inspect app.js',
     'rdbg intercept deploy/api --port 9000:http --path-prefix /v2 --env-file api.env',
+    'rdbg intercept api --port 9000 --header x-dev=me --mount /tmp/api -- node app.js   # reads $RDBG_ROOT/etc/config',
   ],
   args: ['workload'],
   positionals: true,
@@ -115,6 +116,8 @@ traffic agent into its pods (they restart once); later ones do not restart them.
     'env-file': { type: 'string', value: 'FILE', complete: 'file', help: "write the pod's environment to FILE (KEY=VALUE lines)" },
     'env-json': { type: 'string', value: 'FILE', complete: 'file', help: "write the pod's environment to FILE as JSON" },
     'local-host': { type: 'string', value: 'HOST', help: 'where the local process listens (default 127.0.0.1)' },
+    mount: { type: 'string', value: 'DIR', complete: 'file', help: "mount the app container's volumes at DIR, live (sshfs); COMMAND gets it as RDBG_ROOT; false: none" },
+    'copy-files': { type: 'string', value: 'DIR', complete: 'file', help: "copy the app container's volumes to DIR once (no FUSE needed)" },
   },
 } as const satisfies CommandSpec;
 
@@ -137,6 +140,8 @@ it meanwhile. One replace per workload; others may still intercept it with
     'env-file': intercept.flags['env-file'],
     'env-json': intercept.flags['env-json'],
     'local-host': intercept.flags['local-host'],
+    mount: intercept.flags.mount,
+    'copy-files': intercept.flags['copy-files'],
   },
 } as const satisfies CommandSpec;
 

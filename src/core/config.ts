@@ -145,6 +145,11 @@ export const VARIABLES = {
     doc: 'a file holding it, read at each arrival (a projected token)',
     parse: text(), unset: undefined as string | undefined,
   }),
+  agentFilesRoot: variable({
+    name: 'RDBG_AGENT_FILES_ROOT', readBy: ['agent'], accepts: 'a directory', fallback: '`/rdbg/app`',
+    doc: 'the app\'s volumes as the agent sees them, served to `intercept --mount` (the webhook mounts them there)',
+    parse: text(), unset: '/rdbg/app',
+  }),
   agentEnv: variable({
     name: 'RDBG_AGENT_ENV', readBy: ['agent'], accepts: 'a list of names', fallback: 'none',
     doc: "names of the agent's own variables, not reported as the app's (set by the webhook)",

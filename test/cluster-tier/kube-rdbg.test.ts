@@ -6,9 +6,10 @@
 // recovery after the manager pod is deleted.
 import t from 'tap';
 import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import * as fsp from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { cluster, repoRoot, waitFor, type Cluster, type ExecResult, type TestLike } from './cluster-helper';
+import { cluster, exec, repoRoot, waitFor, type Cluster, type ExecResult, type TestLike } from './cluster-helper';
 import { PROTOCOL, VERSION } from '../../src/core/version';
 import { MANAGER_SELECTOR } from '../../src/kube/manifests';
 import { claimAnnotation } from '../../src/kube/marks';
@@ -407,6 +408,93 @@ t.test('rdbg on Kubernetes', async (t) => {
     t.equal((await fromPod(c, ns, 'http://worker/')).name, 'worker', 'and answer the requests');
     t.equal(await template(), t0, 'the template is as before');
     t.same(await podNames(), pods, 'the same pods, never restarted');
+  });
+
+  await t.test('intercept --mount: the pod\'s ConfigMap, Secret, token and emptyDir on the laptop, gone after leave and after kill -9', async (t) => {
+    const config = 'greeting: from the ConfigMap\nlimits:\n  rps: 40\n';
+    const objs = list(
+      { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'files-config' }, data: { 'app.yaml': config } },
+      { apiVersion: 'v1', kind: 'Secret', metadata: { name: 'files-secret' }, stringData: { password: 's3cr3t-from-the-secret' } },
+      (() => {
+        const d = deployment('files', 1, { name: 'http', number: 8080 }) as { spec: { template: { spec: { securityContext?: object; volumes?: object[]; containers: { volumeMounts?: object[] }[] } } } };
+        const pod = d.spec.template.spec;
+        pod.securityContext = { runAsUser: 1000, runAsGroup: 1000, fsGroup: 1000 };
+        pod.volumes = [{ name: 'config', configMap: { name: 'files-config' } }, { name: 'secret', secret: { secretName: 'files-secret' } }, { name: 'scratch', emptyDir: {} }];
+        pod.containers[0].volumeMounts = [{ name: 'config', mountPath: '/etc/config', readOnly: true }, { name: 'secret', mountPath: '/etc/secret', readOnly: true }, { name: 'scratch', mountPath: '/data' }];
+        return d;
+      })(),
+      service('files', 80, 'http'),
+    );
+    await c.apply(ns, objs.replace(/"IMAGE"/g, JSON.stringify(echoImg)));
+    await c.rollout(ns, 'files');
+    // This laptop runs in the laptop's network namespace but the host's mount namespace (nsenter --net), so the
+    // test sees the mount as a developer's shell would; it connects with --socks, which changes nothing of the host.
+    const home = mkdtempSync(join(tmpdir(), 'rdbg-mount-'));
+    const dir = join(home, 'pod');
+    const env = { ...process.env, KUBECONFIG: c.info.ADMIN_KUBECONFIG, RDBG_HOME: home };
+    const dev = (args: string[], check = true): Promise<ExecResult> =>
+      exec('nsenter', [`--net=/run/netns/${c.info.LAPTOP_NS}`, RDBG(), ...args], { env, check, timeoutMs: 180_000 });
+    const mounted = (): boolean => readFileSync('/proc/self/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === dir);
+    t.teardown(async () => {
+      await dev(['quit'], false);
+      exec('fusermount3', ['-u', '-z', dir], { check: false }).catch(() => undefined);
+      rmSync(home, { recursive: true, force: true });
+    });
+    await dev(['connect', '--socks', '1088', '-n', ns]);
+    const inPod = async (path: string): Promise<string> => (await c.execIn(ns, 'deploy/files', ['cat', path], { timeoutMs: 20_000 })).stdout;
+
+    const t0 = Date.now();
+    const r = await dev(['intercept', 'files', '--port', '9099:80', '--header', 'x-dev=files', '--mount', dir]);
+    const mountS = (Date.now() - t0) / 1000;
+    t.match(r.stdout, new RegExp(`The files of pod files-\\S+ are mounted at ${dir}`), r.stdout + r.stderr);
+    t.ok(mounted(), 'mounted when intercept returns');
+    t.equal(await fsp.readFile(join(dir, 'etc/config/app.yaml'), 'utf8'), await inPod('/etc/config/app.yaml'), 'the ConfigMap key, byte for byte');
+    t.equal(await fsp.readFile(join(dir, 'etc/config/app.yaml'), 'utf8'), config);
+    t.equal(await fsp.readFile(join(dir, 'etc/secret/password'), 'utf8'), 's3cr3t-from-the-secret', 'the Secret');
+    const sa = '/var/run/secrets/kubernetes.io/serviceaccount';
+    t.equal(await fsp.readFile(join(dir, sa, 'token'), 'utf8'), await inPod(`${sa}/token`), 'the service-account token');
+    t.equal(await fsp.readFile(join(dir, sa, 'namespace'), 'utf8'), ns, 'and its namespace file');
+    await fsp.writeFile(join(dir, 'data/from-laptop.txt'), 'written on the laptop\n');
+    t.equal(await inPod('/data/from-laptop.txt'), 'written on the laptop\n', 'a file the laptop writes to the emptyDir, read back inside the pod');
+    t.equal(await fsp.writeFile(join(dir, 'etc/config/app.yaml'), 'x').then(() => 'written', (e: NodeJS.ErrnoException) => e.code), 'EACCES',
+      'the read-only ConfigMap stays read-only');
+    t.notOk((await fsp.readdir(join(dir, 'var/run/secrets'))).includes('rdbg'), "the agent's own token is not in the tree");
+    t.comment(`intercept --mount returned in ${mountS.toFixed(2)} s`);
+    await dev(['leave', 'files']);
+    t.notOk(mounted(), 'leave unmounts');
+
+    // With a command: the mount point in RDBG_ROOT, unmounted when it ends.
+    const cmd = await dev(['intercept', 'files', '--port', '9099:80', '--header', 'x-dev=files', '--mount', dir, '--', 'sh', '-c', 'cat "$RDBG_ROOT/etc/secret/password"']);
+    t.match(cmd.stdout, /s3cr3t-from-the-secret/, 'the command reads the pod\'s files under $RDBG_ROOT');
+    t.notOk(mounted(), 'unmounted when the command ended');
+
+    // --copy-files: a snapshot, no FUSE.
+    const copy = join(home, 'copy');
+    await dev(['intercept', 'files', '--port', '9099:80', '--header', 'x-dev=files', '--copy-files', copy]);
+    t.equal(readFileSync(join(copy, 'etc/config/app.yaml'), 'utf8'), config, '--copy-files: the ConfigMap key');
+    t.equal(readFileSync(join(copy, 'data/from-laptop.txt'), 'utf8'), 'written on the laptop\n', 'and the emptyDir');
+    await dev(['leave', 'files']);
+
+    // kill -9 of the user daemon while mounted: nothing stays mounted.
+    await dev(['intercept', 'files', '--port', '9099:80', '--header', 'x-dev=files', '--mount', dir]);
+    t.ok(mounted(), 'mounted again');
+    process.kill(Number(readFileSync(join(home, 'daemon.pid'), 'utf8')), 'SIGKILL');
+    const gone = await waitFor('the mount gone after kill -9', async () => !mounted(), 15_000, 100).catch(() => false);
+    t.ok(gone, 'after kill -9 of the daemon the mount goes by itself');
+    // kill -9 of the daemon and of sshfs too (an OOM killer, pkill -9): the mount is left dead; the journal has it.
+    await dev(['connect', '--socks', '1088', '-n', ns]);
+    // (a new session: the dead one's intercept holds its header until its lease runs out)
+    await dev(['intercept', 'files', '--port', '9099:80', '--header', 'x-dev=files-again', '--mount', dir]);
+    t.ok(mounted(), 'mounted once more');
+    const helpers = (await exec('pgrep', ['-f', `rdbg-mount|sshfs -f .* ${dir}`], { check: false })).stdout.trim().split('\n').filter(Boolean).map(Number);
+    t.ok(helpers.length >= 1, `sshfs and its shell: ${helpers.join(', ')}`);
+    for (const pid of [Number(readFileSync(join(home, 'daemon.pid'), 'utf8')), ...helpers]) process.kill(pid, 'SIGKILL');
+    await new Promise((res) => setTimeout(res, 500));
+    t.ok(mounted(), 'a dead mount is left behind');
+    const q = await dev(['quit'], false);
+    t.equal(q.code, 0, q.stderr);
+    t.match(q.stdout, new RegExp(`unmounted the pod files left at ${dir}`), q.stdout);
+    t.notOk(mounted(), 'quit after the crash unmounts it (the journal)');
   });
 
   await t.test('a StatefulSet behind a numeric targetPort', async (t) => {

@@ -1,3 +1,4 @@
+import { cleanupMounts } from '../../core/mount-journal';
 import * as grpc from '@grpc/grpc-js';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, openSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
@@ -473,7 +474,10 @@ export async function quitCommand(argv: string[], ctx: CliContext, quiet = false
   if (pid && pidAlive(pid)) process.kill(pid, 'SIGKILL');
   rmSync(daemonSocketPath(ctx.config.runtimeDir), { force: true });
   rmSync(daemonPidPath(ctx.config.runtimeDir), { force: true });
+  // A daemon that died mid-mount leaves its mounts in the journal (its sshfs may still hold them).
+  const unmounted = cleanupMounts(ctx.config.runtimeDir);
+  const mountNote = unmounted.length ? `; unmounted the pod files left at ${unmounted.join(', ')}` : '';
   if (quiet) return;
-  if (st) say(`Disconnected: the user daemon has stopped and its intercepts are gone${rootNote ? `; ${rootNote}` : ''}.`);
-  else say(rootNote ? `rdbg was not connected; ${rootNote}.` : 'rdbg was not connected; nothing left to clean up.');
+  if (st) say(`Disconnected: the user daemon has stopped and its intercepts are gone${rootNote ? `; ${rootNote}` : ''}${mountNote}.`);
+  else say(rootNote || mountNote ? `rdbg was not connected; ${[rootNote, mountNote.slice(2)].filter(Boolean).join('; ')}.` : 'rdbg was not connected; nothing left to clean up.');
 }

@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import { resolve as resolvePath } from 'node:path';
 import { Codes, RdbgError } from '../../core/errors';
 import { describeRule, parseHeaderFlag } from '../../intercept/rules';
 import type { InterceptInfo__Output } from '../../gen/rdbg/v1/InterceptInfo';
@@ -95,19 +96,23 @@ export async function interceptCommand(argv: string[], ctx: CliContext, verb: 'i
     local_host: values['local-host'] ?? '127.0.0.1',
   };
   const spec = { ...rule, workload: positionals[0], namespace: values.namespace ?? '', port: remote };
+  const mountDir = values.mount && values.mount !== 'false' ? resolvePath(values.mount) : '';
+  const copyDir = values['copy-files'] ? resolvePath(values['copy-files']) : '';
+  if (mountDir && copyDir) throw new RdbgError(Codes.BAD_ARGUMENT, '--mount and --copy-files: one or the other');
+  const files = { mount_dir: mountDir, copy_dir: copyDir };
   const client = daemonClient(ctx.config.runtimeDir);
   let info: InterceptInfo__Output | undefined;
   let target: InterceptTarget | undefined;
   try {
     // Kubernetes mode: the daemon, whose client is warm, takes a workload whose agent is in; else this CLI injects it.
-    if (st.kube_context) info = await callDaemon<object, InterceptInfo__Output>(client, client.intercept, { spec, name: positionals[0], resolve: true, remote_port: remoteText ?? '' }, 75_000).catch(notForDaemon);
+    if (st.kube_context) info = await callDaemon<object, InterceptInfo__Output>(client, client.intercept, { spec, name: positionals[0], resolve: true, remote_port: remoteText ?? '', ...files }, 110_000).catch(notForDaemon);
     if (st.kube_context && !info) {
       target = await prepareOnKubernetes(ctx, st, positionals[0], values.namespace || st.namespace, remoteText);
       spec.workload = target.workload.name;
       spec.namespace = target.workload.namespace;
       spec.port = target.appPort;
     }
-    info ??= await callDaemon<object, InterceptInfo__Output>(client, client.intercept, { spec, name: positionals[0] }, 15_000);
+    info ??= await callDaemon<object, InterceptInfo__Output>(client, client.intercept, { spec, name: positionals[0], ...files }, 50_000);
     if (target && info.agents < 1) {
       progress('waiting for the first agent to take the intercept');
       info.agents = await waitForAgents(client, info.id, 1);
@@ -120,12 +125,15 @@ export async function interceptCommand(argv: string[], ctx: CliContext, verb: 'i
   const rest = target && info.agents < target.replicas ? ` of ${target.replicas}; the other pods take it as their rollout brings them up ("rdbg list" counts them)` : '';
   say(`${replace ? 'Replacing' : 'Intercepting'} port ${info.spec!.port} of ${where} (${describeRule(info.spec!)}) -> ${spec.local_host}:${local}` +
     (info.state === 'ACTIVE' ? `; ${info.agents} agent(s) ready${rest}.` : `; waiting: ${info.message}.`));
+  const filesDir = mountDir || copyDir;
+  if (filesDir) say(`The files of pod ${info.files_pod} are ${mountDir ? 'mounted' : 'copied'} at ${filesDir} (at their paths in the app container).`);
   const env = info.env ?? {};
   if (values['env-file']) writeFileSync(values['env-file'], envFileText(env));
   if (values['env-json']) writeFileSync(values['env-json'], JSON.stringify(env, null, 2) + '\n');
   if (command.length === 0) return;
   const merged: NodeJS.ProcessEnv = { ...ctx.childEnv };
   for (const [k, v] of Object.entries(env)) if (!KEEP_LOCAL.has(k)) merged[k] = v;
+  if (filesDir) merged.RDBG_ROOT = filesDir;
   const code = await new Promise<number>((resolve) => {
     const child = spawn(command[0], command.slice(1), { stdio: 'inherit', env: merged });
     const forward = (sig: NodeJS.Signals): void => void child.kill(sig);

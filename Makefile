@@ -86,6 +86,7 @@ bench: deps build
 	node dist/bench/kube.js
 	node dist/bench/kube-forward.js
 	node dist/bench/inner-loop.js
+	node dist/bench/files.js
 
 # The scale tier alone: one manager, 200 sessions and intercepts for SCALE_MINUTES (10);
 # `make bench` runs it too, and `make test` a one-minute form (test/sandbox/scale.test.ts).

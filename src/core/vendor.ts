@@ -33,5 +33,21 @@ export function useBundledClients(): boolean {
     return request === PACKAGE ? bundle : resolve.call(this, request, ...rest);
   };
   installed = true;
+  quietDependencyDeprecation('DEP0169');
   return true;
+}
+
+/**
+ * node-fetch 2, the Kubernetes client's HTTP client, calls url.parse() for
+ * every request; Node 24 and later warn about it (DEP0169) on the user's
+ * terminal, about code that is neither theirs nor ours. That one warning is
+ * dropped; every other warning is printed as Node prints it.
+ */
+function quietDependencyDeprecation(code: string): void {
+  const printers = process.listeners('warning');
+  process.removeAllListeners('warning');
+  process.on('warning', (w: Error & { code?: string }) => {
+    if (w.code === code) return;
+    for (const p of printers) p.call(process, w);
+  });
 }

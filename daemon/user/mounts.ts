@@ -21,8 +21,8 @@ const log = logger('userd.mounts');
 
 /** How long an intercept waits for its agent's files flow and the mount. */
 const READY_MS = 30_000;
-/** sshfs's options: in-pod absolute symlinks stay inside the mount. */
-const SSHFS_OPTIONS = 'passive,transform_symlinks';
+/** sshfs's options: in-pod absolute symlinks stay inside the mount; a ConfigMap's ..data swap is seen at once, not after the directory cache's 20 s. */
+const SSHFS_OPTIONS = 'passive,transform_symlinks,dcache_link_timeout=0';
 
 /** Runs sshfs in the foreground, then unmounts whatever it left (exit 127: no sshfs). */
 const MOUNT_SCRIPT = 'command -v sshfs >/dev/null || exit 127; sshfs -f -o "$1" :/ "$2"; s=$?; fusermount3 -u -z "$2" 2>/dev/null; exit $s';

@@ -168,6 +168,11 @@ export const VARIABLES = {
 } as const;
 
 /** Variables that are not rdbg's own but that its libraries need: read here too, not in the README's table. */
+/** Variables rdbg gives the command it runs (`intercept ... -- COMMAND`), beside the pod's environment; it reads none of them. */
+export const COMMAND_VARIABLES = {
+  RDBG_ROOT: "the directory holding the pod's files (`--mount DIR`, `--copy-files DIR`)",
+} as const;
+
 export const SYSTEM_VARIABLES = {
   xdgRuntimeDir: variable({
     name: 'XDG_RUNTIME_DIR', readBy: ['cli', 'user'], accepts: 'a directory', fallback: '', doc: '', parse: text(), unset: undefined as string | undefined,

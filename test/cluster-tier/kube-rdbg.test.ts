@@ -649,7 +649,9 @@ t.test('rdbg on Kubernetes', async (t) => {
     const words = async (args: string[]) => (await kubectl(['__complete', 'rdbg', ...args])).stdout.split('\n').filter((l) => l && !l.startsWith(':') && !l.startsWith('Completion ended'));
     t.same(await words(['inter']), ['intercept'], 'commands');
     t.same(await words(['intercept', '-n', ns, 'ec']), ['echo'], "Services of the namespace typed with -n");
-    t.same(await words(['intercept', '-n', ns, 'deploy/']), ['deploy/caller', 'deploy/echo'], 'KIND/NAME once a / is typed');
+    const deploys = (await c.kubectlJson<{ items: { metadata: { name: string } }[] }>(['-n', ns, 'get', 'deploy'])).items.map((d) => `deploy/${d.metadata.name}`).sort();
+    t.ok(deploys.includes('deploy/echo') && deploys.includes('deploy/caller'));
+    t.same((await words(['intercept', '-n', ns, 'deploy/'])).sort(), deploys, 'KIND/NAME once a / is typed: every Deployment of the namespace');
     t.ok((await words(['connect', '-n', 'kube-s'])).includes('kube-system'), 'namespaces from the cluster');
     t.same(await words(['connect', '--context', '']), ['rdbg-admin@rdbg-test'], 'contexts from the kubeconfig');
     // rdbg's own bash completion, through the same __complete, asks the cluster too.

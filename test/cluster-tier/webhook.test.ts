@@ -198,7 +198,8 @@ t.test('named targetPort: the Service reaches the app through the agent', async 
   t.equal(pod.metadata!.annotations!['rdbg.dev/injected'], 'webhook-test');
   const app = pod.spec!.containers![0];
   t.same(app.ports!.map((p) => [p.name, p.containerPort]), [['rdbg-http', 8080]]);
-  t.same(app.readinessProbe!.httpGet!.port, 8080, 'the named probe port was rewritten to the number');
+  const agentNumber = pod.spec!.containers![1].ports![0].containerPort;
+  t.same(app.readinessProbe!.httpGet!.port, agentNumber, "the named HTTP probe port was rewritten to the agent's number (it passes probes on, and answers them during a replace)");
   const client = `deploy/plain`;
   const viaService = await fetchFrom(client, `http://named.${ns}.svc.cluster.local/hello`);
   t.equal(viaService.remote, '127.0.0.1', 'the app saw the agent (loopback) as its caller');

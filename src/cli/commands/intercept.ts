@@ -133,7 +133,7 @@ export async function interceptCommand(argv: string[], ctx: CliContext, verb: 'i
   if (command.length === 0) return;
   const merged: NodeJS.ProcessEnv = { ...ctx.childEnv };
   for (const [k, v] of Object.entries(env)) if (!KEEP_LOCAL.has(k)) merged[k] = v;
-  if (filesDir) merged.RDBG_ROOT = filesDir;
+  if (filesDir) merged.RDBG_ROOT = filesDir; // COMMAND_VARIABLES in src/core/config.ts
   const code = await new Promise<number>((resolve) => {
     const child = spawn(command[0], command.slice(1), { stdio: 'inherit', env: merged });
     const forward = (sig: NodeJS.Signals): void => void child.kill(sig);

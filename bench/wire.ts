@@ -279,7 +279,7 @@ async function partAgent(s: Samples, dir: string): Promise<BenchRow[]> {
     // The floor of any proxy in the agent's place: socat relaying bytes, nothing else.
     const relay = async (to: number): Promise<number> => {
       const p = await freePort();
-      spawnHere('socat', [`TCP-LISTEN:${p},bind=127.0.0.1,reuseaddr,fork,nodelay`, `TCP:127.0.0.1:${to},nodelay`]);
+      spawnHere('socat', [`TCP-LISTEN:${p},bind=127.0.0.1,reuseaddr,fork,nodelay,backlog=1024`, `TCP:127.0.0.1:${to},nodelay`]);
       await waitForPort(p, 'socat');
       return p;
     };
@@ -427,6 +427,45 @@ async function download(run: Runner, url: string): Promise<number> {
   return speed / 1e6;
 }
 
+/** Where a path's clients find the servers. */
+interface Target {
+  host: string;
+  port: (server: 'redis' | 'h2' | 'iperf' | 'pg' | 'http') => number;
+}
+
+const TUN_LABELS: Record<string, string> = {
+  redis_set: 'redis-benchmark -c 50 SET (requests/s)',
+  redis_get: 'redis-benchmark -c 50 GET (requests/s)',
+  pgbench: `pgbench -S -c 4 -j 2, ${PGBENCH_SECONDS} s (tps)`,
+  h2load: 'h2load -c 10 -m 10 to nghttpd (requests/s)',
+  iperf3: `iperf3, one stream, ${IPERF_SECONDS} s (Mbit/s)`,
+  upload: 'upload, 256 MiB (MB/s)',
+  download: 'download, 256 MiB (MB/s)',
+};
+
+/**
+ * Each server behind two socat relays, in the places of rdbg's two: one in
+ * the laptop namespace (on 127.0.0.1, where the root daemon's listener is)
+ * and one in the cluster namespace on the address the laptop reaches the
+ * manager at, which dials the server. socat relays bytes and nothing else,
+ * in 256 KiB reads, so this is the best any design with a relay on each side
+ * (every laptop-to-cluster tool has one) can do on this machine.
+ */
+async function relayChain(sb: Sandbox, lap: Netns, servers: Record<Parameters<Target['port']>[0], number>): Promise<Target> {
+  const local: Record<string, number> = {};
+  const clusterSide = '198.18.1.1'; // the cluster namespace's end of the first laptop's veth
+  for (const [name, port] of Object.entries(servers)) {
+    const mid = freePortIn(sb.cluster, clusterSide);
+    sb.cluster.spawn('socat', ['-b', '262144', `TCP-LISTEN:${mid},bind=${clusterSide},reuseaddr,fork,nodelay,backlog=1024`, `TCP:${SERVER_IP}:${port},nodelay`]);
+    await waitForPortIn(sb.cluster, clusterSide, mid, 'socat');
+    const front = freePortIn(lap, '127.0.0.1');
+    lap.spawn('socat', ['-b', '262144', `TCP-LISTEN:${front},bind=127.0.0.1,reuseaddr,fork,nodelay,backlog=1024`, `TCP:${clusterSide}:${mid},nodelay`]);
+    await waitForPortIn(lap, '127.0.0.1', front, 'socat');
+    local[name] = front;
+  }
+  return { host: '127.0.0.1', port: (name) => local[name] };
+}
+
 async function partTun(s: Samples, dir: string): Promise<BenchRow[]> {
   const mark = atExit.length;
   const sb = await Sandbox.create({ laptops: 2 });
@@ -435,7 +474,7 @@ async function partTun(s: Samples, dir: string): Promise<BenchRow[]> {
     const [directLap, tunLap] = sb.laptops;
     // The direct reference path: the pod subnet over the veth (inside the sandbox only).
     directLap.ns.exec('ip', ['route', 'add', CLUSTER.podCidr, 'via', '198.18.1.1']);
-    const c = await tunLap.rdbg(['connect', '--manager', tunLap.managerAddress]);
+    const c = await tunLap.rdbg(['connect', '--manager', tunLap.managerAddress], 60_000, process.env.RDBG_TCP_CAPTURE ? [`RDBG_TCP_CAPTURE=${process.env.RDBG_TCP_CAPTURE}`] : []);
     if (c.code !== 0) throw new Error(`rdbg connect: ${c.stderr}`);
 
     const ip = SERVER_IP;
@@ -453,39 +492,46 @@ async function partTun(s: Samples, dir: string): Promise<BenchRow[]> {
     const pgPort = freePortIn(sb.cluster, ip);
     process.stderr.write('tun: starting PostgreSQL\n');
     await startPostgres(sb, pgPort);
-    const pg = ['-h', ip, '-p', String(pgPort), '-U', 'postgres', 'postgres'];
-    const init = await directLap.ns.run('pgbench', ['-i', '-s', '1', '-q', ...pg], 120_000);
-    if (init.code !== 0) throw new Error(`pgbench -i: ${tail(init)}`);
 
     const file = join(dir, 'upload');
     writeFileSync(file, '');
     truncateSync(file, TRANSFER); // sparse: reading it costs no disk
-    const redisAt = ['-h', ip, '-p', String(redisPort)];
-    const paths = [
-      { name: 'direct', run: directLap.ns.run.bind(directLap.ns) as Runner },
-      { name: 'tun', run: tunLap.ns.run.bind(tunLap.ns) as Runner },
+    const servers = { redis: redisPort, h2: h2Port, iperf: iperfPort, pg: pgPort, http: 80 };
+    const direct: Target = { host: ip, port: (name) => servers[name] };
+    // The floor of rdbg's shape: one relay where the root daemon is and one where the manager is.
+    const relays = await relayChain(sb, directLap.ns, servers);
+    const paths: Array<{ name: string; run: Runner; at: Target }> = [
+      { name: 'direct', run: directLap.ns.run.bind(directLap.ns), at: direct },
+      { name: 'tun', run: tunLap.ns.run.bind(tunLap.ns), at: direct },
+      { name: 'socat', run: directLap.ns.run.bind(directLap.ns), at: relays },
     ];
+    const pg = (at: Target): string[] => ['-h', at.host, '-p', String(at.port('pg')), '-U', 'postgres', 'postgres'];
+    const init = await directLap.ns.run('pgbench', ['-i', '-s', '1', '-q', ...pg(direct)], 120_000);
+    if (init.code !== 0) throw new Error(`pgbench -i: ${tail(init)}`);
+    const redisAt = (at: Target): string[] => ['-h', at.host, '-p', String(at.port('redis'))];
+    const h2Url = (at: Target): string => `http://${at.host}:${at.port('h2')}/f`;
+    const httpUrl = (at: Target, path: string): string => `http://${at.host}:${at.port('http')}${path}`;
     // The root daemon's data path compiles over its first flows (bench/run.ts): measure it warm.
     process.stderr.write('tun: warming up\n');
     const tun = paths[1].run;
-    await redisBenchmark(tun, 'set', redisAt, 20_000).catch(() => undefined);
-    await h2load(tun, `http://${ip}:${h2Port}/f`, 2).catch(() => undefined);
-    await download(tun, `http://${ip}/zeros?n=${TRANSFER}`).catch(() => undefined);
-    for (const p of paths) await upload(p.run, file, `http://${ip}/sink`).catch(() => undefined); // and the sink's own code
+    await redisBenchmark(tun, 'set', redisAt(direct), 20_000).catch(() => undefined);
+    await h2load(tun, h2Url(direct), 2).catch(() => undefined);
+    await download(tun, httpUrl(direct, `/zeros?n=${TRANSFER}`)).catch(() => undefined);
+    for (const p of paths) await upload(p.run, file, httpUrl(p.at, '/sink')).catch(() => undefined); // and the sink's own code
 
-    const runs: Array<[string, (run: Runner) => Promise<Sample | number>]> = [
-      ['redis_set', (run) => redisBenchmark(run, 'set', redisAt)],
-      ['redis_get', (run) => redisBenchmark(run, 'get', redisAt)],
-      ['pgbench', (run) => pgbench(run, pg)],
-      ['h2load', (run) => h2load(run, `http://${ip}:${h2Port}/f`)],
-      ['iperf3', (run) => iperf(run, ['-c', ip, '-p', String(iperfPort)])],
-      ['upload', (run) => upload(run, file, `http://${ip}/sink`)],
-      ['download', (run) => download(run, `http://${ip}/zeros?n=${TRANSFER}`)],
+    const runs: Array<[string, (run: Runner, at: Target) => Promise<Sample | number>]> = [
+      ['redis_set', (run, at) => redisBenchmark(run, 'set', redisAt(at))],
+      ['redis_get', (run, at) => redisBenchmark(run, 'get', redisAt(at))],
+      ['pgbench', (run, at) => pgbench(run, pg(at))],
+      ['h2load', (run, at) => h2load(run, h2Url(at))],
+      ['iperf3', (run, at) => iperf(run, ['-c', at.host, '-p', String(at.port('iperf'))])],
+      ['upload', (run, at) => upload(run, file, httpUrl(at, '/sink'))],
+      ['download', (run, at) => download(run, httpUrl(at, `/zeros?n=${TRANSFER}`))],
     ];
     for (let round = 0; round < ROUNDS; round++) {
       process.stderr.write(`tun: round ${round + 1}/${ROUNDS}\n`);
-      // Each client on both paths one after the other: the machine's load drifts, the pair sees the same.
-      for (const [name, fn] of runs) for (const p of paths) await s.take(`${name}_${p.name}`, () => fn(p.run));
+      // Each client on every path one after the other: the machine's load drifts, the set sees the same.
+      for (const [name, fn] of runs) for (const p of paths) await s.take(`${name}_${p.name}`, () => fn(p.run, p.at));
     }
     await tunLap.rdbg(['quit']);
     return [
@@ -496,6 +542,7 @@ async function partTun(s: Samples, dir: string): Promise<BenchRow[]> {
       ratioRow(s, `iperf3, one stream, ${IPERF_SECONDS} s (Mbit/s)`, 'TUN', 'iperf3_tun', 'iperf3_direct', 50),
       ratioRow(s, 'upload, 256 MiB, curl -T (MB/s)', 'TUN', 'upload_tun', 'upload_direct', 60),
       ratioRow(s, 'download, 256 MiB, curl (MB/s)', 'TUN', 'download_tun', 'download_direct'),
+      ...runs.map(([name]) => ratioRow(s, `${TUN_LABELS[name]} through two socat relays, the floor of rdbg's shape`, 'socat', `${name}_socat`, `${name}_direct`)),
     ];
   } finally {
     cleanUp(mark);
@@ -510,7 +557,9 @@ async function main(): Promise<void> {
   const s = new Samples();
   const rows: BenchRow[] = [];
   const errors: string[] = [];
+  const only = (process.env.BENCH_WIRE_PARTS ?? 'agent,tun').split(',');
   for (const [name, part] of [['agent', partAgent], ['tun', partTun]] as const) {
+    if (!only.includes(name)) continue;
     try {
       rows.push(...(await part(s, dir)));
     } catch (err) {

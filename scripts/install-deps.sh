@@ -17,6 +17,8 @@ have h2load       || need+=(nghttp2-client)
 have nghttpd      || need+=(nghttp2-server)
 have nc           || need+=(netcat-openbsd)
 have ip           || need+=(iproute2)
+# rdbg connect: netfilter redirects TCP to the root daemon (without it, TCP is read off the TUN).
+have iptables-restore || need+=(iptables)
 have python3      || need+=(python3)
 have pgbench      || need+=(postgresql-client)
 # The shells whose completion scripts the CLI tests check (bash -n, zsh -n, fish -n).

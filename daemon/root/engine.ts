@@ -14,6 +14,8 @@ import { planRoutes } from '../../src/core/route-plan';
 import { SessionWatch } from './session-watch';
 import { validateUserSocket } from './state-dir';
 import { TcpNat } from './tcp-nat';
+import { TcpRedirect } from './tcp-redirect';
+import { removeCapture } from './platform/netfilter';
 import { UdpRelay } from './udp-relay';
 import { HostDns, type DnsMode } from './host-dns';
 
@@ -43,6 +45,7 @@ export interface RootOptions {
   resolvConf: string;
   tunReader?: TunReader; // RDBG_TUN_READER
   rawFlowsMax?: number; // RDBG_RAW_FLOWS_MAX
+  tcpCapture?: 'kernel' | 'tun'; // RDBG_TCP_CAPTURE
 }
 
 function nth(c: Cidr, n: number): string {
@@ -58,6 +61,7 @@ export class RootEngine extends EventEmitter {
   private session?: SessionWatch;
   private tun?: TunDevice;
   private nat?: TcpNat;
+  private redirect?: TcpRedirect;
   private udp?: UdpRelay;
   private dataPlane?: DataPlaneClient;
   private dns?: HostDns;
@@ -78,7 +82,13 @@ export class RootEngine extends EventEmitter {
 
   /** How each kind of journal entry that is not a plain route or link is undone. */
   static undoers(resolvConf: string): Record<string, (e: JournalEntry) => void> {
-    return HostDns.undoers(resolvConf);
+    return {
+      ...HostDns.undoers(resolvConf),
+      netfilter: (e) => {
+        removeCapture(4, e.data.dev);
+        removeCapture(6, e.data.dev);
+      },
+    };
   }
 
   private record(entry: JournalEntry): void {
@@ -150,6 +160,12 @@ export class RootEngine extends EventEmitter {
       },
     });
     await this.nat.start();
+    if (this.opts.tcpCapture !== 'tun') {
+      const redirect = new TcpRedirect({ dev: this.tun.name, ipv6: !!this.tunIp6, write, dialer: { dial: (host, port, source) => dp.tcp(host, port, source) } });
+      this.record({ id: `netfilter:${this.tun.name}`, kind: 'netfilter', data: { dev: this.tun.name } });
+      if (await redirect.start()) this.redirect = redirect;
+      else this.journal.remove(`netfilter:${this.tun.name}`);
+    }
     this.udp = new UdpRelay({ dial: (host, port, source) => dp.udp(host, port, source) }, write);
     this.tun.start((buf) => this.onPacket(buf));
 
@@ -242,7 +258,8 @@ export class RootEngine extends EventEmitter {
       routes: this.routes.map((cidr) => ({ cidr, device: this.tun?.name ?? '' })),
       dns_mode: this.dns?.mode ?? 'none',
       dns_address: this.dns?.address || this.tunIp,
-      tcp_flows: this.nat?.active ?? 0,
+      tcp_flows: (this.nat?.active ?? 0) + (this.redirect?.active ?? 0),
+      tcp_capture: this.redirect ? 'kernel' : 'tun',
       udp_flows: this.udp?.active ?? 0,
       udp_flow_limit: u?.max ?? 0,
       udp_source_limit: u?.perSource ?? 0,
@@ -254,7 +271,7 @@ export class RootEngine extends EventEmitter {
       dns_queries: d?.queries ?? 0,
       pid: process.pid,
       session_state: this.session?.grant?.state ?? 'UNKNOWN',
-      flows_refused: this.nat?.stats.refused ?? 0,
+      flows_refused: (this.nat?.stats.refused ?? 0) + (this.redirect?.stats.refused ?? 0),
       malformed_packets: this.malformed,
     };
   }
@@ -262,6 +279,8 @@ export class RootEngine extends EventEmitter {
   async stop(): Promise<void> {
     await this.dns?.stop().catch((err: Error) => log.warn('DNS restore failed', { err: err.message }));
     this.udp?.close();
+    this.redirect?.close();
+    if (this.redirect) this.journal.remove(`netfilter:${this.tun!.name}`);
     this.nat?.close();
     this.dataPlane?.close();
     this.session?.close();

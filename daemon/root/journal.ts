@@ -3,13 +3,13 @@ import { dirname } from 'node:path';
 
 /**
  * Every change the root daemon makes to the host (a route, resolv.conf, a
- * systemd-resolved link setting, the TUN device) is written here, and synced
+ * systemd-resolved link setting, the TUN device, its netfilter chains) is written here, and synced
  * to disk, BEFORE it is made; an entry is removed once the change is undone.
  * After a crash the next start (or `rdbg quit`) replays the journal backwards.
  */
 export interface JournalEntry {
   id: string; // unique per change, e.g. "route:198.19.128.0/20"
-  kind: 'tun' | 'route' | 'resolv-conf' | 'resolved-link' | 'ip-rule';
+  kind: 'tun' | 'route' | 'resolv-conf' | 'resolved-link' | 'ip-rule' | 'netfilter';
   data: Record<string, string>;
 }
 
@@ -47,6 +47,8 @@ export function invalidEntry(e: unknown): string | undefined {
       return data.path === RESOLV_CONF ? undefined : `resolver file ${data.path} is not ${RESOLV_CONF}`;
     case 'resolved-link':
       return TUN_NAME.test(data.iface ?? '') ? undefined : `"${data.iface}" is not an rdbg TUN device name`;
+    case 'netfilter':
+      return TUN_NAME.test(data.dev ?? '') ? undefined : `"${data.dev}" is not an rdbg TUN device name`;
     default:
       return `unknown kind "${String(kind)}"`;
   }

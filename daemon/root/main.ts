@@ -87,6 +87,7 @@ async function rootDaemon(values: Values): Promise<void> {
     dnsInclude: asList(values['dns-include']),
     dnsExclude: asList(values['dns-exclude']),
     tunReader: cfg.tunReader,
+    tcpCapture: cfg.tcpCapture,
     rawFlowsMax: cfg.rawFlowsMax,
   };
   if (!['auto', 'resolv.conf', 'none'].includes(engine.dnsMode)) throw new RdbgError(Codes.BAD_ARGUMENT, `--dns ${engine.dnsMode} is not one of auto, resolv.conf, none`);

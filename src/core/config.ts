@@ -130,6 +130,11 @@ export const VARIABLES = {
     doc: '`poll`: read the TUN device on a worker thread instead of the event loop',
     parse: oneOf(['event-loop', 'poll'] as const), unset: 'event-loop' as 'event-loop' | 'poll',
   }),
+  tcpCapture: variable({
+    name: 'RDBG_TCP_CAPTURE', readBy: ['root'], accepts: '`kernel`, `tun`', fallback: '`kernel` where iptables and the kernel allow it',
+    doc: '`tun`: read TCP to the cluster off the TUN device as packets instead of having netfilter redirect it to the daemon',
+    parse: oneOf(['kernel', 'tun'] as const), unset: 'kernel' as 'kernel' | 'tun',
+  }),
   manager: variable({
     name: 'RDBG_MANAGER', readBy: ['agent'], accepts: 'HOST:PORT', fallback: 'none',
     doc: '`--manager` when not given (set by the webhook)',

@@ -12,6 +12,9 @@ let resolvBefore = '';
 
 const resolvPath = (): string => `/etc/netns/${sb.laptop.ns.name}/resolv.conf`;
 const routes = (): string => sb.laptop.ns.exec('ip', ['route', 'show']);
+/** The netfilter rules rdbg may touch (nat and mangle, both families). */
+const rules = (): string => ['iptables', 'ip6tables'].flatMap((cmd) => ['nat', 'mangle'].map((table) => sb.laptop.ns.exec(cmd, ['-t', table, '-S']))).join('');
+let rulesBefore = '';
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 async function until(what: () => boolean, ms: number): Promise<boolean> {
@@ -36,6 +39,7 @@ async function rootStatus(): Promise<{ root: { pid: number; watchdog_pid: number
 t.before(async () => {
   sb = await Sandbox.create();
   routesBefore = routes();
+  rulesBefore = rules();
   resolvBefore = readFileSync(resolvPath(), 'utf8');
   const r = await sb.laptop.rdbg(['connect', '--manager', sb.laptop.managerAddress]);
   if (r.code !== 0) throw new Error(`connect failed: ${r.stderr}\n${r.stdout}`);
@@ -62,6 +66,7 @@ t.test('kill -9 of the root daemon mid-download: curl fails at once, routes and 
 
   t.ok(await until(() => readFileSync(resolvPath(), 'utf8') === resolvBefore, 10_000), 'resolv.conf restored byte for byte with no command typed');
   t.ok(await until(() => routes() === routesBefore, 10_000), 'routes as before');
+  t.ok(await until(() => rules() === rulesBefore, 10_000), 'netfilter rules as before');
   t.ok(await until(() => !alive(st.root!.watchdog_pid), 10_000), 'the watchdog has exited');
 
   const text = await sb.laptop.rdbg(['status']);

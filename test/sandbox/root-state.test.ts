@@ -40,6 +40,7 @@ function hostileJournal(path: string): void {
       entries: [
         { id: 'tun:victim0', kind: 'tun', data: { name: 'victim0' } },
         { id: 'route:10.99.0.0/16', kind: 'route', data: { cidr: '10.99.0.0/16', dev: 'victim0' } },
+        { id: 'netfilter:victim0', kind: 'netfilter', data: { dev: 'victim0' } },
         { id: 'resolv-conf:/etc/resolv.conf', kind: 'resolv-conf', data: { path: '/etc/resolv.conf', original: 'nameserver 6.6.6.6\n', ours: RESOLV, existed: '1' } },
         { id: 'resolv-conf:x', kind: 'resolv-conf', data: { path: join(dir, 'other'), original: 'owned\n', ours: 'mine\n', existed: '1' } },
       ],
@@ -75,9 +76,18 @@ t.test('entries of root\'s own journal are checked before replay: only rdbg\'s d
   ensureSessionDir(paths.dir);
   writeFileSync(join(dir, 'other'), 'mine\n');
   hostileJournal(paths.journal);
+  // A chain that looks like rdbg's, for a device that is not rdbg's.
+  ns.exec('iptables', ['-t', 'nat', '-N', 'RDBG-victim0']);
+  ns.exec('iptables', ['-t', 'nat', '-A', 'OUTPUT', '-o', 'victim0', '-j', 'RDBG-victim0']);
+  t.teardown(() => {
+    ns.exec('iptables', ['-t', 'nat', '-D', 'OUTPUT', '-o', 'victim0', '-j', 'RDBG-victim0']);
+    ns.exec('iptables', ['-t', 'nat', '-X', 'RDBG-victim0']);
+  });
   const r = await daemonRoot(['--user-socket', sock, '--cleanup']);
   t.equal(r.code, 0, r.stderr);
   t.match(r.stderr, /"msg":"ignoring an invalid journal entry","id":"tun:victim0","why":"\\"victim0\\" is not an rdbg TUN device name"/);
+  t.match(r.stderr, /"msg":"ignoring an invalid journal entry","id":"netfilter:victim0"/);
+  t.match(ns.exec('iptables', ['-t', 'nat', '-S']), /-A OUTPUT -o victim0 -j RDBG-victim0/, 'netfilter rules for another device are not removed');
   t.ok(linkExists(), 'a link that is not an rdbg TUN device is not deleted');
   t.match(routes(), /10\.99\.0\.0\/16 dev victim0/, 'a route into another device is not deleted');
   t.equal(readFileSync(join(dir, 'other'), 'utf8'), 'mine\n', 'a file other than /etc/resolv.conf is not written');

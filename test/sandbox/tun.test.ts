@@ -10,6 +10,11 @@ import { patternSha256 } from '../helpers/pattern';
 let sb: Sandbox;
 let routesBefore = '';
 let resolvBefore = '';
+let rulesBefore = '';
+
+/** The namespace's netfilter rules that rdbg may touch (nat and mangle, both families). */
+const rules = (lap = sb.laptop): string =>
+  ['iptables', 'ip6tables'].flatMap((cmd) => ['nat', 'mangle'].map((table) => lap.ns.exec(cmd, ['-t', table, '-S']))).join('');
 
 const resolvPath = (): string => `/etc/netns/${sb.laptop.ns.name}/resolv.conf`;
 const run = (cmd: string, args: string[], timeoutMs = 60_000) => sb.laptop.ns.run(cmd, args, timeoutMs);
@@ -19,6 +24,7 @@ const dig = (args: string[]) => run('dig', ['+time=3', '+tries=1', ...args]);
 t.before(async () => {
   sb = await Sandbox.create({ extraServers: true, laptops: 2 });
   routesBefore = sb.laptop.ns.exec('ip', ['route', 'show']);
+  rulesBefore = rules();
   resolvBefore = readFileSync(resolvPath(), 'utf8');
   // The IPv6 service address is outside the announced subnets: --also-proxy adds it.
   const r = await sb.laptop.rdbg(['connect', '--manager', sb.laptop.managerAddress, '--also-proxy', '2001:db8:96::/64']);
@@ -33,6 +39,21 @@ t.test('connect prints progress and a one-line summary; status shows the TUN, ro
   const routes = sb.laptop.ns.exec('ip', ['route', 'show']);
   t.match(routes, /198\.19\.128\.0\/20 dev rdbg0/);
   t.match(readFileSync(resolvPath(), 'utf8'), /^nameserver 127\.0\.83\.53$/m);
+  t.match(st.stdout, /TCP capture:\s+netfilter redirects TCP to the cluster to the root daemon/);
+  const now = rules();
+  t.match(now, /-A OUTPUT -o rdbg0 -j RDBG-rdbg0/, 'the jumps match what is routed into the TUN');
+  t.match(now, /-A RDBG-rdbg0 -p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -j NFQUEUE --queue-num \d+ --queue-bypass/, 'SYNs wait in the queue');
+  t.match(now, /-A RDBG-rdbg0 -p tcp -j REDIRECT --to-ports \d+/, 'TCP goes to the loopback listener');
+});
+
+t.test('the redirect listener serves only redirected connections', async (t) => {
+  const port = /-A RDBG-rdbg0 -p tcp -j REDIRECT --to-ports (\d+)/.exec(sb.laptop.ns.exec('iptables', ['-t', 'nat', '-S']))![1];
+  // Someone on the laptop dialling the listener itself has no cluster destination: turned away, not relayed anywhere.
+  const direct = await run('node', ['-e', `const s=require('net').connect(${port},'127.0.0.1');s.on('data',()=>console.log('DATA'));s.on('close',()=>console.log('CLOSED'));s.on('error',e=>console.log(e.code));s.write('GET / HTTP/1.0\\r\\n\\r\\n')`], 30_000);
+  t.match(direct.stdout, /ECONNRESET|CLOSED/, `the connection is reset: ${direct.stdout}`);
+  t.notMatch(direct.stdout, /DATA/, 'no bytes come back');
+  const ok = await curl(`http://${CLUSTER.echoIp}/`);
+  t.equal(ok.stdout, `hello from ${CLUSTER.echoIp}\n`, 'the daemon still serves');
 });
 
 t.test('curl reaches services by IP and by every short name', async (t) => {
@@ -120,14 +141,19 @@ t.test('malformed packets into the TUN are dropped; the daemon keeps serving', a
   t.match(JSON.parse(r.stdout.trim().split('\n').pop()!), { ok: 100 });
 });
 
-t.test('the TUN device is read on the event loop; the poll-thread fallback (RDBG_TUN_READER=poll) carries the same traffic', async (t) => {
+t.test('the fallbacks: TCP read off the TUN (RDBG_TCP_CAPTURE=tun), the TUN read on a poll thread (RDBG_TUN_READER=poll), carry the same traffic', async (t) => {
   const rootLog = (home: string): string => readFileSync(join(home, 'root-daemon.log'), 'utf8');
   t.match(rootLog(sb.laptop.home), /TUN reader: event loop/, 'the default reader');
   const lap = sb.laptops[1];
-  const c = await lap.rdbg(['connect', '--manager', lap.managerAddress], 60_000, ['RDBG_TUN_READER=poll']);
+  const before = rules(lap);
+  const c = await lap.rdbg(['connect', '--manager', lap.managerAddress], 60_000, ['RDBG_TUN_READER=poll', 'RDBG_TCP_CAPTURE=tun']);
   t.equal(c.code, 0, c.stderr);
   t.teardown(() => lap.rdbg(['quit']));
   t.match(rootLog(lap.home), /TUN reader: poll thread/, 'the fallback reader');
+  t.match((await lap.rdbg(['status'])).stdout, /TCP capture:\s+TCP packets read off the TUN device/);
+  t.equal(rules(lap), before, 'no netfilter rules');
+  const refused = await lap.ns.run('node', ['-e', `const s=require('net').connect(${CLUSTER.closedPort},'${CLUSTER.echoIp}');s.on('connect',()=>{console.log('CONNECTED');s.destroy()});s.on('error',e=>console.log(e.code))`], 30_000);
+  t.equal(refused.stdout.trim(), 'ECONNREFUSED', 'a refused port is refused');
   const hello = await lap.ns.run('curl', ['-sS', '--max-time', '20', 'http://echo.default/'], 30_000);
   t.equal(hello.stdout, `hello from ${CLUSTER.echoIp}\n`, `curl by name: ${hello.stderr}`);
   const n = 64 * 1024 * 1024;
@@ -152,6 +178,7 @@ t.test('kill -9 of the root daemon and its watchdog, then rdbg quit: routes and 
   t.equal(q.code, 0, q.stderr);
   t.match(q.stdout, /leftovers of a crashed root daemon were undone/);
   t.equal(sb.laptop.ns.exec('ip', ['route', 'show']), routesBefore, 'routes restored');
+  t.equal(rules(), rulesBefore, 'netfilter rules restored');
   t.equal(readFileSync(resolvPath(), 'utf8'), resolvBefore, 'resolv.conf restored byte for byte');
   t.equal((await dig(['+short', 'www.example.test'])).stdout.trim(), '192.0.2.80', 'normal names still resolve');
 });
@@ -176,6 +203,7 @@ t.test('kill -9 of the user daemon: the root daemon gives the network back by it
     }
   }
   t.equal(sb.laptop.ns.exec('ip', ['route', 'show']), routesBefore, 'routes restored');
+  t.equal(rules(), rulesBefore, 'netfilter rules restored');
   t.notOk(alive, 'the root daemon has exited');
   const q = await sb.laptop.rdbg(['quit']);
   t.equal(q.code, 0);

@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { Socket } from 'node:net';
 import koffi from 'koffi';
+import { libc } from './libc';
 import { Codes, RdbgError } from '../../../src/core/errors';
 import { logger } from '../../../src/core/log';
 import type { Platform, Route, TunDevice, TunReader } from './platform';
@@ -20,19 +21,6 @@ const MAX_PACKET = 65536;
 /** Packets drained per readiness wake-up before yielding to the event loop. */
 const DRAIN_BATCH = 512;
 
-let libc: ReturnType<typeof bindLibc> | undefined;
-
-function bindLibc() {
-  const lib = koffi.load('libc.so.6');
-  return {
-    open: lib.func('int open(const char *path, int flags)'),
-    close: lib.func('int close(int fd)'),
-    ioctl: lib.func('int ioctl(int fd, unsigned long request, void *arg)'),
-    read: lib.func('long read(int fd, _Out_ uint8_t *buf, unsigned long count)'),
-    write: lib.func('long write(int fd, const uint8_t *buf, unsigned long count)'),
-    poll: lib.func('int poll(_Inout_ uint8_t *fds, unsigned long nfds, int timeout)'),
-  };
-}
 
 /**
  * A TUN device read the fast way (architecture.md): a non-blocking fd,
@@ -59,7 +47,7 @@ class LinuxTun implements TunDevice {
   }
 
   start(onPacket: (pkt: Buffer) => void): void {
-    const c = libc!;
+    const c = libc();
     const deliver = (pkt: Buffer): void => {
       this.stats.read++;
       try {
@@ -116,7 +104,7 @@ class LinuxTun implements TunDevice {
 
   write(pkt: Buffer): boolean {
     if (this.closed) return false;
-    const n = Number(libc!.write(this.fd, pkt, pkt.length));
+    const n = Number(libc().write(this.fd, pkt, pkt.length));
     if (n !== pkt.length) {
       this.stats.dropped++;
       return false;
@@ -129,7 +117,7 @@ class LinuxTun implements TunDevice {
     if (this.closed) return;
     this.closed = true;
     if (this.watcher) this.watcher.destroy(); // closes the fd
-    else libc!.close(this.fd);
+    else libc().close(this.fd);
   }
 }
 
@@ -141,15 +129,16 @@ class LinuxTun implements TunDevice {
  * Writes do not go through the handle (a stream would merge queued writes
  * into one writev, i.e. one packet).
  */
-function watchReadable(fd: number, buffer: Buffer, onRead: (len: number) => void): Socket {
+/** Read a pollable fd on the event loop into `buffer` (one read per readiness, then `onRead`). */
+export function watchReadable(fd: number, buffer: Buffer, onRead: (len: number) => void, what = 'the TUN device'): Socket {
   // pipe_wrap is on Node's process.binding allow-list; uv_pipe_open accepts
   // any pollable fd, and net.Socket's `onread` reads into our buffer.
   const { Pipe, constants } = (process as unknown as { binding(name: string): PipeWrap }).binding('pipe_wrap');
   const handle = new Pipe(constants.SOCKET);
   const err = handle.open(fd);
-  if (err) throw new Error(`cannot watch the TUN device (uv error ${err})`);
+  if (err) throw new Error(`cannot watch ${what} (uv error ${err})`);
   const sock = new Socket({ handle, readable: true, writable: false, onread: { buffer, callback: (len: number) => (onRead(len), true) } } as never);
-  sock.on('error', (e) => log.error('TUN read failed', { err: e.message }));
+  sock.on('error', (e) => log.error(`reading ${what} failed`, { err: e.message }));
   return sock;
 }
 
@@ -189,15 +178,14 @@ function tunFailure(name: string, step: 'open' | 'create', errno: number): RdbgE
 
 export const linuxPlatform: Platform = {
   openTun(name, reader) {
-    libc ??= bindLibc();
-    const fd = libc.open('/dev/net/tun', O_RDWR | O_NONBLOCK | O_CLOEXEC) as number;
+    const fd = libc().open('/dev/net/tun', O_RDWR | O_NONBLOCK | O_CLOEXEC) as number;
     if (fd < 0) throw tunFailure(name, 'open', koffi.errno());
     const ifr = Buffer.alloc(40);
     ifr.write(name.slice(0, 15), 0, 'ascii');
     ifr.writeUInt16LE(IFF_TUN | IFF_NO_PI, 16);
-    if ((libc.ioctl(fd, TUNSETIFF, ifr) as number) < 0) {
+    if ((libc().ioctl(fd, TUNSETIFF, ifr) as number) < 0) {
       const e = koffi.errno();
-      libc.close(fd);
+      libc().close(fd);
       throw tunFailure(name, 'create', e);
     }
     return new LinuxTun(ifr.toString('ascii', 0, 16).replace(/\0.*$/, ''), fd, reader);

@@ -423,6 +423,7 @@ export async function statusCommand(argv: string[], ctx: CliContext): Promise<vo
   say(`Reconnects:       ${st.reconnects}${st.last_error ? ` (last problem: ${st.last_error})` : ''}`);
   if (rs) {
     say(`TUN device:       ${rs.tun_device} (${rs.tun_address}), routes ${rs.routes.map((r) => r.cidr).join(', ')}`);
+    say(`TCP capture:      ${rs.tcp_capture === 'kernel' ? 'netfilter redirects TCP to the cluster to the root daemon' : 'TCP packets read off the TUN device'}`);
     say(`DNS:              ${rs.dns_mode === 'none' ? 'not configured' : `${rs.dns_address} (${rs.dns_mode}), ${rs.dns_queries} queries`}`);
     say(`Packets:          ${rs.packets_in} in, ${rs.packets_out} out, ${rs.packets_dropped} dropped, ${rs.malformed_packets} malformed; ${rs.tcp_flows} TCP and ${rs.udp_flows} UDP flows`);
     if (rs.udp_flow_limit) {

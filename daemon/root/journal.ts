@@ -3,8 +3,9 @@ import { dirname } from 'node:path';
 
 /**
  * Every change the root daemon makes to the host (a route, resolv.conf, a
- * systemd-resolved link setting, the TUN device, its netfilter chains) is written here, and synced
- * to disk, BEFORE it is made; an entry is removed once the change is undone.
+ * systemd-resolved link setting, the TUN device, its netfilter chains) is
+ * written here, and synced to disk, BEFORE it is made; an entry is removed
+ * once the change is undone.
  * After a crash the next start (or `rdbg quit`) replays the journal backwards.
  */
 export interface JournalEntry {

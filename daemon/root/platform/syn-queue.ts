@@ -25,6 +25,7 @@ const NFQA_CFG_FLAGS = 5;
 const NFQA_CFG_F_FAIL_OPEN = 1;
 const SOL_SOCKET = 1;
 const SO_RCVBUFFORCE = 33;
+const SO_RCVTIMEO = 20;
 const SOL_NETLINK = 270;
 const NETLINK_NO_ENOBUFS = 5;
 /** SYNs the kernel holds for us at once (its default is 1,024; a burst of connections can be more). */
@@ -121,6 +122,10 @@ export class SynQueue {
     const int = (v: number): Buffer => Buffer.from(new Int32Array([v]).buffer);
     libc().setsockopt(this.fd, SOL_SOCKET, SO_RCVBUFFORCE, int(RCVBUF), 4);
     libc().setsockopt(this.fd, SOL_NETLINK, NETLINK_NO_ENOBUFS, int(1), 4);
+    // The configuration's acknowledgements are read blocking: never longer than this.
+    const timeout = Buffer.alloc(16);
+    timeout.writeBigInt64LE(2n, 0);
+    libc().setsockopt(this.fd, SOL_SOCKET, SO_RCVTIMEO, timeout, timeout.length);
     const u32 = (v: number): Buffer => {
       const b = Buffer.alloc(4);
       b.writeUInt32BE(v, 0);
@@ -140,13 +145,17 @@ export class SynQueue {
     return 0;
   }
 
-  /** Send and read the kernel's acknowledgement (blocking): 0 or -errno. */
+  /** Send and read the kernel's acknowledgement of this message (blocking, at most 2 s): 0 or -errno. */
   private request(msg: Buffer): number {
+    const seq = msg.readUInt32LE(8);
     if (Number(libc().write(this.fd, msg, msg.length)) !== msg.length) return -koffi.errno();
-    const n = Number(libc().read(this.fd, this.buf, this.buf.length));
-    if (n < 20) return -koffi.errno() || -5;
-    if (this.buf.readUInt16LE(4) !== NLMSG_ERROR) return -5;
-    return this.buf.readInt32LE(16);
+    // Anything else that comes first (a packet of a queue number a crashed daemon's rules still name) is skipped.
+    for (let i = 0; i < 64; i++) {
+      const n = Number(libc().read(this.fd, this.buf, this.buf.length));
+      if (n < 20) return -(koffi.errno() || 5);
+      if (this.buf.readUInt16LE(4) === NLMSG_ERROR && this.buf.readUInt32LE(8) === seq) return this.buf.readInt32LE(16);
+    }
+    return -5;
   }
 
   /**

@@ -75,13 +75,13 @@ export class TcpRedirect {
     if (!this.queue) return false;
     try {
       for (const family of this.opts.ipv6 ? ([4, 6] as const) : ([4] as const)) {
-        const port = await this.listen(family === 4 ? '127.0.0.1' : '::1', family);
         try {
+          const port = await this.listen(family === 4 ? '127.0.0.1' : '::1', family);
           installCapture({ family, dev: this.opts.dev, queue: this.queue.queue, port });
           this.families.push(family);
         } catch (err) {
           if (family === 4) throw err;
-          // IPv6 without ip6tables' NAT: its TCP stays on the TUN's NAT.
+          // IPv6 without ip6tables' NAT (or without ::1): its TCP stays on the TUN's NAT.
           log.info('IPv6 TCP stays on the TUN', { err: (err as Error).message });
         }
       }

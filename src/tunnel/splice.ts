@@ -48,6 +48,19 @@ export function reset(x: FlowEnd): void {
   x.destroy();
 }
 
+const ignore = (): void => undefined;
+
+/**
+ * Mark an end whose dial succeeded and that waits for its join (the kernel
+ * has yet to hand over the local connection, a user has yet to be answered):
+ * an error meanwhile, such as the connection to the manager reset, closes
+ * that one end, never the process. splice() then finds it closed.
+ */
+export function parked<T extends FlowEnd>(end: T): T {
+  end.on('error', ignore);
+  return end;
+}
+
 export interface SpliceOptions {
   counters?: ByteCounters;
   /** Turns each chunk carried from b to a into what is written to a (a copy, when it differs). */
@@ -109,6 +122,11 @@ class Splice {
     private readonly b: FlowEnd,
     private readonly opts: SpliceOptions,
   ) {
+    // An end that closed while it waited for its join emits nothing more: the flow fails now.
+    if (a.destroyed || b.destroyed) {
+      this.fail(`${a.destroyed ? 'the local' : 'the remote'} end closed before the flow was joined`);
+      return;
+    }
     this.carry(a, b, true);
     this.carry(b, a, false);
     a.on('end', () => this.ended(a));

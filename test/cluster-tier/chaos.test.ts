@@ -121,8 +121,13 @@ t.test('chaos: rdbg keeps working through what real clusters and laptops do', as
         // recovered: after the last failure, each kind has succeeded, and the intercept is ACTIVE on both
         // replicas' agents (a request that happens to reach the one agent already back says nothing of the other)
         const last = Math.max(t1, ...load.probes.filter((p) => p.at >= t0 && !p.ok).map((p) => p.at));
-        if (!allOkSince(last + 1)) return false;
-        if (!(await bothAgents())) return false;
+        if (!allOkSince(last + 1)) {
+          // thrown, so that a timeout says which kinds still fail and how
+          const failing = ['plain', 'intercepted', 'redis'].map((k) => [k, load.probes.filter((p) => p.kind === k).at(-1)] as const)
+            .filter(([, p]) => !p?.ok).map(([k, p]) => `${k}: ${p?.detail ?? 'no request yet'}`);
+          throw new Error(failing.length ? `still failing: ${failing.join('; ')}` : 'not every kind has succeeded since the last failure');
+        }
+        if (!(await bothAgents())) throw new Error(`the intercept is not ACTIVE on both agents: ${(await rdbg(['list', '-o', 'json'], false)).stdout.replace(/\s+/g, ' ')}`);
         const back = Date.now();
         recoveredAt = Math.max(back, ...['plain', 'intercepted', 'redis'].map((k) => load.probes.find((p) => p.at > last && p.kind === k && p.ok)!.at));
         return true;

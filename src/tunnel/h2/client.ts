@@ -3,6 +3,7 @@ import * as net from 'node:net';
 import { joinHostPort, splitHostPort } from '../../core/address';
 import { logger } from '../../core/log';
 import { DialError, decodeMessage, dialCodeFrom, encodeMessage, type DialCode } from '../messages';
+import { parked } from '../splice';
 import { H, H2_SETTINGS, MAX_SESSION_MEMORY, PATH, WINDOW, header } from './protocol';
 import type { DNSResponse__Output } from '../../gen/rdbg/v1/DNSResponse';
 
@@ -122,7 +123,7 @@ export class H2FlowClient {
         clearTimeout(timer);
         req.removeListener('error', onError);
         const code = dialCodeFrom(header(h, H.dial));
-        if (code === 'OK') return resolve(req);
+        if (code === 'OK') return resolve(parked(req));
         req.close();
         reject(new DialError(code, decodeMessage(header(h, H.message)) || code));
       });

@@ -2,7 +2,7 @@ import * as net from 'node:net';
 import { splitHostPort } from '../../core/address';
 import { SOCKET_HWM, connectFlowSocket, readLine } from '../fast-socket';
 import { DialError, dialCodeFrom, decodeMessage, encodeMessage, type DialCode } from '../messages';
-import { splice, type ByteCounters, type JoinableFlow } from '../splice';
+import { parked, splice, type ByteCounters, type JoinableFlow } from '../splice';
 
 /**
  * Raw flows: a TCP flow to the cluster carried by a TCP connection of its own
@@ -102,7 +102,7 @@ export function openRawTcp(dataAddress: string, req: RawFlowRequest, timeoutMs: 
         if (reply.flow) flowIds.set(sock, reply.flow);
         // An idle flow must outlive NAT and firewall timeouts between the laptop and the manager.
         sock.setKeepAlive(true, KEEPALIVE_MS);
-        return sock;
+        return parked(sock);
       }
       sock.destroy();
       throw new DialError(reply.code, reply.message || reply.code);

@@ -32,12 +32,16 @@ src/gen/.stamp: $(wildcard proto/rdbg/v1/*.proto) scripts/gen-descriptors.js nod
 	@rm -rf src/gen && mv src/gen.tmp src/gen && touch $@
 
 # ENV_TABLE=--check (CI): fail when README.md's table of variables is out of date instead of rewriting it.
-# dist/vendor/client-node.js: the Kubernetes client's module graph in one file (src/core/vendor.ts); its
+# dist/vendor: the Kubernetes client's and gRPC's module graphs, one file each (src/core/vendor.ts); the client's
 # require('punycode') (node-fetch's whatwg-url) takes the npm package: Node's own warns (DEP0040) from Node 21 on.
 build: gen
 	tsc -p tsconfig.json
 	esbuild node_modules/@kubernetes/client-node/dist/index.js --bundle --platform=node --format=cjs --target=node22 --alias:punycode=punycode/ \
 	  --minify --legal-comments=eof --log-level=warning --outfile=dist/vendor/client-node.js
+	esbuild node_modules/@grpc/grpc-js/build/src/index.js --bundle --platform=node --format=cjs --target=node22 --keep-names \
+	  --minify --legal-comments=eof --log-level=warning --outfile=dist/vendor/grpc-js.js
+	esbuild node_modules/protobufjs/light.js --bundle --platform=node --format=cjs --target=node22 --keep-names \
+	  --minify --legal-comments=eof --log-level=warning --outfile=dist/vendor/protobufjs-light.js
 	@chmod +x dist/bin/rdbg.js
 	@node scripts/gen-env-table.js $(ENV_TABLE)
 

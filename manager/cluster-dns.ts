@@ -16,6 +16,14 @@ const DEFAULT_TTL = 5;
  */
 export class ClusterDNS {
   private readonly resolver = new dns.Resolver({ timeout: 2000, tries: 2 });
+  /**
+   * Questions on the wire, by type and name: a burst of flows to one name (a
+   * client opening a thousand connections to a Service at once) asks the
+   * cluster DNS once per search candidate, not once per flow, so the burst
+   * cannot overflow the server's queue and fail as timeouts. Nothing is kept
+   * after the answer: the next question asks again.
+   */
+  private readonly asking = new Map<string, Promise<DNSRecord[]>>();
 
   /** `servers`: the cluster DNS (Kubernetes mode: from the pod's resolv.conf); default: this host's resolver. */
   constructor(
@@ -78,7 +86,17 @@ export class ClusterDNS {
     return [];
   }
 
-  private async query(name: string, qtype: number): Promise<DNSRecord[]> {
+  private query(name: string, qtype: number): Promise<DNSRecord[]> {
+    const key = `${qtype} ${name}`;
+    let q = this.asking.get(key);
+    if (!q) {
+      q = this.ask(name, qtype).finally(() => this.asking.delete(key));
+      this.asking.set(key, q);
+    }
+    return q;
+  }
+
+  private async ask(name: string, qtype: number): Promise<DNSRecord[]> {
     switch (qtype) {
       case QTYPE.A:
         return (await this.resolver.resolve4(name, { ttl: true })).map((r) => ({ name, type: qtype, ttl: r.ttl, address: r.address }));

@@ -55,3 +55,37 @@ t.test('the bundle loads without a warning on this Node line', async (t) => {
   t.match(w.stderr, /RDBG_TEST.*a warning of our own/, `other warnings are still printed (${w.stderr.slice(0, 300)} ${w.stdout.slice(0, 100)})`);
   t.notMatch(w.stderr, /DEP0169/);
 });
+
+// gRPC from its bundles: a real call through our services (src/rpc/services.ts), server and client in one process.
+const grpcProbe = `
+const { useBundledClients } = require(${JSON.stringify(join(packageRoot(), 'dist', 'src', 'core', 'vendor.js'))});
+const bundled = process.argv[1] === 'bundle' && useBundledClients();
+const grpc = require('@grpc/grpc-js');
+const { managerPackage, CHANNEL_OPTIONS } = require(${JSON.stringify(join(packageRoot(), 'dist', 'src', 'rpc', 'services.js'))});
+const Manager = managerPackage().Manager;
+const server = new grpc.Server();
+server.addService(Manager.service, { arrive: (call, cb) => cb(null, { session_id: 'for ' + call.request.user + ' ' + call.request.protocol }) });
+server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, port) => {
+  if (err) throw err;
+  const client = new Manager('127.0.0.1:' + port, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+  client.arrive({ client_version: 'v', protocol: 7, user: 'u@h' }, (e, res) => {
+    console.log(JSON.stringify({ bundled, err: e && e.message, session: res && res.session_id, grpc: require.resolve('@grpc/grpc-js'), pb: require.resolve('protobufjs/light'), exports: Object.keys(grpc).sort() }));
+    client.close();
+    server.forceShutdown();
+  });
+});`;
+
+t.test('gRPC and protobufjs load from their bundles and carry a call', async (t) => {
+  const run = (mode: string): { bundled: boolean; err: string | null; session: string; grpc: string; pb: string; exports: string[] } =>
+    JSON.parse(execFileSync(process.execPath, ['-e', grpcProbe, mode], { cwd: packageRoot(), encoding: 'utf8' }));
+  const pkg = run('package');
+  const bundle = run('bundle');
+  t.equal(bundle.bundled, true);
+  t.equal(bundle.grpc, bundlePath('@grpc/grpc-js'), 'require() finds the gRPC bundle');
+  t.equal(bundle.pb, bundlePath('protobufjs/light'), 'and the protobufjs bundle');
+  t.not(pkg.grpc, bundle.grpc, 'without the hook: the package');
+  t.same(bundle.exports, pkg.exports, 'the same exports');
+  t.equal(bundle.err, null);
+  t.equal(bundle.session, 'for u@h 7', 'a request and its answer, encoded and decoded');
+  t.equal(pkg.session, bundle.session);
+});

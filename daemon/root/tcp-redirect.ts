@@ -3,6 +3,7 @@ import { ipFromBytes, joinHostPort, unmapIPv4 } from '../../src/core/address';
 import { logger } from '../../src/core/log';
 import { DialError } from '../../src/tunnel/messages';
 import { SOCKET_HWM, createFlowServer } from '../../src/tunnel/fast-socket';
+import { parked } from '../../src/tunnel/splice';
 import { TCP_ACK, TCP_SYN, buildHostUnreachable, buildRst, parsePacket } from './packet';
 import { libc } from './platform/libc';
 import { installCapture, removeCapture } from './platform/netfilter';
@@ -203,7 +204,9 @@ export class TcpRedirect {
       clearTimeout(entry.timer);
       return this.join(sock, entry.join);
     }
-    // Its SYN was not held (it passed while no queue was bound): dial now; a failure resets the accepted connection.
+    // Its SYN was not held (it passed while no queue was bound): dial now; a failure resets the accepted connection,
+    // and a reset from the program meanwhile closes it alone.
+    parked(sock);
     this.stats.flows++;
     this.opts.dialer.dial(dst.host, dst.port, joinHostPort(src, sock.remotePort ?? 0)).then(
       (opened) => (sock.destroyed ? opened.cancel() : this.join(sock, opened.join)),

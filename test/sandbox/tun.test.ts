@@ -56,6 +56,33 @@ t.test('the redirect listener serves only redirected connections', async (t) => 
   t.equal(ok.stdout, `hello from ${CLUSTER.echoIp}\n`, 'the daemon still serves');
 });
 
+t.test('a SYN that passed unheld is dialled once accepted; a program that resets meanwhile harms nothing else', async (t) => {
+  // As when something flushed rdbg's mangle chain: the SYN goes on at once, the kernel completes the connection
+  // with the listener, and the daemon dials only then. The programs reset (SO_LINGER 0) while the manager still
+  // waits for an address that never answers.
+  const rule = sb.laptop.ns.exec('iptables', ['-t', 'mangle', '-S', 'RDBG-rdbg0']).split('\n').find((l) => /NFQUEUE/.test(l))!;
+  const pid = async (): Promise<number> => JSON.parse((await sb.laptop.rdbg(['status', '-o', 'json'])).stdout).root?.pid;
+  const before = await pid();
+  t.ok(before > 0, `the root daemon runs (${before})`);
+  sb.laptop.ns.exec('iptables', ['-t', 'mangle', '-F', 'RDBG-rdbg0']);
+  t.teardown(() => void sb.laptop.ns.exec('iptables', ['-t', 'mangle', ...rule.split(' ')]));
+  const resets = await run('python3', ['-c', [
+    'import socket, struct',
+    'for i in range(20):',
+    '    s = socket.create_connection(("198.19.7.7", 80), timeout=5)',
+    '    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))',
+    '    s.close()',
+    'print("reset 20")',
+  ].join('\n')]);
+  t.equal(resets.stdout.trim(), 'reset 20', `connected to the listener and reset: ${resets.stderr}`);
+  const ok = await curl(`http://${CLUSTER.echoIp}/`);
+  t.equal(ok.stdout, `hello from ${CLUSTER.echoIp}\n`, 'an unheld SYN to a live service is served');
+  await new Promise((r) => setTimeout(r, 4000)); // the manager's dials to 198.19.7.7 fail meanwhile
+  t.equal(await pid(), before, 'the same root daemon still runs');
+  const again = await curl(`http://${CLUSTER.echoIp}/`);
+  t.equal(again.stdout, `hello from ${CLUSTER.echoIp}\n`);
+});
+
 t.test('curl reaches services by IP and by every short name', async (t) => {
   for (const target of [CLUSTER.echoIp, 'echo.default', 'echo.default.svc', 'echo.default.svc.cluster.local', 'echo']) {
     const r = await curl(`http://${target}/`);

@@ -5,8 +5,8 @@
 // messages) is loaded by every CLI command and every component, some 130
 // files. The build bundles each into one file (dist/vendor, Makefile `build`,
 // esbuild): the Kubernetes client then loads in a third of the time, gRPC's
-// bundles take a tenth off a CLI command's start and a few MB off every
-// process. useBundledClients() makes require() of each package find its
+// bundles take a tenth off a CLI command's start and a few MB off a process
+// that has just loaded them. useBundledClients() makes require() of each package find its
 // bundle. Without the bundles (a build without them), the packages load as
 // usual.
 import { existsSync } from 'node:fs';

@@ -1,11 +1,12 @@
 import * as grpc from '@grpc/grpc-js';
-import { chmodSync, chownSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { parseCidr } from '../../src/core/cidr';
 import { Codes, RdbgError, errorMessage } from '../../src/core/errors';
 import { logger, setLevel, setTrace, toggleDebugOnSignal, type Level } from '../../src/core/log';
 import { raiseFileLimit } from '../../src/core/rlimit';
 import { startProfile, stopProfile } from '../../src/core/profile';
 import { daemonPackage } from '../../src/rpc/services';
+import { listenLocalApi, type LocalApi } from '../../src/rpc/local-api';
 import type { RootDaemonHandlers } from '../../src/gen/rdbg/v1/RootDaemon';
 import { Journal, RESOLV_CONF } from './journal';
 import { linuxPlatform } from './platform/linux';
@@ -68,6 +69,8 @@ async function runWorker(cfg: WorkerConfig): Promise<void> {
   }
 
   const server = new grpc.Server();
+  /** the socket's listener, once it listens */
+  const local: { api?: LocalApi } = {};
   let quitting = false;
   const quit = async (reason: string): Promise<void> => {
     if (quitting) return;
@@ -75,6 +78,7 @@ async function runWorker(cfg: WorkerConfig): Promise<void> {
     log.info('quitting', { reason });
     send({ type: 'stopping', reason });
     await engine.stop();
+    local.api?.close();
     server.forceShutdown();
     rmSync(cfg.socket, { force: true });
     await stopProfile('root-daemon');
@@ -87,15 +91,11 @@ async function runWorker(cfg: WorkerConfig): Promise<void> {
       void quit('rdbg quit');
     },
   };
-  server.addService(daemonPackage().RootDaemon.service, handlers);
+  const service = daemonPackage().RootDaemon.service;
+  server.addService(service, handlers);
   // The base directory is root's and not writable by anyone else, so nobody can plant a link here.
-  rmSync(cfg.socket, { force: true });
-  await new Promise<void>((resolve, reject) =>
-    server.bindAsync(`unix://${cfg.socket}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
-  );
-  // Only root and the user who ran `rdbg connect` may reach it.
-  chmodSync(cfg.socket, 0o600);
-  chownSync(cfg.socket, cfg.uid, cfg.gid);
+  // Only root and the user who ran `rdbg connect` may reach the socket (mode 0600, theirs).
+  local.api = await listenLocalApi(server, { path: cfg.socket, service, handlers, owner: { uid: cfg.uid, gid: cfg.gid } });
   engine.on('fatal', (why: string) => void quit(why));
   process.once('SIGTERM', () => void quit('SIGTERM'));
   process.once('SIGINT', () => void quit('SIGINT'));

@@ -1,6 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { routeGrpcLogs } from '../../src/rpc/grpc-log';
-import { chmodSync, rmSync, writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { Codes, RdbgError, errorMessage } from '../../src/core/errors';
 import { raiseFileLimit } from '../../src/core/rlimit';
 import { startGcPacer } from '../../src/core/gc-pacer';
@@ -12,7 +12,9 @@ import { VERSION } from '../../src/core/version';
 import { joinHostPort, splitHostPort } from '../../src/core/address';
 import { parse } from '../../src/cli/args';
 import { COMMANDS } from '../../src/cli/spec';
-import { daemonPackage, PREPARE_IN_CLI } from '../../src/rpc/services';
+import { daemonPackage } from '../../src/rpc/services';
+import { PREPARE_IN_CLI } from '../../src/rpc/local-client';
+import { listenLocalApi, type LocalApi } from '../../src/rpc/local-api';
 import type { StartupMessage } from '../../src/rpc/startup';
 import type { SessionGrant } from '../../src/gen/rdbg/v1/SessionGrant';
 import type { UserDaemonHandlers } from '../../src/gen/rdbg/v1/UserDaemon';
@@ -128,6 +130,8 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
   }
 
   const server = new grpc.Server();
+  /** the socket's listener, once it listens */
+  const local: { api?: LocalApi } = {};
   let quitting = false;
   const quit = async (reason: string): Promise<void> => {
     if (quitting) return;
@@ -140,6 +144,7 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
     await intercepts.removeAll();
     await link.close();
     opts.kube?.close();
+    local.api?.close();
     server.forceShutdown();
     cleanupFiles(opts.config.runtimeDir);
     await stopProfile('user-daemon');
@@ -274,13 +279,11 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
       cb(null, res);
     });
   };
-  server.addService(daemonPackage().UserDaemon.service, { ...handlers, WatchSession, LookupDNS });
-  const sockPath = daemonSocketPath(opts.config.runtimeDir);
-  rmSync(sockPath, { force: true });
-  await new Promise<void>((resolve, reject) =>
-    server.bindAsync(`unix://${sockPath}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
-  );
-  chmodSync(sockPath, 0o600);
+  const service = daemonPackage().UserDaemon.service;
+  const all = { ...handlers, WatchSession, LookupDNS };
+  server.addService(service, all);
+  // gRPC for the root daemon, JSON lines for the CLI, on one socket (src/rpc/local-api.ts).
+  local.api = await listenLocalApi(server, { path: daemonSocketPath(opts.config.runtimeDir), service, handlers: all });
   writeFileSync(daemonPidPath(opts.config.runtimeDir), String(process.pid));
   process.once('SIGTERM', () => void quit('SIGTERM'));
   process.once('SIGINT', () => void quit('SIGINT'));

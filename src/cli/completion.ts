@@ -81,7 +81,7 @@ async function ask(what: Completion, flags: Record<string, string>, cur: string,
     const { callDaemon, daemonClient, daemonSocketExists } = await import('./daemon-client');
     if (!daemonSocketExists(ctx.config.runtimeDir)) return [];
     const client = daemonClient(ctx.config.runtimeDir);
-    const r = await callDaemon<object, { intercepts: { spec?: { workload: string } | null }[] }>(client, client.list, { session_id: '', all: false }, 2000);
+    const r = await callDaemon(client, 'List', { session_id: '', all: false }, 2000);
     return [...new Set(r.intercepts.map((i) => i.spec?.workload ?? ''))].filter((n) => n && n.startsWith(cur));
   }
   const { loadKube } = await import('../kube/config');

@@ -1,27 +1,27 @@
-import * as grpc from '@grpc/grpc-js';
 import { existsSync } from 'node:fs';
 import { daemonSocketPath } from '../core/paths';
-import { daemonPackage, type UserDaemonClient } from '../rpc/services';
+import { LocalClient, type UserDaemonApi } from '../rpc/local-client';
 import { atCommandEnd } from './context';
+
+export type UserDaemonClient = LocalClient<UserDaemonApi>;
 
 let shared: { dir: string; client: UserDaemonClient } | undefined;
 
 /**
  * The command's client of the user daemon whose directory is dir (the CLI's
- * runtimeDir). One per process: every call of a command shares its
- * connection, as a new channel costs tens of milliseconds to start. It is
- * closed when the command ends.
+ * runtimeDir): its local API as JSON lines (src/rpc/local-api.ts). One per
+ * process, every call of a command shares its connection; it is closed when
+ * the command ends.
  */
 export function daemonClient(dir: string): UserDaemonClient {
   if (shared?.dir === dir) return shared.client;
   dropDaemonClient();
-  const UserDaemon = daemonPackage().UserDaemon;
-  const client = new UserDaemon(`unix://${daemonSocketPath(dir)}`, grpc.credentials.createInsecure()) as unknown as UserDaemonClient;
+  const client = new LocalClient<UserDaemonApi>(daemonSocketPath(dir), 'UserDaemon');
   shared = { dir, client };
   return client;
 }
 
-/** Closes the shared client (it failed, or its daemon is gone): the next daemonClient() connects afresh, with no backoff. */
+/** Closes the shared client (it failed, or its daemon is gone): the next daemonClient() connects afresh. */
 export function dropDaemonClient(): void {
   shared?.client.close();
   shared = undefined;
@@ -29,16 +29,9 @@ export function dropDaemonClient(): void {
 
 atCommandEnd(dropDaemonClient);
 
-/** Calls one unary method of the user daemon; rejects with the gRPC error. */
-export function callDaemon<Req, Res>(
-  client: UserDaemonClient,
-  method: (req: Req, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: Res) => void) => unknown,
-  req: Req,
-  timeoutMs = 5000,
-): Promise<Res> {
-  return new Promise((resolve, reject) =>
-    method.call(client, req, { deadline: Date.now() + timeoutMs }, (err, res) => (err ? reject(err) : resolve(res as Res))),
-  );
+/** Calls one method of the user daemon; rejects with an error that has the gRPC status code and details. */
+export function callDaemon<M extends keyof UserDaemonApi>(client: UserDaemonClient, method: M, req: UserDaemonApi[M][0], timeoutMs = 5000): Promise<UserDaemonApi[M][1]> {
+  return client.call(method, req, timeoutMs);
 }
 
 export function daemonSocketExists(dir: string): boolean {

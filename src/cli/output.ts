@@ -1,6 +1,4 @@
-import type * as grpc from '@grpc/grpc-js';
-// The status codes alone (a small module): grpc-js itself is a third of a CLI start, and `rdbg version` needs none of it.
-import { Status } from '@grpc/grpc-js/build/src/constants';
+import { Status } from '../rpc/local-client';
 import { Codes, RdbgError } from '../core/errors';
 
 export function say(line = ''): void {
@@ -39,9 +37,9 @@ export function table(rows: string[][]): string {
   return rows.map((r) => r.map((cell, c) => (cell ?? '').padEnd(widths[c])).join('  ').trimEnd()).join('\n');
 }
 
-/** A gRPC error from the daemon or the manager, as the user should read it. */
+/** A gRPC error (code, details) from a daemon or the manager, as the user should read it. */
 export function fromGrpc(err: unknown, what: string): RdbgError {
-  const e = err as grpc.ServiceError;
+  const e = err as { code: unknown; details: string; message: string };
   if (e && typeof e.code === 'number') {
     if (e.code === Status.UNAVAILABLE) {
       return new RdbgError(Codes.NOT_CONNECTED, `${what}: the rdbg daemon is not running`, 'run "rdbg connect" first');

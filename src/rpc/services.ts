@@ -60,8 +60,6 @@ function load<T>(services: string[]): T {
 
 let root: Root | undefined;
 
-/** The user daemon's answer to an intercept it leaves to the CLI to prepare (daemon.proto, InterceptRequest.resolve). */
-export const PREPARE_IN_CLI = 'PREPARE_IN_CLI';
 
 let managerProto: ManagerProto | undefined;
 let daemonProto: DaemonProto | undefined;

@@ -1,5 +1,4 @@
 import { cleanupMounts } from '../../core/mount-journal';
-import * as grpc from '@grpc/grpc-js';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, openSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
@@ -7,13 +6,10 @@ import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Codes, RdbgError } from '../../core/errors';
 import { daemonLogPath, daemonPidPath, daemonSocketPath, runtimeDir, sessionRootPaths } from '../../core/paths';
-import { daemonPackage } from '../../rpc/services';
-import type { RootDaemonClient } from '../../gen/rdbg/v1/RootDaemon';
+import { LocalClient, type RootDaemonApi } from '../../rpc/local-client';
 import type { RootStatus__Output } from '../../gen/rdbg/v1/RootStatus';
 import type { StartupMessage } from '../../rpc/startup';
 import type { DaemonStatus__Output } from '../../gen/rdbg/v1/DaemonStatus';
-import type { InterceptList__Output } from '../../gen/rdbg/v1/InterceptList';
-import type { ListInterceptsRequest } from '../../gen/rdbg/v1/ListInterceptsRequest';
 import { splitHostPort } from '../../core/address';
 import { asList, parse } from '../args';
 import { rootArgv } from '../root-options';
@@ -26,7 +22,7 @@ export async function getStatus(ctx: CliContext): Promise<DaemonStatus__Output |
   if (!daemonSocketExists(ctx.config.runtimeDir)) return undefined;
   const client = daemonClient(ctx.config.runtimeDir);
   try {
-    return await callDaemon(client, client.status, {}, 3000);
+    return await callDaemon(client, 'Status', {}, 3000);
   } catch {
     dropDaemonClient();
     return undefined;
@@ -42,7 +38,7 @@ export function droppedCopies(n: number): string {
 async function mirrorCopiesDropped(ctx: CliContext): Promise<number> {
   const client = daemonClient(ctx.config.runtimeDir);
   try {
-    const r = await callDaemon<ListInterceptsRequest, InterceptList__Output>(client, client.list, { session_id: '', all: false }, 3000);
+    const r = await callDaemon(client, 'List', { session_id: '', all: false }, 3000);
     return r.intercepts.reduce((n, i) => n + Number(i.mirrors_dropped ?? 0), 0);
   } catch {
     return 0;
@@ -248,12 +244,9 @@ function rootDaemonProblem(ctx: CliContext): { state: 'NOT_RUNNING'; reason: str
 export async function getRootStatus(ctx: CliContext): Promise<RootStatus__Output | undefined> {
   const socket = sessionRootPaths(ctx.config.runtimeDir).socket;
   if (!existsSync(socket)) return undefined;
-  const RootDaemon = daemonPackage().RootDaemon;
-  const client = new RootDaemon(`unix://${socket}`, grpc.credentials.createInsecure()) as unknown as RootDaemonClient;
+  const client = new LocalClient<RootDaemonApi>(socket, 'RootDaemon');
   try {
-    return await new Promise<RootStatus__Output>((resolve, reject) =>
-      client.status({}, { deadline: Date.now() + 3000 }, (err, res) => (err ? reject(err) : resolve(res!))),
-    );
+    return await client.call('Status', {}, 3000);
   } catch {
     return undefined;
   } finally {
@@ -262,12 +255,11 @@ export async function getRootStatus(ctx: CliContext): Promise<RootStatus__Output
 }
 
 async function quitRoot(ctx: CliContext): Promise<string | undefined> {
-  const RootDaemon = daemonPackage().RootDaemon;
   const paths = sessionRootPaths(ctx.config.runtimeDir);
   const st = await getRootStatus(ctx);
   if (st) {
-    const client = new RootDaemon(`unix://${paths.socket}`, grpc.credentials.createInsecure()) as unknown as RootDaemonClient;
-    await new Promise<void>((resolve) => client.quit({}, { deadline: Date.now() + 10_000 }, () => resolve()));
+    const client = new LocalClient<RootDaemonApi>(paths.socket, 'RootDaemon');
+    await client.call('Quit', {}, 10_000).catch(() => undefined);
     client.close();
     const until = Date.now() + 10_000;
     const pids = [st.pid, st.watchdog_pid].filter(Boolean);
@@ -461,7 +453,7 @@ export async function quitCommand(argv: string[], ctx: CliContext, quiet = false
   if (st) {
     const client = daemonClient(ctx.config.runtimeDir);
     try {
-      await callDaemon(client, client.quit, {}, 5000);
+      await callDaemon(client, 'Quit', {}, 5000);
     } catch (err) {
       throw fromGrpc(err, 'quit');
     } finally {

@@ -70,7 +70,7 @@ async function gatherLaptop(ctx: CliContext, dir: string, index: Index, put: (na
     const { callDaemon, daemonClient } = await import('../daemon-client');
     const client = daemonClient(ctx.config.runtimeDir);
     try {
-      const list = await callDaemon<object, { intercepts: { env?: unknown }[] }>(client, client.list, { session_id: '', all: true }, 5000);
+      const list = await callDaemon(client, 'List', { session_id: '', all: true }, 5000);
       // The pods' environments stay out: they often hold secrets.
       put('laptop/intercepts.json', JSON.stringify(list.intercepts.map(({ env: _env, ...i }) => i), null, 2) + '\n');
     } catch (err) {

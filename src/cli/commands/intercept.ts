@@ -4,8 +4,6 @@ import { resolve as resolvePath } from 'node:path';
 import { Codes, RdbgError } from '../../core/errors';
 import { describeRule, parseHeaderFlag } from '../../intercept/rules';
 import type { InterceptInfo__Output } from '../../gen/rdbg/v1/InterceptInfo';
-import type { InterceptList__Output } from '../../gen/rdbg/v1/InterceptList';
-import type { ListInterceptsRequest } from '../../gen/rdbg/v1/ListInterceptsRequest';
 import { asList, parse } from '../args';
 import { callDaemon, daemonClient } from '../daemon-client';
 import { fromGrpc, printData, progress, say, table } from '../output';
@@ -14,7 +12,7 @@ import { droppedCopies, getStatus } from './connect';
 import type { CliContext } from '../context';
 import type { DaemonStatus__Output } from '../../gen/rdbg/v1/DaemonStatus';
 import type { InterceptTarget } from '../../kube/workloads';
-import { PREPARE_IN_CLI } from '../../rpc/services';
+import { PREPARE_IN_CLI } from '../../rpc/local-client';
 
 const KEEP_LOCAL = new Set(['PATH', 'HOME', 'USER', 'SHELL', 'TERM', 'PWD', 'LANG', 'TMPDIR']);
 
@@ -50,7 +48,7 @@ async function waitForAgents(client: ReturnType<typeof daemonClient>, id: string
   const until = Date.now() + 60_000;
   let agents = 0;
   while (Date.now() < until) {
-    const list = await callDaemon<ListInterceptsRequest, InterceptList__Output>(client, client.list, { session_id: '', all: false });
+    const list = await callDaemon(client, 'List', { session_id: '', all: false });
     agents = list.intercepts.find((i) => i.id === id)?.agents ?? 0;
     if (agents >= want) return agents;
     await new Promise((r) => setTimeout(r, 100));
@@ -105,14 +103,14 @@ export async function interceptCommand(argv: string[], ctx: CliContext, verb: 'i
   let target: InterceptTarget | undefined;
   try {
     // Kubernetes mode: the daemon, whose client is warm, takes a workload whose agent is in; else this CLI injects it.
-    if (st.kube_context) info = await callDaemon<object, InterceptInfo__Output>(client, client.intercept, { spec, name: positionals[0], resolve: true, remote_port: remoteText ?? '', ...files }, 110_000).catch(notForDaemon);
+    if (st.kube_context) info = await callDaemon(client, 'Intercept', { spec, name: positionals[0], resolve: true, remote_port: remoteText ?? '', ...files }, 110_000).catch(notForDaemon);
     if (st.kube_context && !info) {
       target = await prepareOnKubernetes(ctx, st, positionals[0], values.namespace || st.namespace, remoteText);
       spec.workload = target.workload.name;
       spec.namespace = target.workload.namespace;
       spec.port = target.appPort;
     }
-    info ??= await callDaemon<object, InterceptInfo__Output>(client, client.intercept, { spec, name: positionals[0], ...files }, 50_000);
+    info ??= await callDaemon(client, 'Intercept', { spec, name: positionals[0], ...files }, 50_000);
     if (target && info.agents < 1) {
       progress('waiting for the first agent to take the intercept');
       info.agents = await waitForAgents(client, info.id, 1);
@@ -146,7 +144,7 @@ export async function interceptCommand(argv: string[], ctx: CliContext, verb: 'i
     child.on('exit', (c, sig) => resolve(c ?? (sig ? 128 + 1 : 1)));
   });
   try {
-    await callDaemon(client, client.leave, { workload: info.spec!.workload, namespace: info.spec!.namespace, id: info.id });
+    await callDaemon(client, 'Leave', { workload: info.spec!.workload, namespace: info.spec!.namespace, id: info.id });
     say(`Intercept of ${where} ended with the command.`);
   } catch (err) {
     process.stderr.write(`rdbg: could not end the intercept: ${fromGrpc(err, 'leave').message}\n`);
@@ -159,7 +157,7 @@ export async function leaveCommand(argv: string[], ctx: CliContext): Promise<voi
   if (positionals.length !== 1) throw new RdbgError(Codes.BAD_ARGUMENT, 'leave takes the intercepted workload name', 'see "rdbg list"');
   const client = daemonClient(ctx.config.runtimeDir);
   try {
-    await callDaemon(client, client.leave, { workload: positionals[0], namespace: values.namespace ?? '' });
+    await callDaemon(client, 'Leave', { workload: positionals[0], namespace: values.namespace ?? '' });
     say(`Left the intercept of ${positionals[0]}.`);
   } catch (err) {
     throw fromGrpc(err, 'leave');
@@ -176,7 +174,7 @@ export async function listCommand(argv: string[], ctx: CliContext): Promise<void
   const client = daemonClient(ctx.config.runtimeDir);
   let list: InterceptInfo__Output[];
   try {
-    list = (await callDaemon<ListInterceptsRequest, InterceptList__Output>(client, client.list, { session_id: '', all: values.all ?? false })).intercepts;
+    list = (await callDaemon(client, 'List', { session_id: '', all: values.all ?? false })).intercepts;
   } catch (err) {
     throw fromGrpc(err, 'list');
   }

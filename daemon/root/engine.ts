@@ -109,6 +109,14 @@ export class RootEngine extends EventEmitter {
       throw new RdbgError(Codes.DAEMON_START, `the root daemon cannot get a session from the user daemon: ${errorMessage(err)}`, 'is "rdbg connect" running as the same user?');
     }
     const cluster = grant.cluster!;
+    // The data plane's connection opens now, while the device and routes are set up: the first flow finds it ready.
+    const dp = new DataPlaneClient({ fileLimit: openFileLimit(), rawFlowsMax: this.opts.rawFlowsMax });
+    this.dataPlane = dp;
+    const useGrant = (g: SessionGrant__Output): void => {
+      if (g.data_address) dp.use({ address: g.data_address, session: g.session_id, direct: g.raw_flows });
+    };
+    useGrant(grant);
+    this.session.on('grant', useGrant);
     const plan = planRoutes({
       serviceSubnets: cluster.service_subnets,
       podSubnets: cluster.pod_subnets,
@@ -131,21 +139,12 @@ export class RootEngine extends EventEmitter {
     this.record({ id: `tun:${this.opts.tunName}`, kind: 'tun', data: { name: this.opts.tunName } });
     this.tun = this.platform.openTun(this.opts.tunName, this.opts.tunReader);
     const addresses = [`${this.tunIp}/${this.opts.tunCidr.bits}`, ...(this.tunIp6 ? [`${this.tunIp6}/${this.opts.tunCidr6!.bits}`] : [])];
-    this.platform.configureTun(this.tun.name, { addresses, mtu: MTU, txqueuelen: TXQUEUELEN });
-    for (const c of plan.routes) {
-      if (c.family === 6 && !this.tunIp6) continue;
-      this.record({ id: `route:${c.text}`, kind: 'route', data: { cidr: c.text, dev: this.tun.name } });
-      this.platform.addRoute(c.text, this.tun.name);
-      this.routes.push(c.text);
-    }
+    const routes = plan.routes.filter((c) => c.family === 4 || this.tunIp6).map((c) => c.text);
+    // Journalled before they are made: a crash halfway leaves nothing the next start cannot undo.
+    for (const cidr of routes) this.record({ id: `route:${cidr}`, kind: 'route', data: { cidr, dev: this.tun.name } });
+    this.platform.configureTun(this.tun.name, { addresses, mtu: MTU, txqueuelen: TXQUEUELEN, routes });
+    this.routes.push(...routes);
 
-    const dp = new DataPlaneClient({ fileLimit: openFileLimit(), rawFlowsMax: this.opts.rawFlowsMax });
-    this.dataPlane = dp;
-    const useGrant = (g: SessionGrant__Output): void => {
-      if (g.data_address) dp.use({ address: g.data_address, session: g.session_id, direct: g.raw_flows });
-    };
-    useGrant(grant);
-    this.session.on('grant', useGrant);
     const write = (pkt: Buffer): boolean => this.tun!.write(pkt);
     const fakes = (c: Cidr | undefined, count: number): string[] => (c ? Array.from({ length: count }, (_, i) => nth(c, i + 2)) : []);
     this.nat = new TcpNat({

@@ -119,7 +119,7 @@ export async function listenLocalApi(server: grpc.Server, opts: LocalApiOptions)
     close: () => {
       listener.close();
       injector.destroy();
-      for (const sock of jsonConnections) sock.destroy();
+      for (const sock of jsonConnections) sock.end(); // after what is written (a Quit's answer)
     },
   };
 }

@@ -69,6 +69,8 @@ export class DataPlaneClient {
     const session = (): string => this.target?.session ?? '';
     this.h2 = new H2FlowClient(target.address, () => ({ 'rdbg-session': session() }), this.opts.onLost);
     this.halfCloses = new HalfCloseChannel(target.address, session);
+    // Connected at once (over port-forward: the apiserver's stream and HTTP/2's handshake), not by the first flow.
+    this.h2.warm();
   }
 
   get address(): string | undefined {

@@ -151,6 +151,14 @@ function ip(args: string[]): string {
   return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
+/** Several `ip` commands in one process (`ip -batch -`); the words are rdbg's own (device names, CIDRs), never quoted. */
+function ipBatch(commands: string[][]): void {
+  for (const words of commands) {
+    if (words.some((w) => !/^[\w.:/-]+$/.test(w))) throw new Error(`not a word for ip -batch: ${words.join(' ')}`);
+  }
+  execFileSync('ip', ['-batch', '-'], { input: commands.map((c) => c.join(' ')).join('\n') + '\n', encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'] });
+}
+
 const EPERM = 1;
 const ENOENT = 2;
 const ENXIO = 6;
@@ -190,10 +198,15 @@ export const linuxPlatform: Platform = {
     }
     return new LinuxTun(ifr.toString('ascii', 0, 16).replace(/\0.*$/, ''), fd, reader);
   },
-  configureTun(name, { addresses, mtu, txqueuelen }) {
-    ip(['link', 'set', 'dev', name, 'mtu', String(mtu), 'txqueuelen', String(txqueuelen)]);
-    for (const a of addresses) ip([a.includes(':') ? '-6' : '-4', 'addr', 'add', a, 'dev', name]);
-    ip(['link', 'set', 'dev', name, 'up']);
+  configureTun(name, { addresses, mtu, txqueuelen, routes }) {
+    // One `ip -batch` process (each `ip` is some 4 ms of a connect); it stops at the first command that fails, and says which.
+    // (A batch line takes no options such as -6: ip reads the family from the address.)
+    ipBatch([
+      ['link', 'set', 'dev', name, 'mtu', String(mtu), 'txqueuelen', String(txqueuelen)],
+      ...addresses.map((a) => ['addr', 'add', a, 'dev', name]),
+      ['link', 'set', 'dev', name, 'up'],
+      ...routes.map((r) => ['route', 'add', r, 'dev', name]),
+    ]);
   },
   addRoute(cidr, dev, via) {
     ip([cidr.includes(':') ? '-6' : '-4', 'route', 'add', cidr, ...(via ? ['via', via] : []), 'dev', dev]);

@@ -21,7 +21,8 @@ export type TunReader = 'event-loop' | 'poll';
 export interface Platform {
   /** reader: how packets are read (RDBG_TUN_READER); the event loop's epoll unless `poll` */
   openTun(name: string, reader?: TunReader): TunDevice;
-  configureTun(name: string, opts: { addresses: string[]; mtu: number; txqueuelen: number }): void;
+  /** Its addresses, MTU and queue length, up, and `routes` (CIDRs) through it: all at once. */
+  configureTun(name: string, opts: { addresses: string[]; mtu: number; txqueuelen: number; routes: string[] }): void;
   addRoute(cidr: string, dev: string, via?: string): void;
   deleteRoute(cidr: string, dev?: string): void;
   routes(): Route[];

@@ -45,6 +45,16 @@ export class H2FlowClient {
     old?.close();
   }
 
+  /** Opens the connection now, if none is open, so that the next flow need not wait for it. */
+  warm(): void {
+    if (this.closed) return;
+    try {
+      this.get();
+    } catch {
+      // an address that cannot be dialled: the first flow says so
+    }
+  }
+
   private get(): http2.ClientHttp2Session {
     if (this.session && !this.session.closed && !this.session.destroyed) return this.session;
     const { host, port } = splitHostPort(this.address, "the manager's data address");

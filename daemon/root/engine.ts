@@ -64,6 +64,9 @@ export class RootEngine extends EventEmitter {
   private redirect?: TcpRedirect;
   private udp?: UdpRelay;
   private dataPlane?: DataPlaneClient;
+  /** when each step of start() ended, in ms after it began (the ready line's `ms`) */
+  private readonly marks: Record<string, number> = {};
+  private startedAt = 0;
   private dns?: HostDns;
   private routes: string[] = [];
   private malformed = 0;
@@ -95,11 +98,16 @@ export class RootEngine extends EventEmitter {
     this.journal.record(entry);
   }
 
+  private mark(step: string): void {
+    this.marks[step] = Math.round(performance.now() - this.startedAt);
+  }
+
   async start(): Promise<void> {
     let grant: SessionGrant__Output;
     try {
       // Nothing on the host changes before the session is granted: a root daemon whose user daemon never comes leaves nothing behind.
       const until = Date.now() + SESSION_WAIT_MS;
+      this.startedAt = performance.now();
       await waitForSocket(this.opts.userSocket, until);
       if (this.opts.callerUid !== undefined) validateUserSocket(this.opts.userSocket, this.opts.callerUid, true);
       this.session = new SessionWatch(this.opts.userSocket);
@@ -109,6 +117,7 @@ export class RootEngine extends EventEmitter {
       throw new RdbgError(Codes.DAEMON_START, `the root daemon cannot get a session from the user daemon: ${errorMessage(err)}`, 'is "rdbg connect" running as the same user?');
     }
     const cluster = grant.cluster!;
+    this.mark('granted');
     // The data plane's connection opens now, while the device and routes are set up: the first flow finds it ready.
     const dp = new DataPlaneClient({ fileLimit: openFileLimit(), rawFlowsMax: this.opts.rawFlowsMax });
     this.dataPlane = dp;
@@ -144,6 +153,7 @@ export class RootEngine extends EventEmitter {
     for (const cidr of routes) this.record({ id: `route:${cidr}`, kind: 'route', data: { cidr, dev: this.tun.name } });
     this.platform.configureTun(this.tun.name, { addresses, mtu: MTU, txqueuelen: TXQUEUELEN, routes });
     this.routes.push(...routes);
+    this.mark('routed');
 
     const write = (pkt: Buffer): boolean => this.tun!.write(pkt);
     const fakes = (c: Cidr | undefined, count: number): string[] => (c ? Array.from({ length: count }, (_, i) => nth(c, i + 2)) : []);
@@ -165,6 +175,7 @@ export class RootEngine extends EventEmitter {
       if (await redirect.start()) this.redirect = redirect;
       else this.journal.remove(`netfilter:${this.tun.name}`);
     }
+    this.mark('captured');
     this.udp = new UdpRelay({ dial: (host, port, source) => dp.udp(host, port, source) }, write);
     this.tun.start((buf) => this.onPacket(buf));
 
@@ -196,7 +207,8 @@ export class RootEngine extends EventEmitter {
       clearTimeout(orphaned);
       orphaned = undefined;
     });
-    log.info('root daemon ready', { tun: this.tun.name, address: this.tunIp, routes: this.routes, dns: this.dns.mode });
+    this.mark('dns');
+    log.info('root daemon ready', { tun: this.tun.name, address: this.tunIp, routes: this.routes, dns: this.dns.mode, ms: this.marks });
   }
 
   /** The manager saw the cluster's subnets change (a new ServiceCIDR, a new node): route what is new, drop what is gone. */
@@ -308,10 +320,10 @@ export class RootEngine extends EventEmitter {
   }
 }
 
-/** Resolves when a file exists at path (the user daemon binds its socket once its session is up), polling every 20 ms. */
+/** Resolves when a file exists at path (the user daemon binds its socket once its session is up), polling every 5 ms (a stat). */
 async function waitForSocket(path: string, until: number): Promise<void> {
   while (!existsSync(path)) {
     if (Date.now() > until) throw new Error(`no user daemon socket at ${path}`);
-    await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 5));
   }
 }

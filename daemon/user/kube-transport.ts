@@ -15,6 +15,7 @@ import { logger } from '../../src/core/log';
 import { joinHostPort, splitHostPort } from '../../src/core/address';
 import { kubeconfigFiles, loadKube, type KubeOptions } from '../../src/kube/config';
 import { PodForwarder } from '../../src/kube/forwarder';
+import { pickReady } from '../../src/kube/ready-pod';
 import { kubeError, Workloads, type InterceptTarget, type ResolveHint, type WorkloadRef } from '../../src/kube/workloads';
 import { agentInPlace, setClaim } from '../../src/kube/injection';
 import { claimAnnotation } from '../../src/kube/marks';
@@ -61,8 +62,8 @@ async function addressesOf(server: string): Promise<string[]> {
   }
 }
 
-/** Fails early, and clearly, when the manager is not installed in the namespace. */
-async function checkManager(kc: k8s.KubeConfig, ns: string, context: string): Promise<void> {
+/** Fails early, and clearly, when the manager is not installed in the namespace; its ready pod, if one is. */
+async function checkManager(kc: k8s.KubeConfig, ns: string, context: string): Promise<string | undefined> {
   const core = kc.makeApiClient(k8s.CoreV1Api);
   let pods: k8s.V1Pod[];
   try {
@@ -79,14 +80,16 @@ async function checkManager(kc: k8s.KubeConfig, ns: string, context: string): Pr
       `install it with "rdbg manager install${ns === 'rdbg' ? '' : ` --namespace ${ns}`}" (or pass --manager-namespace)`,
     );
   }
+  return pickReady(pods)?.metadata?.name;
 }
 
 export async function openKubeTransport(target: KubeOptions, managerNamespace: string, direct?: string): Promise<KubeTransport> {
   const kube = loadKube(target);
-  await checkManager(kube.kc, managerNamespace, kube.context);
+  // The forwarders start with the pod this listing found: the session's first connection lists no pods again.
+  const knownPod = await checkManager(kube.kc, managerNamespace, kube.context);
   const forwarders: PodForwarder[] = [];
   const forward = async (port: number): Promise<string> => {
-    const f = await PodForwarder.start(kube, { namespace: managerNamespace, selector: MANAGER_SELECTOR, port, name: `manager:${port}` });
+    const f = await PodForwarder.start(kube, { namespace: managerNamespace, selector: MANAGER_SELECTOR, port, name: `manager:${port}`, knownPod });
     forwarders.push(f);
     return f.address;
   };

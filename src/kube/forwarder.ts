@@ -36,6 +36,8 @@ export interface PodForwarderOptions extends PodQuery {
   protocol?: 'auto' | 'spdy' | 'v4';
   /** close a pod's SPDY tunnel after this long without connections (default 60 s) */
   tunnelIdleMs?: number;
+  /** a ready pod the caller has just listed: the first connection uses it without listing again (for podTtlMs) */
+  knownPod?: string;
 }
 
 /** A forwarded connection, over either protocol. */
@@ -84,6 +86,7 @@ export class PodForwarder extends EventEmitter {
   /** Starts listening (127.0.0.1:0 unless told otherwise). */
   static async start(kube: Kube, opts: PodForwarderOptions): Promise<PodForwarder> {
     const f = new PodForwarder(kube, opts);
+    if (opts.knownPod) f.cached = { pod: opts.knownPod, at: Date.now() };
     await new Promise<void>((resolve, reject) => {
       f.server.once('error', reject);
       f.server.listen(opts.listenPort ?? 0, opts.listenHost ?? '127.0.0.1', () => {

@@ -16,7 +16,8 @@ import { joinHostPort, splitHostPort } from '../../src/core/address';
 import { kubeconfigFiles, loadKube, type KubeOptions } from '../../src/kube/config';
 import { PodForwarder } from '../../src/kube/forwarder';
 import { pickReady } from '../../src/kube/ready-pod';
-import { kubeError, Workloads, type InterceptTarget, type ResolveHint, type WorkloadRef } from '../../src/kube/workloads';
+import { kubeError, Workloads, type InterceptTarget, type Resolved, type ResolveHint, type WorkloadRef } from '../../src/kube/workloads';
+import { LookupWatch } from './lookup-watch';
 import { agentInPlace, setClaim } from '../../src/kube/injection';
 import { claimAnnotation } from '../../src/kube/marks';
 import type { ClaimHook } from './intercepts';
@@ -24,6 +25,8 @@ import { MANAGER_SELECTOR, PORTS } from '../../src/kube/manifests';
 
 const log = logger('userd.kube');
 const HINTS_MAX = 256;
+/** the targets watched at once: a developer switches between a few (each is 3-4 watches on the apiserver) */
+const WATCHED_MAX = 4;
 
 export interface KubeTransport {
   context: string;
@@ -110,6 +113,18 @@ export async function openKubeTransport(target: KubeOptions, managerNamespace: s
   const hints = new Map<string, ResolveHint>();
   // the workloads prepare() found, with their annotations as read
   const resolved = new Map<string, { ref: WorkloadRef; annotations: Record<string, string> }>();
+  // the names intercepted last, watched so that the next intercept of one reads nothing (daemon/user/lookup-watch.ts)
+  const watched = new Map<string, LookupWatch>();
+  const watch = (key: string, name: string, hint: ResolveHint, lookup: () => Promise<Resolved>): void => {
+    watched.get(key)?.close();
+    watched.delete(key);
+    while (watched.size >= WATCHED_MAX) {
+      const [oldest, w] = watched.entries().next().value!;
+      w.close();
+      watched.delete(oldest);
+    }
+    watched.set(key, LookupWatch.start(workloads, name, hint, lookup));
+  };
   const remember = <V>(m: Map<string, V>, k: string, v: V): void => {
     if (m.size >= HINTS_MAX && !m.has(k)) m.delete(m.keys().next().value!);
     m.set(k, v);
@@ -130,9 +145,12 @@ export async function openKubeTransport(target: KubeOptions, managerNamespace: s
     prepare: async (name, namespace, remote) => {
       const ns = namespace || kube.namespace;
       const key = `${ns}/${name}:${remote}`;
-      const r = await workloads.lookup(name, ns, remote || undefined, hints.get(key));
+      const watchedNow = watched.get(key)?.resolved;
+      const r = watchedNow ?? (await workloads.lookup(name, ns, remote || undefined, hints.get(key)));
+      log.info('intercept target', { name, namespace: ns, workload: r.target.workload.name, from: watchedNow ? 'watch' : 'apiserver' });
       remember(hints, key, r.hint);
       if (!(await agentInPlace(workloads, r.target, r))) return undefined;
+      if (!watchedNow) watch(key, name, r.hint, () => workloads.lookup(name, ns, remote || undefined, r.hint));
       const w = r.target.workload;
       remember(resolved, `${w.namespace}/${w.name}`, { ref: w, annotations: r.object.metadata?.annotations ?? {} });
       return r.target;
@@ -146,6 +164,10 @@ export async function openKubeTransport(target: KubeOptions, managerNamespace: s
       if (known) known.annotations = { ...known.annotations, [key]: on ? value : '' };
     },
     lastError: () => forwarders.map((f) => f.stats().lastError).find((e) => e),
-    close: () => forwarders.forEach((f) => f.close()),
+    close: () => {
+      forwarders.forEach((f) => f.close());
+      for (const w of watched.values()) w.close();
+      watched.clear();
+    },
   };
 }

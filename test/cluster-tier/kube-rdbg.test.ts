@@ -302,6 +302,40 @@ t.test('rdbg on Kubernetes', async (t) => {
     await admin.rdbg(['connect', '--namespace', ns]);
   });
 
+  await t.test('a switch finds its workload from a watch; a Service that moves to another workload is followed at once', async (t) => {
+    const logFile = join(admin.home, 'daemon.log');
+    const logFrom = (await fsp.readFile(logFile, 'utf8')).length;
+    const targets = async (): Promise<string[]> =>
+      (await fsp.readFile(logFile, 'utf8')).slice(logFrom).split('\n').filter((l) => l.includes('"intercept target"')).map((l) => (JSON.parse(l) as { from: string }).from);
+    // The first switch of the session reads (and writes the claim, a change), the next reads again; after that, the watch answers.
+    for (let i = 0; i < 4; i++) {
+      const r = await admin.rdbg(['intercept', 'echo', '--port', '9092:80', '--header', 'x-dev=watch']);
+      t.match(r.stdout, /Intercepting port 8080 of echo\./, r.stdout);
+      await admin.rdbg(['leave', 'echo']);
+    }
+    t.equal((await targets()).slice(-1)[0], 'watch', `a later switch needs no apiserver read (${(await targets()).join(', ')})`);
+
+    // The Service now selects another Deployment: the next intercept of its name must find that one, not the watched answer.
+    await c.apply(ns, list(deployment('echo-next', 1, { name: 'http', number: 8080 })).replace(/"IMAGE"/g, JSON.stringify(echoImg)));
+    await c.rollout(ns, 'echo-next');
+    t.teardown(async () => {
+      await c.kubectl(['-n', ns, 'patch', 'service', 'echo', '-p', JSON.stringify({ spec: { selector: { app: 'echo' } } })], { check: false });
+      await c.kubectl(['-n', ns, 'delete', 'deployment', 'echo-next', '--wait=false'], { check: false });
+    });
+    await c.kubectl(['-n', ns, 'patch', 'service', 'echo', '-p', JSON.stringify({ spec: { selector: { app: 'echo-next' } } })]);
+    const moved = await admin.rdbg(['intercept', 'echo', '--port', '9092:80', '--header', 'x-dev=watch'], { timeoutMs: 180_000 });
+    t.match(moved.stdout, /Intercepting port 8080 of echo-next\./, `the intercept follows the Service: ${moved.stdout}${moved.stderr}`);
+    const held = JSON.parse((await admin.rdbg(['list', '-o', 'json'])).stdout) as { spec: { workload: string } }[];
+    t.same(held.map((i) => i.spec.workload), ['echo-next'], 'and nothing is left on the workload it served before');
+    t.equal((await targets()).slice(-1)[0], 'apiserver', 'read from the apiserver, as the watch reported the change');
+    await admin.rdbg(['leave', 'echo-next']);
+    await admin.rdbg(['uninstall', 'echo-next', '-n', ns]);
+    await c.kubectl(['-n', ns, 'patch', 'service', 'echo', '-p', JSON.stringify({ spec: { selector: { app: 'echo' } } })]);
+    const back = await admin.rdbg(['intercept', 'echo', '--port', '9092:80', '--header', 'x-dev=watch']);
+    t.match(back.stdout, /Intercepting port 8080 of echo\./, 'and back');
+    await admin.rdbg(['leave', 'echo']);
+  });
+
   await t.test('rdbg gather-logs: the daemons\', the manager\'s and the agents\' logs in one archive', async (t) => {
     const out = join(admin.home, 'bug.tar.gz');
     const r = await admin.rdbg(['gather-logs', '-o', out]);

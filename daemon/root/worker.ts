@@ -95,7 +95,7 @@ async function runWorker(cfg: WorkerConfig): Promise<void> {
   server.addService(service, handlers);
   // The base directory is root's and not writable by anyone else, so nobody can plant a link here.
   // Only root and the user who ran `rdbg connect` may reach the socket (mode 0600, theirs).
-  local.api = await listenLocalApi(server, { path: cfg.socket, service, handlers, owner: { uid: cfg.uid, gid: cfg.gid } });
+  local.api = await listenLocalApi(server, { path: cfg.socket, service, handlers, owner: { uid: cfg.uid, gid: cfg.gid }, log: logger('rootd.api') });
   engine.on('fatal', (why: string) => void quit(why));
   process.once('SIGTERM', () => void quit('SIGTERM'));
   process.once('SIGINT', () => void quit('SIGINT'));

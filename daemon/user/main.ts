@@ -283,7 +283,7 @@ async function runUserDaemon(opts: DaemonOptions): Promise<void> {
   const all = { ...handlers, WatchSession, LookupDNS };
   server.addService(service, all);
   // gRPC for the root daemon, JSON lines for the CLI, on one socket (src/rpc/local-api.ts).
-  local.api = await listenLocalApi(server, { path: daemonSocketPath(opts.config.runtimeDir), service, handlers: all });
+  local.api = await listenLocalApi(server, { path: daemonSocketPath(opts.config.runtimeDir), service, handlers: all, log: logger('userd.api') });
   writeFileSync(daemonPidPath(opts.config.runtimeDir), String(process.pid));
   process.once('SIGTERM', () => void quit('SIGTERM'));
   process.once('SIGINT', () => void quit('SIGINT'));

@@ -19,7 +19,7 @@ export const TRACE_CATEGORIES = [
   'tun', 'dns', 'resolv-conf', 'resolved', 'nat', 'udp', 'session', 'cleanup', 'watchdog',
   'link', 'divert', 'intercepts', 'socks', 'forward', 'h2', 'half-close',
   'data', 'webhook', 'claims', 'auth', 'discovery',
-  'upstream', 'port', 'http1', 'http2', 'mirror', 'freezer', 'files', 'mounts',
+  'upstream', 'port', 'http1', 'http2', 'mirror', 'freezer', 'files', 'mounts', 'api', 'lookup',
 ] as const;
 
 let current: number = LEVELS.info;

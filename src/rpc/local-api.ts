@@ -23,9 +23,7 @@ import { chmodSync, chownSync, rmSync } from 'node:fs';
 import * as net from 'node:net';
 import { StringDecoder } from 'node:string_decoder';
 import { errorMessage } from '../core/errors';
-import { logger } from '../core/log';
-
-const log = logger('local-api');
+import type { Logger } from '../core/log';
 
 /** A request line longer than this closes its connection: no CLI call comes near it. */
 export const MAX_LINE = 1 << 20;
@@ -45,6 +43,8 @@ export interface LocalApiOptions {
   handlers: grpc.UntypedServiceImplementation;
   /** the socket's owner (a root daemon serving the user who connected); it is mode 0600 either way */
   owner?: { uid: number; gid: number };
+  /** the daemon's logger for it (`userd.api`, `rootd.api`) */
+  log: Logger;
 }
 
 export interface LocalApi {
@@ -84,6 +84,7 @@ function methodsOf(service: grpc.ServiceDefinition, handlers: grpc.UntypedServic
  * handlers directly.
  */
 export async function listenLocalApi(server: grpc.Server, opts: LocalApiOptions): Promise<LocalApi> {
+  const { log } = opts;
   const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
   const methods = methodsOf(opts.service, opts.handlers);
   const jsonConnections = new Set<net.Socket>();

@@ -14,6 +14,7 @@ import { daemonPackage, type UserDaemonClient } from '../../src/rpc/services';
 import { listenLocalApi, MAX_LINE } from '../../src/rpc/local-api';
 import { LocalClient, type UserDaemonApi } from '../../src/rpc/local-client';
 import { daemonSocketPath } from '../../src/core/paths';
+import { logger } from '../../src/core/log';
 import type { InterceptInfo } from '../../src/gen/rdbg/v1/InterceptInfo';
 
 const dir = mkdtempSync(join(tmpdir(), 'rdbg-local-api-'));
@@ -61,7 +62,7 @@ async function serve(path: string): Promise<{ seen: Seen; close: () => void }> {
   const service = daemonPackage().UserDaemon.service;
   const h = handlers(seen);
   server.addService(service, h);
-  const api = await listenLocalApi(server, { path, service, handlers: h });
+  const api = await listenLocalApi(server, { path, service, handlers: h, log: logger('userd.api') });
   return { seen, close: () => (api.close(), server.forceShutdown()) };
 }
 

@@ -5,7 +5,7 @@
 // continuing them. The cgroup is made by this test and removed after it.
 import t from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { AppFreezer, listeningInodes } from '../../agent/app-freezer';
 
@@ -68,9 +68,9 @@ t.test('stops the app\'s container, keeps it stopped, continues it', { skip: roo
     for (let i = 0; i < 50 && readFileSync(join(cg, 'cgroup.procs'), 'utf8').trim(); i++) await sleep(50);
     rmdirSync(cg);
   });
-  const app = spawn(process.execPath, ['-e', APP], { stdio: ['ignore', 'pipe', 'inherit'] });
+  // In its cgroup before it runs anything, as a container's process is: a shell that moves itself there, then becomes the app.
+  const app = spawn('/bin/sh', ['-c', 'echo $$ > "$0" && exec "$1" -e "$2"', join(cg, 'cgroup.procs'), process.execPath, APP], { stdio: ['ignore', 'pipe', 'inherit'] });
   children.push(app);
-  writeFileSync(join(cg, 'cgroup.procs'), String(app.pid));
   let out = '';
   app.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   for (let i = 0; i < 100 && !/PORT \d+/.test(out); i++) await sleep(20);
@@ -80,7 +80,7 @@ t.test('stops the app\'s container, keeps it stopped, continues it', { skip: roo
   const f = new AppFreezer({ appPorts: [port] });
   t.equal(f.freeze(), '', 'freeze: no problem');
   t.equal(await stopped(app.pid!), 'T', 'the app is stopped');
-  // A tick written just before the stop may still be in the pipe: count once it has been read.
+  // A tick written just before the stop may still be on its way through the pipe: count once it has been read.
   await sleep(100);
   const ticks = out.split('tick').length;
   await sleep(300);

@@ -6,7 +6,7 @@
 //  - JSON lines (a connection that opens with "{"): the unary methods, for
 //    the CLI. A fresh CLI process is most of an `rdbg` command's time, and
 //    gRPC's client (grpc-js, protobufjs, node:http2) is most of that start;
-//    Node's `net` and JSON are already loaded in every process.
+//    Node's `net` is a small load beside `node:http2` alone.
 //
 // JSON lines are JSON-RPC 2.0 objects, one per line:
 //   {"jsonrpc":"2.0","id":1,"method":"List","params":{...}}

@@ -6,7 +6,7 @@ import { DatagramFramer, H, H2_SETTINGS, MAX_SESSION_MEMORY, PATH, WINDOW, heade
 import { dialCodeForErrno, dialCodeFrom, decodeMessage, encodeMessage, type DialCode } from '../src/tunnel/messages';
 import { formatReply, KEEPALIVE_MS, parseRequest, RAW_MAGIC } from '../src/tunnel/raw/flow';
 import { HALF_CLOSE_MAGIC, serveHalfCloses } from '../src/tunnel/raw/half-close';
-import { splice } from '../src/tunnel/splice';
+import { splice, type ByteCounters, type SpliceOptions } from '../src/tunnel/splice';
 import type { ClusterDNS } from './cluster-dns';
 import type { DialPolicy } from './dial-policy';
 import type { SessionRegistry } from './sessions';
@@ -40,20 +40,55 @@ function flowBug(err: unknown, end: () => void): void {
   }
 }
 
-interface RawFlowState {
-  session: string;
-  /** the destination */
-  up: net.Socket;
+/**
+ * A raw flow's state, and its splice's options: one object per flow whose
+ * methods are the splice's callbacks (the manager holds every laptop's idle
+ * flows, see Splice in src/tunnel/splice.ts).
+ */
+class RawFlowState implements SpliceOptions {
   /** bytes received from the laptop so far */
-  received: number;
+  received = 0;
   /** end `up` once this many have arrived (-1: not asked; -2: done) */
-  endAt: number;
+  endAt = -1;
+
+  constructor(
+    readonly session: string,
+    /** the destination */
+    readonly up: net.Socket,
+    readonly counters: ByteCounters,
+    private readonly id: string,
+    private readonly flows: Map<string, RawFlowState>,
+    private readonly ended: (err?: string) => void,
+  ) {}
+
+  countBA(n: number): void {
+    this.received += n;
+    endWhenDue(this);
+  }
+
+  /** The laptop's FIN answers ours after a half-close sent beside the flow. */
+  halfClosedB(): boolean {
+    return this.endAt === -2;
+  }
+
+  onDone(err?: string): void {
+    this.flows.delete(this.id);
+    this.ended(err);
+  }
 }
 
 function endWhenDue(f: RawFlowState): void {
   if (f.endAt < 0 || f.received < f.endAt) return;
   f.endAt = -2;
   f.up.end();
+}
+
+/** What a flow's end does (a closure of its own, so that it holds nothing of the dial). */
+function flowEnded(stats: { flowsActive: number }, dst: string): (err?: string) => void {
+  return (err) => {
+    stats.flowsActive--;
+    if (err) log.debug('flow ended', { dst, err });
+  };
 }
 
 /** The manager's end of the HTTP/2 data plane (see src/tunnel/h2/protocol.ts). */
@@ -161,19 +196,9 @@ export class DataPlane {
       (up, onDone) => {
         sock.setKeepAlive(true, KEEPALIVE_MS);
         // a = the destination, as HTTP/2 flows count.
-        const state: RawFlowState = { session: req.session, up, received: 0, endAt: -1 };
+        const state = new RawFlowState(req.session, up, this.stats, id, this.rawFlows, onDone);
         this.rawFlows.set(id, state);
-        const done = (err?: string): void => {
-          this.rawFlows.delete(id);
-          onDone(err);
-        };
-        splice(up, sock, {
-          counters: this.stats,
-          countBA: (n) => ((state.received += n), endWhenDue(state)),
-          // The laptop's FIN answers ours after a half-close sent beside the flow.
-          halfClosedB: () => state.endAt === -2,
-          onDone: done,
-        });
+        splice(up, sock, state);
       },
       true,
     );
@@ -351,10 +376,7 @@ export class DataPlane {
       this.stats.flowsOpened++;
       this.stats.flowsActive++;
       answer('OK', '');
-      join(up, (err) => {
-        this.stats.flowsActive--;
-        if (err) log.debug('flow ended', { dst: `${address}:${port}`, err });
-      });
+      join(up, flowEnded(this.stats, `${address}:${port}`));
     });
   }
 

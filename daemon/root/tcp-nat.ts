@@ -3,6 +3,7 @@ import { SOCKET_HWM, createFlowServer } from '../../src/tunnel/fast-socket';
 import * as net from 'node:net';
 import { logger } from '../../src/core/log';
 import { DialError } from '../../src/tunnel/messages';
+import type { JoinableFlow } from '../../src/tunnel/splice';
 import {
   TCP_ACK, TCP_RST, TCP_SYN, buildHostUnreachable, buildRst, parsePacket, rewrite, type Packet,
 } from './packet';
@@ -15,7 +16,7 @@ const FIRST_FAKE_PORT = 1024;
 
 export interface TcpDialer {
   /** Open a flow to the destination; resolve once the manager dialled it. */
-  dial(host: string, port: number, source: string): Promise<{ join(sock: net.Socket, onDone: (err?: string) => void): void; cancel(): void }>;
+  dial(host: string, port: number, source: string): Promise<JoinableFlow>;
 }
 
 interface Flow {
@@ -29,8 +30,10 @@ interface Flow {
   state: 'dialing' | 'open' | 'closed';
   key: string; // in byApp
   syn?: Buffer; // held until the manager's dial succeeds
-  join?: (sock: net.Socket, onDone: (err?: string) => void) => void;
-  cancel?: () => void;
+  /** The dialled tunnel flow, until its join ends it (its methods, called on it). */
+  opened?: JoinableFlow;
+  /** Not joined yet. */
+  joinable?: boolean;
   timer?: NodeJS.Timeout;
 }
 
@@ -94,7 +97,7 @@ export class TcpNat {
     for (const l of this.listeners) l.close();
     for (const f of this.byApp.values()) {
       clearTimeout(f.timer);
-      f.cancel?.();
+      f.opened?.cancel();
     }
   }
 
@@ -180,8 +183,8 @@ export class TcpNat {
       (opened) => {
         if (flow.state !== 'dialing') return opened.cancel();
         flow.state = 'open';
-        flow.join = opened.join;
-        flow.cancel = opened.cancel;
+        flow.opened = opened;
+        flow.joinable = true;
         const syn = parsePacket(flow.syn!);
         flow.syn = undefined;
         if (syn) this.toListener(flow, syn);
@@ -211,7 +214,7 @@ export class TcpNat {
   private forget(key: string, flow: Flow): void {
     clearTimeout(flow.timer);
     flow.state = 'closed';
-    flow.cancel?.();
+    flow.opened?.cancel();
     if (this.byApp.get(key) === flow) this.byApp.delete(key);
     const fk = this.fakeKey(flow.fake, flow.fakePort);
     if (this.byFake.get(fk) === flow) this.byFake.delete(fk);
@@ -234,20 +237,19 @@ export class TcpNat {
   private accepted(sock: net.Socket): void {
     const addr = unmapIPv4(sock.remoteAddress ?? '');
     const flow = net.isIP(addr) ? this.byFake.get(this.fakeKey(ipToBytes(addr), sock.remotePort ?? 0)) : undefined;
-    if (!flow || !flow.join) {
+    if (!flow?.opened || !flow.joinable) {
       sock.resetAndDestroy();
       return;
     }
     clearTimeout(flow.timer);
     flow.timer = undefined;
     const key = flow.key;
-    const join = flow.join;
-    flow.join = undefined;
-    join(sock, () => {
+    flow.joinable = false;
+    flow.opened.join(sock, () => {
       // The tunnel flow has ended: nothing is left to cancel. Calling cancel now
       // would count the flow again as closed first, and keeping it would keep the
       // whole finished flow (its sockets and buffers) alive while the entry lingers.
-      flow.cancel = undefined;
+      flow.opened = undefined;
       // Kept a while for late FIN/ACK retransmissions; a new SYN on the same ports replaces it.
       flow.state = 'closed';
       flow.timer = setTimeout(() => this.forget(key, flow), LINGER_MS);

@@ -3,7 +3,7 @@ import { ipFromBytes, joinHostPort, unmapIPv4 } from '../../src/core/address';
 import { logger } from '../../src/core/log';
 import { DialError } from '../../src/tunnel/messages';
 import { SOCKET_HWM, createFlowServer } from '../../src/tunnel/fast-socket';
-import { parked } from '../../src/tunnel/splice';
+import { parked, type JoinableFlow } from '../../src/tunnel/splice';
 import { TCP_ACK, TCP_SYN, buildHostUnreachable, buildRst, parsePacket } from './packet';
 import { libc } from './platform/libc';
 import { installCapture, removeCapture } from './platform/netfilter';
@@ -32,12 +32,29 @@ function originalDestination(sock: net.Socket, family: 4 | 6): { host: string; p
   return { host, port };
 }
 
+type Endpoint = { address?: string; port?: number };
+type Handle = { getpeername?(out: Endpoint): number; getsockname?(out: Endpoint): number };
+
+/**
+ * A socket's two addresses, read from its handle: net.Socket's remoteAddress
+ * and localPort keep what they read on the socket (two objects and two
+ * strings more for each of the thousands of flows a daemon holds).
+ */
+function endpoints(sock: net.Socket): { peer: Endpoint; local: Endpoint } {
+  const h = (sock as unknown as { _handle?: Handle })._handle;
+  const peer: Endpoint = {};
+  const local: Endpoint = {};
+  h?.getpeername?.(peer);
+  h?.getsockname?.(local);
+  return { peer, local };
+}
+
 interface Pending {
   state: 'dialing' | 'open';
   /** Queued SYNs of this connection (retransmissions while the manager dials). */
   ids: number[];
-  join?: (sock: net.Socket, onDone: (err?: string) => void) => void;
-  cancel?: () => void;
+  /** The dialled flow (its methods, called on it). */
+  opened?: JoinableFlow;
   timer?: NodeJS.Timeout;
 }
 
@@ -58,6 +75,8 @@ export class TcpRedirect {
   private queue?: SynQueue;
   private readonly families: Array<4 | 6> = [];
   private active_ = 0;
+  /** Every joined flow's onDone (one function, not a closure per flow). */
+  private readonly flowDone = (): void => void this.active_--;
 
   constructor(
     private readonly opts: {
@@ -126,7 +145,7 @@ export class TcpRedirect {
     for (const s of this.servers.splice(0)) s.close();
     for (const p of this.pending.values()) {
       clearTimeout(p.timer);
-      p.cancel?.();
+      p.opened?.cancel();
     }
     this.pending.clear();
   }
@@ -158,8 +177,7 @@ export class TcpRedirect {
       (opened) => {
         if (this.pending.get(key) !== entry) return opened.cancel();
         entry.state = 'open';
-        entry.join = opened.join;
-        entry.cancel = opened.cancel;
+        entry.opened = opened;
         entry.timer = setTimeout(() => this.forget(key, entry), ACCEPT_WAIT_MS);
         const [first, ...rest] = entry.ids.splice(0);
         if (first !== undefined) this.queue?.verdict(first, true);
@@ -186,36 +204,38 @@ export class TcpRedirect {
 
   private forget(key: string, entry: Pending): void {
     clearTimeout(entry.timer);
-    entry.cancel?.();
+    entry.opened?.cancel();
     if (this.pending.get(key) === entry) this.pending.delete(key);
   }
 
   /** The kernel handed over a redirected connection: join it to the flow its SYN dialled. */
   private accepted(sock: net.Socket, family: 4 | 6): void {
     const dst = originalDestination(sock, family);
-    const src = unmapIPv4(sock.remoteAddress ?? '');
-    const local = sock.localPort;
+    const { peer, local: self } = endpoints(sock);
+    const src = unmapIPv4(peer.address ?? '');
+    const srcPort = peer.port ?? 0;
+    const local = self.port;
     // Only a redirected connection has another original destination; anyone dialling the listener itself is turned away.
     if (!dst || (dst.port === local && (dst.host === '127.0.0.1' || dst.host === '::1'))) return void sock.resetAndDestroy();
-    const key = `${joinHostPort(src, sock.remotePort ?? 0)}>${joinHostPort(dst.host, dst.port)}`;
+    const key = `${joinHostPort(src, srcPort)}>${joinHostPort(dst.host, dst.port)}`;
     const entry = this.pending.get(key);
-    if (entry?.state === 'open' && entry.join) {
+    if (entry?.state === 'open' && entry.opened) {
       this.pending.delete(key);
       clearTimeout(entry.timer);
-      return this.join(sock, entry.join);
+      return this.join(sock, entry.opened);
     }
     // Its SYN was not held (it passed while no queue was bound): dial now; a failure resets the accepted connection,
     // and a reset from the program meanwhile closes it alone.
     parked(sock);
     this.stats.flows++;
-    this.opts.dialer.dial(dst.host, dst.port, joinHostPort(src, sock.remotePort ?? 0)).then(
-      (opened) => (sock.destroyed ? opened.cancel() : this.join(sock, opened.join)),
+    this.opts.dialer.dial(dst.host, dst.port, joinHostPort(src, srcPort)).then(
+      (opened) => (sock.destroyed ? opened.cancel() : this.join(sock, opened)),
       () => sock.resetAndDestroy(),
     );
   }
 
-  private join(sock: net.Socket, join: NonNullable<Pending['join']>): void {
+  private join(sock: net.Socket, flow: JoinableFlow): void {
     this.active_++;
-    join(sock, () => this.active_--);
+    flow.join(sock, this.flowDone);
   }
 }

@@ -52,6 +52,8 @@ function replyFor(err: unknown): number {
 export class SocksServer {
   private readonly server: net.Server;
   private readonly sockets = new Set<net.Socket>();
+  /** Every joined flow's onDone (one function, not a closure per flow). */
+  private readonly flowDone = (): void => void this.counters.flowsActive--;
 
   constructor(
     private readonly flows: FlowOpener,
@@ -147,7 +149,7 @@ export class SocksServer {
     this.counters.flowsOpened++;
     this.counters.flowsActive++;
     sock.write(reply(REPLY.SUCCEEDED, sock.localAddress, sock.localPort));
-    flow.join(sock, () => this.counters.flowsActive--);
+    flow.join(sock, this.flowDone);
     sock.resume();
   }
 

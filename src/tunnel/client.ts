@@ -1,12 +1,13 @@
 import type * as http2 from 'node:http2';
+import type * as net from 'node:net';
 import type { DNSResponse__Output } from '../gen/rdbg/v1/DNSResponse';
 import { H2FlowClient } from './h2/client';
 import { datagramChannel, type DatagramChannel } from './h2/protocol';
 import { DialError, type DialCode } from './messages';
 import { RawFlowBudget } from './raw/budget';
-import { openRawFlow } from './raw/flow';
+import { openRawFlow, type RawFlowOptions } from './raw/flow';
 import { HalfCloseChannel } from './raw/half-close';
-import { splice, type ByteCounters, type JoinableFlow } from './splice';
+import { splice, type ByteCounters, type JoinableFlow, type SpliceOptions } from './splice';
 
 /** Where a session's flows go. */
 export interface DataPlaneTarget {
@@ -43,6 +44,8 @@ export class DataPlaneClient {
   private target?: DataPlaneTarget;
   private h2?: H2FlowClient;
   private halfCloses?: HalfCloseChannel;
+  /** What every raw flow on the current connections is opened with (one object, not closures per flow). */
+  private rawFlowOpts?: RawFlowOptions;
 
   constructor(private readonly opts: DataPlaneOptions) {
     this.budget = RawFlowBudget.forThisProcess(opts.fileLimit, opts.rawFlowsMax);
@@ -69,6 +72,12 @@ export class DataPlaneClient {
     const session = (): string => this.target?.session ?? '';
     this.h2 = new H2FlowClient(target.address, () => ({ 'rdbg-session': session() }), this.opts.onLost);
     this.halfCloses = new HalfCloseChannel(target.address, session);
+    const h2 = this.h2;
+    this.rawFlowOpts = {
+      counters: this.opts.counters,
+      halfClose: (flow, n) => this.halfClose(h2, flow, n),
+      onClosedFirst: () => this.budget.closedFirst(),
+    };
     // Connected at once (over port-forward: the apiserver's stream and HTTP/2's handshake), not by the first flow.
     this.h2.warm();
   }
@@ -77,22 +86,19 @@ export class DataPlaneClient {
     return this.target?.address;
   }
 
-  private current(): { target: DataPlaneTarget; h2: H2FlowClient } {
-    if (!this.target || !this.h2) throw new DialError('UNREACHABLE', 'the traffic manager has no data port: upgrade it');
-    return { target: this.target, h2: this.h2 };
+  private current(): { target: DataPlaneTarget; h2: H2FlowClient; rawFlowOpts: RawFlowOptions } {
+    if (!this.target || !this.h2 || !this.rawFlowOpts) throw new DialError('UNREACHABLE', 'the traffic manager has no data port: upgrade it');
+    return { target: this.target, h2: this.h2, rawFlowOpts: this.rawFlowOpts };
   }
 
   async tcp(host: string, port: number, source = ''): Promise<JoinableFlow> {
-    const { target, h2 } = this.current();
-    const { counters } = this.opts;
+    const { target, h2, rawFlowOpts } = this.current();
     const release = target.direct ? this.budget.take() : undefined;
     if (release) {
       const req = { session: target.session, protocol: 'tcp', host, port, source };
-      const halfClose = (flow: string, n: number): Promise<boolean> => this.halfClose(h2, flow, n);
-      return openRawFlow(target.address, req, release, { counters, halfClose, onClosedFirst: () => this.budget.closedFirst() });
+      return openRawFlow(target.address, req, release, rawFlowOpts);
     }
-    const stream = await h2.open('tcp', host, port, source);
-    return { join: (sock, onDone) => splice(sock, stream, { counters, onDone }), cancel: () => stream.close() };
+    return new StreamFlow(await h2.open('tcp', host, port, source), this.opts.counters);
   }
 
   /** A raw flow's half-close: on the channel, else as an HTTP/2 request; false sends a FIN instead. */
@@ -119,6 +125,26 @@ export class DataPlaneClient {
     this.halfCloses?.close();
     this.h2 = undefined;
     this.halfCloses = undefined;
+    this.rawFlowOpts = undefined;
     this.target = undefined;
+  }
+}
+
+/** A TCP flow on an HTTP/2 stream, and once joined its splice's options (one object per flow, see Splice). */
+class StreamFlow implements JoinableFlow, SpliceOptions {
+  onDone?: (err?: string) => void;
+
+  constructor(
+    private readonly stream: http2.ClientHttp2Stream,
+    readonly counters: ByteCounters | undefined,
+  ) {}
+
+  join(sock: net.Socket, onDone: (err?: string) => void): void {
+    this.onDone = onDone;
+    splice(sock, this.stream, this);
+  }
+
+  cancel(): void {
+    this.stream.close();
   }
 }

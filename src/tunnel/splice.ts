@@ -102,10 +102,34 @@ export function splice(a: FlowEnd, b: FlowEnd, opts: SpliceOptions = {}): void {
   new Splice(a, b, opts);
 }
 
+/** The splice an end belongs to, for the listeners below (shared by every flow, so a flow adds no closures). */
+const SPLICE = Symbol('rdbg.splice');
+type Member = FlowEnd & { [SPLICE]?: Splice };
+
+function onEnd(this: Member): void {
+  this[SPLICE]?.ended(this);
+}
+function onError(this: Member, err: NodeJS.ErrnoException): void {
+  this[SPLICE]?.errored(this, err);
+}
+function onClose(this: Member): void {
+  this[SPLICE]?.closedEnd(this);
+}
+/** A chunk read by an end without a fast reader. */
+function onData(this: Member, chunk: Buffer): void {
+  this[SPLICE]?.carryChunk(this, chunk);
+}
+/** The end written to took its queue: read its peer again. */
+function onDrain(this: Member): void {
+  this[SPLICE]?.peer(this).resume();
+}
+
 /**
  * One splice's state. A daemon holds thousands of idle flows, so a flow costs
- * one object, one closure per listener and no per-end scopes: the handlers
- * are methods, and the deferred 'end' is a static function with arguments.
+ * this object and nothing else: the listeners are functions shared by all
+ * flows, which find it on their end (`this`), and the deferred 'end' is a
+ * static function with arguments. Only an end with a fast reader (a few
+ * dozen at most, see fast-socket.ts) gets closures of its own.
  */
 class Splice {
   private aEnded = false; // a sent its FIN
@@ -127,16 +151,20 @@ class Splice {
       this.fail(`${a.destroyed ? 'the local' : 'the remote'} end closed before the flow was joined`);
       return;
     }
+    for (const x of [a, b] as Member[]) {
+      x[SPLICE] = this;
+      x.on('end', onEnd);
+      x.on('error', onError);
+      x.on('close', onClose);
+    }
     this.carry(a, b, true);
     this.carry(b, a, false);
-    a.on('end', () => this.ended(a));
-    b.on('end', () => this.ended(b));
-    a.on('error', (err: NodeJS.ErrnoException) => this.errored(a, err));
-    b.on('error', (err: NodeJS.ErrnoException) => this.errored(b, err));
-    a.on('close', () => this.closedEnd(a));
-    b.on('close', () => this.closedEnd(b));
     a.resume();
     b.resume();
+  }
+
+  peer(x: FlowEnd): FlowEnd {
+    return x === this.a ? this.b : this.a;
   }
 
   private finish(err?: string): void {
@@ -170,10 +198,11 @@ class Splice {
   private aEnd(): void {
     this.aEnded = true;
     if (this.bEnded) return void this.b.end();
-    const { halfCloseB } = this.opts;
-    if (!halfCloseB) return this.endBFirst();
-    const fallBack = (): void => this.endBFirst();
-    halfCloseB(this.sentAB).then((ok) => ok || fallBack(), fallBack);
+    if (!this.opts.halfCloseB) return this.endBFirst();
+    this.opts.halfCloseB(this.sentAB).then(
+      (ok) => ok || this.endBFirst(),
+      () => this.endBFirst(),
+    );
   }
 
   private bEnd(): void {
@@ -202,18 +231,18 @@ class Splice {
     s.setPending(x, setImmediate(Splice.runEnd, s, x));
   }
 
-  private ended(x: FlowEnd): void {
+  ended(x: FlowEnd): void {
     if (isStream(x)) this.setPending(x, setImmediate(Splice.deferEnd, this, x));
     else Splice.runEnd(this, x);
   }
 
-  private errored(x: FlowEnd, err: NodeJS.ErrnoException): void {
+  errored(x: FlowEnd, err: NodeJS.ErrnoException): void {
     clearImmediate(this.pending(x));
     this.setPending(x, undefined);
     this.fail(`${isStream(x) ? 'stream' : 'socket'}: ${err.code ?? err.message}`);
   }
 
-  private closedEnd(x: FlowEnd): void {
+  closedEnd(x: FlowEnd): void {
     const p = this.pending(x);
     if (p) {
       clearImmediate(p);
@@ -229,21 +258,25 @@ class Splice {
     } else if (!(x === this.a && this.aEnded && !this.bClosed && this.opts.halfClosedB?.())) this.fail('connection closed');
   }
 
+  /** A chunk `from` read (without a fast reader), written to its peer. */
+  carryChunk(from: FlowEnd, chunk: Buffer): void {
+    const ab = from === this.a;
+    const d = !ab && this.opts.mapBA ? this.opts.mapBA(chunk) : chunk;
+    const more = (ab ? this.b : this.a).write(d);
+    this.counted(ab, d.length);
+    if (!more) from.pause();
+  }
+
   /** Carry from -> to with backpressure, counting each chunk once it is handed to `to` (ab: a -> b). */
   private carry(from: FlowEnd, to: FlowEnd, ab: boolean): void {
     if (isStream(from)) widenStreamBuffer(from);
-    const map = ab ? undefined : this.opts.mapBA;
     const fr = fastReader(from);
     if (!fr) {
-      from.on('data', (chunk: Buffer) => {
-        const d = map ? map(chunk) : chunk;
-        const more = to.write(d);
-        this.counted(ab, d.length);
-        if (!more) from.pause();
-      });
-      to.on('drain', () => from.resume());
+      from.on('data', onData);
+      to.on('drain', onDrain);
       return;
     }
+    const map = ab ? undefined : this.opts.mapBA;
     // A fast reader's chunk lives in its buffer: when its write does not complete at once,
     // read again only after that very write is done (writes complete in order: counting them tells which).
     let sent = 0;

@@ -2,7 +2,7 @@ import * as net from 'node:net';
 import { splitHostPort } from '../../core/address';
 import { SOCKET_HWM, connectFlowSocket, readLine } from '../fast-socket';
 import { DialError, dialCodeFrom, decodeMessage, encodeMessage, type DialCode } from '../messages';
-import { parked, splice, type ByteCounters, type JoinableFlow } from '../splice';
+import { parked, splice, type ByteCounters, type JoinableFlow, type SpliceOptions } from '../splice';
 
 /**
  * Raw flows: a TCP flow to the cluster carried by a TCP connection of its own
@@ -139,39 +139,59 @@ export interface RawFlowOptions {
 }
 
 /** Open a raw flow that holds `release` (from RawFlowBudget.take) until it ends. */
-export async function openRawFlow(
-  dataAddress: string,
-  req: RawFlowRequest,
-  release: () => void,
-  { counters, timeoutMs = 15_000, halfClose, onClosedFirst }: RawFlowOptions = {},
-): Promise<JoinableFlow> {
+export async function openRawFlow(dataAddress: string, req: RawFlowRequest, release: () => void, opts: RawFlowOptions = {}): Promise<JoinableFlow> {
   let remote: net.Socket;
   try {
-    remote = await openRawTcp(dataAddress, req, timeoutMs, true);
+    remote = await openRawTcp(dataAddress, req, opts.timeoutMs ?? 15_000, true);
   } catch (err) {
     release();
     throw err;
   }
-  return {
-    join: (sock, onDone) => {
-      const flow = rawFlowId(remote);
-      const halfCloseB = halfClose && flow ? (sent: number) => halfClose(flow, sent) : undefined;
-      splice(sock, remote, {
-        counters,
-        halfCloseB,
-        onClosedFirstB: onClosedFirst,
-        onDone: (err) => {
-          release();
-          onDone(err);
-        },
-      });
-    },
-    // A flow that already ended has nothing to cancel (and did not close first).
-    cancel: () => {
-      release();
-      if (remote.destroyed) return;
-      onClosedFirst?.();
-      remote.destroy();
-    },
-  };
+  return new RawFlow(remote, release, opts);
+}
+
+/**
+ * A dialled raw flow, and once joined its splice's options: one object per
+ * flow whose methods are the splice's callbacks (an idle daemon holds
+ * thousands, see Splice).
+ */
+class RawFlow implements JoinableFlow, SpliceOptions {
+  readonly counters?: ByteCounters;
+  private onDoneJoin?: (err?: string) => void;
+
+  constructor(
+    private readonly remote: net.Socket,
+    private readonly release: () => void,
+    private readonly opts: RawFlowOptions,
+  ) {
+    this.counters = opts.counters;
+    // Without a flow id from the manager, or without a way to send one, the half-close is a FIN.
+    if (!opts.halfClose || !rawFlowId(remote)) this.halfCloseB = undefined;
+  }
+
+  join(sock: net.Socket, onDone: (err?: string) => void): void {
+    this.onDoneJoin = onDone;
+    splice(sock, this.remote, this);
+  }
+
+  halfCloseB?(sent: number): Promise<boolean> {
+    return this.opts.halfClose!(rawFlowId(this.remote)!, sent);
+  }
+
+  onClosedFirstB(): void {
+    this.opts.onClosedFirst?.();
+  }
+
+  onDone(err?: string): void {
+    this.release();
+    this.onDoneJoin?.(err);
+  }
+
+  // A flow that already ended has nothing to cancel (and did not close first).
+  cancel(): void {
+    this.release();
+    if (this.remote.destroyed) return;
+    this.opts.onClosedFirst?.();
+    this.remote.destroy();
+  }
 }

@@ -270,7 +270,9 @@ export function injectPod(pod: Pod, namespace: string, s: InjectSettings): Injec
     ...(app.envFrom?.length ? { envFrom: app.envFrom } : {}),
     volumeMounts: [{ name: TOKEN_VOLUME, mountPath: TOKEN_DIR, readOnly: true }, ...appMounts(app)],
     // The pod is Ready only once the agent listens: the Service must not send to a port nobody owns yet.
-    readinessProbe: { tcpSocket: { port: agentPort }, periodSeconds: 2 },
+    // Probed every second: the kubelet's first probe after the container runs comes up to one period
+    // late, and a first intercept waits for that (one TCP connect a second is nothing to the kubelet).
+    readinessProbe: { tcpSocket: { port: agentPort }, periodSeconds: 1 },
     securityContext: agentSecurity(app, spec?.securityContext),
     resources: { requests: { cpu: '10m', memory: '48Mi' }, limits: { memory: '256Mi' } },
   };

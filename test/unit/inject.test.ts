@@ -86,7 +86,7 @@ t.test('the agent: token volume, own env, restricted security context, small req
   });
   const req = (agent.resources as { requests: Record<string, string> }).requests;
   t.same(req, { cpu: '10m', memory: '48Mi' });
-  t.same(agent.readinessProbe, { tcpSocket: { port: 9900 }, periodSeconds: 2 });
+  t.same(agent.readinessProbe, { tcpSocket: { port: 9900 }, periodSeconds: 1 });
 });
 
 t.test('named probes and hooks of the app resolve to numbers after the rename: HTTP probes the agent\'s, the rest the app\'s', async (t) => {

@@ -15,7 +15,6 @@ import { SessionWatch } from './session-watch';
 import { validateUserSocket } from './state-dir';
 import { TcpNat } from './tcp-nat';
 import { TcpRedirect } from './tcp-redirect';
-import { removeCapture } from './platform/netfilter';
 import { UdpRelay } from './udp-relay';
 import { HostDns, type DnsMode } from './host-dns';
 
@@ -81,17 +80,6 @@ export class RootEngine extends EventEmitter {
     super();
     this.tunIp = nth(opts.tunCidr, 1);
     this.tunIp6 = opts.tunCidr6 ? nth(opts.tunCidr6, 1) : undefined;
-  }
-
-  /** How each kind of journal entry that is not a plain route or link is undone. */
-  static undoers(resolvConf: string): Record<string, (e: JournalEntry) => void> {
-    return {
-      ...HostDns.undoers(resolvConf),
-      netfilter: (e) => {
-        removeCapture(4, e.data.dev);
-        removeCapture(6, e.data.dev);
-      },
-    };
   }
 
   private record(entry: JournalEntry): void {

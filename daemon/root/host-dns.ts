@@ -7,7 +7,7 @@ import { DEFAULT_EXCLUDE, DnsServer } from './dns/dns-server';
 import * as resolvConf from './dns/resolv-conf';
 import * as resolved from './dns/systemd-resolved';
 import { parseCidrs, reverseZones } from './dns/reverse-name';
-import type { Journal, JournalEntry } from './journal';
+import type { Journal } from './journal';
 
 const log = logger('rootd.dns');
 
@@ -57,13 +57,6 @@ export class HostDns {
   ) {
     this.namespaces = opts.cluster.namespaces;
     this.subnets = subnetsOf(opts.cluster);
-  }
-
-  static undoers(path: string): Record<string, (e: JournalEntry) => void> {
-    return {
-      'resolv-conf': (e) => resolvConf.restoreEntry(e, path),
-      'resolved-link': (e) => resolved.undoEntry(e),
-    };
   }
 
   update(cluster: ClusterInfo__Output): void {

@@ -10,7 +10,8 @@ import type { StartupMessage } from '../../src/rpc/startup';
 import { undoAll } from './cleanup';
 import { Journal, RESOLV_CONF, TUN_NAME } from './journal';
 import { linuxPlatform } from './platform/linux';
-import { RootEngine, type RootOptions } from './engine';
+import type { RootOptions } from './engine';
+import { journalUndoers } from './undoers';
 import { ensureBaseDir, ensureSessionDir, validateUserSocket } from './state-dir';
 import { runWatchdog } from './watchdog';
 
@@ -100,7 +101,7 @@ async function rootDaemon(values: Values): Promise<void> {
     throw new RdbgError(Codes.ALREADY_CONNECTED, `the root daemon of this session is running (pid ${other})`, 'run "rdbg quit" to stop it');
   }
   const journal = new Journal(paths.journal);
-  const leftovers = undoAll(journal, linuxPlatform, RootEngine.undoers(RESOLV_CONF));
+  const leftovers = undoAll(journal, linuxPlatform, journalUndoers(RESOLV_CONF));
   if (leftovers.length) log.warn('undid what an earlier root daemon left behind', { changes: leftovers });
   if (values.cleanup) {
     rmSync(paths.exitRecord, { force: true });

@@ -8,7 +8,7 @@ import type { StartupMessage } from '../../src/rpc/startup';
 import { undoAll } from './cleanup';
 import { Journal, RESOLV_CONF, TUN_NAME, type JournalEntry } from './journal';
 import { linuxPlatform } from './platform/linux';
-import { RootEngine } from './engine';
+import { journalUndoers } from './undoers';
 import type { WorkerConfig, WorkerMessage } from './worker';
 
 const log = logger('rootd.watchdog');
@@ -94,7 +94,7 @@ export function runWatchdog(o: { paths: RootPaths; config: Omit<WorkerConfig, 'w
         destroySockets(reset);
         log.error('the root daemon worker died; undoing its changes', { reason, pid: worker.pid });
       }
-      const undone = undoAll(journal, linuxPlatform, RootEngine.undoers(RESOLV_CONF));
+      const undone = undoAll(journal, linuxPlatform, journalUndoers(RESOLV_CONF));
       rmSync(paths.socket, { force: true });
       rmSync(paths.pid, { force: true });
       if (journal.entries().length === 0) rmSync(paths.dir, { recursive: true, force: true });

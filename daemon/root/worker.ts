@@ -1,3 +1,5 @@
+// First: the bundled gRPC and the compile cache, as bin/rdbg.js sets them up (see worker-setup.ts).
+import './worker-setup';
 import * as grpc from '@grpc/grpc-js';
 import { rmSync } from 'node:fs';
 import { parseCidr } from '../../src/core/cidr';

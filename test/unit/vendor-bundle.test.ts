@@ -89,3 +89,19 @@ t.test('gRPC and protobufjs load from their bundles and carry a call', async (t)
   t.equal(bundle.session, 'for u@h 7', 'a request and its answer, encoded and decoded');
   t.equal(pkg.session, bundle.session);
 });
+
+// The root daemon's worker is forked as a file of its own, not through bin/rdbg.js; its watchdog lives the whole session.
+const loadedBy = (file: string): { grpcFiles: string[]; bundles: string[] } => {
+  const code = `require(${JSON.stringify(join(packageRoot(), 'dist', 'daemon', 'root', file))});
+const files = Object.keys(require.cache);
+console.log(JSON.stringify({ grpcFiles: files.filter((f) => f.includes('node_modules/@grpc/') || f.includes('node_modules/protobufjs/')), bundles: files.filter((f) => f.includes('/dist/vendor/')) }));`;
+  return JSON.parse(execFileSync(process.execPath, ['-e', code], { cwd: packageRoot(), encoding: 'utf8' }));
+};
+
+t.test('the root daemon worker loads gRPC from its bundles, and its watchdog loads no gRPC at all', async (t) => {
+  const worker = loadedBy('worker.js');
+  t.same(worker.grpcFiles, [], 'no file of the gRPC or protobufjs packages');
+  t.same(worker.bundles.sort(), [bundlePath('@grpc/grpc-js'), bundlePath('protobufjs/light')].sort(), 'their bundles instead');
+  const watchdog = loadedBy('watchdog.js');
+  t.same(watchdog, { grpcFiles: [], bundles: [] }, 'the watchdog undoes a session without the engine, gRPC or the data plane');
+});

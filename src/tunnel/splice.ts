@@ -276,7 +276,8 @@ class Splice {
       to.on('drain', onDrain);
       return;
     }
-    const map = ab ? undefined : this.opts.mapBA;
+    // (mapBA is called on the options, as every callback: they may be an object's methods.)
+    const opts = ab ? undefined : this.opts;
     // A fast reader's chunk lives in its buffer: when its write does not complete at once,
     // read again only after that very write is done (writes complete in order: counting them tells which).
     let sent = 0;
@@ -289,7 +290,7 @@ class Splice {
       from.resume();
     };
     fr.sink = (read: Buffer): boolean => {
-      const chunk = map ? map(read) : read;
+      const chunk = opts?.mapBA ? opts.mapBA(read) : read;
       sent++;
       to.write(chunk, onWritten);
       this.counted(ab, chunk.length);
@@ -299,7 +300,7 @@ class Splice {
     };
     fr.wake = undefined;
     for (const stashed of fr.stash.splice(0)) {
-      const c = map ? map(stashed) : stashed;
+      const c = opts?.mapBA ? opts.mapBA(stashed) : stashed;
       sent++;
       to.write(c, onWritten); // copies: they may wait in the queue
       this.counted(ab, c.length);

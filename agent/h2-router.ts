@@ -731,9 +731,9 @@ export class H2Router {
 
   constructor(private readonly deps: RouterDeps) {}
 
-  /** Take a connection whose first bytes (`head`, the preface at least) were read to sniff the protocol. */
-  accept(socket: Socket, head: Buffer): void {
-    const c = new H2Conn(this.deps, socket, this.deps.app.connect(), head);
+  /** Take a connection whose first bytes (`head`, the preface at least) were read to sniff the protocol; `app` is the app's for it. */
+  accept(socket: Socket, head: Buffer, app: Socket = this.deps.app.connect()): void {
+    const c = new H2Conn(this.deps, socket, app, head);
     this.conns.add(c);
     socket.once('close', () => this.conns.delete(c));
     c.start();

@@ -138,13 +138,16 @@ class Http1Conn {
   constructor(
     private readonly deps: RouterDeps,
     private readonly caller: Socket,
+    app?: Socket,
   ) {
     caller.on('data', this.onData);
     caller.on('end', this.onEnd);
     caller.on('close', this.onClose);
     caller.on('drain', this.onDrain);
-    // Nothing intercepted: the app's connection opens while the first request is still on its way.
-    if (deps.table.size === 0) this.upstream(undefined);
+    // The app's connection, opened when the caller's was accepted, is its upstream; without one, and
+    // with nothing intercepted, it opens now, while the first request is still on its way.
+    if (app) this.upstream(undefined, app);
+    else if (deps.table.size === 0) this.upstream(undefined);
   }
 
   /** `fn` as a handler whose failure (a bug) costs this connection only, never the agent. */
@@ -230,8 +233,8 @@ class Http1Conn {
     return !upgrade;
   }
 
-  /** The upstream for a route: one per side, opened on first use. */
-  private upstream(divert: ActiveIntercept | undefined): Upstream {
+  /** The upstream for a route: one per side, opened on first use (the app's on `app` when given). */
+  private upstream(divert: ActiveIntercept | undefined, app?: Socket): Upstream {
     const key = divert ? divert.id : '';
     const have = this.ups.get(key);
     if (have && !have.closed) return have;
@@ -254,10 +257,10 @@ class Http1Conn {
         .catch(logBug('http1 divert'));
       return up;
     }
-    const app = this.deps.app;
-    const up = new Upstream(key, (err) => appFailure(app.address, err));
+    const target = this.deps.app;
+    const up = new Upstream(key, (err) => appFailure(target.address, err));
     this.ups.set(key, up);
-    up.attach(app.connect(), this);
+    up.attach(app ?? target.connect(), this);
     return up;
   }
 
@@ -514,9 +517,9 @@ export class Http1Proxy {
 
   constructor(private readonly deps: RouterDeps) {}
 
-  /** Take a connection whose first bytes (`head`) were read to sniff the protocol. */
-  accept(socket: Socket, head: Buffer): void {
-    const c = new Http1Conn(this.deps, socket);
+  /** Take a connection whose first bytes (`head`) were read to sniff the protocol, and the app's connection for it if one is open. */
+  accept(socket: Socket, head: Buffer, app?: Socket): void {
+    const c = new Http1Conn(this.deps, socket, app);
     this.conns.add(c);
     socket.once('close', () => this.conns.delete(c));
     if (head.length) socket.unshift(head);

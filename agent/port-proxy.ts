@@ -79,17 +79,24 @@ export class PortProxy {
     this.conns.add(sock);
     sock.on('close', () => this.conns.delete(sock));
     sock.on('error', (err) => log.debug('caller connection error', { err: errorMessage(err) }));
+    // Unless the whole port goes to a laptop, the connection will need the app's: it opens while
+    // the caller's first bytes are on their way, not after them.
+    const app = this.deps.table.globalDivert() ? undefined : new EarlyApp(this.deps.app.connect());
     sniffProtocol(sock, this.sniffTimeoutMs)
-      .then((s) => this.dispatch(sock, s))
+      .then((s) => this.dispatch(sock, s, app))
       .catch((err: unknown) => {
         log.error('connection dispatch failed', { err: errorMessage(err), stack: (err as Error).stack });
+        app?.drop();
         reset(sock);
       });
   }
 
-  private async dispatch(sock: net.Socket, sniffed: Sniffed): Promise<void> {
-    if (sock.destroyed) return;
+  private async dispatch(sock: net.Socket, sniffed: Sniffed, early: EarlyApp | undefined): Promise<void> {
+    if (sock.destroyed) return early?.drop();
     const global = this.deps.table.globalDivert();
+    if (global) early?.drop();
+    /** The app's connection for this caller's: the one opened at accept, or a new one. */
+    const app = (): net.Socket => early?.take() ?? this.deps.app.connect();
     if (global) {
       if (sniffed.protocol === 'http1' && !sniffed.ended) {
         // kubelet's probes still reach the app: look at the first request's headers.
@@ -102,13 +109,13 @@ export class PortProxy {
         return this.divertConnection(sock, sniffed, global);
       }
     }
-    if (sniffed.protocol === 'http1' && !sniffed.ended) return this.h1.accept(sock, sniffed.head);
+    if (sniffed.protocol === 'http1' && !sniffed.ended) return this.h1.accept(sock, sniffed.head, early?.take());
     if (sniffed.protocol === 'h2' && !sniffed.ended) {
-      if (this.deps.table.size > 0) return this.h2.accept(sock, sniffed.head);
-      return this.spliceH2(sock, sniffed.head);
+      if (this.deps.table.size > 0) return this.h2.accept(sock, sniffed.head, app());
+      return this.spliceH2(sock, sniffed.head, app());
     }
     for (const m of this.deps.table.globalMirrors()) this.mirrorConnection(sock, sniffed, m);
-    this.join(sock, sniffed, this.deps.app.connect());
+    this.join(sock, sniffed, app());
   }
 
   /** Hand the caller's connection (and its sniffed head) to an upstream byte stream. */
@@ -126,9 +133,9 @@ export class PortProxy {
   }
 
   /** No rule can match a stream of this connection: the caller and the app speak HTTP/2 to each other (see SplicedH2). */
-  private spliceH2(sock: net.Socket, head: Buffer): void {
+  private spliceH2(sock: net.Socket, head: Buffer, app: net.Socket): void {
     sock.unshift(head);
-    const c = new SplicedH2(sock, this.deps.app.connect(), () => this.splicedH2.delete(c));
+    const c = new SplicedH2(sock, app, () => this.splicedH2.delete(c));
     this.splicedH2.add(c);
     sock.resume();
   }
@@ -182,6 +189,39 @@ export class PortProxy {
       .catch(logBug('mirror connection'));
   }
 }
+
+/**
+ * The app's connection opened when a caller's was accepted, before anyone
+ * knows whether it is needed. Its errors are nobody's until it is taken; one
+ * that failed or closed by then is not handed on (a new connection reports
+ * the failure where it is used).
+ */
+class EarlyApp {
+  private sock?: net.Socket;
+
+  constructor(sock: net.Socket) {
+    sock.on('error', ignore);
+    this.sock = sock;
+  }
+
+  take(): net.Socket | undefined {
+    const s = this.sock;
+    this.sock = undefined;
+    if (!s) return undefined;
+    s.removeListener('error', ignore);
+    if (!s.destroyed && !s.readableEnded) return s;
+    s.destroy();
+    return undefined;
+  }
+
+  /** Not needed after all (the connection is diverted or gone). */
+  drop(): void {
+    this.sock?.destroy();
+    this.sock = undefined;
+  }
+}
+
+const ignore = (): void => undefined;
 
 /** The answer to a kubelet probe while the app is replaced. */
 function probeAnswer(owner: string): string {

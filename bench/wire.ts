@@ -47,6 +47,8 @@ const IPERF_SECONDS = 5;
 /** The pod address the cluster namespace's servers listen on (on its lo; the manager may dial it). */
 const SERVER_IP = CLUSTER.podIps[1];
 const NOBODY = ['--reuid=65534', '--regid=65534', '--clear-groups', '--'];
+/** bench/pipe-relay.ts, compiled beside this file. */
+const PIPE_RELAY = join(__dirname, 'pipe-relay.js');
 
 type Result = { code: number; stdout: string; stderr: string };
 type Runner = (cmd: string, args: string[], timeoutMs?: number) => Promise<Result>;
@@ -284,6 +286,14 @@ async function partAgent(s: Samples, dir: string): Promise<BenchRow[]> {
       return p;
     };
     const [h2Relay, kaRelay, pyRelay] = [await relay(h2Port), await relay(appPort), await relay(pyPort)];
+    // The floor of a relay in Node: its own streams piping bytes (bench/pipe-relay.ts).
+    const pipeRelay = async (to: number): Promise<number> => {
+      const p = await freePort();
+      spawnHere(process.execPath, [PIPE_RELAY, '127.0.0.1', String(p), '127.0.0.1', String(to)]);
+      await waitForPort(p, 'pipe-relay');
+      return p;
+    };
+    const [h2Pipe, kaPipe, pyPipe] = [await pipeRelay(h2Port), await pipeRelay(appPort), await pipeRelay(pyPort)];
     // Someone else's intercept: only requests with x-dev: someone-else go to their laptop; the bench's carry none.
     await env.laptop([{ workload: 'h2-intercepted', port: h2Port, header: { name: 'x-dev', value: 'someone-else' }, localPort: lapPort }]);
     const probe = new http.Agent({ keepAlive: false });
@@ -305,12 +315,15 @@ async function partAgent(s: Samples, dir: string): Promise<BenchRow[]> {
       await s.take('agent_h2load_agent', () => h2load(runHere, `http://127.0.0.1:${h2Plain}/f`));
       await s.take('agent_h2load_agent_intercepted', () => h2load(runHere, `http://127.0.0.1:${h2Held}/f`));
       await s.take('agent_h2load_socat', () => h2load(runHere, `http://127.0.0.1:${h2Relay}/f`));
+      await s.take('agent_h2load_pipe', () => h2load(runHere, `http://127.0.0.1:${h2Pipe}/f`));
       await s.take('agent_keepalive_direct_us', () => latencyUs(appPort, {}, KEEPALIVE_N));
       await s.take('agent_keepalive_agent_us', () => latencyUs(kaAgent, {}, KEEPALIVE_N));
       await s.take('agent_keepalive_socat_us', () => latencyUs(kaRelay, {}, KEEPALIVE_N));
+      await s.take('agent_keepalive_pipe_us', () => latencyUs(kaPipe, {}, KEEPALIVE_N));
       await s.take('agent_close_direct_us', () => closeLatencyUs(pyPort, CLOSE_N, '/f', 64));
       await s.take('agent_close_agent_us', () => closeLatencyUs(pyAgent, CLOSE_N, '/f', 64));
       await s.take('agent_close_socat_us', () => closeLatencyUs(pyRelay, CLOSE_N, '/f', 64));
+      await s.take('agent_close_pipe_us', () => closeLatencyUs(pyPipe, CLOSE_N, '/f', 64));
     }
     return [
       ratioRow(s, 'h2load -c 10 -m 10 to nghttpd (h2c), not intercepted (requests/s)', 'agent', 'agent_h2load_agent', 'agent_h2load_direct', 80),
@@ -320,6 +333,9 @@ async function partAgent(s: Samples, dir: string): Promise<BenchRow[]> {
       ratioRow(s, 'h2load -c 10 -m 10 to nghttpd (h2c) through socat, the floor of any relay (requests/s)', 'socat', 'agent_h2load_socat', 'agent_h2load_direct'),
       addedRow(s, 'HTTP/1.1 keep-alive request through socat, the floor of any relay, median (us)', 'socat', 'agent_keepalive_socat_us', 'agent_keepalive_direct_us'),
       addedRow(s, 'HTTP/1.0 request on a new connection through socat (a fork per connection), median (us)', 'socat', 'agent_close_socat_us', 'agent_close_direct_us'),
+      ratioRow(s, 'h2load -c 10 -m 10 to nghttpd (h2c) through a Node pipe() relay, the floor of a relay in Node (requests/s)', 'Node pipe', 'agent_h2load_pipe', 'agent_h2load_direct'),
+      addedRow(s, 'HTTP/1.1 keep-alive request through a Node pipe() relay, median (us)', 'Node pipe', 'agent_keepalive_pipe_us', 'agent_keepalive_direct_us'),
+      addedRow(s, 'HTTP/1.0 request on a new connection through a Node pipe() relay, median (us)', 'Node pipe', 'agent_close_pipe_us', 'agent_close_direct_us'),
     ];
   } finally {
     for (const srv of nodeServers) {
@@ -444,23 +460,28 @@ const TUN_LABELS: Record<string, string> = {
 };
 
 /**
- * Each server behind two socat relays, in the places of rdbg's two: one in
- * the laptop namespace (on 127.0.0.1, where the root daemon's listener is)
+ * Each server behind two relays of one kind, in the places of rdbg's two: one
+ * in the laptop namespace (on 127.0.0.1, where the root daemon's listener is)
  * and one in the cluster namespace on the address the laptop reaches the
- * manager at, which dials the server. socat relays bytes and nothing else,
- * in 256 KiB reads, so this is the best any design with a relay on each side
- * (every laptop-to-cluster tool has one) can do on this machine.
+ * manager at, which dials the server. socat relays bytes and nothing else, in
+ * 256 KiB reads: the best any design with a relay on each side (every
+ * laptop-to-cluster tool has one) can do on this machine. The Node pipe()
+ * relay (bench/pipe-relay.ts) is the best such a relay in Node can do.
  */
-async function relayChain(sb: Sandbox, lap: Netns, servers: Record<Parameters<Target['port']>[0], number>): Promise<Target> {
+async function relayChain(sb: Sandbox, lap: Netns, servers: Record<Parameters<Target['port']>[0], number>, kind: 'socat' | 'pipe'): Promise<Target> {
   const local: Record<string, number> = {};
   const clusterSide = '198.18.1.1'; // the cluster namespace's end of the first laptop's veth
+  const relay = (ns: Netns, host: string, port: number, toHost: string, toPort: number): void => {
+    if (kind === 'socat') ns.spawn('socat', ['-b', '262144', `TCP-LISTEN:${port},bind=${host},reuseaddr,fork,nodelay,backlog=1024`, `TCP:${toHost}:${toPort},nodelay`]);
+    else ns.spawn(process.execPath, [PIPE_RELAY, host, String(port), toHost, String(toPort)]);
+  };
   for (const [name, port] of Object.entries(servers)) {
     const mid = freePortIn(sb.cluster, clusterSide);
-    sb.cluster.spawn('socat', ['-b', '262144', `TCP-LISTEN:${mid},bind=${clusterSide},reuseaddr,fork,nodelay,backlog=1024`, `TCP:${SERVER_IP}:${port},nodelay`]);
-    await waitForPortIn(sb.cluster, clusterSide, mid, 'socat');
+    relay(sb.cluster, clusterSide, mid, SERVER_IP, port);
+    await waitForPortIn(sb.cluster, clusterSide, mid, kind);
     const front = freePortIn(lap, '127.0.0.1');
-    lap.spawn('socat', ['-b', '262144', `TCP-LISTEN:${front},bind=127.0.0.1,reuseaddr,fork,nodelay,backlog=1024`, `TCP:${clusterSide}:${mid},nodelay`]);
-    await waitForPortIn(lap, '127.0.0.1', front, 'socat');
+    relay(lap, '127.0.0.1', front, clusterSide, mid);
+    await waitForPortIn(lap, '127.0.0.1', front, kind);
     local[name] = front;
   }
   return { host: '127.0.0.1', port: (name) => local[name] };
@@ -499,11 +520,13 @@ async function partTun(s: Samples, dir: string): Promise<BenchRow[]> {
     const servers = { redis: redisPort, h2: h2Port, iperf: iperfPort, pg: pgPort, http: 80 };
     const direct: Target = { host: ip, port: (name) => servers[name] };
     // The floor of rdbg's shape: one relay where the root daemon is and one where the manager is.
-    const relays = await relayChain(sb, directLap.ns, servers);
+    const relays = await relayChain(sb, directLap.ns, servers, 'socat');
+    const pipes = await relayChain(sb, directLap.ns, servers, 'pipe');
     const paths: Array<{ name: string; run: Runner; at: Target }> = [
       { name: 'direct', run: directLap.ns.run.bind(directLap.ns), at: direct },
       { name: 'tun', run: tunLap.ns.run.bind(tunLap.ns), at: direct },
       { name: 'socat', run: directLap.ns.run.bind(directLap.ns), at: relays },
+      { name: 'pipe', run: directLap.ns.run.bind(directLap.ns), at: pipes },
     ];
     const pg = (at: Target): string[] => ['-h', at.host, '-p', String(at.port('pg')), '-U', 'postgres', 'postgres'];
     const init = await directLap.ns.run('pgbench', ['-i', '-s', '1', '-q', ...pg(direct)], 120_000);
@@ -543,6 +566,7 @@ async function partTun(s: Samples, dir: string): Promise<BenchRow[]> {
       ratioRow(s, 'upload, 256 MiB, curl -T (MB/s)', 'TUN', 'upload_tun', 'upload_direct', 60),
       ratioRow(s, 'download, 256 MiB, curl (MB/s)', 'TUN', 'download_tun', 'download_direct'),
       ...runs.map(([name]) => ratioRow(s, `${TUN_LABELS[name]} through two socat relays, the floor of rdbg's shape`, 'socat', `${name}_socat`, `${name}_direct`)),
+      ...runs.map(([name]) => ratioRow(s, `${TUN_LABELS[name]} through two Node pipe() relays, the floor of rdbg's shape in Node`, 'Node pipe', `${name}_pipe`, `${name}_direct`)),
     ];
   } finally {
     cleanUp(mark);

@@ -7,8 +7,6 @@
  * be read against what its language allows on the same machine.
  *
  *   node dist/bench/pipe-relay.js LISTEN_HOST LISTEN_PORT TO_HOST TO_PORT
- *
- * Prints "listening" once it accepts connections.
  */
 import * as net from 'node:net';
 
@@ -30,7 +28,7 @@ function main(): void {
     a.pipe(b);
     b.pipe(a);
   });
-  server.listen({ host: listenHost, port: Number(listenPort), backlog: 1024 }, () => process.stdout.write('listening\n'));
+  server.listen({ host: listenHost, port: Number(listenPort), backlog: 1024 });
   server.on('error', (err) => {
     process.stderr.write(`pipe-relay: ${err.message}\n`);
     process.exit(1);

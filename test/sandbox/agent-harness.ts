@@ -262,9 +262,11 @@ function writeBig(out: NodeJS.WritableStream & { destroyed?: boolean }, n: numbe
  * A raw TCP echo server that prefixes what it returns with its name, and
  * records what it received. With `greeting` it speaks first.
  */
-export async function startEcho(t: Teardown, name: string, greeting?: string): Promise<{ port: number; received: string[] }> {
+export async function startEcho(t: Teardown, name: string, greeting?: string): Promise<{ port: number; received: string[]; accepted: () => number }> {
   const received: string[] = [];
+  let accepted = 0;
   const s = net.createServer({ allowHalfOpen: true }, (sock) => {
+    accepted++;
     sock.on('error', () => undefined);
     if (greeting) sock.write(greeting);
     sock.on('data', (c: Buffer) => {
@@ -273,7 +275,7 @@ export async function startEcho(t: Teardown, name: string, greeting?: string): P
     });
     sock.on('end', () => sock.end());
   });
-  return { port: await listen(s, t), received };
+  return { port: await listen(s, t), received, accepted: () => accepted };
 }
 
 // ---- gRPC: a JSON-serialized service, no .proto needed.

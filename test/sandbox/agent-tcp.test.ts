@@ -3,7 +3,7 @@ import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import type { TrafficAgent } from '../../agent/traffic-agent';
 import type { FakeLaptop } from '../helpers/fake-laptop';
-import { get, intercept, listen, rawExchange, removeIntercept, startAgent, startEcho, startLaptop, startManager, startServer, waitFor, type TestServer } from './agent-harness';
+import { get, intercept, rawExchange, removeIntercept, startAgent, startEcho, startLaptop, startManager, startServer, waitFor, type TestServer } from './agent-harness';
 
 // Raw TCP, TLS-looking bytes and server-speaks-first protocols pass to the app
 // untouched; a global intercept (no header, no path) diverts whole connections.
@@ -149,30 +149,23 @@ t.test('ending a global intercept resets the connections it diverted; new ones r
 });
 
 t.test("the app's connection opens as the caller's is accepted, before its first bytes; not when a global intercept takes the port", async (t) => {
-  // A counting echo app, behind an agent that would wait 10 s for a silent caller's first bytes.
-  let accepted = 0;
-  const counting = net.createServer({ allowHalfOpen: true }, (sock) => {
-    accepted++;
-    sock.on('error', () => undefined);
-    sock.on('data', (c: Buffer) => sock.write(`app:${c.toString('latin1')}`));
-    sock.on('end', () => sock.end());
-  });
-  const port = await listen(counting, t);
-  const agent = await startAgent(t, managerPort, port, { sniffTimeoutMs: 10_000 });
+  // An echo app, behind an agent that would wait 10 s for a silent caller's first bytes.
+  const app = await startEcho(t, 'app');
+  const agent = await startAgent(t, managerPort, app.port, { sniffTimeoutMs: 10_000 });
 
   const caller = net.connect({ port: agent.listenPort, host: '127.0.0.1', allowHalfOpen: true });
   t.teardown(() => caller.destroy());
-  await waitFor(() => accepted === 1, 3000, 'the app connection, while the caller has sent nothing');
+  await waitFor(() => app.accepted() === 1, 3000, 'the app connection, while the caller has sent nothing');
   let out = '';
   caller.on('data', (c: Buffer) => (out += c.toString('latin1')));
   const ended = new Promise((r) => caller.once('end', r));
   caller.end('hello');
   await ended;
   t.equal(out, 'app:hello', "the caller's bytes went over that connection");
-  t.equal(accepted, 1, 'and no second one was opened');
+  t.equal(app.accepted(), 1, 'and no second one was opened');
 
   const id = await intercept(laptop, agent, { local_port: laptopEcho.port });
   t.teardown(() => removeIntercept(laptop, agent, id));
   t.equal(await talk(agent.listenPort, 'ping'), 'laptop:ping', 'diverted whole');
-  t.equal(accepted, 1, 'a diverted connection opens none to the app');
+  t.equal(app.accepted(), 1, 'a diverted connection opens none to the app');
 });
